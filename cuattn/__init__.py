@@ -1,0 +1,20 @@
+"""cuattn: exact fused attention for NumPy-style users, on NVIDIA GPUs (CuPy + NVRTC) and CPUs (Numba).
+
+Operations
+----------
+attention
+    Exact softmax attention, fused and tiled (online softmax, O(N) memory).
+reference
+    Float64 SciPy references of every operation, for checking any result.
+
+The backend follows the array type: CuPy (GPU) arrays run CUDA kernels compiled at first use,
+NumPy arrays run Numba kernels on the CPU. ``backend='cuda'|'cpu'|'reference'`` overrides.
+"""
+
+from . import reference
+from ._backend import gpu_available
+from .attention import attention
+
+__version__ = "0.1.0"
+
+__all__ = ["attention", "reference", "gpu_available", "__version__"]

@@ -1,0 +1,127 @@
+"""Loading, compiling and launching the CUDA sources in ``cuda/``.
+
+Each ``cuda/<op>.cu`` holds templates; Python picks an instantiation by name (a CuPy
+``name_expression``). Local headers (``#include "common.cuh"``) are inlined into the source
+string before compiling, so CuPy's on-disk cache key (source + options) changes whenever any
+header changes: no stale binaries, and no ``-I`` path to get right. The kernels include no
+system headers, so NVRTC needs no CUDA include directory either.
+
+``compile_ptx_report`` compiles with NVRTC directly (no driver, no GPU) for the CI checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+from ._backend import require_cupy
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
+BASE_OPTIONS = ("-std=c++17",)
+
+
+@functools.lru_cache(maxsize=None)
+def source_dir() -> Path:
+    """Folder holding the .cu/.cuh files: the checkout's cuda/ or the installed copy."""
+    env = os.environ.get("CUATTN_CUDA_DIR")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "cuda"
+    if (checkout / "common.cuh").is_file():
+        return checkout
+    from importlib import resources
+
+    installed = Path(str(resources.files("cuattn._cuda_sources")))
+    if (installed / "common.cuh").is_file():
+        return installed
+    raise FileNotFoundError(f"cuattn's CUDA sources are missing (looked in {checkout} and {installed})")
+
+
+def kernel_files() -> list[str]:
+    return sorted(p.name for p in source_dir().glob("*.cu"))
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(name: str) -> str:
+    """Source text of ``cuda/<name>`` with local includes inlined (each header once)."""
+    seen: set[str] = set()
+
+    def expand(fname: str) -> str:
+        text = (source_dir() / fname).read_text()
+
+        def repl(m):
+            inc = m.group(1)
+            if inc in seen:
+                return ""
+            seen.add(inc)
+            return f"// ---- begin {inc}\n{expand(inc)}\n// ---- end {inc}\n"
+
+        return _INCLUDE.sub(repl, text)
+
+    return expand(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _module(name: str, name_expressions: tuple, options: tuple):
+    cupy = require_cupy()
+    return cupy.RawModule(
+        code=load_source(name),
+        options=BASE_OPTIONS + tuple(options),
+        name_expressions=list(name_expressions),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def get_kernel(name: str, expression: str, options: tuple = (), max_dynamic_smem: int = 0):
+    """Compiled kernel ``expression`` (a template instantiation) from ``cuda/<name>``.
+
+    One module is compiled per (file, expression, options): variants compile lazily, at first
+    use, and CuPy caches the binary on disk. Kernels that need more than 48 KB of dynamic
+    shared memory get their limit raised here, once.
+    """
+    kernel = _module(name, (expression,), tuple(options)).get_function(expression)
+    if max_dynamic_smem > 48 * 1024:
+        kernel.max_dynamic_shared_size_bytes = int(max_dynamic_smem)
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def device_properties() -> dict:
+    cupy = require_cupy()
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    return {
+        "num_sms": int(props["multiProcessorCount"]),
+        "cc": int(props["major"]) * 10 + int(props["minor"]),
+        "smem_optin": int(props.get("sharedMemPerBlockOptin", 48 * 1024)),
+    }
+
+
+def launch(kernel, grid, block, args, shared_mem: int = 0):
+    """Launch on CuPy's current stream."""
+    kernel(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=int(shared_mem))
+
+
+def compile_ptx_report(name: str, name_expressions, arch: str, extra_options=()) -> str:
+    """Compile ``cuda/<name>`` with NVRTC for ``arch`` (e.g. 'sm_80', 'sm_90a') and return the log.
+
+    Needs CuPy's NVRTC (no driver, no GPU). The log carries ptxas' resource report
+    (registers, spills, shared memory). Raises RuntimeError with the log on failure.
+    """
+    from cupy.cuda import nvrtc
+
+    src = load_source(name)
+    prog = nvrtc.createProgram(src, name, [], [])
+    try:
+        for expr in name_expressions:
+            nvrtc.addNameExpression(prog, expr)
+        opts = list(BASE_OPTIONS) + [f"-arch={arch}", "--ptxas-options=-v", *extra_options]
+        try:
+            nvrtc.compileProgram(prog, opts)
+        except nvrtc.NVRTCError as exc:
+            raise RuntimeError(f"NVRTC failed on {name} for {arch}:\n{nvrtc.getProgramLog(prog)}") from exc
+        return nvrtc.getProgramLog(prog)
+    finally:
+        nvrtc.destroyProgram(prog)

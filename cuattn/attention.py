@@ -1,0 +1,210 @@
+"""``cuattn.attention``: exact fused softmax attention (check, dispatch, GPU launch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+from ._backend import as_cupy, require_cupy, resolve_backend
+from ._cuda import get_kernel, launch
+
+LOG2E = 1.4426950408889634
+MAX_GRID_Z = 65535
+
+# Tensor-core variants: padded head dim -> (kBlockN, kNWarps). kBlockM = 16 * kNWarps.
+# Chosen on an H100 with benchmarks/attention.py; every entry compiles in tests/test_compile.py.
+MMA_TILES = {
+    32: (64, 4),
+    64: (64, 4),
+    96: (64, 4),
+    128: (64, 4),
+    160: (32, 4),
+    192: (32, 4),
+    224: (32, 4),
+    256: (32, 4),
+}
+MAX_HEAD_DIM = 256
+F32_BLOCK_M = 16
+F32_BLOCK_N = 32
+
+
+def padded_head_dim(head_dim: int, head_dim_v: int) -> int:
+    return max(32, -(-max(head_dim, head_dim_v) // 32) * 32)
+
+
+def mma_expression(type_name: str, padded: int, causal: bool) -> str:
+    block_n, warps = MMA_TILES[padded]
+    return f"attention_fwd_mma<{type_name}, {padded}, {block_n}, {warps}, {'true' if causal else 'false'}>"
+
+
+def f32_expression(padded: int, causal: bool) -> str:
+    return f"attention_fwd_f32<{padded}, {'true' if causal else 'false'}>"
+
+
+def all_kernel_expressions() -> list[str]:
+    """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
+    out = []
+    for padded in MMA_TILES:
+        for causal in (False, True):
+            out += [mma_expression(t, padded, causal) for t in ("half_t", "bf16_t")]
+            out.append(f32_expression(padded, causal))
+    return out
+
+
+def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=None):
+    """Exact softmax attention, fused and tiled (online softmax, O(N) memory).
+
+    ``o = softmax(scale * q @ k^T + mask) @ v`` computed without materializing the score
+    matrix. The backend follows the arrays: CuPy (GPU) arrays run the CUDA kernel, NumPy
+    arrays the Numba CPU kernel.
+
+    Parameters
+    ----------
+    q : array, shape (..., Hq, Sq, D)
+        Queries. float16, bfloat16 or float32 on the GPU; float32 or float64 on the CPU
+        (float16/bfloat16 are computed in float32 there and returned in their own dtype).
+    k : array, shape (..., Hkv, Sk, D)
+        Keys. ``Hq`` must be a multiple of ``Hkv`` (GQA/MQA: query head ``h`` reads kv head
+        ``h // (Hq // Hkv)``). Leading dims broadcast as in ``numpy.matmul``.
+    v : array, shape (..., Hkv, Sk, Dv)
+        Values, same dtype as ``q`` and ``k``.
+    causal : bool, default False
+        Causal mask aligned bottom-right: query ``i`` sees keys ``j <= i + Sk - Sq``.
+    scale : float, optional
+        Score scale; None means ``D ** -0.5``. Any finite value, negative or zero included,
+        is used exactly as given.
+    return_lse : bool, default False
+        Also return the natural-log log-sum-exp of the scaled (masked) scores.
+    backend : {None, 'cuda', 'cpu', 'reference'}
+        None follows the array type; 'reference' runs :func:`cuattn.reference.attention`.
+
+    Returns
+    -------
+    o : array, shape (..., Hq, Sq, Dv), the input dtype (float64 for the reference)
+    lse : array, shape (..., Hq, Sq), float32 (only with ``return_lse``)
+        ``-inf`` for a row that sees no key (whose output is zeros).
+
+    Raises
+    ------
+    TypeError
+        Mixed NumPy/GPU inputs, mismatched or unsupported dtypes, non-bool flags.
+    ValueError
+        Shapes that do not fit, a non-finite scale, a head dim the GPU kernels do not cover
+        (they take D, Dv <= 256, multiples of 8), a last dim that is not contiguous on the GPU.
+
+    Notes
+    -----
+    On the GPU the kernel reads inputs through their strides (the last dim must be
+    contiguous), so ``x.transpose(0, 2, 1, 3)`` of a ``(B, S, H, D)`` array needs no copy.
+    Inputs whose rows are not 16-byte aligned are copied once. Accumulation is float32.
+
+    Examples
+    --------
+    >>> import numpy as np, cuattn
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.standard_normal((1, 8, 128, 64), dtype=np.float32)
+    >>> k = rng.standard_normal((1, 2, 128, 64), dtype=np.float32)
+    >>> v = rng.standard_normal((1, 2, 128, 64), dtype=np.float32)
+    >>> o, lse = cuattn.attention(q, k, v, causal=True, return_lse=True)
+    >>> o.shape, lse.shape
+    ((1, 8, 128, 64), (1, 8, 128))
+    """
+    chosen = resolve_backend({"q": q, "k": k, "v": v}, backend)
+    causal = _checks.check_bool(causal, "causal")
+    return_lse = _checks.check_bool(return_lse, "return_lse")
+    if chosen == "reference":
+        from .reference import attention as reference_attention
+
+        return reference_attention(q, k, v, causal=causal, scale=scale, return_lse=return_lse)
+    if chosen == "cuda":
+        q, k, v = as_cupy(q), as_cupy(k), as_cupy(v)
+    sizes = _checks.attention_shapes(q, k, v)
+    scale = _checks.check_scale(scale, sizes["head_dim"])
+    _checks.check_same_dtype({"q": q, "k": k, "v": v})
+    if chosen == "cpu":
+        _checks.check_dtype(q, "q", _checks.CPU_DTYPES, "CPU")
+        from ._cpu_attention import attention_cpu
+
+        o, lse = attention_cpu(q, k, v, sizes, causal, scale)
+    else:
+        _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
+        o, lse = _attention_cuda(q, k, v, sizes, causal, scale, return_lse)
+    return (o, lse) if return_lse else o
+
+
+def _flatten_batch(x, batch: tuple, cupy):
+    """View x broadcast to ``batch + x.shape[-3:]`` as (B, H, S, D) without a copy when the
+    strides allow; otherwise one contiguous copy."""
+    x = cupy.broadcast_to(x, batch + x.shape[-3:])
+    if len(batch) == 1:
+        return x
+    if len(batch) == 0:
+        return x[None]
+    nbatch = math.prod(batch)
+    strides = [s for n, s in zip(batch, x.strides[: len(batch)]) if n != 1]
+    sizes = [n for n in batch if n != 1]
+    mergeable = all(strides[i] == strides[i + 1] * sizes[i + 1] for i in range(len(sizes) - 1))
+    if mergeable:
+        stride = strides[-1] if strides else 0
+        return cupy.lib.stride_tricks.as_strided(x, (nbatch,) + x.shape[-3:], (stride,) + x.strides[-3:])
+    return cupy.ascontiguousarray(x).reshape((nbatch,) + x.shape[-3:])
+
+
+def _kernel_ready(x, name: str, cupy):
+    """Check the last dim is contiguous; copy when rows are not 16-byte aligned."""
+    if x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
+        raise ValueError(
+            f"{name}'s last dim must be contiguous (stride {x.itemsize} bytes); got stride "
+            f"{x.strides[-1]}: pass cupy.ascontiguousarray({name})"
+        )
+    aligned = x.data.ptr % 16 == 0 and all(s % 16 == 0 for s, n in zip(x.strides[:-1], x.shape[:-1]) if n > 1)
+    return x if aligned else cupy.ascontiguousarray(x)
+
+
+def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
+    cupy = require_cupy()
+    d, dv = sizes["head_dim"], sizes["head_dim_v"]
+    for name, dim in (("D", d), ("Dv", dv)):
+        if dim < 1 or dim > MAX_HEAD_DIM or dim % 8:
+            raise ValueError(
+                f"head dim {name}={dim} is not supported on the GPU: it takes multiples of 8 up to "
+                f"{MAX_HEAD_DIM} (use backend='cpu' on NumPy arrays for other sizes)"
+            )
+    batch, hq, sq, sk = sizes["batch"], sizes["num_q_heads"], sizes["seqlen_q"], sizes["seqlen_k"]
+    o = cupy.empty(batch + (hq, sq, dv), dtype=q.dtype)
+    lse = cupy.empty(batch + (hq, sq), dtype=cupy.float32)
+    if lse.size == 0:  # no query row anywhere: nothing to launch
+        return o, lse
+    qf, kf, vf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    of = o.reshape((-1, hq, sq, dv))
+    lsef = lse.reshape((-1, hq, sq))
+    padded = padded_head_dim(d, dv)
+    if q.dtype == _checks.FLOAT32:
+        expr = f32_expression(padded, causal)
+        block_m, threads = F32_BLOCK_M, 128
+        smem = 4 * (F32_BLOCK_M * padded + F32_BLOCK_N * (padded + 1) + F32_BLOCK_N * padded)
+    else:
+        type_name = "half_t" if q.dtype == _checks.FLOAT16 else "bf16_t"
+        expr = mma_expression(type_name, padded, causal)
+        block_n, warps = MMA_TILES[padded]
+        block_m, threads = 16 * warps, 32 * warps
+        smem = 2 * (block_m + 2 * block_n) * (padded + 8)
+    kernel = get_kernel("attention.cu", expr, max_dynamic_smem=smem)
+    num_m_blocks = -(-sq // block_m)
+    group = hq // sizes["num_kv_heads"]
+
+    def strides(x):
+        return [np.int64(s // x.itemsize) for s in x.strides[:3]]
+
+    nb = of.shape[0]
+    for b0 in range(0, nb, MAX_GRID_Z):
+        b1 = min(nb, b0 + MAX_GRID_Z)
+        views = [x[b0:b1] for x in (qf, kf, vf, of)]
+        args = [*views, lsef[b0:b1]]
+        for x in views:
+            args += strides(x)
+        args += [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
+        launch(kernel, (num_m_blocks, hq, b1 - b0), (threads,), args, shared_mem=smem)
+    return o, lse

@@ -1,0 +1,309 @@
+// attention.cu: fused exact softmax attention, forward (FlashAttention-2 style).
+//
+// Names: B batch, H query heads, Sq/Sk lengths, D/Dv head dims (runtime), kHeadDim the padded
+// compile-time head dim (>= max(D, Dv), a multiple of 32); group = Hq / Hkv (GQA).
+//
+// attention_fwd_mma<T, kHeadDim, kBlockN, kNWarps, kCausal> (T = half_t or bf16_t):
+//   one block computes kBlockM = 16 * kNWarps query rows of one (batch, head); each warp owns
+//   16 rows. The Q tile is loaded once (cp.async, zero-filled past Sq and D) and, for
+//   kHeadDim <= 128, kept in registers as mma A fragments. K and V tiles of kBlockN keys stream
+//   through shared memory: V of block n loads while S = Q K^T of block n runs; K of block n+1
+//   loads while O += P V runs. S and O accumulate in fp32 registers (mma.sync m16n8k16); the
+//   online softmax keeps a running max (log2 units) and a per-thread partial row sum. P goes
+//   from the S accumulators straight into A fragments (same register layout), so no score
+//   ever touches shared or global memory. Causal blocks above the diagonal are never loaded.
+//   Shared memory rows are padded by 16 bytes so ldmatrix and cp.async hit distinct banks:
+//   (kBlockM + 2 kBlockN) * (kHeadDim + 8) * 2 bytes.
+//   Traffic per (batch, head): Q and O once, K and V once per query block (L2-resident).
+//
+// attention_fwd_f32<kHeadDim, kCausal> (float32, exact FFMA, no TF32):
+//   4 warps, each owning 4 query rows; K/V tiles of 32 keys in shared memory; lane j scores
+//   key j, lanes own output columns lane, lane+32, ...
+//
+// Masking: key j is visible to query i iff j < Sk and (!causal or j <= i + Sk - Sq). A row that
+// sees no key writes zeros and lse = -inf.
+
+#include "common.cuh"
+
+template <typename T, int kHeadDim, int kBlockN, int kNWarps, bool kCausal>
+__global__ void __launch_bounds__(kNWarps * 32, 2)
+attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                  T* __restrict__ o, float* __restrict__ lse,
+                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss,
+                  i64 v_sb, i64 v_sh, i64 v_ss, i64 o_sb, i64 o_sh, i64 o_ss,
+                  int seqlen_q, int seqlen_k, int head_dim, int head_dim_v, int group,
+                  float scale_log2) {
+    constexpr int kBlockM = 16 * kNWarps;
+    constexpr int kThreads = kNWarps * 32;
+    constexpr int kStride = kHeadDim + 8;     // padded shared-memory row, in elements
+    constexpr int kChunks = kHeadDim / 8;     // 16-byte chunks per row
+    constexpr int kKTiles = kHeadDim / 16;    // k-steps of the S = Q K^T product
+    constexpr int kNTiles = kBlockN / 8;      // n-tiles of S
+    constexpr int kDTiles = kHeadDim / 8;     // n-tiles of O
+    constexpr bool kQInRegs = kHeadDim <= 128;
+    static_assert(kHeadDim % 32 == 0 && kBlockN % 16 == 0, "tile shapes");
+
+    extern __shared__ __align__(16) u16 smem[];
+    u16* sQ = smem;
+    u16* sK = sQ + kBlockM * kStride;
+    u16* sV = sK + kBlockN * kStride;
+
+    const int m_block = kCausal ? (gridDim.x - 1 - blockIdx.x) : blockIdx.x;  // heavy blocks first
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int m0 = m_block * kBlockM;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int offset = seqlen_k - seqlen_q;  // bottom-right causal alignment
+
+    const T* qb = q + batch * q_sb + head * q_sh;
+    const T* kb = k + batch * k_sb + (head / group) * k_sh;
+    const T* vb = v + batch * v_sb + (head / group) * v_sh;
+
+    int n_end = seqlen_k;
+    if (kCausal) n_end = min(seqlen_k, max(0, m0 + kBlockM + offset));
+    const int num_n_blocks = (n_end + kBlockN - 1) / kBlockN;
+
+    // rows [row0, row0 + rows) of a (seq, dim) tensor into shared memory, zero past limits
+    auto load_tile = [&](u16* dst, const T* src, i64 row_stride, int row0, int rows, int row_limit, int col_limit) {
+        for (int i = tid; i < rows * kChunks; i += kThreads) {
+            const int r = i / kChunks, c = i % kChunks;
+            const bool valid = (row0 + r < row_limit) && (c * 8 < col_limit);
+            const T* g = valid ? src + (i64)(row0 + r) * row_stride + c * 8 : src;
+            cp_async_16(smem_addr(dst + r * kStride + c * 8), g, valid);
+        }
+    };
+
+    load_tile(sQ, qb, q_ss, m0, kBlockM, seqlen_q, head_dim);
+    cp_async_commit();
+    if (num_n_blocks > 0) load_tile(sK, kb, k_ss, 0, kBlockN, seqlen_k, head_dim);
+    cp_async_commit();
+
+    float acc_o[kDTiles][4];
+#pragma unroll
+    for (int i = 0; i < kDTiles; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
+    float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
+    float row_sum[2] = {0.f, 0.f};
+
+    // ldmatrix addressing (see Mma in common.cuh for the fragment layouts)
+    const int a_row = warp * 16 + (lane & 15), a_col = (lane >> 4) * 8;                  // Q
+    const int b_row = (lane & 7) + ((lane >> 4) << 3), b_col = ((lane >> 3) & 1) * 8;  // K
+    const int t_row = (lane & 7) + (((lane >> 3) & 1) << 3), t_col = (lane >> 4) * 8;  // V (trans)
+
+    cp_async_wait<1>();
+    __syncthreads();
+    u32 q_frag[kQInRegs ? kKTiles : 1][4];
+    if constexpr (kQInRegs) {
+#pragma unroll
+        for (int kk = 0; kk < kKTiles; ++kk) ldmatrix_x4(q_frag[kk], smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
+    }
+
+    const int row_g = m0 + warp * 16 + lane / 4;  // global query row of c0/c1; c2/c3 are row_g + 8
+
+    for (int nb = 0; nb < num_n_blocks; ++nb) {
+        const int n0 = nb * kBlockN;
+        cp_async_wait<0>();
+        __syncthreads();  // K[nb] is in; every warp is done with V[nb-1]
+        load_tile(sV, vb, v_ss, n0, kBlockN, seqlen_k, head_dim_v);
+        cp_async_commit();
+
+        float s[kNTiles][4];
+#pragma unroll
+        for (int i = 0; i < kNTiles; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < kKTiles; ++kk) {
+            u32 a_tmp[4];
+            const u32* a = q_frag[kQInRegs ? kk : 0];
+            if constexpr (!kQInRegs) {
+                ldmatrix_x4(a_tmp, smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
+                a = a_tmp;
+            }
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; nt += 2) {
+                u32 b[4];
+                ldmatrix_x4(b, smem_addr(sK + (nt * 8 + b_row) * kStride + kk * 16 + b_col));
+                Mma<T>::run(s[nt], a, b[0], b[1]);
+                Mma<T>::run(s[nt + 1], a, b[2], b[3]);
+            }
+        }
+
+        // scale into log2 units, mask, and update the running max / sum
+        const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s[nt][e] * scale_log2;
+                if (need_mask) {
+                    const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+                    const int row = row_g + (e >> 1) * 8;
+                    if (col >= seqlen_k || (kCausal && col > row + offset)) x = -CUATTN_INF;
+                }
+                s[nt][e] = x;
+            }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = row_max[h];
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+            mx = quad_max(mx);
+            const float shift = softmax_shift(mx);
+            const float alpha = fast_exp2(row_max[h] - shift);
+            row_max[h] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
+                s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
+                sum += s[nt][2 * h] + s[nt][2 * h + 1];
+            }
+            row_sum[h] = row_sum[h] * alpha + sum;
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                acc_o[dt][2 * h] *= alpha;
+                acc_o[dt][2 * h + 1] *= alpha;
+            }
+        }
+
+        cp_async_wait<0>();
+        __syncthreads();  // V[nb] is in; every warp is done with K[nb]
+        if (nb + 1 < num_n_blocks) load_tile(sK, kb, k_ss, n0 + kBlockN, kBlockN, seqlen_k, head_dim);
+        cp_async_commit();
+
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            u32 p[4];
+            p[0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
+            p[1] = Num<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
+            p[2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            p[3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; dt += 2) {
+                u32 b[4];
+                ldmatrix_x4_trans(b, smem_addr(sV + (kk * 16 + t_row) * kStride + dt * 8 + t_col));
+                Mma<T>::run(acc_o[dt], p, b[0], b[1]);
+                Mma<T>::run(acc_o[dt + 1], p, b[2], b[3]);
+            }
+        }
+    }
+
+    // epilogue: normalize, write O (zeros for rows that saw nothing) and the natural-log LSE
+    T* ob = o + batch * o_sb + head * o_sh;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const float total = quad_sum(row_sum[h]);
+        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+        const int row = row_g + 8 * h;
+        if (row < seqlen_q) {
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                const int col = dt * 8 + 2 * (lane % 4);
+                if (col < head_dim_v) {
+                    T* dst = ob + (i64)row * o_ss + col;
+                    dst[0] = Num<T>::from_float(acc_o[dt][2 * h] * inv);
+                    dst[1] = Num<T>::from_float(acc_o[dt][2 * h + 1] * inv);
+                }
+            }
+            if (lse != nullptr && lane % 4 == 0)
+                lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[h], total);
+        }
+    }
+}
+
+template <int kHeadDim, bool kCausal>
+__global__ void __launch_bounds__(128, 4)
+attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                  float* __restrict__ o, float* __restrict__ lse,
+                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss,
+                  i64 v_sb, i64 v_sh, i64 v_ss, i64 o_sb, i64 o_sh, i64 o_ss,
+                  int seqlen_q, int seqlen_k, int head_dim, int head_dim_v, int group,
+                  float scale_log2) {
+    constexpr int kRows = 4;              // query rows per warp
+    constexpr int kBlockM = 4 * kRows;    // 4 warps
+    constexpr int kBlockN = 32;           // one key per lane
+    constexpr int kStride = kHeadDim + 1; // odd stride: lane j reading row j hits bank j
+    constexpr int kCols = kHeadDim / 32;  // output columns per lane
+    extern __shared__ float fsmem[];
+    float* sQ = fsmem;                       // kBlockM x kHeadDim
+    float* sK = sQ + kBlockM * kHeadDim;     // kBlockN x kStride
+    float* sV = sK + kBlockN * kStride;      // kBlockN x kHeadDim
+
+    const int m_block = kCausal ? (gridDim.x - 1 - blockIdx.x) : blockIdx.x;
+    const int head = blockIdx.y, batch = blockIdx.z;
+    const int m0 = m_block * kBlockM;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int offset = seqlen_k - seqlen_q;
+    const float* qb = q + batch * q_sb + head * q_sh;
+    const float* kb = k + batch * k_sb + (head / group) * k_sh;
+    const float* vb = v + batch * v_sb + (head / group) * v_sh;
+
+    int n_end = seqlen_k;
+    if (kCausal) n_end = min(seqlen_k, max(0, m0 + kBlockM + offset));
+
+    for (int i = tid; i < kBlockM * kHeadDim; i += 128) {
+        const int r = i / kHeadDim, c = i % kHeadDim;
+        sQ[i] = (m0 + r < seqlen_q && c < head_dim) ? qb[(i64)(m0 + r) * q_ss + c] : 0.f;
+    }
+    float acc[kRows][kCols];
+    float row_max[kRows], row_sum[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        row_max[r] = -CUATTN_INF;
+        row_sum[r] = 0.f;
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+    }
+
+    for (int n0 = 0; n0 < n_end; n0 += kBlockN) {
+        __syncthreads();
+        for (int i = tid; i < kBlockN * kHeadDim; i += 128) {
+            const int r = i / kHeadDim, c = i % kHeadDim;
+            const bool ok = n0 + r < seqlen_k;
+            sK[r * kStride + c] = (ok && c < head_dim) ? kb[(i64)(n0 + r) * k_ss + c] : 0.f;
+            sV[i] = (ok && c < head_dim_v) ? vb[(i64)(n0 + r) * v_ss + c] : 0.f;
+        }
+        __syncthreads();
+        const int key = n0 + lane;
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            const int lrow = warp * kRows + r, row = m0 + lrow;
+            float dot = 0.f;
+#pragma unroll 8
+            for (int d = 0; d < kHeadDim; ++d) dot = fmaf(sQ[lrow * kHeadDim + d], sK[lane * kStride + d], dot);
+            float x = dot * scale_log2;
+            if (key >= seqlen_k || (kCausal && key > row + offset)) x = -CUATTN_INF;
+            const float mx = warp_max(fmaxf(row_max[r], x));
+            const float shift = softmax_shift(mx);
+            const float alpha = fast_exp2(row_max[r] - shift);
+            const float p = fast_exp2(x - shift);
+            row_max[r] = mx;
+            row_sum[r] = row_sum[r] * alpha + warp_sum(p);
+#pragma unroll
+            for (int c = 0; c < kCols; ++c) acc[r][c] *= alpha;
+            for (int j = 0; j < kBlockN; ++j) {
+                const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+                for (int c = 0; c < kCols; ++c) acc[r][c] = fmaf(pj, sV[j * kHeadDim + c * 32 + lane], acc[r][c]);
+            }
+        }
+    }
+
+    float* ob = o + batch * o_sb + head * o_sh;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+        const int row = m0 + warp * kRows + r;
+        if (row >= seqlen_q) continue;
+        const float total = row_sum[r];
+        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const int col = c * 32 + lane;
+            if (col < head_dim_v) ob[(i64)row * o_ss + col] = acc[r][c] * inv;
+        }
+        if (lse != nullptr && lane == 0)
+            lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[r], total);
+    }
+}

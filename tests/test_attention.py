@@ -1,0 +1,168 @@
+"""cuattn.attention on the CPU backend and the float64 reference, on every DESIGN.md edge.
+
+Tolerances: float64 work agrees with the reference to ~1e-12 (only summation order differs);
+float32 work to ~1e-6 norm-wise (a few units of float32 rounding over D and Sk terms), so 1e-5.
+"""
+
+import numpy as np
+import pytest
+
+import cuattn
+from helpers import lse_error, rel_error
+
+TOL = {np.float32: 1e-5, np.float64: 1e-11}
+
+
+def make(rng, shape_q, shape_k, dv=None, dtype=np.float64):
+    dv = shape_k[-1] if dv is None else dv
+    q = rng.standard_normal(shape_q).astype(dtype)
+    k = rng.standard_normal(shape_k).astype(dtype)
+    v = rng.standard_normal(shape_k[:-1] + (dv,)).astype(dtype)
+    return q, k, v
+
+
+# --- the reference against hand-made cases -------------------------------------------------
+
+def test_reference_single_key_returns_its_value(rng):
+    q, k, v = make(rng, (3, 5, 8), (3, 1, 8))
+    assert np.allclose(cuattn.reference.attention(q, k, v), np.broadcast_to(v, (3, 5, 8)))
+
+
+def test_reference_zero_scale_averages_values(rng):
+    q, k, v = make(rng, (2, 4, 8), (2, 7, 8), dv=3)
+    o, lse = cuattn.reference.attention(q, k, v, scale=0.0, return_lse=True)
+    assert np.allclose(o, v.mean(axis=-2, keepdims=True).repeat(4, axis=-2))
+    assert np.allclose(lse, np.log(7))
+
+
+def test_reference_causal_first_row_sees_first_key(rng):
+    q, k, v = make(rng, (1, 6, 4), (1, 6, 4))
+    o = cuattn.reference.attention(q, k, v, causal=True)
+    assert np.allclose(o[:, 0], v[:, 0])
+
+
+def test_reference_matches_explicit_softmax(rng):
+    q, k, v = make(rng, (2, 9, 16), (2, 13, 16), dv=5)
+    s = -0.7 * q @ k.swapaxes(-1, -2)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    assert np.allclose(cuattn.reference.attention(q, k, v, scale=-0.7), p @ v)
+
+
+def test_reference_fully_masked_rows_are_zero(rng):
+    # Sq > Sk with causal: query i sees keys j <= i + Sk - Sq, so the first Sq - Sk rows see none.
+    q, k, v = make(rng, (2, 7, 8), (2, 3, 8))
+    o, lse = cuattn.reference.attention(q, k, v, causal=True, return_lse=True)
+    assert np.all(o[:, :4] == 0) and np.all(np.isneginf(lse[:, :4]))
+    assert np.all(np.isfinite(lse[:, 4:]))
+
+
+# --- CPU backend against the reference -------------------------------------------------------
+
+CASES = [
+    # (q shape, k shape, dv, causal)
+    ((2, 4, 100, 64), (2, 4, 100, 64), 64, False),
+    ((2, 4, 100, 64), (2, 4, 100, 64), 64, True),
+    ((1, 8, 37, 32), (1, 2, 300, 32), 32, True),     # GQA, Sq < Sk
+    ((1, 8, 300, 32), (1, 2, 37, 32), 48, True),     # Sq > Sk: fully masked rows, Dv != D
+    ((3, 2, 1, 16), (3, 2, 1, 16), 16, False),       # length 1
+    ((3, 2, 1, 16), (3, 2, 517, 16), 16, True),      # one query against a long key range
+    ((2, 5, 3, 257, 24), (1, 3, 257, 24), 8, False), # broadcast leading dims, odd D
+    ((4, 129, 40), (4, 131, 40), 40, True),          # no batch dim
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape_q,shape_k,dv,causal", CASES)
+def test_cpu_matches_reference(rng, dtype, shape_q, shape_k, dv, causal):
+    q, k, v = make(rng, shape_q, shape_k, dv, dtype)
+    scale = float(rng.uniform(-1.5, 1.5))
+    o, lse = cuattn.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
+    ro, rl = cuattn.reference.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
+    assert o.dtype == dtype and lse.dtype == np.float32
+    assert o.shape == ro.shape and lse.shape == rl.shape
+    assert rel_error(o, ro) < TOL[dtype]
+    assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
+
+
+@pytest.mark.parametrize("scale", [None, -1.0, 0.0, 3.0])
+def test_cpu_scale_values(rng, scale):
+    q, k, v = make(rng, (2, 3, 65, 32), (2, 3, 70, 32), dtype=np.float32)
+    o = cuattn.attention(q, k, v, scale=scale, causal=True)
+    assert rel_error(o, cuattn.reference.attention(q, k, v, scale=scale, causal=True)) < 1e-5
+
+
+def test_cpu_zero_lengths(rng):
+    q, k, v = make(rng, (2, 3, 5, 8), (2, 3, 0, 8), dtype=np.float32)
+    o, lse = cuattn.attention(q, k, v, return_lse=True)
+    assert o.shape == (2, 3, 5, 8) and np.all(o == 0) and np.all(np.isneginf(lse))
+    q, k, v = make(rng, (2, 3, 0, 8), (2, 3, 4, 8), dtype=np.float32)
+    o, lse = cuattn.attention(q, k, v, return_lse=True)
+    assert o.shape == (2, 3, 0, 8) and lse.shape == (2, 3, 0)
+
+
+def test_cpu_strided_views_and_inputs_untouched(rng):
+    # FlashAttention layout (B, S, H, D) passed as a transposed view
+    base = [rng.standard_normal((2, 77, 4, 32)).astype(np.float32) for _ in range(3)]
+    copies = [b.copy() for b in base]
+    q, k, v = (b.transpose(0, 2, 1, 3) for b in base)
+    o = cuattn.attention(q, k, v, causal=True)
+    assert rel_error(o, cuattn.reference.attention(q, k, v, causal=True)) < 1e-5
+    for b, c in zip(base, copies):
+        assert np.array_equal(b, c)
+
+
+def test_cpu_half_inputs_keep_their_dtype(rng):
+    q, k, v = make(rng, (1, 2, 33, 16), (1, 2, 40, 16), dtype=np.float16)
+    o = cuattn.attention(q, k, v)
+    assert o.dtype == np.float16
+    assert rel_error(o, cuattn.reference.attention(q, k, v)) < 2e-3  # output rounding to fp16
+
+
+def test_cpu_nan_stays_in_its_row(rng):
+    q, k, v = make(rng, (1, 2, 20, 16), (1, 2, 30, 16), dtype=np.float32)
+    q[0, 1, 7, 3] = np.nan
+    o = cuattn.attention(q, k, v)
+    assert np.all(np.isnan(o[0, 1, 7]))
+    mask = np.ones(o.shape, bool)
+    mask[0, 1, 7] = False
+    assert np.all(np.isfinite(o[mask]))
+
+
+def test_backend_reference_and_cpu_agree(rng):
+    q, k, v = make(rng, (1, 2, 10, 8), (1, 2, 12, 8), dtype=np.float32)
+    ref = cuattn.attention(q, k, v, backend="reference")
+    assert ref.dtype == np.float64
+    assert rel_error(cuattn.attention(q, k, v, backend="cpu"), ref) < 1e-5
+
+
+# --- errors -----------------------------------------------------------------------------
+
+def test_errors_name_the_argument(rng):
+    q, k, v = make(rng, (1, 4, 8, 16), (1, 2, 8, 16), dtype=np.float32)
+    with pytest.raises(ValueError, match="k's last dim"):
+        cuattn.attention(q, k[..., :8], v)
+    with pytest.raises(ValueError, match="multiple"):
+        cuattn.attention(q[:, :3], k, v)
+    with pytest.raises(ValueError, match="v must have"):
+        cuattn.attention(q, k, v[:, :, :5])
+    with pytest.raises(ValueError, match="scale must be finite"):
+        cuattn.attention(q, k, v, scale=float("nan"))
+    with pytest.raises(TypeError, match="scale must be a real"):
+        cuattn.attention(q, k, v, scale="1")
+    with pytest.raises(TypeError, match="share one dtype"):
+        cuattn.attention(q, k.astype(np.float64), v)
+    with pytest.raises(TypeError, match="dtype int32"):
+        cuattn.attention(*(x.astype(np.int32) for x in (q, k, v)))
+    with pytest.raises(ValueError, match="q must have shape"):
+        cuattn.attention(q[0, 0], k, v)
+    with pytest.raises(ValueError, match="broadcast"):
+        cuattn.attention(q, np.concatenate([k, k]), np.concatenate([v, v]).repeat(2, 0))
+    with pytest.raises(TypeError, match="causal must be"):
+        cuattn.attention(q, k, v, causal=1)
+    with pytest.raises(ValueError, match="backend must be"):
+        cuattn.attention(q, k, v, backend="gpu")
+    with pytest.raises(TypeError, match="backend='cuda' needs"):
+        cuattn.attention(q, k, v, backend="cuda")
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        cuattn.attention(q.tolist(), k, v)

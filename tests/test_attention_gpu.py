@@ -1,0 +1,155 @@
+"""cuattn.attention on the GPU against the float64 reference (marked gpu; skipped without one).
+
+fp16/bf16: our norm-wise error must not exceed that of plain same-dtype attention (scores,
+probabilities and output each rounded to the dtype, fp32 inside: what a materialized
+implementation does), with 5% slack for rounding luck. float32 (exact FFMA): under 1e-5.
+Outputs are poisoned (the memory pool handed NaN-filled blocks) so an unwritten element fails.
+"""
+
+import numpy as np
+import pytest
+
+import cuattn
+from cuattn._checks import BFLOAT16
+from helpers import lse_error, rel_error
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [np.float16, BFLOAT16, np.float32]
+
+
+def poison(cp, *shapes):
+    """Fill pool blocks of these sizes with NaN and free them: the next allocations reuse them."""
+    blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
+    del blocks
+
+
+def plain_same_dtype(q, k, v, causal, scale, dtype):
+    """Materialized attention rounding each stage to ``dtype`` (fp32 arithmetic inside)."""
+    rnd = lambda x: np.asarray(x, np.float32).astype(dtype).astype(np.float32)
+    q, k, v = (np.asarray(x, np.float32) for x in (q, k, v))
+    group = q.shape[-3] // k.shape[-3]
+    k, v = np.repeat(k, group, -3), np.repeat(v, group, -3)
+    s = rnd(rnd(q @ np.swapaxes(k, -1, -2)) * np.float32(scale))
+    sq, sk = s.shape[-2:]
+    if causal:
+        s = np.where(np.arange(sk)[None] <= np.arange(sq)[:, None] + sk - sq, s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    p = np.exp(s - m)
+    denom = p.sum(-1, keepdims=True)
+    p = rnd(p / np.where(denom > 0, denom, 1))
+    return rnd(p @ v)
+
+
+def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd"):
+    def draw(shape):
+        x = rng.standard_normal(shape).astype(np.float32).astype(dtype)
+        return x
+
+    q, k, v = draw(shape_q), draw(shape_k), draw(shape_k[:-1] + (dv,))
+    if layout == "bshd":  # FlashAttention layout, passed as a transposed view
+        dq, dk, dv_ = (cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3) for x in (q, k, v))
+    else:
+        dq, dk, dv_ = (cp.asarray(x) for x in (q, k, v))
+    out_shape = np.broadcast_shapes(shape_q[:-3], shape_k[:-3]) + (shape_q[-3], shape_q[-2], dv)
+    poison(cp, out_shape, out_shape[:-1])
+    o, lse = cuattn.attention(dq, dk, dv_, causal=causal, scale=scale, return_lse=True)
+    assert o.dtype == dq.dtype and o.shape == out_shape and lse.dtype == cp.float32
+    ro, rl = cuattn.reference.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
+    err = rel_error(o, ro)
+    if dtype == np.float32:
+        assert err < 1e-5, err
+    else:
+        s = q.shape[-1] ** -0.5 if scale is None else scale
+        plain = rel_error(plain_same_dtype(q, k, v, causal, s, dtype), ro)
+        assert err <= 1.05 * plain + 1e-6, (err, plain)
+    assert lse_error(lse, rl) < 2e-3 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
+    return err
+
+
+SHAPES = [
+    # (q shape, k shape, dv)
+    ((2, 4, 256, 64), (2, 4, 256, 64), 64),
+    ((1, 8, 333, 128), (1, 2, 333, 128), 128),   # GQA, odd length
+    ((2, 2, 77, 32), (2, 2, 1000, 32), 32),      # Sq < Sk
+    ((1, 4, 200, 96), (1, 4, 63, 96), 96),       # Sq > Sk: causal rows that see nothing
+    ((1, 2, 1, 128), (1, 2, 517, 128), 128),     # one query
+    ((3, 1, 1, 64), (3, 1, 1, 64), 64),          # length 1
+    ((1, 2, 130, 256), (1, 1, 257, 256), 256),   # MQA, D 256
+    ((2, 2, 100, 40), (2, 2, 90, 40), 40),       # D 40 (padded to 64)
+    ((1, 2, 65, 200), (1, 2, 65, 200), 72),      # D 200, Dv 72
+    ((2, 3, 2, 50, 64), (3, 2, 50, 64), 64),     # broadcast leading dims
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape_q,shape_k,dv", SHAPES)
+def test_gpu_matches_reference(cp, rng, dtype, causal, shape_q, shape_k, dv):
+    run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3, -0.05])
+def test_gpu_scales(cp, rng, dtype, scale):
+    run_case(cp, rng, dtype, (1, 4, 150, 64), (1, 4, 170, 64), 64, True, scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_flash_layout_view(cp, rng, dtype):
+    run_case(cp, rng, dtype, (2, 4, 300, 128), (2, 4, 300, 128), 128, True, None, layout="bshd")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_input_scale_ten(cp, rng, dtype):
+    """Lesson 1: larger input scale; still no worse than plain same-dtype math."""
+    q, k, v = (10 * rng.standard_normal((2, 8, 512, 64)).astype(np.float32) for _ in range(3))
+    q, k, v = (x.astype(dtype) for x in (q, k, v))
+    o = cuattn.attention(*(cp.asarray(x) for x in (q, k, v)))
+    ro = cuattn.reference.attention(q, k, v)
+    err = rel_error(o, ro)
+    if dtype != np.float32:
+        assert err <= 1.05 * rel_error(plain_same_dtype(q, k, v, False, 64 ** -0.5, dtype), ro)
+    else:
+        assert err < 1e-4
+
+
+def test_gpu_zero_lengths(cp):
+    q = cp.ones((2, 3, 5, 64), cp.float16)
+    k = cp.ones((2, 3, 0, 64), cp.float16)
+    poison(cp, (2, 3, 5, 64), (2, 3, 5))
+    o, lse = cuattn.attention(q, k, k, return_lse=True)
+    assert bool(cp.all(o == 0)) and bool(cp.all(cp.isneginf(lse)))
+    o, lse = cuattn.attention(q[:, :, :0], q, q, return_lse=True)
+    assert o.shape == (2, 3, 0, 64)
+
+
+def test_gpu_nan_stays_in_its_row(cp, rng):
+    q, k, v = (cp.asarray(rng.standard_normal((1, 2, 100, 64)).astype(np.float16)) for _ in range(3))
+    q[0, 1, 42, 5] = cp.nan
+    o = cuattn.attention(q, k, v, causal=True).get().astype(np.float32)
+    assert np.all(np.isnan(o[0, 1, 42]))
+    o[0, 1, 42] = 0
+    assert np.all(np.isfinite(o))
+
+
+def test_gpu_inputs_not_modified(cp, rng):
+    q, k, v = (cp.asarray(rng.standard_normal((1, 2, 64, 64)).astype(np.float16)) for _ in range(3))
+    before = [x.copy() for x in (q, k, v)]
+    cuattn.attention(q, k, v)
+    assert all(bool(cp.array_equal(a, b)) for a, b in zip((q, k, v), before))
+
+
+def test_gpu_errors(cp):
+    q = cp.ones((1, 2, 8, 20), cp.float16)
+    with pytest.raises(ValueError, match="head dim D=20"):
+        cuattn.attention(q, q, q)
+    q = cp.ones((1, 2, 8, 64), cp.float64)
+    with pytest.raises(TypeError, match="float64"):
+        cuattn.attention(q, q, q)
+    q = cp.ones((1, 2, 8, 128), cp.float16)[..., ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        cuattn.attention(q, q, q)
+    with pytest.raises(TypeError, match="mix"):
+        cuattn.attention(q, np.ones((1, 2, 8, 64), np.float16), q)
