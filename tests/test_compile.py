@@ -4,6 +4,7 @@ Runs everywhere CuPy's NVRTC is installed (the 'test' extra brings cupy-cuda13x[
 (CI=true) a missing NVRTC is a failure, not a skip. The ptxas report must show no spills.
 """
 
+import importlib
 import os
 import re
 
@@ -31,9 +32,12 @@ if not _nvrtc_available():
 
 
 def _variants():
-    from cuattn.attention import all_kernel_expressions
-
-    out = [("attention.cu", e) for e in all_kernel_expressions()]
+    """(source, expression) for every variant: cuda/<op>.cu pairs with cuattn/<op>.py, whose
+    all_kernel_expressions() lists what its dispatcher can pick."""
+    out = []
+    for source in _cuda.kernel_files():
+        module = importlib.import_module(f"cuattn.{source[:-3]}")
+        out += [(source, e) for e in module.all_kernel_expressions()]
     return out
 
 
