@@ -154,6 +154,8 @@ def _flatten_batch(x, batch: tuple, cupy):
 
 def _kernel_ready(x, name: str, cupy):
     """Check the last dim is contiguous; copy when rows are not 16-byte aligned."""
+    if x.size == 0:
+        return x
     if x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
         raise ValueError(
             f"{name}'s last dim must be contiguous (stride {x.itemsize} bytes); got stride "
