@@ -14,7 +14,8 @@ NumPy arrays run Numba kernels on the CPU. ``backend='cuda'|'cpu'|'reference'`` 
 from . import reference
 from ._backend import gpu_available
 from .attention import attention
+from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "reference", "gpu_available", "__version__"]
+__all__ = ["attention", "reference", "gpu_available", "precision_report", "__version__"]
