@@ -43,10 +43,10 @@ GRID = [
     (256, 16384, 1, 8, False),
 ]
 
-SWEEP = {  # alternative (kBlockN, kNWarps) per padded head dim
-    64: [(64, 4), (128, 4), (64, 8), (128, 8)],
-    128: [(64, 4), (32, 4), (64, 8), (128, 4)],
-    256: [(32, 4), (64, 4), (32, 8), (16, 4)],
+SWEEP = {  # alternative (kBlockN, kNWarps, kMTiles) per padded head dim
+    64: [(64, 4, 2), (64, 8, 1), (128, 4, 1), (64, 4, 1)],
+    128: [(32, 4, 2), (64, 4, 1), (128, 4, 1), (64, 8, 1)],
+    256: [(64, 4, 1), (32, 4, 1), (64, 8, 1)],
 }
 
 
@@ -140,7 +140,7 @@ def main():
     rows = []
     dtypes = ["bfloat16"] if args.quick else ["bfloat16", "float16"]
     print(f"{meta['device']}: prefill attention forward, TFLOP/s (ratio = cuattn / torch)")
-    print(f"{'dtype':9} {'D':>4} {'S':>6} {'BxH':>6} {'causal':>6} {'cuattn':>7} {'flash':>7} {'cudnn':>7} {'x flash':>8} {'x cudnn':>8}")
+    print(f"{'dtype':9} {'D':>4} {'S':>6} {'BxH':>6} {'causal':>6} {'cuattn':>7} {'flash':>7} {'cudnn':>7} {'x flash':>8} {'x cudnn':>8} {'mma.sync':>8}")
     for dtype_name in dtypes:
         for d, s, b, h, causal in GRID:
             t, c = make_inputs(b, h, s, d, dtype_name)
@@ -148,6 +148,12 @@ def main():
             row = dict(dtype=dtype_name, D=d, S=s, B=b, H=h, causal=causal)
             cuattn.attention(*c, causal=causal)  # compile outside the timing
             row["cuattn"] = flops / time_calls(lambda: cuattn.attention(*c, causal=causal)) / 1e12
+            if cupy.cuda.Device().compute_capability == "90":  # the mma.sync kernel, for comparison
+                attn_mod.USE_WGMMA = False
+                cuattn.attention(*c, causal=causal)
+                row["cuattn_mma_sync"] = flops / time_calls(
+                    lambda: cuattn.attention(*c, causal=causal), min_calls=10, min_seconds=0.1) / 1e12
+                attn_mod.USE_WGMMA = True
             if t is not None:
                 for name, fn in torch_impls(*t, causal).items():
                     row[name] = flops / time_calls(fn) / 1e12
@@ -159,10 +165,10 @@ def main():
                     attn_mod.MMA_TILES[d] = tiles
                     try:
                         cuattn.attention(*c, causal=causal)
-                        row["sweep"][f"{tiles[0]}x{tiles[1]}"] = flops / time_calls(
+                        row["sweep"]["x".join(map(str, tiles))] = flops / time_calls(
                             lambda: cuattn.attention(*c, causal=causal), min_calls=10, min_seconds=0.1) / 1e12
                     except Exception as exc:
-                        row["sweep"][f"{tiles[0]}x{tiles[1]}"] = f"failed: {exc}"[:200]
+                        row["sweep"]["x".join(map(str, tiles))] = f"failed: {exc}"[:200]
                 attn_mod.MMA_TILES.clear()
                 attn_mod.MMA_TILES.update(saved)
             for ref in ("torch_flash", "torch_cudnn"):
@@ -171,7 +177,8 @@ def main():
             rows.append(row)
             print(f"{dtype_name:9} {d:4} {s:6} {b:>2}x{h:<3} {str(causal):>6} {row['cuattn']:7.1f} "
                   f"{row.get('torch_flash', float('nan')):7.1f} {row.get('torch_cudnn', float('nan')):7.1f} "
-                  f"{row.get('ratio_torch_flash', float('nan')):8.2f} {row.get('ratio_torch_cudnn', float('nan')):8.2f}"
+                  f"{row.get('ratio_torch_flash', float('nan')):8.2f} {row.get('ratio_torch_cudnn', float('nan')):8.2f} "
+                  f"{row.get('cuattn_mma_sync', float('nan')):8.1f}"
                   + (f"  sweep {row['sweep']}" if "sweep" in row else ""), flush=True)
             del t, c
     result = {"meta": meta, "rows": rows}

@@ -8,23 +8,32 @@ import numpy as np
 
 from . import _checks
 from ._backend import as_cupy, require_cupy, resolve_backend
-from ._cuda import get_kernel, launch
+from ._cuda import device_properties, get_kernel, launch
 
 LOG2E = 1.4426950408889634
 MAX_GRID_Z = 65535
 
-# Tensor-core variants: padded head dim -> (kBlockN, kNWarps). kBlockM = 16 * kNWarps.
-# Chosen on an H100 with benchmarks/attention.py; every entry compiles in tests/test_compile.py.
+# Tensor-core variants: padded head dim -> (kBlockN, kNWarps, kMTiles); kBlockM = 16 * kMTiles * kNWarps.
+# Chosen on an H100 with benchmarks/attention.py --sweep; every entry compiles in tests/test_compile.py.
 MMA_TILES = {
-    32: (64, 4),
-    64: (64, 4),
-    96: (64, 4),
-    128: (64, 4),
-    160: (32, 4),
-    192: (32, 4),
-    224: (32, 4),
-    256: (32, 4),
+    32: (64, 4, 2),
+    64: (64, 4, 2),
+    96: (64, 4, 2),
+    128: (32, 4, 2),
+    160: (64, 4, 1),
+    192: (64, 4, 1),
+    224: (64, 4, 1),
+    256: (64, 4, 1),
 }
+# Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups).
+WGMMA_TILES = {
+    64: (128, 2),
+    128: (128, 2),
+    192: (64, 2),
+    256: (64, 2),
+}
+WGMMA_OPTIONS = ("-arch=sm_90a",)
+USE_WGMMA = True  # tests switch it off to exercise the mma.sync kernel on Hopper too
 MAX_HEAD_DIM = 256
 F32_BLOCK_M = 16
 F32_BLOCK_N = 32
@@ -35,21 +44,33 @@ def padded_head_dim(head_dim: int, head_dim_v: int) -> int:
 
 
 def mma_expression(type_name: str, padded: int, causal: bool) -> str:
-    block_n, warps = MMA_TILES[padded]
-    return f"attention_fwd_mma<{type_name}, {padded}, {block_n}, {warps}, {'true' if causal else 'false'}>"
+    block_n, warps, m_tiles = MMA_TILES[padded]
+    return f"attention_fwd_mma<{type_name}, {padded}, {block_n}, {warps}, {m_tiles}, {'true' if causal else 'false'}>"
+
+
+def wgmma_padded_head_dim(head_dim: int, head_dim_v: int) -> int:
+    return min(p for p in WGMMA_TILES if p >= max(head_dim, head_dim_v))
+
+
+def wgmma_expression(type_name: str, padded: int, causal: bool) -> str:
+    block_n, groups = WGMMA_TILES[padded]
+    return f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {'true' if causal else 'false'}>"
 
 
 def f32_expression(padded: int, causal: bool) -> str:
     return f"attention_fwd_f32<{padded}, {'true' if causal else 'false'}>"
 
 
-def all_kernel_expressions() -> list[str]:
-    """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
+def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
+    """Every kernel variant the dispatcher can pick on ``arch`` (compiled by the CI tests)."""
     out = []
-    for padded in MMA_TILES:
-        for causal in (False, True):
+    for causal in (False, True):
+        for padded in MMA_TILES:
             out += [mma_expression(t, padded, causal) for t in ("half_t", "bf16_t")]
             out.append(f32_expression(padded, causal))
+        if arch == "sm_90a":
+            for padded in WGMMA_TILES:
+                out += [wgmma_expression(t, padded, causal) for t in ("half_t", "bf16_t")]
     return out
 
 
@@ -183,17 +204,25 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
     of = o.reshape((-1, hq, sq, dv))
     lsef = lse.reshape((-1, hq, sq))
     padded = padded_head_dim(d, dv)
+    options = ()
     if q.dtype == _checks.FLOAT32:
         expr = f32_expression(padded, causal)
         block_m, threads = F32_BLOCK_M, 128
         smem = 4 * (F32_BLOCK_M * padded + F32_BLOCK_N * (padded + 1) + F32_BLOCK_N * padded)
     else:
         type_name = "half_t" if q.dtype == _checks.FLOAT16 else "bf16_t"
-        expr = mma_expression(type_name, padded, causal)
-        block_n, warps = MMA_TILES[padded]
-        block_m, threads = 16 * warps, 32 * warps
-        smem = 2 * (block_m + 2 * block_n) * (padded + 8)
-    kernel = get_kernel("attention.cu", expr, max_dynamic_smem=smem)
+        if USE_WGMMA and device_properties()["cc"] == 90:
+            padded = wgmma_padded_head_dim(d, dv)
+            expr, options = wgmma_expression(type_name, padded, causal), WGMMA_OPTIONS
+            block_n, groups = WGMMA_TILES[padded]
+            block_m, threads = 64 * groups, 128 * groups
+            smem = 2 * (block_m + 4 * block_n) * padded
+        else:
+            expr = mma_expression(type_name, padded, causal)
+            block_n, warps, m_tiles = MMA_TILES[padded]
+            block_m, threads = 16 * m_tiles * warps, 32 * warps
+            smem = 2 * (block_m + 2 * block_n) * (padded + 8)
+    kernel = get_kernel("attention.cu", expr, options, max_dynamic_smem=smem)
     num_m_blocks = -(-sq // block_m)
     group = hq // sizes["num_kv_heads"]
 

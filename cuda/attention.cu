@@ -3,10 +3,10 @@
 // Names: B batch, H query heads, Sq/Sk lengths, D/Dv head dims (runtime), kHeadDim the padded
 // compile-time head dim (>= max(D, Dv), a multiple of 32); group = Hq / Hkv (GQA).
 //
-// attention_fwd_mma<T, kHeadDim, kBlockN, kNWarps, kCausal> (T = half_t or bf16_t):
-//   one block computes kBlockM = 16 * kNWarps query rows of one (batch, head); each warp owns
-//   16 rows. The Q tile is loaded once (cp.async, zero-filled past Sq and D) and, for
-//   kHeadDim <= 128, kept in registers as mma A fragments. K and V tiles of kBlockN keys stream
+// attention_fwd_mma<T, kHeadDim, kBlockN, kNWarps, kMTiles, kCausal> (T = half_t or bf16_t):
+//   one block computes kBlockM = 16 * kMTiles * kNWarps query rows of one (batch, head); each
+//   warp owns 16 * kMTiles rows, so every K/V fragment read from shared memory feeds kMTiles mmas. The Q tile is loaded once (cp.async, zero-filled past Sq and D) and, when
+//   kMTiles * kHeadDim <= 128, kept in registers as mma A fragments. K and V tiles of kBlockN keys stream
 //   through shared memory: V of block n loads while S = Q K^T of block n runs; K of block n+1
 //   loads while O += P V runs. S and O accumulate in fp32 registers (mma.sync m16n8k16); the
 //   online softmax keeps a running max (log2 units) and a per-thread partial row sum. P goes
@@ -25,22 +25,23 @@
 
 #include "common.cuh"
 
-template <typename T, int kHeadDim, int kBlockN, int kNWarps, bool kCausal>
-__global__ void __launch_bounds__(kNWarps * 32, 2)
+template <typename T, int kHeadDim, int kBlockN, int kNWarps, int kMTiles, bool kCausal>
+__global__ void __launch_bounds__(kNWarps * 32, kNWarps >= 8 ? 1 : 2)
 attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                   T* __restrict__ o, float* __restrict__ lse,
                   i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss,
                   i64 v_sb, i64 v_sh, i64 v_ss, i64 o_sb, i64 o_sh, i64 o_ss,
                   int seqlen_q, int seqlen_k, int head_dim, int head_dim_v, int group,
                   float scale_log2) {
-    constexpr int kBlockM = 16 * kNWarps;
+    constexpr int kWarpRows = 16 * kMTiles;   // query rows per warp: kMTiles mma row tiles
+    constexpr int kBlockM = kWarpRows * kNWarps;
     constexpr int kThreads = kNWarps * 32;
     constexpr int kStride = kHeadDim + 8;     // padded shared-memory row, in elements
     constexpr int kChunks = kHeadDim / 8;     // 16-byte chunks per row
     constexpr int kKTiles = kHeadDim / 16;    // k-steps of the S = Q K^T product
     constexpr int kNTiles = kBlockN / 8;      // n-tiles of S
     constexpr int kDTiles = kHeadDim / 8;     // n-tiles of O
-    constexpr bool kQInRegs = kHeadDim <= 128;
+    constexpr bool kQInRegs = kMTiles * kHeadDim <= 128;
     static_assert(kHeadDim % 32 == 0 && kBlockN % 16 == 0, "tile shapes");
 
     extern __shared__ __align__(16) u16 smem[];
@@ -65,6 +66,7 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 
     // rows [row0, row0 + rows) of a (seq, dim) tensor into shared memory, zero past limits
     auto load_tile = [&](u16* dst, const T* src, i64 row_stride, int row0, int rows, int row_limit, int col_limit) {
+#pragma unroll 4
         for (int i = tid; i < rows * kChunks; i += kThreads) {
             const int r = i / kChunks, c = i % kChunks;
             const bool valid = (row0 + r < row_limit) && (c * 8 < col_limit);
@@ -78,28 +80,35 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
     if (num_n_blocks > 0) load_tile(sK, kb, k_ss, 0, kBlockN, seqlen_k, head_dim);
     cp_async_commit();
 
-    float acc_o[kDTiles][4];
+    float acc_o[kMTiles][kDTiles][4];
+    float row_max[kMTiles][2], row_sum[kMTiles][2];
 #pragma unroll
-    for (int i = 0; i < kDTiles; ++i)
+    for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
-    float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
-    float row_sum[2] = {0.f, 0.f};
+        for (int i = 0; i < kDTiles; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc_o[mt][i][j] = 0.f;
+        row_max[mt][0] = row_max[mt][1] = -CUATTN_INF;
+        row_sum[mt][0] = row_sum[mt][1] = 0.f;
+    }
 
     // ldmatrix addressing (see Mma in common.cuh for the fragment layouts)
-    const int a_row = warp * 16 + (lane & 15), a_col = (lane >> 4) * 8;                  // Q
+    const int a_row = warp * kWarpRows + (lane & 15), a_col = (lane >> 4) * 8;            // Q (+16 per m-tile)
     const int b_row = (lane & 7) + ((lane >> 4) << 3), b_col = ((lane >> 3) & 1) * 8;  // K
     const int t_row = (lane & 7) + (((lane >> 3) & 1) << 3), t_col = (lane >> 4) * 8;  // V (trans)
 
     cp_async_wait<1>();
     __syncthreads();
-    u32 q_frag[kQInRegs ? kKTiles : 1][4];
+    u32 q_frag[kQInRegs ? kMTiles : 1][kQInRegs ? kKTiles : 1][4];
     if constexpr (kQInRegs) {
 #pragma unroll
-        for (int kk = 0; kk < kKTiles; ++kk) ldmatrix_x4(q_frag[kk], smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int kk = 0; kk < kKTiles; ++kk)
+                ldmatrix_x4(q_frag[mt][kk], smem_addr(sQ + (a_row + mt * 16) * kStride + kk * 16 + a_col));
     }
 
-    const int row_g = m0 + warp * 16 + lane / 4;  // global query row of c0/c1; c2/c3 are row_g + 8
+    const int row_g = m0 + warp * kWarpRows + lane / 4;  // global row of c0/c1 in m-tile 0
 
     for (int nb = 0; nb < num_n_blocks; ++nb) {
         const int n0 = nb * kBlockN;
@@ -108,63 +117,72 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
         load_tile(sV, vb, v_ss, n0, kBlockN, seqlen_k, head_dim_v);
         cp_async_commit();
 
-        float s[kNTiles][4];
+        float s[kMTiles][kNTiles][4];
 #pragma unroll
-        for (int i = 0; i < kNTiles; ++i)
+        for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) s[i][j] = 0.f;
+            for (int i = 0; i < kNTiles; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) s[mt][i][j] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < kKTiles; ++kk) {
-            u32 a_tmp[4];
-            const u32* a = q_frag[kQInRegs ? kk : 0];
+            u32 a_tmp[kQInRegs ? 1 : kMTiles][4];
             if constexpr (!kQInRegs) {
-                ldmatrix_x4(a_tmp, smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
-                a = a_tmp;
+#pragma unroll
+                for (int mt = 0; mt < kMTiles; ++mt)
+                    ldmatrix_x4(a_tmp[mt], smem_addr(sQ + (a_row + mt * 16) * kStride + kk * 16 + a_col));
             }
 #pragma unroll
             for (int nt = 0; nt < kNTiles; nt += 2) {
                 u32 b[4];
                 ldmatrix_x4(b, smem_addr(sK + (nt * 8 + b_row) * kStride + kk * 16 + b_col));
-                Mma<T>::run(s[nt], a, b[0], b[1]);
-                Mma<T>::run(s[nt + 1], a, b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < kMTiles; ++mt) {
+                    const u32* a = kQInRegs ? q_frag[kQInRegs ? mt : 0][kQInRegs ? kk : 0] : a_tmp[kQInRegs ? 0 : mt];
+                    Mma<T>::run(s[mt][nt], a, b[0], b[1]);
+                    Mma<T>::run(s[mt][nt + 1], a, b[2], b[3]);
+                }
             }
         }
 
-        // scale into log2 units, mask, and update the running max / sum
+        // scale into log2 units (before the max: scale may be negative), mask, then update the
+        // running max and the per-thread partial sums
         const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt)
+        for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nt][e] * scale_log2;
-                if (need_mask) {
-                    const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
-                    const int row = row_g + (e >> 1) * 8;
-                    if (col >= seqlen_k || (kCausal && col > row + offset)) x = -CUATTN_INF;
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[mt][nt][e] *= scale_log2;
+                    if (need_mask) {
+                        const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+                        const int row = row_g + mt * 16 + (e >> 1) * 8;
+                        if (col >= seqlen_k || (kCausal && col > row + offset)) s[mt][nt][e] = -CUATTN_INF;
+                    }
                 }
-                s[nt][e] = x;
-            }
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float mx = row_max[h];
+            for (int h = 0; h < 2; ++h) {
+                float mx = row_max[mt][h];
 #pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
-            mx = quad_max(mx);
-            const float shift = softmax_shift(mx);
-            const float alpha = fast_exp2(row_max[h] - shift);
-            row_max[h] = mx;
-            float sum = 0.f;
+                for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+                mx = quad_max(mx);
+                const float shift = softmax_shift(mx);
+                const float alpha = fast_exp2(row_max[mt][h] - shift);
+                row_max[mt][h] = mx;
+                float sum = 0.f;
 #pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt) {
-                s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
-                s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
-                sum += s[nt][2 * h] + s[nt][2 * h + 1];
-            }
-            row_sum[h] = row_sum[h] * alpha + sum;
+                for (int nt = 0; nt < kNTiles; ++nt) {
+                    s[mt][nt][2 * h] = fast_exp2(s[mt][nt][2 * h] - shift);
+                    s[mt][nt][2 * h + 1] = fast_exp2(s[mt][nt][2 * h + 1] - shift);
+                    sum += s[mt][nt][2 * h] + s[mt][nt][2 * h + 1];
+                }
+                row_sum[mt][h] = row_sum[mt][h] * alpha + sum;
 #pragma unroll
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                acc_o[dt][2 * h] *= alpha;
-                acc_o[dt][2 * h + 1] *= alpha;
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    acc_o[mt][dt][2 * h] *= alpha;
+                    acc_o[mt][dt][2 * h + 1] *= alpha;
+                }
             }
         }
 
@@ -175,17 +193,23 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            u32 p[4];
-            p[0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
-            p[1] = Num<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
-            p[2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            p[3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            u32 p[kMTiles][4];
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+                p[mt][0] = Num<T>::pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                p[mt][1] = Num<T>::pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                p[mt][2] = Num<T>::pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                p[mt][3] = Num<T>::pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dt = 0; dt < kDTiles; dt += 2) {
                 u32 b[4];
                 ldmatrix_x4_trans(b, smem_addr(sV + (kk * 16 + t_row) * kStride + dt * 8 + t_col));
-                Mma<T>::run(acc_o[dt], p, b[0], b[1]);
-                Mma<T>::run(acc_o[dt + 1], p, b[2], b[3]);
+#pragma unroll
+                for (int mt = 0; mt < kMTiles; ++mt) {
+                    Mma<T>::run(acc_o[mt][dt], p[mt], b[0], b[1]);
+                    Mma<T>::run(acc_o[mt][dt + 1], p[mt], b[2], b[3]);
+                }
             }
         }
     }
@@ -193,24 +217,26 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
     // epilogue: normalize, write O (zeros for rows that saw nothing) and the natural-log LSE
     T* ob = o + batch * o_sb + head * o_sh;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const float total = quad_sum(row_sum[h]);
-        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
-        const int row = row_g + 8 * h;
-        if (row < seqlen_q) {
+    for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                const int col = dt * 8 + 2 * (lane % 4);
-                if (col < head_dim_v) {
-                    T* dst = ob + (i64)row * o_ss + col;
-                    dst[0] = Num<T>::from_float(acc_o[dt][2 * h] * inv);
-                    dst[1] = Num<T>::from_float(acc_o[dt][2 * h + 1] * inv);
+        for (int h = 0; h < 2; ++h) {
+            const float total = quad_sum(row_sum[mt][h]);
+            const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+            const int row = row_g + mt * 16 + 8 * h;
+            if (row < seqlen_q) {
+#pragma unroll
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    const int col = dt * 8 + 2 * (lane % 4);
+                    if (col < head_dim_v) {
+                        T* dst = ob + (i64)row * o_ss + col;
+                        dst[0] = Num<T>::from_float(acc_o[mt][dt][2 * h] * inv);
+                        dst[1] = Num<T>::from_float(acc_o[mt][dt][2 * h + 1] * inv);
+                    }
                 }
+                if (lse != nullptr && lane % 4 == 0)
+                    lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[mt][h], total);
             }
-            if (lse != nullptr && lane % 4 == 0)
-                lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[h], total);
         }
-    }
 }
 
 template <int kHeadDim, bool kCausal>
@@ -305,5 +331,194 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
         }
         if (lse != nullptr && lane == 0)
             lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[r], total);
+    }
+}
+
+// ---------------------------------------------------------------- Hopper (sm_90a) path
+// attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kCausal>:
+//   kWarpGroups warpgroups (128 threads each) own 64 query rows each (kBlockM = 64 * kWarpGroups).
+//   S = Q K^T is one chain of wgmma m64nBNk16 per warpgroup with Q and K read from shared memory
+//   by descriptor; P is converted in registers and O += P V runs as wgmma with A from registers
+//   and V (its d dim contiguous, i.e. MN-major) from shared memory. Nothing goes through
+//   ldmatrix, so shared-memory bandwidth stops being the limit of the mma.sync kernel.
+//   Shared memory holds Q and two stages of (K, V), each in the 128-byte-swizzle layout wgmma
+//   reads: 64-column atoms, rows of 128 bytes, 16-byte chunk c of row r stored at c ^ (r % 8).
+//   cp.async fills stage nb+1 while stage nb is used. Bytes: 2 * (kBlockM + 4 kBlockN) * kHeadDim.
+#include "wgmma.cuh"
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Descriptor of a 128-byte-swizzled operand at shared address addr: 8-row groups 1024 bytes
+// apart (stride byte offset); lbo_bytes = distance between 64-element atoms along the
+// contiguous dim (used by MN-major operands; K-major ones step atoms by address instead).
+__device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo_bytes) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, bool kCausal>
+__global__ void __launch_bounds__(kWarpGroups * 128, 1)
+attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                    T* __restrict__ o, float* __restrict__ lse,
+                    i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss,
+                    i64 v_sb, i64 v_sh, i64 v_ss, i64 o_sb, i64 o_sh, i64 o_ss,
+                    int seqlen_q, int seqlen_k, int head_dim, int head_dim_v, int group,
+                    float scale_log2) {
+    constexpr int kBlockM = 64 * kWarpGroups;
+    constexpr int kThreads = 128 * kWarpGroups;
+    constexpr int kChunks = kHeadDim / 8;
+    constexpr int kNTiles = kBlockN / 8;
+    constexpr int kDTiles = kHeadDim / 8;
+    constexpr u32 kQBytes = kBlockM * kHeadDim * 2;
+    constexpr u32 kKVBytes = kBlockN * kHeadDim * 2;
+    static_assert(kHeadDim % 64 == 0 && kBlockN % 64 == 0, "128-byte swizzle atoms");
+
+    extern __shared__ __align__(1024) unsigned char smem_bytes[];
+    const u32 sQ = smem_addr(smem_bytes);
+    const u32 sKV = sQ + kQBytes;  // stage s: K at sKV + 2 s kKVBytes, V right after
+    if (sQ & 1023) __trap();       // the swizzle pattern repeats every 1024 bytes: bases must align
+
+    const int m_block = kCausal ? (gridDim.x - 1 - blockIdx.x) : blockIdx.x;
+    const int head = blockIdx.y, batch = blockIdx.z;
+    const int m0 = m_block * kBlockM;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int wg = warp / 4;
+    const int offset = seqlen_k - seqlen_q;
+    const T* qb = q + batch * q_sb + head * q_sh;
+    const T* kb = k + batch * k_sb + (head / group) * k_sh;
+    const T* vb = v + batch * v_sb + (head / group) * v_sh;
+
+    int n_end = seqlen_k;
+    if (kCausal) n_end = min(seqlen_k, max(0, m0 + kBlockM + offset));
+    const int num_n_blocks = (n_end + kBlockN - 1) / kBlockN;
+
+    auto load_tile = [&](u32 dst, const T* src, i64 row_stride, int row0, int rows, int row_limit, int col_limit) {
+#pragma unroll 4
+        for (int i = tid; i < rows * kChunks; i += kThreads) {
+            const int r = i / kChunks, c = i % kChunks;
+            const bool valid = (row0 + r < row_limit) && (c * 8 < col_limit);
+            const T* g = valid ? src + (i64)(row0 + r) * row_stride + c * 8 : src;
+            const u32 off = (c / 8) * (rows * 128) + r * 128 + (((c % 8) ^ (r & 7)) << 4);
+            cp_async_16(dst + off, g, valid);
+        }
+    };
+    auto load_kv = [&](int nb) {
+        const u32 base = sKV + (nb & 1) * 2 * kKVBytes;
+        load_tile(base, kb, k_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim);
+        load_tile(base + kKVBytes, vb, v_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim_v);
+    };
+
+    load_tile(sQ, qb, q_ss, m0, kBlockM, seqlen_q, head_dim);
+    if (num_n_blocks > 0) load_kv(0);
+    cp_async_commit();
+    if (num_n_blocks > 1) load_kv(1);
+    cp_async_commit();
+
+    float acc_o[kDTiles][4];
+#pragma unroll
+    for (int i = 0; i < kDTiles; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
+    float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
+    float row_sum[2] = {0.f, 0.f};
+    const int row_g = m0 + warp * 16 + lane / 4;  // warps of warpgroup wg cover rows 64 wg .. 64 wg + 63
+
+    for (int nb = 0; nb < num_n_blocks; ++nb) {
+        const int n0 = nb * kBlockN;
+        const u32 sK = sKV + (nb & 1) * 2 * kKVBytes;
+        const u32 sV = sK + kKVBytes;
+        cp_async_wait<1>();  // all but the newest group: stage nb (and Q) are in
+        fence_proxy_async();  // make the cp.async writes visible to the tensor cores' async proxy
+        __syncthreads();
+
+        float s[kNTiles][4];
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+            const u32 kin = (ks % 4) * 32, atom = ks / 4;
+            const u64 dq = sw128_desc(sQ + atom * (kBlockM * 128) + wg * (64 * 128) + kin, 16);
+            const u64 dk = sw128_desc(sK + atom * (kBlockN * 128) + kin, 16);
+            WgmmaSS<T, kBlockN, 0, 0>::run(s, dq, dk, ks > 0);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+
+        const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[nt][e] *= scale_log2;
+                if (need_mask) {
+                    const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+                    const int row = row_g + (e >> 1) * 8;
+                    if (col >= seqlen_k || (kCausal && col > row + offset)) s[nt][e] = -CUATTN_INF;
+                }
+            }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = row_max[h];
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+            mx = quad_max(mx);
+            const float shift = softmax_shift(mx);
+            const float alpha = fast_exp2(row_max[h] - shift);
+            row_max[h] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
+                s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
+                sum += s[nt][2 * h] + s[nt][2 * h + 1];
+            }
+            row_sum[h] = row_sum[h] * alpha + sum;
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                acc_o[dt][2 * h] *= alpha;
+                acc_o[dt][2 * h + 1] *= alpha;
+            }
+        }
+
+        u32 p[kBlockN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            p[kk][0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
+            p[kk][1] = Num<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
+            p[kk][2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            p[kk][3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
+            WgmmaRS<T, kHeadDim, 1>::run(acc_o, p[kk], sw128_desc(sV + kk * 16 * 128, kBlockN * 128), 1);
+        wgmma_commit();
+        wgmma_wait_all();
+
+        __syncthreads();  // every warpgroup is done with this stage
+        if (nb + 2 < num_n_blocks) load_kv(nb + 2);
+        cp_async_commit();
+    }
+
+    T* ob = o + batch * o_sb + head * o_sh;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const float total = quad_sum(row_sum[h]);
+        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+        const int row = row_g + 8 * h;
+        if (row < seqlen_q) {
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                const int col = dt * 8 + 2 * (lane % 4);
+                if (col < head_dim_v) {
+                    T* dst = ob + (i64)row * o_ss + col;
+                    dst[0] = Num<T>::from_float(acc_o[dt][2 * h] * inv);
+                    dst[1] = Num<T>::from_float(acc_o[dt][2 * h + 1] * inv);
+                }
+            }
+            if (lse != nullptr && lane % 4 == 0)
+                lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[h], total);
+        }
     }
 }

@@ -6,6 +6,8 @@ implementation does), with 5% slack for rounding luck. float32 (exact FFMA): und
 Outputs are poisoned (the memory pool handed NaN-filled blocks) so an unwritten element fails.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,14 @@ from helpers import lse_error, rel_error
 pytestmark = pytest.mark.gpu
 
 DTYPES = [np.float16, BFLOAT16, np.float32]
+
+
+@pytest.fixture(params=["default", "mma_sync"])
+def kernel_path(request, monkeypatch):
+    """Run on the default path (wgmma on Hopper) and on the mma.sync kernel."""
+    if request.param == "mma_sync":
+        monkeypatch.setattr(sys.modules["cuattn.attention"], "USE_WGMMA", False)
+    return request.param
 
 
 def poison(cp, *shapes):
@@ -86,18 +96,18 @@ SHAPES = [
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape_q,shape_k,dv", SHAPES)
-def test_gpu_matches_reference(cp, rng, dtype, causal, shape_q, shape_k, dv):
+def test_gpu_matches_reference(cp, rng, dtype, causal, shape_q, shape_k, dv, kernel_path):
     run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, None)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3, -0.05])
-def test_gpu_scales(cp, rng, dtype, scale):
+def test_gpu_scales(cp, rng, dtype, scale, kernel_path):
     run_case(cp, rng, dtype, (1, 4, 150, 64), (1, 4, 170, 64), 64, True, scale)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_gpu_flash_layout_view(cp, rng, dtype):
+def test_gpu_flash_layout_view(cp, rng, dtype, kernel_path):
     run_case(cp, rng, dtype, (2, 4, 300, 128), (2, 4, 300, 128), 128, True, None, layout="bshd")
 
 

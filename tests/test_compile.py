@@ -5,6 +5,7 @@ Runs everywhere CuPy's NVRTC is installed (the 'test' extra brings cupy-cuda13x[
 """
 
 import importlib
+import inspect
 import os
 import re
 
@@ -31,24 +32,32 @@ if not _nvrtc_available():
     pytest.skip("CuPy's NVRTC is not installed", allow_module_level=True)
 
 
-def _variants():
+def _variants(arch):
     """(source, expression) for every variant: cuda/<op>.cu pairs with cuattn/<op>.py, whose
-    all_kernel_expressions() lists what its dispatcher can pick."""
+    all_kernel_expressions() lists what its dispatcher can pick (per arch, where it takes one)."""
     out = []
     for source in _cuda.kernel_files():
         module = importlib.import_module(f"cuattn.{source[:-3]}")
-        out += [(source, e) for e in module.all_kernel_expressions()]
+        lister = module.all_kernel_expressions
+        takes_arch = "arch" in inspect.signature(lister).parameters
+        out += [(source, e) for e in (lister(arch=arch) if takes_arch else lister())]
     return out
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("source,expression", _variants())
-def test_kernel_compiles(source, expression, arch):
+@pytest.mark.parametrize("arch,source,expression", [(a, s, e) for a in ARCHS for s, e in _variants(a)])
+def test_kernel_compiles(arch, source, expression):
     log = _cuda.compile_ptx_report(source, [expression], arch)
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
     assert spills and max(spills) == 0, f"{expression} on {arch} spills registers:\n{log}"
 
 
 def test_every_source_file_is_covered():
-    covered = {source for source, _ in _variants()}
+    covered = {source for arch in ARCHS for source, _ in _variants(arch)}
     assert covered == set(_cuda.kernel_files())
+
+
+def test_generated_wgmma_header_is_current():
+    import runpy
+
+    gen = runpy.run_path(str(_cuda.source_dir() / "gen_wgmma.py"))
+    assert (_cuda.source_dir() / "wgmma.cuh").read_text() == gen["main"](), "run python cuda/gen_wgmma.py"
