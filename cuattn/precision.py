@@ -31,7 +31,8 @@ import numpy as np
 from . import _checks
 from ._backend import array_kind, require_cupy, to_numpy
 
-DEFAULT_DTYPES = ("float16", "bfloat16", "float32")
+# bfloat16 needs ml_dtypes (an extra of the GPU installs); a CPU-only install studies the others.
+DEFAULT_DTYPES = ("float16", "bfloat16", "float32") if _checks.BFLOAT16 is not None else ("float16", "float32")
 DEVICES = ("auto", "cpu", "gpu")
 # A part "dominates" when its norm-wise error is at least this many times the other part's.
 DOMINANCE_RATIO = 2.0
@@ -392,7 +393,8 @@ def precision_report(q, k, v, *, dtypes=DEFAULT_DTYPES, causal=False, scale=None
         The inputs at the precision you have them (float64 or float32 data before any cast
         to a low-precision dtype): they are taken as exact. NumPy or CuPy arrays.
     dtypes : sequence of str or dtype, default ('float16', 'bfloat16', 'float32')
-        The dtypes to study. float64 runs on the CPU only.
+        The dtypes to study (bfloat16 needs ml_dtypes; the default leaves it out without it).
+        float64 runs on the CPU only.
     causal : bool, default False
         Causal mask aligned bottom-right, as in :func:`cuattn.attention`.
     scale : float, optional
