@@ -43,10 +43,10 @@ GRID = [
     (256, 16384, 1, 8, False),
 ]
 
-SWEEP = {  # alternative (kBlockN, kNWarps, kMTiles) per padded head dim
-    64: [(64, 4, 2), (64, 8, 1), (128, 4, 1), (64, 4, 1)],
-    128: [(32, 4, 2), (64, 4, 1), (128, 4, 1), (64, 8, 1)],
-    256: [(64, 4, 1), (32, 4, 1), (64, 8, 1)],
+SWEEP = {  # alternative wgmma (kBlockN, kWarpGroups, kStages) per padded head dim
+    64: [(128, 2, 3), (64, 2, 3), (128, 3, 3)],
+    128: [(128, 2, 3), (64, 2, 3), (64, 3, 3)],
+    256: [(64, 2, 2), (64, 1, 3)],
 }
 
 
@@ -159,18 +159,18 @@ def main():
                     row[name] = flops / time_calls(fn) / 1e12
                 row["rel_diff_vs_flash"] = check(*c, *t, causal)
             if args.sweep and d in SWEEP:
-                saved = dict(attn_mod.MMA_TILES)
+                saved = dict(attn_mod.WGMMA_TILES)
                 row["sweep"] = {}
                 for tiles in SWEEP[d]:
-                    attn_mod.MMA_TILES[d] = tiles
+                    attn_mod.WGMMA_TILES[d] = tiles
                     try:
                         cuattn.attention(*c, causal=causal)
                         row["sweep"]["x".join(map(str, tiles))] = flops / time_calls(
                             lambda: cuattn.attention(*c, causal=causal), min_calls=10, min_seconds=0.1) / 1e12
                     except Exception as exc:
                         row["sweep"]["x".join(map(str, tiles))] = f"failed: {exc}"[:200]
-                attn_mod.MMA_TILES.clear()
-                attn_mod.MMA_TILES.update(saved)
+                attn_mod.WGMMA_TILES.clear()
+                attn_mod.WGMMA_TILES.update(saved)
             for ref in ("torch_flash", "torch_cudnn"):
                 if ref in row:
                     row[f"ratio_{ref}"] = row["cuattn"] / row[ref]

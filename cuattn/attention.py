@@ -14,7 +14,7 @@ LOG2E = 1.4426950408889634
 MAX_GRID_Z = 65535
 
 # Tensor-core variants: padded head dim -> (kBlockN, kNWarps, kMTiles); kBlockM = 16 * kMTiles * kNWarps.
-# Chosen on an H100 with benchmarks/attention.py --sweep; every entry compiles in tests/test_compile.py.
+# Chosen on an H100 with benchmarks/attention.py --sweep (before the wgmma kernel existed).
 MMA_TILES = {
     32: (64, 4, 2),
     64: (64, 4, 2),
@@ -25,12 +25,13 @@ MMA_TILES = {
     224: (64, 4, 1),
     256: (64, 4, 1),
 }
-# Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups).
+# Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups, kStages).
+# Best of benchmarks/attention.py --sweep on an H100 (benchmarks/results/attention_sweep.json).
 WGMMA_TILES = {
-    64: (128, 2),
-    128: (128, 2),
-    192: (64, 2),
-    256: (64, 2),
+    64: (64, 2, 3),
+    128: (64, 3, 3),
+    192: (64, 2, 2),
+    256: (64, 2, 2),
 }
 WGMMA_OPTIONS = ("-arch=sm_90a",)
 USE_WGMMA = True  # tests switch it off to exercise the mma.sync kernel on Hopper too
@@ -53,8 +54,8 @@ def wgmma_padded_head_dim(head_dim: int, head_dim_v: int) -> int:
 
 
 def wgmma_expression(type_name: str, padded: int, causal: bool) -> str:
-    block_n, groups = WGMMA_TILES[padded]
-    return f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {'true' if causal else 'false'}>"
+    block_n, groups, stages = WGMMA_TILES[padded]
+    return f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {stages}, {'true' if causal else 'false'}>"
 
 
 def f32_expression(padded: int, causal: bool) -> str:
@@ -214,9 +215,9 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
         if USE_WGMMA and device_properties()["cc"] == 90:
             padded = wgmma_padded_head_dim(d, dv)
             expr, options = wgmma_expression(type_name, padded, causal), WGMMA_OPTIONS
-            block_n, groups = WGMMA_TILES[padded]
+            block_n, groups, stages = WGMMA_TILES[padded]
             block_m, threads = 64 * groups, 128 * groups
-            smem = 2 * (block_m + 4 * block_n) * padded
+            smem = 2 * (block_m + 2 * stages * block_n) * padded
         else:
             expr = mma_expression(type_name, padded, causal)
             block_n, warps, m_tiles = MMA_TILES[padded]

@@ -335,21 +335,36 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
 }
 
 // ---------------------------------------------------------------- Hopper (sm_90a) path
-// attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kCausal>:
+// attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kStages, kCausal>:
 //   kWarpGroups warpgroups (128 threads each) own 64 query rows each (kBlockM = 64 * kWarpGroups).
 //   S = Q K^T is one chain of wgmma m64nBNk16 per warpgroup with Q and K read from shared memory
 //   by descriptor; P is converted in registers and O += P V runs as wgmma with A from registers
 //   and V (its d dim contiguous, i.e. MN-major) from shared memory. Nothing goes through
 //   ldmatrix, so shared-memory bandwidth stops being the limit of the mma.sync kernel.
-//   Shared memory holds Q and two stages of (K, V), each in the 128-byte-swizzle layout wgmma
+//   Overlap: iteration n issues S_n = Q K_n^T and then O += P_{n-1} V_{n-1}, waits for S_n only,
+//   and runs the softmax of block n on the CUDA cores while the tensor cores still work on
+//   P_{n-1} V_{n-1}; O is rescaled once that product is done.
+//   Shared memory holds Q and kStages stages of (K, V), each in the 128-byte-swizzle layout wgmma
 //   reads: 64-column atoms, rows of 128 bytes, 16-byte chunk c of row r stored at c ^ (r % 8).
-//   cp.async fills stage nb+1 while stage nb is used. Bytes: 2 * (kBlockM + 4 kBlockN) * kHeadDim.
+//   Block n+1 is loaded (cp.async) while block n is used: with 3 stages at the top of iteration
+//   n (stages n-1 and n are busy), with 2 stages once P_{n-1} V_{n-1} is done.
+//   Bytes: 2 * (kBlockM + 2 kStages kBlockN) * kHeadDim.
 #include "wgmma.cuh"
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Keep the compiler from moving accesses of wgmma registers across a wait.
+template <int N> __device__ __forceinline__ void pin_registers(float (&r)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) asm volatile("" : "+f"(r[i][j])::"memory");
+}
 
 // Descriptor of a 128-byte-swizzled operand at shared address addr: 8-row groups 1024 bytes
 // apart (stride byte offset); lbo_bytes = distance between 64-element atoms along the
@@ -358,7 +373,7 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo_bytes) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
 }
 
-template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, bool kCausal>
+template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, int kStages, bool kCausal>
 __global__ void __launch_bounds__(kWarpGroups * 128, 1)
 attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     T* __restrict__ o, float* __restrict__ lse,
@@ -374,10 +389,11 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
     constexpr u32 kQBytes = kBlockM * kHeadDim * 2;
     constexpr u32 kKVBytes = kBlockN * kHeadDim * 2;
     static_assert(kHeadDim % 64 == 0 && kBlockN % 64 == 0, "128-byte swizzle atoms");
+    static_assert(kStages == 2 || kStages == 3, "stages");
 
     extern __shared__ __align__(1024) unsigned char smem_bytes[];
     const u32 sQ = smem_addr(smem_bytes);
-    const u32 sKV = sQ + kQBytes;  // stage s: K at sKV + 2 s kKVBytes, V right after
+    const u32 sKV = sQ + kQBytes;  // block n: K at sKV + 2 (n % kStages) kKVBytes, V right after
     if (sQ & 1023) __trap();       // the swizzle pattern repeats every 1024 bytes: bases must align
 
     const int m_block = kCausal ? (gridDim.x - 1 - blockIdx.x) : blockIdx.x;
@@ -404,17 +420,25 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             cp_async_16(dst + off, g, valid);
         }
     };
+    auto stage_k = [&](int nb) { return sKV + (u32)(nb % kStages) * 2 * kKVBytes; };
     auto load_kv = [&](int nb) {
-        const u32 base = sKV + (nb & 1) * 2 * kKVBytes;
-        load_tile(base, kb, k_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim);
-        load_tile(base + kKVBytes, vb, v_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim_v);
+        if (nb < num_n_blocks) {
+            load_tile(stage_k(nb), kb, k_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim);
+            load_tile(stage_k(nb) + kKVBytes, vb, v_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim_v);
+        }
+        cp_async_commit();
+    };
+    // O += P V_n for the P held in registers
+    auto issue_pv = [&](float (&acc)[kDTiles][4], const u32 (&p)[kBlockN / 16][4], int nb) {
+        const u32 sV = stage_k(nb) + kKVBytes;
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk)
+            WgmmaRS<T, kHeadDim, 1>::run(acc, p[kk], sw128_desc(sV + kk * 16 * 128, kBlockN * 128), 1);
+        wgmma_commit();
     };
 
     load_tile(sQ, qb, q_ss, m0, kBlockM, seqlen_q, head_dim);
-    if (num_n_blocks > 0) load_kv(0);
-    cp_async_commit();
-    if (num_n_blocks > 1) load_kv(1);
-    cp_async_commit();
+    load_kv(0);
 
     float acc_o[kDTiles][4];
 #pragma unroll
@@ -423,18 +447,19 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
         for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
     float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
     float row_sum[2] = {0.f, 0.f};
+    u32 p[kBlockN / 16][4];
     const int row_g = m0 + warp * 16 + lane / 4;  // warps of warpgroup wg cover rows 64 wg .. 64 wg + 63
 
     for (int nb = 0; nb < num_n_blocks; ++nb) {
         const int n0 = nb * kBlockN;
-        const u32 sK = sKV + (nb & 1) * 2 * kKVBytes;
-        const u32 sV = sK + kKVBytes;
-        cp_async_wait<1>();  // all but the newest group: stage nb (and Q) are in
+        cp_async_wait<0>();   // block nb (and Q) are in
         fence_proxy_async();  // make the cp.async writes visible to the tensor cores' async proxy
-        __syncthreads();
+        __syncthreads();      // ... for every thread; and everyone is done with P_{nb-2} V_{nb-2}
+        if constexpr (kStages == 3) load_kv(nb + 1);
 
         float s[kNTiles][4];
         wgmma_fence();
+        const u32 sK = stage_k(nb);
 #pragma unroll
         for (int ks = 0; ks < kHeadDim / 16; ++ks) {
             const u32 kin = (ks % 4) * 32, atom = ks / 4;
@@ -443,7 +468,13 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             WgmmaSS<T, kBlockN, 0, 0>::run(s, dq, dk, ks > 0);
         }
         wgmma_commit();
-        wgmma_wait_all();
+        if (nb > 0) {
+            issue_pv(acc_o, p, nb - 1);
+            wgmma_wait<1>();  // S_nb is done; P_{nb-1} V_{nb-1} may still run
+        } else {
+            wgmma_wait<0>();
+        }
+        pin_registers(s);
 
         const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
 #pragma unroll
@@ -457,6 +488,7 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
                     if (col >= seqlen_k || (kCausal && col > row + offset)) s[nt][e] = -CUATTN_INF;
                 }
             }
+        float alpha[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             float mx = row_max[h];
@@ -464,7 +496,7 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
             mx = quad_max(mx);
             const float shift = softmax_shift(mx);
-            const float alpha = fast_exp2(row_max[h] - shift);
+            alpha[h] = fast_exp2(row_max[h] - shift);
             row_max[h] = mx;
             float sum = 0.f;
 #pragma unroll
@@ -473,15 +505,15 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
                 s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
                 sum += s[nt][2 * h] + s[nt][2 * h + 1];
             }
-            row_sum[h] = row_sum[h] * alpha + sum;
-#pragma unroll
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                acc_o[dt][2 * h] *= alpha;
-                acc_o[dt][2 * h + 1] *= alpha;
-            }
+            row_sum[h] = row_sum[h] * alpha[h] + sum;
         }
 
-        u32 p[kBlockN / 16][4];
+        wgmma_wait<0>();  // P_{nb-1} V_{nb-1} is done: O and P are free
+        pin_registers(acc_o);
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_o[dt][e] *= alpha[e >> 1];
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
             p[kk][0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
@@ -489,16 +521,16 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             p[kk][2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             p[kk][3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
+        if constexpr (kStages == 2) {
+            __syncthreads();  // every warpgroup is done with block nb-1's stage
+            load_kv(nb + 1);
+        }
+    }
+    if (num_n_blocks > 0) {
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk)
-            WgmmaRS<T, kHeadDim, 1>::run(acc_o, p[kk], sw128_desc(sV + kk * 16 * 128, kBlockN * 128), 1);
-        wgmma_commit();
-        wgmma_wait_all();
-
-        __syncthreads();  // every warpgroup is done with this stage
-        if (nb + 2 < num_n_blocks) load_kv(nb + 2);
-        cp_async_commit();
+        issue_pv(acc_o, p, num_n_blocks - 1);
+        wgmma_wait<0>();
+        pin_registers(acc_o);
     }
 
     T* ob = o + batch * o_sb + head * o_sh;
