@@ -78,6 +78,8 @@ def plain_attention(q, k, v, *, causal=False, scale=None, dtype=None) -> np.ndar
     What a straightforward low-precision implementation does: ``s = round(round(q @ k^T) *
     scale)``, ``p = round(softmax(s))``, ``o = round(p @ v)``, with float32 arithmetic inside
     (float64 when ``dtype`` is float64). It is the yardstick the GPU tests hold the kernels to.
+    The inputs are used as given (cast to float32 for the arithmetic): to study a dtype, pass
+    them rounded to it, as :func:`precision_report` does.
 
     Parameters
     ----------

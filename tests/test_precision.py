@@ -240,8 +240,8 @@ def test_gpu_report_real_kernels(cp, rng):
     for name, r in report.dtypes.items():
         assert not r.emulated and "GPU kernel" in r.kernel
         e = {n: s.norm_relative for n, s in r.errors.items()}
-        if name == "float32":
-            assert e["kernel"] < 1e-5
+        if name == "float32":  # scores ~100 at input scale 10: as tests/test_attention_gpu.py, 1e-4
+            assert e["kernel"] < 1e-4
         else:  # the fused kernel is no worse than plain same-dtype attention (5% slack, as the GPU tests)
             assert e["kernel"] <= 1.05 * e["plain_kernel"] + 1e-6, (name, e)
             assert r.dominant == "input rounding", r.verdict
