@@ -69,7 +69,7 @@ def run_precision(args) -> int:
         seed=args.seed,
     )
     if args.json:
-        json.dump(sweep.to_dict(), sys.stdout, indent=1)
+        json.dump(sweep.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(sweep.table())

@@ -3,7 +3,7 @@
 A user who sees "13% relative error" in float16 attention cannot tell the kernel's error from
 the rounding of their own inputs (lesson 1 of LESSONS.md). For each dtype this module runs the
 cuattn kernel on the inputs rounded to that dtype and splits its error against the float64
-reference on the original inputs into two parts::
+reference on the original inputs (the total) into two parts::
 
     total           = kernel(round(q, k, v))            vs  exact(q, k, v)
     input rounding  = exact(round(q, k, v))             vs  exact(q, k, v)    (the floor)
@@ -327,7 +327,13 @@ class PrecisionReport:
                     f"{stats.median_elementwise:.2e}",
                 ])
             lines += ["  " + line for line in _table(rows)]
-        lines += ["", "verdict (norm-wise relative error):"] + ["  " + v for v in self.verdicts]
+        lines += [
+            "",
+            "norm rel = ||o - ref|| / ||ref||; elem rel = |o - ref| / |ref| per element, largest where ref is",
+            "near zero ('reference there': ref at the peak, with ref = float64 on the original inputs for",
+            "'vs float64' rows and float64 on the rounded inputs for 'vs exact on rounded' rows).",
+            "verdict (norm-wise relative error):",
+        ] + ["  " + v for v in self.verdicts]
         return "\n".join(lines)
 
     __str__ = table
