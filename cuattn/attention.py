@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import device_properties, get_kernel, launch
 
@@ -28,8 +28,8 @@ MMA_TILES = {
 # Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups, kStages).
 # Best of benchmarks/attention.py --sweep on an H100 (benchmarks/results/attention_sweep.json).
 WGMMA_TILES = {
-    64: (64, 2, 3),
-    128: (64, 3, 3),
+    64: (64, 3, 4),
+    128: (128, 2, 3),
     192: (64, 2, 2),
     256: (64, 2, 2),
 }
@@ -187,6 +187,13 @@ def _kernel_ready(x, name: str, cupy):
     return x if aligned else cupy.ascontiguousarray(x)
 
 
+def _tma_ready(x, cupy):
+    """The copy engine takes strides that are non-zero multiples of 16 bytes: copy otherwise."""
+    if any(st == 0 or st % 16 for st, n in zip(x.strides[:3], x.shape[:3]) if n > 1):
+        return cupy.ascontiguousarray(x)
+    return x
+
+
 def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
     cupy = require_cupy()
     d, dv = sizes["head_dim"], sizes["head_dim_v"]
@@ -212,12 +219,12 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
         smem = 4 * (F32_BLOCK_M * padded + F32_BLOCK_N * (padded + 1) + F32_BLOCK_N * padded)
     else:
         type_name = "half_t" if q.dtype == _checks.FLOAT16 else "bf16_t"
-        if USE_WGMMA and device_properties()["cc"] == 90:
+        if USE_WGMMA and device_properties()["cc"] == 90 and sk > 0:  # TMA maps need a non-empty K
             padded = wgmma_padded_head_dim(d, dv)
             expr, options = wgmma_expression(type_name, padded, causal), WGMMA_OPTIONS
             block_n, groups, stages = WGMMA_TILES[padded]
-            block_m, threads = 64 * groups, 128 * groups
-            smem = 2 * (block_m + 2 * stages * block_n) * padded
+            block_m, threads = 64 * groups, 128 * (groups + 1)  # consumer warpgroups + a producer warpgroup
+            smem = 2 * (block_m + 2 * stages * block_n) * padded + 8 * (2 + 2 * stages)
         else:
             expr = mma_expression(type_name, padded, causal)
             block_n, warps, m_tiles = MMA_TILES[padded]
@@ -230,13 +237,23 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
     def strides(x):
         return [np.int64(s // x.itemsize) for s in x.strides[:3]]
 
-    nb = of.shape[0]
-    for b0 in range(0, nb, MAX_GRID_Z):
-        b1 = min(nb, b0 + MAX_GRID_Z)
-        views = [x[b0:b1] for x in (qf, kf, vf, of)]
-        args = [*views, lsef[b0:b1]]
+    def arguments(views, lse_view):
+        args = [*views, lse_view]
         for x in views:
             args += strides(x)
-        args += [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
+        return args + [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
+
+    nb = of.shape[0]
+    if expr.startswith("attention_fwd_wgmma"):  # persistent: one block per SM walks the tiles
+        num_tiles = num_m_blocks * hq * nb
+        name = _checks.dtype_name(q.dtype)
+        qt, kt, vt = (_tma_ready(x, cupy) for x in (qf, kf, vf))  # alive until the launch is queued
+        maps = _tma.tensor_maps([(qt, name, block_m), (kt, name, block_n), (vt, name, block_n)])
+        args = arguments((qf, kf, vf, of), lsef) + [np.int32(num_m_blocks), np.int32(hq), np.int32(nb), maps]
+        launch(kernel, (min(num_tiles, device_properties()["num_sms"]),), (threads,), args, shared_mem=smem)
+        return o, lse
+    for b0 in range(0, nb, MAX_GRID_Z):
+        b1 = min(nb, b0 + MAX_GRID_Z)
+        args = arguments([x[b0:b1] for x in (qf, kf, vf, of)], lsef[b0:b1])
         launch(kernel, (num_m_blocks, hq, b1 - b0), (threads,), args, shared_mem=smem)
     return o, lse

@@ -227,11 +227,9 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 #pragma unroll
                 for (int dt = 0; dt < kDTiles; ++dt) {
                     const int col = dt * 8 + 2 * (lane % 4);
-                    if (col < head_dim_v) {
-                        T* dst = ob + (i64)row * o_ss + col;
-                        dst[0] = Num<T>::from_float(acc_o[mt][dt][2 * h] * inv);
-                        dst[1] = Num<T>::from_float(acc_o[mt][dt][2 * h + 1] * inv);
-                    }
+                    if (col < head_dim_v)  // Dv is a multiple of 8: pairs never straddle it
+                        *reinterpret_cast<u32*>(ob + (i64)row * o_ss + col) =
+                            Num<T>::pack2(acc_o[mt][dt][2 * h] * inv, acc_o[mt][dt][2 * h + 1] * inv);
                 }
                 if (lse != nullptr && lane % 4 == 0)
                     lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[mt][h], total);
@@ -336,19 +334,23 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
 
 // ---------------------------------------------------------------- Hopper (sm_90a) path
 // attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kStages, kCausal>:
-//   kWarpGroups warpgroups (128 threads each) own 64 query rows each (kBlockM = 64 * kWarpGroups).
-//   S = Q K^T is one chain of wgmma m64nBNk16 per warpgroup with Q and K read from shared memory
-//   by descriptor; P is converted in registers and O += P V runs as wgmma with A from registers
-//   and V (its d dim contiguous, i.e. MN-major) from shared memory. Nothing goes through
-//   ldmatrix, so shared-memory bandwidth stops being the limit of the mma.sync kernel.
-//   Overlap: iteration n issues S_n = Q K_n^T and then O += P_{n-1} V_{n-1}, waits for S_n only,
-//   and runs the softmax of block n on the CUDA cores while the tensor cores still work on
-//   P_{n-1} V_{n-1}; O is rescaled once that product is done.
-//   Shared memory holds Q and kStages stages of (K, V), each in the 128-byte-swizzle layout wgmma
-//   reads: 64-column atoms, rows of 128 bytes, 16-byte chunk c of row r stored at c ^ (r % 8).
-//   Block n+1 is loaded (cp.async) while block n is used: with 3 stages at the top of iteration
-//   n (stages n-1 and n are busy), with 2 stages once P_{n-1} V_{n-1} is done.
-//   Bytes: 2 * (kBlockM + 2 kStages kBlockN) * kHeadDim.
+//   Warp-specialized: kWarpGroups consumer warpgroups (128 threads each, 64 query rows each,
+//   kBlockM = 64 * kWarpGroups) and one producer warpgroup, of which one thread streams Q and K/V
+//   blocks into kStages shared-memory stages with the bulk tensor copy engine (TMA; tensor maps
+//   from cuattn/_tma.py, read from global memory), zero-filling rows past the sequence and
+//   columns past D; setmaxnreg moves the producer's registers to the consumers. Stages hand over
+//   through mbarriers (full: the copy landed; empty: every consumer is done with the stage), so
+//   the warpgroups never wait on a block-wide barrier and drift apart: one's softmax runs while
+//   another's matrix products keep the tensor cores busy.
+//   Consumers: S = Q K^T is one chain of wgmma m64nBNk16 with Q and K read from shared memory by
+//   descriptor; O += P V runs as wgmma with P from registers and V (d contiguous: MN-major)
+//   from shared memory. Iteration n issues S_n and then P_{n-1} V_{n-1}, waits for S_n only, and
+//   computes the softmax of block n while the tensor cores still work on P_{n-1} V_{n-1}.
+//   Layout: 128-byte swizzle as wgmma reads it (and TMA writes it): 64-column atoms, rows of 128
+//   bytes, 16-byte chunk c of row r stored at c ^ (r % 8).
+//   Bytes: 2 (kBlockM + 2 kStages kBlockN) kHeadDim + barriers.
+//   Persistent grid (one block per SM): the producer loads the next tile's Q and K/V while the
+//   consumers finish the current tile and write its output.
 #include "wgmma.cuh"
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -356,7 +358,33 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N> __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// arrive once every cp.async this thread issued so far has landed
+__device__ __forceinline__ void mbar_arrive_cp_async(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_bytes(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// TMA: box (64 columns x rows) at (col, row, head, batch) of a 4-d tensor map into shared memory,
+// 128-byte swizzled, zero-filled out of bounds; completion is counted in bytes on bar.
+__device__ __forceinline__ void tma_load_4d(u32 dst, const void* tmap, int col, int row, int head, int batch, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+        ::"r"(dst), "l"(tmap), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
 
 // Keep the compiler from moving accesses of wgmma registers across a wait.
 template <int N> __device__ __forceinline__ void pin_registers(float (&r)[N][4]) {
@@ -373,184 +401,228 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo_bytes) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo_bytes >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
 }
 
+template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
 template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, int kStages, bool kCausal>
-__global__ void __launch_bounds__(kWarpGroups * 128, 1)
+__global__ void __launch_bounds__((kWarpGroups + 1) * 128, 1)
 attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     T* __restrict__ o, float* __restrict__ lse,
                     i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss,
                     i64 v_sb, i64 v_sh, i64 v_ss, i64 o_sb, i64 o_sh, i64 o_ss,
                     int seqlen_q, int seqlen_k, int head_dim, int head_dim_v, int group,
-                    float scale_log2) {
+                    float scale_log2, int num_m_blocks, int num_heads, int num_batch,
+                    const unsigned char* __restrict__ tmaps) {
     constexpr int kBlockM = 64 * kWarpGroups;
-    constexpr int kThreads = 128 * kWarpGroups;
-    constexpr int kChunks = kHeadDim / 8;
+    constexpr int kConsumers = 128 * kWarpGroups;
     constexpr int kNTiles = kBlockN / 8;
     constexpr int kDTiles = kHeadDim / 8;
     constexpr u32 kQBytes = kBlockM * kHeadDim * 2;
     constexpr u32 kKVBytes = kBlockN * kHeadDim * 2;
     static_assert(kHeadDim % 64 == 0 && kBlockN % 64 == 0, "128-byte swizzle atoms");
-    static_assert(kStages == 2 || kStages == 3, "stages");
+    // registers per thread for each role: the block's share, with the producer's moved to the consumers
+    constexpr int kShare = (65536 / ((kWarpGroups + 1) * 128)) & ~7;
+    constexpr int kProducerRegs = 40;
+    constexpr int kConsumerRegs = (kShare + (kShare - kProducerRegs) / kWarpGroups) & ~7;
 
     extern __shared__ __align__(1024) unsigned char smem_bytes[];
     const u32 sQ = smem_addr(smem_bytes);
-    const u32 sKV = sQ + kQBytes;  // block n: K at sKV + 2 (n % kStages) kKVBytes, V right after
-    if (sQ & 1023) __trap();       // the swizzle pattern repeats every 1024 bytes: bases must align
+    const u32 sKV = sQ + kQBytes;  // K/V block number `it`: K at sKV + 2 (it % kStages) kKVBytes, V after
+    const u32 bars = sKV + 2 * kStages * kKVBytes;
+    const u32 q_full = bars, q_empty = bars + 8;
+    auto full_bar = [&](int stage) { return bars + 16 + 8 * stage; };
+    auto empty_bar = [&](int stage) { return bars + 16 + 8 * kStages + 8 * stage; };
+    auto stage_k = [&](int it) { return sKV + (u32)(it % kStages) * 2 * kKVBytes; };
+    if (sQ & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: bases must align
 
-    const int m_block = kCausal ? (gridDim.x - 1 - blockIdx.x) : blockIdx.x;
-    const int head = blockIdx.y, batch = blockIdx.z;
-    const int m0 = m_block * kBlockM;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int wg = warp / 4;
     const int offset = seqlen_k - seqlen_q;
-    const T* qb = q + batch * q_sb + head * q_sh;
-    const T* kb = k + batch * k_sb + (head / group) * k_sh;
-    const T* vb = v + batch * v_sb + (head / group) * v_sh;
+    const int num_tiles = num_m_blocks * num_heads * num_batch;
 
-    int n_end = seqlen_k;
-    if (kCausal) n_end = min(seqlen_k, max(0, m0 + kBlockM + offset));
-    const int num_n_blocks = (n_end + kBlockN - 1) / kBlockN;
+    // Persistent: block b takes tiles b, b + gridDim.x, ...; tiles run heaviest (last causal
+    // query block) first across all heads, so the causal tail is spread over every SM.
+    struct Tile { int m0, head, batch, num_n_blocks; };
+    auto tile_at = [&](int t) {
+        Tile tile;
+        const int per_m = num_heads * num_batch;
+        const int mb = t / per_m, rest = t % per_m;
+        tile.m0 = (kCausal ? num_m_blocks - 1 - mb : mb) * kBlockM;
+        tile.head = rest % num_heads;
+        tile.batch = rest / num_heads;
+        int n_end = seqlen_k;
+        if (kCausal) n_end = min(seqlen_k, max(0, tile.m0 + kBlockM + offset));
+        tile.num_n_blocks = (n_end + kBlockN - 1) / kBlockN;
+        return tile;
+    };
 
-    auto load_tile = [&](u32 dst, const T* src, i64 row_stride, int row0, int rows, int row_limit, int col_limit) {
-#pragma unroll 4
-        for (int i = tid; i < rows * kChunks; i += kThreads) {
-            const int r = i / kChunks, c = i % kChunks;
-            const bool valid = (row0 + r < row_limit) && (c * 8 < col_limit);
-            const T* g = valid ? src + (i64)(row0 + r) * row_stride + c * 8 : src;
-            const u32 off = (c / 8) * (rows * 128) + r * 128 + (((c % 8) ^ (r & 7)) << 4);
-            cp_async_16(dst + off, g, valid);
+    if (tid == 0) {
+        mbar_init(q_full, 1);
+        mbar_init(q_empty, kConsumers);
+        for (int st = 0; st < kStages; ++st) {
+            mbar_init(full_bar(st), 1);
+            mbar_init(empty_bar(st), kConsumers);
         }
-    };
-    auto stage_k = [&](int nb) { return sKV + (u32)(nb % kStages) * 2 * kKVBytes; };
-    auto load_kv = [&](int nb) {
-        if (nb < num_n_blocks) {
-            load_tile(stage_k(nb), kb, k_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim);
-            load_tile(stage_k(nb) + kKVBytes, vb, v_ss, nb * kBlockN, kBlockN, seqlen_k, head_dim_v);
+    }
+    __syncthreads();
+
+    if (warp >= 4 * kWarpGroups) {
+        // ---------------- producer warpgroup: one thread drives the copy engine (TMA)
+        setmaxnreg_dec<kProducerRegs>();
+        if (tid != kConsumers) return;
+        const void* tq = tmaps;
+        const void* tk = tmaps + 128;
+        const void* tv = tmaps + 256;
+        int it = 0;
+        for (int t = blockIdx.x, count = 0; t < num_tiles; t += gridDim.x, ++count) {
+            const Tile tile = tile_at(t);
+            const int kv_head = tile.head / group;
+            if (count > 0) mbar_wait(q_empty, (count - 1) & 1);
+            mbar_expect_bytes(q_full, kQBytes);
+#pragma unroll
+            for (int a = 0; a < kHeadDim / 64; ++a)
+                tma_load_4d(sQ + a * kBlockM * 128, tq, a * 64, tile.m0, tile.head, tile.batch, q_full);
+            for (int nb = 0; nb < tile.num_n_blocks; ++nb, ++it) {
+                const int st = it % kStages;
+                if (it >= kStages) mbar_wait(empty_bar(st), ((it / kStages) - 1) & 1);
+                mbar_expect_bytes(full_bar(st), 2 * kKVBytes);
+#pragma unroll
+                for (int a = 0; a < kHeadDim / 64; ++a) {
+                    tma_load_4d(stage_k(it) + a * kBlockN * 128, tk, a * 64, nb * kBlockN, kv_head, tile.batch, full_bar(st));
+                    tma_load_4d(stage_k(it) + kKVBytes + a * kBlockN * 128, tv, a * 64, nb * kBlockN, kv_head, tile.batch, full_bar(st));
+                }
+            }
         }
-        cp_async_commit();
-    };
-    // O += P V_n for the P held in registers
-    auto issue_pv = [&](float (&acc)[kDTiles][4], const u32 (&p)[kBlockN / 16][4], int nb) {
-        const u32 sV = stage_k(nb) + kKVBytes;
+        return;
+    }
+
+    // ---------------- consumer warpgroups
+    setmaxnreg_inc<kConsumerRegs>();
+    const int wg = warp / 4;
+    auto issue_pv = [&](float (&acc)[kDTiles][4], const u32 (&p)[kBlockN / 16][4], int it) {
+        const u32 sV = stage_k(it) + kKVBytes;
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk)
             WgmmaRS<T, kHeadDim, 1>::run(acc, p[kk], sw128_desc(sV + kk * 16 * 128, kBlockN * 128), 1);
         wgmma_commit();
     };
 
-    load_tile(sQ, qb, q_ss, m0, kBlockM, seqlen_q, head_dim);
-    load_kv(0);
+    int it = 0;
+    for (int t = blockIdx.x, count = 0; t < num_tiles; t += gridDim.x, ++count) {
+        const Tile tile = tile_at(t);
+        const int m0 = tile.m0, num_n_blocks = tile.num_n_blocks;
+        float acc_o[kDTiles][4];
+#pragma unroll
+        for (int i = 0; i < kDTiles; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
+        float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
+        float row_sum[2] = {0.f, 0.f};
+        u32 p[kBlockN / 16][4];
+        const int row_g = m0 + warp * 16 + lane / 4;  // warpgroup wg covers rows 64 wg .. 64 wg + 63
 
-    float acc_o[kDTiles][4];
-#pragma unroll
-    for (int i = 0; i < kDTiles; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
-    float row_max[2] = {-CUATTN_INF, -CUATTN_INF};
-    float row_sum[2] = {0.f, 0.f};
-    u32 p[kBlockN / 16][4];
-    const int row_g = m0 + warp * 16 + lane / 4;  // warps of warpgroup wg cover rows 64 wg .. 64 wg + 63
+        mbar_wait(q_full, count & 1);
+        for (int nb = 0; nb < num_n_blocks; ++nb, ++it) {
+            const int n0 = nb * kBlockN;
+            mbar_wait(full_bar(it % kStages), (it / kStages) & 1);
 
-    for (int nb = 0; nb < num_n_blocks; ++nb) {
-        const int n0 = nb * kBlockN;
-        cp_async_wait<0>();   // block nb (and Q) are in
-        fence_proxy_async();  // make the cp.async writes visible to the tensor cores' async proxy
-        __syncthreads();      // ... for every thread; and everyone is done with P_{nb-2} V_{nb-2}
-        if constexpr (kStages == 3) load_kv(nb + 1);
-
-        float s[kNTiles][4];
-        wgmma_fence();
-        const u32 sK = stage_k(nb);
+            float s[kNTiles][4];
+            wgmma_fence();
+            const u32 sK = stage_k(it);
 #pragma unroll
-        for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-            const u32 kin = (ks % 4) * 32, atom = ks / 4;
-            const u64 dq = sw128_desc(sQ + atom * (kBlockM * 128) + wg * (64 * 128) + kin, 16);
-            const u64 dk = sw128_desc(sK + atom * (kBlockN * 128) + kin, 16);
-            WgmmaSS<T, kBlockN, 0, 0>::run(s, dq, dk, ks > 0);
-        }
-        wgmma_commit();
-        if (nb > 0) {
-            issue_pv(acc_o, p, nb - 1);
-            wgmma_wait<1>();  // S_nb is done; P_{nb-1} V_{nb-1} may still run
-        } else {
-            wgmma_wait<0>();
-        }
-        pin_registers(s);
-
-        const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                s[nt][e] *= scale_log2;
-                if (need_mask) {
-                    const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
-                    const int row = row_g + (e >> 1) * 8;
-                    if (col >= seqlen_k || (kCausal && col > row + offset)) s[nt][e] = -CUATTN_INF;
-                }
+            for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+                const u32 kin = (ks % 4) * 32, atom = ks / 4;
+                const u64 dq = sw128_desc(sQ + atom * (kBlockM * 128) + wg * (64 * 128) + kin, 16);
+                const u64 dk = sw128_desc(sK + atom * (kBlockN * 128) + kin, 16);
+                WgmmaSS<T, kBlockN, 0, 0>::run(s, dq, dk, ks > 0);
             }
-        float alpha[2];
+            wgmma_commit();
+            if (nb > 0) {
+                issue_pv(acc_o, p, it - 1);
+                wgmma_wait<1>();  // S_nb is done; P_{nb-1} V_{nb-1} may still run
+            } else {
+                wgmma_wait<0>();
+            }
+            pin_registers(s);
+            if (nb + 1 == num_n_blocks) mbar_arrive(q_empty);  // Q is read for the last time
+
+            const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[nt][e] *= scale_log2;
+                    if (need_mask) {
+                        const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
+                        const int row = row_g + (e >> 1) * 8;
+                        if (col >= seqlen_k || (kCausal && col > row + offset)) s[nt][e] = -CUATTN_INF;
+                    }
+                }
+            float alpha[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float mx = row_max[h];
+#pragma unroll
+                for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+                mx = quad_max(mx);
+                const float shift = softmax_shift(mx);
+                alpha[h] = fast_exp2(row_max[h] - shift);
+                row_max[h] = mx;
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < kNTiles; ++nt) {
+                    s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
+                    s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
+                    sum += s[nt][2 * h] + s[nt][2 * h + 1];
+                }
+                row_sum[h] = row_sum[h] * alpha[h] + sum;
+            }
+
+            wgmma_wait<0>();  // P_{nb-1} V_{nb-1} is done: O and P are free, and so is that stage
+            pin_registers(acc_o);
+            if (nb > 0) mbar_arrive(empty_bar((it - 1) % kStages));
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc_o[dt][e] *= alpha[e >> 1];
+#pragma unroll
+            for (int kk = 0; kk < kBlockN / 16; ++kk) {
+                p[kk][0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
+                p[kk][1] = Num<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
+                p[kk][2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                p[kk][3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            }
+        }
+        if (num_n_blocks > 0) {
+            wgmma_fence();
+            issue_pv(acc_o, p, it - 1);
+            wgmma_wait<0>();
+            pin_registers(acc_o);
+            mbar_arrive(empty_bar((it - 1) % kStages));
+        } else {
+            mbar_arrive(q_empty);
+        }
+
+        T* ob = o + tile.batch * o_sb + tile.head * o_sh;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            float mx = row_max[h];
+            const float total = quad_sum(row_sum[h]);
+            const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+            const int row = row_g + 8 * h;
+            if (row < seqlen_q) {
 #pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
-            mx = quad_max(mx);
-            const float shift = softmax_shift(mx);
-            alpha[h] = fast_exp2(row_max[h] - shift);
-            row_max[h] = mx;
-            float sum = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt) {
-                s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
-                s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
-                sum += s[nt][2 * h] + s[nt][2 * h + 1];
-            }
-            row_sum[h] = row_sum[h] * alpha[h] + sum;
-        }
-
-        wgmma_wait<0>();  // P_{nb-1} V_{nb-1} is done: O and P are free
-        pin_registers(acc_o);
-#pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc_o[dt][e] *= alpha[e >> 1];
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            p[kk][0] = Num<T>::pack2(s[2 * kk][0], s[2 * kk][1]);
-            p[kk][1] = Num<T>::pack2(s[2 * kk][2], s[2 * kk][3]);
-            p[kk][2] = Num<T>::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            p[kk][3] = Num<T>::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
-        if constexpr (kStages == 2) {
-            __syncthreads();  // every warpgroup is done with block nb-1's stage
-            load_kv(nb + 1);
-        }
-    }
-    if (num_n_blocks > 0) {
-        wgmma_fence();
-        issue_pv(acc_o, p, num_n_blocks - 1);
-        wgmma_wait<0>();
-        pin_registers(acc_o);
-    }
-
-    T* ob = o + batch * o_sb + head * o_sh;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const float total = quad_sum(row_sum[h]);
-        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
-        const int row = row_g + 8 * h;
-        if (row < seqlen_q) {
-#pragma unroll
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                const int col = dt * 8 + 2 * (lane % 4);
-                if (col < head_dim_v) {
-                    T* dst = ob + (i64)row * o_ss + col;
-                    dst[0] = Num<T>::from_float(acc_o[dt][2 * h] * inv);
-                    dst[1] = Num<T>::from_float(acc_o[dt][2 * h + 1] * inv);
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    const int col = dt * 8 + 2 * (lane % 4);
+                    if (col < head_dim_v)  // Dv is a multiple of 8: pairs never straddle it
+                        *reinterpret_cast<u32*>(ob + (i64)row * o_ss + col) =
+                            Num<T>::pack2(acc_o[dt][2 * h] * inv, acc_o[dt][2 * h + 1] * inv);
                 }
+                if (lse != nullptr && lane % 4 == 0)
+                    lse[((i64)tile.batch * num_heads + tile.head) * seqlen_q + row] = lse_from_log2(row_max[h], total);
             }
-            if (lse != nullptr && lane % 4 == 0)
-                lse[((i64)batch * gridDim.y + head) * seqlen_q + row] = lse_from_log2(row_max[h], total);
         }
     }
 }
