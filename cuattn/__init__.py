@@ -4,6 +4,8 @@ Operations
 ----------
 attention
     Exact softmax attention, fused and tiled (online softmax, O(N) memory).
+gla
+    Gated linear attention, chunk (tensor cores) and recurrent modes, packed sequences.
 reference
     Float64 SciPy references of every operation, for checking any result.
 
@@ -14,8 +16,9 @@ NumPy arrays run Numba kernels on the CPU. ``backend='cuda'|'cpu'|'reference'`` 
 from . import reference
 from ._backend import gpu_available
 from .attention import attention
+from .gla import gla
 from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "reference", "gpu_available", "precision_report", "__version__"]
+__all__ = ["attention", "gla", "reference", "gpu_available", "precision_report", "__version__"]

@@ -11,5 +11,6 @@ True
 """
 
 from .attention import attention
+from .gla import gla
 
-__all__ = ["attention"]
+__all__ = ["attention", "gla"]

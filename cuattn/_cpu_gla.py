@@ -1,0 +1,122 @@
+"""Numba CPU kernels for ``cuattn.gla``: recurrent and chunk modes.
+
+Work items are (sequence x head); ``prange`` spreads them over the cores. The recurrent kernel
+walks the recurrence one token at a time. The chunk kernel follows cuda/gla.cu: steps of
+CHUNK tokens, decay factors formed only as products of E = exp(g) in [0, 1] (never as exp of a
+difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
+products are BLAS calls through ``np.dot``. Gates of -inf must flow, so no ``fastmath=True``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+
+CHUNK = 16
+_FLAGS = {"reassoc", "contract"}  # no "nnan"/"ninf": -inf and NaN must flow
+
+
+@njit(parallel=True, cache=True, fastmath=_FLAGS)
+def _recurrent_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale):
+    heads = q.shape[1]
+    kdim = q.shape[3]
+    vdim = v.shape[3]
+    for item in prange(bos.shape[0] * heads):
+        n = item // heads
+        h = item % heads
+        b = rows[n]
+        s = h0[n, h].copy()
+        for t in range(bos[n], bos[n] + lens[n]):
+            e = np.exp(g[b, h, t])
+            for c in range(kdim):
+                kc = k[b, h, t, c]
+                for j in range(vdim):
+                    s[c, j] = s[c, j] * e[c] + kc * v[b, h, t, j]
+            for j in range(vdim):
+                acc = 0.0
+                for c in range(kdim):
+                    acc += q[b, h, t, c] * s[c, j]
+                o[b, h, t, j] = scale * acc
+        ht[n, h] = s
+
+
+@njit(parallel=True, cache=True, fastmath=_FLAGS)
+def _chunk_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale, chunk):
+    heads = q.shape[1]
+    kdim = q.shape[3]
+    for item in prange(bos.shape[0] * heads):
+        n = item // heads
+        h = item % heads
+        b = rows[n]
+        s = h0[n, h].copy()
+        end = bos[n] + lens[n]
+        for t0 in range(bos[n], end, chunk):
+            m = min(chunk, end - t0)
+            e = np.exp(g[b, h, t0:t0 + m])                 # (m, K), in [0, 1] for gates <= 0
+            qs = np.ascontiguousarray(q[b, h, t0:t0 + m])
+            ks = np.ascontiguousarray(k[b, h, t0:t0 + m])
+            vs = np.ascontiguousarray(v[b, h, t0:t0 + m])
+            q_dec = np.empty_like(qs)                       # q_t * prod_{u<=t} E_u
+            k_dec = np.empty_like(ks)                       # k_s * prod_{s<u<m} E_u
+            prefix = np.ones(kdim, dtype=s.dtype)
+            for t in range(m):
+                prefix *= e[t]
+                q_dec[t] = qs[t] * prefix
+            suffix = np.ones(kdim, dtype=s.dtype)
+            for t in range(m - 1, -1, -1):
+                k_dec[t] = ks[t] * suffix
+                suffix *= e[t]
+            w = np.zeros((m, m), dtype=s.dtype)             # W[t, s] = sum_c q_tc k_sc P_c(s, t)
+            for t in range(m):
+                f = np.ones(kdim, dtype=s.dtype)
+                for j in range(t, -1, -1):
+                    acc = 0.0
+                    for c in range(kdim):
+                        acc += qs[t, c] * ks[j, c] * f[c]
+                    w[t, j] = acc
+                    f *= e[j]
+            o[b, h, t0:t0 + m] = scale * (np.dot(q_dec, s) + np.dot(w, vs))
+            s = prefix.reshape((kdim, 1)) * s + np.dot(k_dec.T.copy(), vs)
+        ht[n, h] = s
+
+
+def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
+    """Run a Numba kernel on NumPy arrays; returns (o in the input dtype, final state float32 or None)."""
+    in_dtype = q.dtype
+    work = np.float64 if in_dtype == _checks.FLOAT64 else np.float32
+    batch, heads, seqlen = sizes["batch"], sizes["num_heads"], sizes["seqlen"]
+    kdim, vdim = sizes["head_dim_k"], sizes["head_dim_v"]
+    nbatch = int(np.prod(batch, dtype=np.int64))
+
+    def prepare(x, dim):
+        x = np.broadcast_to(np.asarray(x, dtype=work), batch + (heads, seqlen, dim))
+        return np.ascontiguousarray(x.reshape((nbatch, heads, seqlen, dim)))
+
+    qf, kf, gf, vf = prepare(q, kdim), prepare(k, kdim), prepare(gk, kdim), prepare(v, vdim)
+    cu = sizes["cu_seqlens"]
+    if cu is not None:
+        bos = cu[:-1].astype(np.int64)
+        lens = np.diff(cu).astype(np.int64)
+        rows = np.zeros(len(lens), dtype=np.int64)
+    else:
+        bos = np.zeros(nbatch, dtype=np.int64)
+        lens = np.full(nbatch, seqlen, dtype=np.int64)
+        rows = np.arange(nbatch, dtype=np.int64)
+    num_seqs = len(lens)
+    if initial_state is None:
+        h0 = np.zeros((num_seqs, heads, kdim, vdim), dtype=work)
+    else:
+        h0 = np.ascontiguousarray(np.broadcast_to(np.asarray(initial_state, dtype=work), sizes["state_shape"]))
+        h0 = h0.reshape((num_seqs, heads, kdim, vdim))
+    o = np.zeros((nbatch, heads, seqlen, vdim), dtype=work)  # zeros: tokens past cu_seqlens[-1]
+    ht = np.empty((num_seqs, heads, kdim, vdim), dtype=work)
+    if num_seqs and heads:
+        if mode == "chunk":
+            _chunk_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]), CHUNK)
+        else:
+            _recurrent_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]))
+    o = o.reshape(batch + (heads, seqlen, vdim)).astype(in_dtype, copy=False)
+    final = ht.reshape(sizes["state_shape"]).astype(np.float32) if output_final_state else None
+    return o, final

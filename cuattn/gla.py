@@ -1,0 +1,271 @@
+"""``cuattn.gla``: gated linear attention, chunk and recurrent modes (check, dispatch, GPU launch)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
+from ._cuda import get_kernel, launch
+from .attention import _flatten_batch, _kernel_ready
+
+MODES = ("chunk", "recurrent")
+MAX_GRID_Z = 65535
+# Padded key dims compiled for the GPU; the dispatcher picks the smallest one >= K.
+PADDED_K = (32, 64, 128, 256)
+GPU_DIM_RANGE = (16, 256)
+CHUNK_STEP = 16       # tokens per chunk step (cuda/gla.cu: kC)
+CHUNK_BLOCK_V = 64    # value columns per chunk block (4 warps x 16)
+RECURRENT_BLOCK_V = 32
+THREADS = 128
+TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float"}
+
+
+def padded_key_dim(head_dim_k: int) -> int:
+    return next(p for p in PADDED_K if p >= head_dim_k)
+
+
+def chunk_expression(type_name: str, padded: int) -> str:
+    return f"gla_chunk_mma<{type_name}, {padded}>"
+
+
+def recurrent_expression(type_name: str, padded: int) -> str:
+    return f"gla_recurrent<{type_name}, {padded}>"
+
+
+def chunk_smem_bytes(padded: int) -> int:
+    """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu)."""
+    stride_k, stride_v, stride_w = padded + 8, CHUNK_BLOCK_V + 8, CHUNK_STEP + 8
+    stage = 3 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_v
+    halves = 2 * stage + 2 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_w
+    return 2 * halves + 4 * (CHUNK_STEP * padded + padded)
+
+
+def all_kernel_expressions() -> list[str]:
+    """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
+    out = []
+    for padded in PADDED_K:
+        out += [chunk_expression(t, padded) for t in ("half_t", "bf16_t")]
+        out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
+    return out
+
+
+def check_cu_seqlens(cu_seqlens, seqlen: int):
+    """Host int64 copy of ``cu_seqlens`` after checking it; None passes through."""
+    if cu_seqlens is None:
+        return None
+    cu = np.asarray(to_numpy(cu_seqlens))
+    if cu.ndim != 1 or cu.shape[0] < 2:
+        raise ValueError(f"cu_seqlens must have shape (N + 1,) with N >= 1; got shape {tuple(cu.shape)}")
+    if not np.issubdtype(cu.dtype, np.integer):
+        raise TypeError(f"cu_seqlens must hold integers (int32 offsets); got dtype {cu.dtype}")
+    cu = cu.astype(np.int64)
+    if cu[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0; got {cu[0]}")
+    if np.any(np.diff(cu) < 0):
+        raise ValueError("cu_seqlens must be non-decreasing (offsets of consecutive sequences)")
+    if cu[-1] > seqlen:
+        raise ValueError(f"cu_seqlens ends at {cu[-1]}, past the packed length T = {seqlen}")
+    return cu
+
+
+def check_gla_args(q, k, v, gk, initial_state, cu_seqlens, scale, output_final_state, mode) -> dict:
+    """Check shapes and arguments of ``gla`` (every backend); return the sizes.
+
+    ``cu_seqlens`` must already be a host array (or None); it is checked here.
+    """
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    _checks.check_bool(output_final_state, "output_final_state")
+    for x, name, what in ((q, "q", "(..., H, T, K)"), (k, "k", "(..., H, T, K)"),
+                          (v, "v", "(..., H, T, V)"), (gk, "gk", "(..., H, T, K)")):
+        _checks.check_ndim(x, name, 3, what)
+    h, t, kdim = q.shape[-3:]
+    for x, name in ((k, "k"), (gk, "gk")):
+        if tuple(x.shape[-3:]) != (h, t, kdim):
+            raise ValueError(f"{name} must end in q's (H, T, K) = {(h, t, kdim)}; got shape {tuple(x.shape)}")
+    if tuple(v.shape[-3:-1]) != (h, t):
+        raise ValueError(f"v must have shape (..., {h}, {t}, V); got shape {tuple(v.shape)}")
+    vdim = v.shape[-1]
+    batch = _checks.broadcast_batch({"q": q.shape, "k": k.shape, "v": v.shape, "gk": gk.shape}, 3)
+    cu = check_cu_seqlens(cu_seqlens, t)
+    if cu is not None:
+        if batch != (1,):
+            raise ValueError(f"with cu_seqlens the inputs must be packed as (1, H, T_total, ...); got batch dims {batch}")
+        num_seqs = cu.shape[0] - 1
+        state_shape = (num_seqs, h, kdim, vdim)
+    else:
+        num_seqs = math.prod(batch)
+        state_shape = batch + (h, kdim, vdim)
+    if initial_state is not None:
+        _checks.check_ndim(initial_state, "initial_state", 3, "(..., H, K, V)")
+        if not np.issubdtype(np.dtype(initial_state.dtype), np.floating) and initial_state.dtype != _checks.BFLOAT16:
+            raise TypeError(f"initial_state must be a float array; got dtype {initial_state.dtype}")
+        ok = tuple(initial_state.shape) == state_shape
+        if cu is None and not ok:
+            try:
+                ok = np.broadcast_shapes(tuple(initial_state.shape), state_shape) == state_shape
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ValueError(f"initial_state must have shape {state_shape}; got {tuple(initial_state.shape)}")
+    return dict(batch=batch, num_heads=h, seqlen=t, head_dim_k=kdim, head_dim_v=vdim, num_seqs=num_seqs,
+                state_shape=state_shape, cu_seqlens=cu, scale=_checks.check_scale(scale, kdim))
+
+
+def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+        mode="chunk", backend=None):
+    """Gated linear attention (GLA) forward.
+
+    Per head, with a state ``S_t`` of shape (K, V) and log-space gates ``gk``::
+
+        S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t        o_t = scale * q_t S_t
+
+    ``mode='chunk'`` runs 16-token steps on tensor cores (intra-step weights plus state passing);
+    ``mode='recurrent'`` runs one token at a time with the state kept on chip (also the way to
+    generate token by token: T=1 with a state in and out). Both compute the same function and
+    agree to rounding for every gate in [-inf, 0]: a gate of -inf (or anything whose exp
+    underflows, such as ``-0.1 * finfo(float32).max``) resets the state exactly.
+
+    Parameters
+    ----------
+    q, k : array, shape (..., H, T, K)
+        Queries and keys. float16, bfloat16 or float32 on the GPU; any float on the CPU
+        (computed in float32, or float64 for float64 inputs). Leading dims broadcast.
+    v : array, shape (..., H, T, V)
+        Values, same dtype.
+    gk : array, shape (..., H, T, K)
+        Log-space gates, same dtype, normally in [-inf, 0]. Positive gates are valid math
+        (the state grows) and are computed as given.
+    scale : float, optional
+        Output scale; None means ``K ** -0.5``. Any finite value, negative included, is used
+        exactly as given, in every mode.
+    initial_state : array, shape (..., H, K, V) or (N, H, K, V) with ``cu_seqlens``, optional
+        State before the first token (read as float32 on the GPU); None means zeros.
+    output_final_state : bool, default False
+        Also return the state after the last token of each sequence.
+    cu_seqlens : integer array, shape (N + 1,), optional
+        Offsets of N sequences packed along T in inputs of shape (1, H, T_total, ...): the
+        state never crosses a border, and the results equal N separate calls. Starts at 0,
+        non-decreasing, ends at most at T_total (later tokens output zeros). NumPy or CuPy.
+    mode : {'chunk', 'recurrent'}
+    backend : {None, 'cuda', 'cpu', 'reference'}
+        None follows the array type; 'reference' runs :func:`cuattn.reference.gla`.
+
+    Returns
+    -------
+    o : array, shape (..., H, T, V), the input dtype (float64 for the reference)
+    final_state : array, shape (..., H, K, V) or (N, H, K, V), float32; None unless
+        ``output_final_state``.
+
+    Raises
+    ------
+    TypeError
+        Mixed NumPy/GPU inputs, mismatched or unsupported dtypes, a non-bool flag, non-integer
+        ``cu_seqlens``.
+    ValueError
+        Shapes that do not fit, a non-finite scale, a bad mode, ``cu_seqlens`` that does not
+        start at 0, decreases or runs past T, batch dims other than (1,) with ``cu_seqlens``,
+        on the GPU K or V outside 16..256 or not a multiple of 8, a last dim that is not
+        contiguous.
+
+    Notes
+    -----
+    The state and all accumulation are float32. On the GPU, float16/bfloat16 chunk mode rounds
+    the decayed queries and keys, the intra-step weights and the state to the input dtype for
+    the tensor-core products (as flash-linear-attention does); float32 inputs never use TF32:
+    both modes run the exact-FFMA recurrent kernel for them.
+
+    Examples
+    --------
+    >>> import numpy as np, cuattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = (rng.standard_normal((2, 4, 100, 64), dtype=np.float32) for _ in range(3))
+    >>> gk = np.log(rng.uniform(0.9, 1.0, (2, 4, 100, 64))).astype(np.float32)
+    >>> o, state = cuattn.gla(q, k, v, gk, output_final_state=True)
+    >>> o.shape, state.shape, state.dtype
+    ((2, 4, 100, 64), (2, 4, 64, 64), dtype('float32'))
+    >>> o2, _ = cuattn.gla(q[:, :, 50:], k[:, :, 50:], v[:, :, 50:], gk[:, :, 50:],
+    ...                    initial_state=cuattn.gla(q[:, :, :50], k[:, :, :50], v[:, :, :50],
+    ...                                             gk[:, :, :50], output_final_state=True)[1])
+    >>> bool(np.allclose(o2, o[:, :, 50:], atol=1e-4))
+    True
+    """
+    chosen = resolve_backend({"q": q, "k": k, "v": v, "gk": gk, "initial_state": initial_state}, backend)
+    if chosen == "reference":
+        from .reference import gla as reference_gla
+
+        return reference_gla(q, k, v, gk, scale=scale, initial_state=initial_state,
+                             output_final_state=output_final_state, cu_seqlens=cu_seqlens, mode=mode)
+    if chosen == "cuda":
+        q, k, v, gk = (as_cupy(x) for x in (q, k, v, gk))
+        initial_state = None if initial_state is None else as_cupy(initial_state)
+    cu_host = None if cu_seqlens is None else np.asarray(to_numpy(cu_seqlens))
+    sizes = check_gla_args(q, k, v, gk, initial_state, cu_host, scale, output_final_state, mode)
+    _checks.check_same_dtype({"q": q, "k": k, "v": v, "gk": gk})
+    if chosen == "cpu":
+        _checks.check_dtype(q, "q", _checks.CPU_DTYPES, "CPU")
+        from ._cpu_gla import gla_cpu
+
+        return gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state)
+    _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
+    return _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state)
+
+
+def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
+    cupy = require_cupy()
+    kdim, vdim = sizes["head_dim_k"], sizes["head_dim_v"]
+    lo, hi = GPU_DIM_RANGE
+    for name, dim in (("K", kdim), ("V", vdim)):
+        if dim < lo or dim > hi or dim % 8:
+            raise ValueError(
+                f"head dim {name}={dim} is not supported on the GPU: it takes multiples of 8 in "
+                f"{lo}..{hi} (use backend='cpu' on NumPy arrays for other sizes)"
+            )
+    batch, heads, seqlen = sizes["batch"], sizes["num_heads"], sizes["seqlen"]
+    cu = sizes["cu_seqlens"]
+    num_seqs = sizes["num_seqs"]
+    varlen = cu is not None
+    out_shape = batch + (heads, seqlen, vdim)
+    leftover = varlen and int(cu[-1]) < seqlen  # tokens that belong to no sequence output zeros
+    o = (cupy.zeros if leftover else cupy.empty)(out_shape, dtype=q.dtype)
+    final = cupy.empty(sizes["state_shape"], dtype=cupy.float32) if output_final_state else None
+    if num_seqs == 0 or heads == 0:
+        return o, final
+    qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy)
+                      for x, n in ((q, "q"), (k, "k"), (v, "v"), (gk, "gk")))
+    of = o.reshape((-1, heads, seqlen, vdim))
+    dummy = cupy.zeros(1, dtype=cupy.float32)
+    if initial_state is None:
+        h0 = dummy
+    else:
+        h0 = cupy.ascontiguousarray(
+            cupy.broadcast_to(initial_state.astype(cupy.float32, copy=False), sizes["state_shape"]))
+    ht = final if final is not None else dummy
+    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else cupy.zeros(1, dtype=cupy.int32)
+
+    padded = padded_key_dim(kdim)
+    type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
+    if mode == "chunk" and type_name != "float":
+        kernel = get_kernel("gla.cu", chunk_expression(type_name, padded), max_dynamic_smem=chunk_smem_bytes(padded))
+        block_v, smem = CHUNK_BLOCK_V, chunk_smem_bytes(padded)
+    else:
+        kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
+        block_v, smem = RECURRENT_BLOCK_V, 0
+
+    def strides(x):
+        return [np.int64(s // x.itemsize) for s in x.strides[:3]]
+
+    args_tail = []
+    for x in (qf, kf, vf, gf, of):
+        args_tail += strides(x)
+    for s0 in range(0, num_seqs, MAX_GRID_Z):
+        s1 = min(num_seqs, s0 + MAX_GRID_Z)
+        args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
+                np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0),
+                np.int32(initial_state is not None), np.int32(final is not None), np.int32(varlen),
+                np.float32(sizes["scale"])]
+        launch(kernel, (-(-vdim // block_v), heads, s1 - s0), (THREADS,), args, shared_mem=smem)
+    return o, final

@@ -1,0 +1,357 @@
+// gla.cu: gated linear attention forward, chunk (tensor cores) and recurrent modes.
+//
+// Per (sequence n, head h), state S (K x V, fp32), gates g <= 0 in log space, E = exp(g) in [0, 1]:
+//     S_t = diag(E_t) S_{t-1} + k_t^T v_t,      o_t = scale * q_t S_t.
+// Names: K/V head dims (runtime), kK the padded compile-time K (32, 64, 128, 256); a block
+// handles one (value tile, head, sequence) = (blockIdx.x, blockIdx.y, seq0 + blockIdx.z).
+// Sequences: with varlen, sequence n is tokens [cu[n], cu[n+1]) of batch row 0; otherwise it is
+// batch row n, tokens [0, seqlen). States h0/ht are contiguous (N, H, K, V) float32.
+//
+// ---- Exactness of the chunk mode (why it never produces NaN, overflow or cancellation) ----
+// Unrolling the recurrence inside a step of C = 16 tokens that starts from state S_0:
+//     o_t = scale * [ (q_t * A_t) S_0 + sum_{s<=t} W_ts v_s ],   A_t = prod_{u<=t} E_u,
+//     W_ts = sum_c q_tc k_sc P_c(s, t),                          P(s, t) = prod_{s<u<=t} E_u,
+//     S_C = diag(A_{C-1}) S_0 + sum_s (k_s * P(s, C-1))^T v_s.
+// Every decay factor is computed as a PRODUCT of the per-token factors E_u = expf(g_u), never as
+// exp of a difference of cumulative log sums. Each E_u is the exp of a number <= 0 (once per
+// token and channel, the same expf the recurrent kernel uses), so E_u is in [0, 1]:
+// g = -inf gives 0, g = -0.1 * FLT_MAX gives 0, g = -20 gives 2.06e-9. Products of numbers in
+// [0, 1] lie in [0, 1]: no overflow, no inf, so no inf - inf or 0 * inf can arise from gates
+// (NaN appears only if an input is NaN or inf, as IEEE says). A reset (E_u = 0) makes every
+// product spanning u exactly 0, so the carried state and all earlier tokens are cut off exactly.
+// Rounding: a product of m factors carries a relative error <= m * 2^-24 (m <= 16 inside a step,
+// then one more multiply per step for the state), the same order as the recurrent kernel, which
+// multiplies the state by the same E_u one token at a time. There is no cumulative log sum, so
+// there is no cancellation whatever the gate magnitudes (flash-linear-attention's cumsum path
+// loses all precision when a gate is -3.4e37 and returns NaN for -inf). A positive gate gives
+// E > 1: valid math, computed as given (it can overflow, as the recurrence itself would).
+//
+// gla_chunk_mma<T, kK> (T = half_t / bf16_t): 4 warps, 64 value columns per block. The state is
+// kept TRANSPOSED, S^T (V x K), in fp32 mma accumulators: warp w owns value rows
+// [16w, 16w + 16) and all kK key columns (kK / 2 registers per lane). That layout is exactly an
+// mma A fragment once packed to T, so per step of 16 tokens:
+//     o^T   = S^T (q*A)^T  +  v^T W^T           (M = 16 value rows, N = 16 tokens)
+//     S^T   = S^T diag(A_{C-1}) + v^T (k*P)      (M = 16 value rows, N = kK, k = 16 tokens)
+// all on mma.sync m16n8k16 with fp32 accumulation. The decayed q, k and W are formed in shared
+// memory by all 128 threads: thread c walks channel c over the step (running prefix product
+// for q, suffix product for k); thread (t, c mod 8) forms row t of W with a running product
+// walking s from t down to 0, then 8 lanes reduce. q, k, g, v of step i+1 stream in with
+// cp.async (double buffer, zero-filled past the sequence and past K/V: g = 0 there, E = 1).
+// Shared memory (16-bit units unless noted): 2 stages x (q, k, g: 16 x (kK+8); v: 16 x 72),
+// decayed q and k 16 x (kK+8) each, W 16 x 24, then fp32 E 16 x kK and A_{C-1} kK.
+// Traffic: q, k, g read once per value tile (V / 64 tiles), v and o once, the state twice.
+// Rounding beyond fp32: the tensor-core operands (decayed q and k, W, and the state in the
+// inter-step product) are rounded to T, as in flash-linear-attention.
+//
+// gla_recurrent<T, kK> (any T, exact FFMA): 4 warps; lane j owns value column j of a 32-column
+// tile, warp w owns key rows [w kK/4, (w+1) kK/4): kK/4 state registers per thread, kept for
+// the whole sequence (one launch per call). Tokens are staged 16 (8 for kK = 256) at a time in
+// shared memory as fp32 (q, k, E = expf(g), v); per token each thread updates its state slice
+// and a partial q.S, and the 4 warps' partials are summed through shared memory.
+// A T = 1 call (token-by-token generation) reads and writes the state once: it is bound by
+// the state's bytes.
+
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ float gla_ld(const u16* p) {
+    T x;
+    x.bits = *p;
+    return Num<T>::to_float(x);
+}
+
+// Token range and batch row of sequence n (see the top comment).
+__device__ __forceinline__ void gla_sequence(const int* cu_seqlens, int varlen, int n, int seqlen,
+                                             i64& bos, int& len, i64& row) {
+    if (varlen) {
+        bos = cu_seqlens[n];
+        len = cu_seqlens[n + 1] - cu_seqlens[n];
+        row = 0;
+    } else {
+        bos = 0;
+        len = seqlen;
+        row = n;
+    }
+}
+
+template <typename T, int kK>
+__global__ void __launch_bounds__(128, kK > 128 ? 1 : 2)
+gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+              const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
+              float* __restrict__ ht, const int* __restrict__ cu_seqlens,
+              i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
+              i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
+              int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
+              int varlen, float scale) {
+    constexpr int kWarps = 4, kThreads = 32 * kWarps;
+    constexpr int kC = 16;                      // tokens per step
+    constexpr int kBlockV = 16 * kWarps;        // value rows of S^T per block
+    constexpr int kStrideK = kK + 8, kStrideV = kBlockV + 8, kStrideW = kC + 8;
+    constexpr int kChunksK = kK / 8, kChunksV = kBlockV / 8;
+    constexpr int kKTiles = kK / 16, kNTiles = kK / 8;
+    constexpr int kStage = 3 * kC * kStrideK + kC * kStrideV;
+    static_assert(kThreads == kC * 8, "W is formed by 8 threads per token row");
+    static_assert(kK % 32 == 0, "padded key dim");
+
+    extern __shared__ __align__(16) u16 smem[];
+    u16* sQd = smem + 2 * kStage;               // decayed q (T bits)
+    u16* sKd = sQd + kC * kStrideK;             // decayed k
+    u16* sW = sKd + kC * kStrideK;              // intra-step weights W[t][s]
+    float* sE = reinterpret_cast<float*>(sW + kC * kStrideW);  // E[t][c]
+    float* sDecay = sE + kC * kK;               // A_{C-1}[c]
+
+    const int v0 = blockIdx.x * kBlockV, head = blockIdx.y, n = seq0 + blockIdx.z;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    i64 bos, row;
+    int len;
+    gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
+    const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
+    const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
+    const T* gb = g + row * g_sb + head * g_sh + bos * g_st;
+    T* ob = o + row * o_sb + head * o_sh + bos * o_st;
+
+    auto load_step = [&](int stage, int t0) {
+        u16* dq = smem + stage * kStage;
+        u16* dk = dq + kC * kStrideK;
+        u16* dg = dk + kC * kStrideK;
+        u16* dv = dg + kC * kStrideK;
+        for (int i = tid; i < kC * kChunksK; i += kThreads) {
+            const int r = i / kChunksK, c = i % kChunksK;
+            const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
+            const i64 off = (i64)(t0 + r);
+            const int so = r * kStrideK + c * 8;
+            cp_async_16(smem_addr(dq + so), valid ? qb + off * q_st + c * 8 : qb, valid);
+            cp_async_16(smem_addr(dk + so), valid ? kb + off * k_st + c * 8 : kb, valid);
+            cp_async_16(smem_addr(dg + so), valid ? gb + off * g_st + c * 8 : gb, valid);
+        }
+        for (int i = tid; i < kC * kChunksV; i += kThreads) {
+            const int r = i / kChunksV, c = i % kChunksV;
+            const bool valid = (t0 + r < len) && (v0 + c * 8 < head_dim_v);
+            cp_async_16(smem_addr(dv + r * kStrideV + c * 8), valid ? vb + (i64)(t0 + r) * v_st + v0 + c * 8 : vb, valid);
+        }
+    };
+
+    // S^T accumulators: element e of tile nt is (value row vr(e), key column kc(nt, e))
+    const int g8 = lane / 4, t4 = lane % 4;
+    const int vrow = v0 + warp * 16 + g8;
+    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v;
+    float acc_s[kNTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int kc = nt * 8 + 2 * t4 + (e & 1), vr = vrow + 8 * (e >> 1);
+            acc_s[nt][e] = (use_h0 && kc < head_dim_k && vr < head_dim_v) ? h0[state_off + (i64)kc * head_dim_v + vr] : 0.f;
+        }
+
+    // ldmatrix lane addressing (fragment layouts: Mma in common.cuh)
+    const int x_row = (lane & 7) + ((lane >> 4) << 3), x_col = ((lane >> 3) & 1) * 8;  // A via .trans, B non-trans
+    const int y_row = (lane & 7) + (((lane >> 3) & 1) << 3), y_col = (lane >> 4) * 8;  // B via .trans
+
+    const int num_steps = (len + kC - 1) / kC;
+    if (num_steps > 0) load_step(0, 0);
+    cp_async_commit();
+    for (int step = 0; step < num_steps; ++step) {
+        const int t0 = step * kC, stage = step & 1;
+        __syncthreads();  // every warp is done with the previous step's shared memory
+        if (step + 1 < num_steps) load_step(stage ^ 1, t0 + kC);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const u16* rq = smem + stage * kStage;
+        const u16* rk = rq + kC * kStrideK;
+        const u16* rg = rk + kC * kStrideK;
+        const u16* rv = rg + kC * kStrideK;
+
+        // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}
+        for (int c = tid; c < kK; c += kThreads) {
+            float e[kC];
+            float prefix = 1.f;
+#pragma unroll
+            for (int t = 0; t < kC; ++t) {
+                e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
+                sE[t * kK + c] = e[t];
+                prefix *= e[t];
+                sQd[t * kStrideK + c] = Num<T>::from_float(gla_ld<T>(rq + t * kStrideK + c) * prefix).bits;
+            }
+            sDecay[c] = prefix;
+            float suffix = 1.f;
+#pragma unroll
+            for (int s = kC - 1; s >= 0; --s) {
+                sKd[s * kStrideK + c] = Num<T>::from_float(gla_ld<T>(rk + s * kStrideK + c) * suffix).bits;
+                suffix *= e[s];
+            }
+        }
+        __syncthreads();
+
+        // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal)
+        {
+            const int t = tid / 8, part = tid % 8;
+            float w[kC];
+#pragma unroll
+            for (int s = 0; s < kC; ++s) w[s] = 0.f;
+            for (int c = part; c < head_dim_k; c += 8) {
+                const float qc = gla_ld<T>(rq + t * kStrideK + c);
+                float f = 1.f;  // P(s, t), walking s downwards
+#pragma unroll
+                for (int s = kC - 1; s >= 0; --s) {
+                    if (s <= t) {
+                        w[s] = fmaf(qc * f, gla_ld<T>(rk + s * kStrideK + c), w[s]);
+                        f *= sE[s * kK + c];
+                    }
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < kC; ++s) {
+                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 1);
+                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 2);
+                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 4);
+                if ((s & 7) == part) sW[t * kStrideW + s] = Num<T>::from_float(w[s]).bits;
+            }
+        }
+        __syncthreads();
+
+        // 3. o^T = S^T (q*A)^T + v^T W^T for this warp's 16 value rows
+        u32 a_v[4];  // v^T (value rows x tokens), reused by the state update
+        ldmatrix_x4_trans(a_v, smem_addr(rv + x_row * kStrideV + warp * 16 + x_col));
+        float acc_o[2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
+        {
+            u32 b[4];
+            ldmatrix_x4(b, smem_addr(sW + x_row * kStrideW + x_col));
+            Mma<T>::run(acc_o[0], a_v, b[0], b[1]);
+            Mma<T>::run(acc_o[1], a_v, b[2], b[3]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < kKTiles; ++kk) {
+            u32 a[4];
+            a[0] = Num<T>::pack2(acc_s[2 * kk][0], acc_s[2 * kk][1]);
+            a[1] = Num<T>::pack2(acc_s[2 * kk][2], acc_s[2 * kk][3]);
+            a[2] = Num<T>::pack2(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
+            a[3] = Num<T>::pack2(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
+            u32 b[4];
+            ldmatrix_x4(b, smem_addr(sQd + x_row * kStrideK + kk * 16 + x_col));
+            Mma<T>::run(acc_o[0], a, b[0], b[1]);
+            Mma<T>::run(acc_o[1], a, b[2], b[3]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int t = t0 + nt * 8 + 2 * t4 + (e & 1), vr = vrow + 8 * (e >> 1);
+                if (t < len && vr < head_dim_v) ob[(i64)t * o_st + vr] = Num<T>::from_float(scale * acc_o[nt][e]);
+            }
+
+        // 4. S^T = S^T diag(A_{C-1}) + v^T (k*P)
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            const float d0 = sDecay[nt * 8 + 2 * t4], d1 = sDecay[nt * 8 + 2 * t4 + 1];
+            acc_s[nt][0] *= d0;
+            acc_s[nt][1] *= d1;
+            acc_s[nt][2] *= d0;
+            acc_s[nt][3] *= d1;
+        }
+#pragma unroll
+        for (int dt = 0; dt < kNTiles; dt += 2) {
+            u32 b[4];
+            ldmatrix_x4_trans(b, smem_addr(sKd + y_row * kStrideK + dt * 8 + y_col));
+            Mma<T>::run(acc_s[dt], a_v, b[0], b[1]);
+            Mma<T>::run(acc_s[dt + 1], a_v, b[2], b[3]);
+        }
+    }
+
+    if (store_ht) {
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int kc = nt * 8 + 2 * t4 + (e & 1), vr = vrow + 8 * (e >> 1);
+                if (kc < head_dim_k && vr < head_dim_v) ht[state_off + (i64)kc * head_dim_v + vr] = acc_s[nt][e];
+            }
+    }
+}
+
+template <typename T, int kK>
+__global__ void __launch_bounds__(128, kK > 128 ? 2 : 4)
+gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+              const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
+              float* __restrict__ ht, const int* __restrict__ cu_seqlens,
+              i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
+              i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
+              int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
+              int varlen, float scale) {
+    constexpr int kWarps = 4, kThreads = 32 * kWarps;
+    constexpr int kSlice = kK / kWarps;          // key rows per warp
+    constexpr int kVTile = 32;                   // value columns per block (one per lane)
+    constexpr int kSteps = kK > 128 ? 8 : 16;    // tokens staged per round
+    __shared__ float sQ[kSteps][kK], sK[kSteps][kK], sE[kSteps][kK], sV[kSteps][kVTile];
+    __shared__ float sO[kWarps][kSteps][kVTile];
+
+    const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    i64 bos, row;
+    int len;
+    gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
+    const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
+    const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
+    const T* gb = g + row * g_sb + head * g_sh + bos * g_st;
+    T* ob = o + row * o_sb + head * o_sh + bos * o_st;
+
+    const int col = vt * kVTile + lane;
+    const bool col_ok = col < head_dim_v;
+    const int c0 = warp * kSlice;
+    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v;
+    float s[kSlice];
+#pragma unroll
+    for (int i = 0; i < kSlice; ++i)
+        s[i] = (use_h0 && col_ok && c0 + i < head_dim_k) ? h0[state_off + (i64)(c0 + i) * head_dim_v + col] : 0.f;
+
+    for (int t0 = 0; t0 < len; t0 += kSteps) {
+        const int steps = min(kSteps, len - t0);
+        __syncthreads();  // the previous round's shared memory is consumed
+        for (int i = tid; i < kSteps * kK; i += kThreads) {
+            const int r = i / kK, c = i % kK;
+            const bool ok = r < steps && c < head_dim_k;
+            const i64 off = (i64)(t0 + r);
+            sQ[r][c] = ok ? Num<T>::to_float(qb[off * q_st + c]) : 0.f;
+            sK[r][c] = ok ? Num<T>::to_float(kb[off * k_st + c]) : 0.f;
+            sE[r][c] = ok ? expf(Num<T>::to_float(gb[off * g_st + c])) : 1.f;
+        }
+        for (int i = tid; i < kSteps * kVTile; i += kThreads) {
+            const int r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
+            sV[r][j] = (r < steps && vc < head_dim_v) ? Num<T>::to_float(vb[(i64)(t0 + r) * v_st + vc]) : 0.f;
+        }
+        __syncthreads();
+        for (int r = 0; r < steps; ++r) {
+            const float vv = sV[r][lane];
+            float acc = 0.f;
+#pragma unroll
+            for (int i = 0; i < kSlice; ++i) {
+                s[i] = fmaf(s[i], sE[r][c0 + i], sK[r][c0 + i] * vv);
+                acc = fmaf(sQ[r][c0 + i], s[i], acc);
+            }
+            sO[warp][r][lane] = acc;
+        }
+        __syncthreads();
+        for (int i = tid; i < steps * kVTile; i += kThreads) {
+            const int r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
+            if (vc < head_dim_v) {
+                float acc = 0.f;
+#pragma unroll
+                for (int w = 0; w < kWarps; ++w) acc += sO[w][r][j];
+                ob[(i64)(t0 + r) * o_st + vc] = Num<T>::from_float(scale * acc);
+            }
+        }
+    }
+
+    if (store_ht && col_ok) {
+#pragma unroll
+        for (int i = 0; i < kSlice; ++i)
+            if (c0 + i < head_dim_k) ht[state_off + (i64)(c0 + i) * head_dim_v + col] = s[i];
+    }
+}
