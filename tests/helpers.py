@@ -29,3 +29,26 @@ def lse_error(lse, ref):
     if not finite.any():
         return 0.0
     return float(np.max(np.abs(lse[finite] - ref[finite])))
+
+
+def gla_gates(rng, shape, kind, dtype):
+    """Log-space GLA gates: logsigmoid of normals, optionally with ~15% of the entries masked to
+    -20, to -0.1 * finfo(float32).max or to -inf (whole tokens and single channels)."""
+    x = rng.standard_normal(shape)
+    g = -np.logaddexp(0.0, -x)  # logsigmoid
+    if kind != "logsigmoid":
+        value = {"masked_-20": -20.0, "masked_-0.1max": -0.1 * float(np.finfo(np.float32).max),
+                 "masked_-inf": -np.inf}[kind]
+        g = np.where(rng.random(shape) < 0.1, value, g)
+        tokens = rng.random(shape[:-1]) < 0.05
+        g[tokens] = value
+    with np.errstate(over="ignore"):  # -3.4e37 is -inf in float16: still a reset
+        return g.astype(np.float32).astype(dtype)
+
+
+def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
+    """q, k (lead + (K,)), v (lead + (V,)), gk: random normal inputs in ``dtype``."""
+    q = rng.standard_normal(lead + (kdim,)).astype(np.float32).astype(dtype)
+    k = rng.standard_normal(lead + (kdim,)).astype(np.float32).astype(dtype)
+    v = rng.standard_normal(lead + (vdim,)).astype(np.float32).astype(dtype)
+    return q, k, v, gla_gates(rng, lead + (kdim,), gates, dtype)

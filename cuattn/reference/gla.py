@@ -18,9 +18,11 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     """
     from ..gla import check_gla_args
 
-    q, k, v, gk, h0, cu = (None if x is None else np.asarray(to_numpy(x), dtype=np.float64)
-                           for x in (q, k, v, gk, initial_state, cu_seqlens))
+    q, k, v, gk, h0 = (None if x is None else np.asarray(to_numpy(x), dtype=np.float64)
+                       for x in (q, k, v, gk, initial_state))
+    cu = None if cu_seqlens is None else np.asarray(to_numpy(cu_seqlens))
     sizes = check_gla_args(q, k, v, gk, h0, cu, scale, output_final_state, mode)
+    cu = sizes["cu_seqlens"]
     q, k, v, gk = (np.broadcast_to(x, sizes["batch"] + x.shape[-3:]) for x in (q, k, v, gk))
     scale = sizes["scale"]
     bounds = [(int(a), int(b)) for a, b in zip(cu[:-1], cu[1:])] if cu is not None else [(0, sizes["seqlen"])]
