@@ -43,10 +43,10 @@ GRID = [
     (256, 16384, 1, 8, False),
 ]
 
-SWEEP = {  # alternative wgmma (kBlockN, kWarpGroups, kStages) per padded head dim
-    64: [(64, 3, 4), (128, 2, 3)],
-    128: [(128, 2, 3), (64, 3, 3)],
-    256: [(64, 2, 2)],
+SWEEP = {  # alternative wgmma (kBlockN, kWarpGroups, kStages, kQStages) per padded head dim
+    64: [(64, 3, 4, 2), (128, 2, 3, 2), (64, 3, 4, 1)],
+    128: [(128, 2, 3, 1), (64, 3, 3, 2), (128, 2, 2, 2), (64, 2, 4, 2)],
+    256: [(64, 2, 2, 1)],
 }
 
 

@@ -25,13 +25,14 @@ MMA_TILES = {
     224: (64, 4, 1),
     256: (64, 4, 1),
 }
-# Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups, kStages).
+# Hopper (sm_90a) wgmma variants: head dim padded to a multiple of 64 -> (kBlockN, kWarpGroups,
+# kStages, kQStages); shared memory 2 (64 kWarpGroups kQStages + 2 kStages kBlockN) D <= 227 KB.
 # Best of benchmarks/attention.py --sweep on an H100 (benchmarks/results/attention_sweep.json).
 WGMMA_TILES = {
-    64: (64, 3, 4),
-    128: (128, 2, 3),
-    192: (64, 2, 2),
-    256: (64, 2, 2),
+    64: (64, 3, 4, 2),
+    128: (128, 2, 3, 1),
+    192: (64, 2, 2, 1),
+    256: (64, 2, 2, 1),
 }
 WGMMA_OPTIONS = ("-arch=sm_90a",)
 USE_WGMMA = True  # tests switch it off to exercise the mma.sync kernel on Hopper too
@@ -54,8 +55,9 @@ def wgmma_padded_head_dim(head_dim: int, head_dim_v: int) -> int:
 
 
 def wgmma_expression(type_name: str, padded: int, causal: bool) -> str:
-    block_n, groups, stages = WGMMA_TILES[padded]
-    return f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {stages}, {'true' if causal else 'false'}>"
+    block_n, groups, stages, q_stages = WGMMA_TILES[padded]
+    return (f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {stages}, {q_stages}, "
+            f"{'true' if causal else 'false'}>")
 
 
 def f32_expression(padded: int, causal: bool) -> str:
@@ -222,9 +224,9 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
         if USE_WGMMA and device_properties()["cc"] == 90 and sk > 0:  # TMA maps need a non-empty K
             padded = wgmma_padded_head_dim(d, dv)
             expr, options = wgmma_expression(type_name, padded, causal), WGMMA_OPTIONS
-            block_n, groups, stages = WGMMA_TILES[padded]
+            block_n, groups, stages, q_stages = WGMMA_TILES[padded]
             block_m, threads = 64 * groups, 128 * (groups + 1)  # consumer warpgroups + a producer warpgroup
-            smem = 2 * (block_m + 2 * stages * block_n) * padded + 8 * (2 + 2 * stages)
+            smem = 2 * (q_stages * block_m + 2 * stages * block_n) * padded + 16 * (q_stages + stages)
         else:
             expr = mma_expression(type_name, padded, causal)
             block_n, warps, m_tiles = MMA_TILES[padded]

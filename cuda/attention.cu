@@ -333,7 +333,7 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
 }
 
 // ---------------------------------------------------------------- Hopper (sm_90a) path
-// attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kStages, kCausal>:
+// attention_fwd_wgmma<T, kHeadDim, kBlockN, kWarpGroups, kStages, kQStages, kCausal>:
 //   Warp-specialized: kWarpGroups consumer warpgroups (128 threads each, 64 query rows each,
 //   kBlockM = 64 * kWarpGroups) and one producer warpgroup, of which one thread streams Q and K/V
 //   blocks into kStages shared-memory stages with the bulk tensor copy engine (TMA; tensor maps
@@ -348,9 +348,9 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
 //   computes the softmax of block n while the tensor cores still work on P_{n-1} V_{n-1}.
 //   Layout: 128-byte swizzle as wgmma reads it (and TMA writes it): 64-column atoms, rows of 128
 //   bytes, 16-byte chunk c of row r stored at c ^ (r % 8).
-//   Bytes: 2 (kBlockM + 2 kStages kBlockN) kHeadDim + barriers.
-//   Persistent grid (one block per SM): the producer loads the next tile's Q and K/V while the
-//   consumers finish the current tile and write its output.
+//   Bytes: 2 (kQStages kBlockM + 2 kStages kBlockN) kHeadDim + barriers.
+//   Persistent grid (one block per SM): the producer loads the next tile's Q (into a second Q
+//   buffer when kQStages = 2) and K/V while the consumers finish the current tile and write it.
 #include "wgmma.cuh"
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -408,7 +408,7 @@ template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, int kStages, bool kCausal>
+template <typename T, int kHeadDim, int kBlockN, int kWarpGroups, int kStages, int kQStages, bool kCausal>
 __global__ void __launch_bounds__((kWarpGroups + 1) * 128, 1)
 attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                     T* __restrict__ o, float* __restrict__ lse,
@@ -427,17 +427,19 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
     // registers per thread for each role: the block's share, with the producer's moved to the consumers
     constexpr int kShare = (65536 / ((kWarpGroups + 1) * 128)) & ~7;
     constexpr int kProducerRegs = 40;
-    constexpr int kConsumerRegs = (kShare + (kShare - kProducerRegs) / kWarpGroups) & ~7;
+    constexpr int kConsumerRegsRaw = (kShare + (kShare - kProducerRegs) / kWarpGroups) & ~7;
+    constexpr int kConsumerRegs = kConsumerRegsRaw > 240 ? 240 : kConsumerRegsRaw;
 
     extern __shared__ __align__(1024) unsigned char smem_bytes[];
-    const u32 sQ = smem_addr(smem_bytes);
-    const u32 sKV = sQ + kQBytes;  // K/V block number `it`: K at sKV + 2 (it % kStages) kKVBytes, V after
+    const u32 sQ0 = smem_addr(smem_bytes);  // tile number `count` uses Q buffer count % kQStages
+    const u32 sKV = sQ0 + kQStages * kQBytes;  // K/V block `it`: K at sKV + 2 (it % kStages) kKVBytes, V after
     const u32 bars = sKV + 2 * kStages * kKVBytes;
-    const u32 q_full = bars, q_empty = bars + 8;
-    auto full_bar = [&](int stage) { return bars + 16 + 8 * stage; };
-    auto empty_bar = [&](int stage) { return bars + 16 + 8 * kStages + 8 * stage; };
+    auto q_full = [&](int count) { return bars + 8 * (count % kQStages); };
+    auto q_empty = [&](int count) { return bars + 8 * kQStages + 8 * (count % kQStages); };
+    auto full_bar = [&](int stage) { return bars + 16 * kQStages + 8 * stage; };
+    auto empty_bar = [&](int stage) { return bars + 16 * kQStages + 8 * kStages + 8 * stage; };
     auto stage_k = [&](int it) { return sKV + (u32)(it % kStages) * 2 * kKVBytes; };
-    if (sQ & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: bases must align
+    if (sQ0 & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: bases must align
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int offset = seqlen_k - seqlen_q;
@@ -460,8 +462,10 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
     };
 
     if (tid == 0) {
-        mbar_init(q_full, 1);
-        mbar_init(q_empty, kConsumers);
+        for (int qs = 0; qs < kQStages; ++qs) {
+            mbar_init(q_full(qs), 1);
+            mbar_init(q_empty(qs), kConsumers);
+        }
         for (int st = 0; st < kStages; ++st) {
             mbar_init(full_bar(st), 1);
             mbar_init(empty_bar(st), kConsumers);
@@ -480,11 +484,12 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
         for (int t = blockIdx.x, count = 0; t < num_tiles; t += gridDim.x, ++count) {
             const Tile tile = tile_at(t);
             const int kv_head = tile.head / group;
-            if (count > 0) mbar_wait(q_empty, (count - 1) & 1);
-            mbar_expect_bytes(q_full, kQBytes);
+            if (count >= kQStages) mbar_wait(q_empty(count), ((count / kQStages) - 1) & 1);
+            mbar_expect_bytes(q_full(count), kQBytes);
+            const u32 sQ = sQ0 + (count % kQStages) * kQBytes;
 #pragma unroll
             for (int a = 0; a < kHeadDim / 64; ++a)
-                tma_load_4d(sQ + a * kBlockM * 128, tq, a * 64, tile.m0, tile.head, tile.batch, q_full);
+                tma_load_4d(sQ + a * kBlockM * 128, tq, a * 64, tile.m0, tile.head, tile.batch, q_full(count));
             for (int nb = 0; nb < tile.num_n_blocks; ++nb, ++it) {
                 const int st = it % kStages;
                 if (it >= kStages) mbar_wait(empty_bar(st), ((it / kStages) - 1) & 1);
@@ -524,7 +529,8 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
         u32 p[kBlockN / 16][4];
         const int row_g = m0 + warp * 16 + lane / 4;  // warpgroup wg covers rows 64 wg .. 64 wg + 63
 
-        mbar_wait(q_full, count & 1);
+        mbar_wait(q_full(count), (count / kQStages) & 1);
+        const u32 sQ = sQ0 + (count % kQStages) * kQBytes;
         for (int nb = 0; nb < num_n_blocks; ++nb, ++it) {
             const int n0 = nb * kBlockN;
             mbar_wait(full_bar(it % kStages), (it / kStages) & 1);
@@ -547,7 +553,7 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
                 wgmma_wait<0>();
             }
             pin_registers(s);
-            if (nb + 1 == num_n_blocks) mbar_arrive(q_empty);  // Q is read for the last time
+            if (nb + 1 == num_n_blocks) mbar_arrive(q_empty(count));  // Q is read for the last time
 
             const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
 #pragma unroll
@@ -603,7 +609,7 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             pin_registers(acc_o);
             mbar_arrive(empty_bar((it - 1) % kStages));
         } else {
-            mbar_arrive(q_empty);
+            mbar_arrive(q_empty(count));
         }
 
         T* ob = o + tile.batch * o_sb + tile.head * o_sh;
