@@ -13,6 +13,7 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16
+from cuattn.precision import plain_attention
 from helpers import lse_error, rel_error
 
 pytestmark = pytest.mark.gpu
@@ -32,24 +33,6 @@ def poison(cp, *shapes):
     """Fill pool blocks of these sizes with NaN and free them: the next allocations reuse them."""
     blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
     del blocks
-
-
-def plain_same_dtype(q, k, v, causal, scale, dtype):
-    """Materialized attention rounding each stage to ``dtype`` (fp32 arithmetic inside)."""
-    rnd = lambda x: np.asarray(x, np.float32).astype(dtype).astype(np.float32)
-    q, k, v = (np.asarray(x, np.float32) for x in (q, k, v))
-    group = q.shape[-3] // k.shape[-3]
-    k, v = np.repeat(k, group, -3), np.repeat(v, group, -3)
-    s = rnd(rnd(q @ np.swapaxes(k, -1, -2)) * np.float32(scale))
-    sq, sk = s.shape[-2:]
-    if causal:
-        s = np.where(np.arange(sk)[None] <= np.arange(sq)[:, None] + sk - sq, s, -np.inf)
-    m = s.max(-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    p = np.exp(s - m)
-    denom = p.sum(-1, keepdims=True)
-    p = rnd(p / np.where(denom > 0, denom, 1))
-    return rnd(p @ v)
 
 
 def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd"):
@@ -72,7 +55,7 @@ def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd")
         assert err < 1e-5, err
     else:
         s = q.shape[-1] ** -0.5 if scale is None else scale
-        plain = rel_error(plain_same_dtype(q, k, v, causal, s, dtype), ro)
+        plain = rel_error(plain_attention(q, k, v, causal=causal, scale=s, dtype=dtype), ro)
         assert err <= 1.05 * plain + 1e-6, (err, plain)
     assert lse_error(lse, rl) < 2e-3 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
     return err
@@ -120,7 +103,7 @@ def test_gpu_input_scale_ten(cp, rng, dtype):
     ro = cuattn.reference.attention(q, k, v)
     err = rel_error(o, ro)
     if dtype != np.float32:
-        assert err <= 1.05 * rel_error(plain_same_dtype(q, k, v, False, 64 ** -0.5, dtype), ro)
+        assert err <= 1.05 * rel_error(plain_attention(q, k, v, dtype=dtype), ro)
     else:
         assert err < 1e-4
 

@@ -140,20 +140,6 @@ def test_parts_add_up():
 
 # --- plain same-dtype implementation ---------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float16", pytest.param("bfloat16", marks=needs_bf16), "float32"])
-def test_plain_matches_the_gpu_tests_copy(rng, dtype):
-    """plain_attention is the library's copy of tests/test_attention_gpu.py's plain_same_dtype."""
-    gpu_tests = pytest.importorskip("test_attention_gpu")
-    if not hasattr(gpu_tests, "plain_same_dtype"):
-        pytest.skip("test_attention_gpu now uses cuattn.precision.plain_attention")
-    dt = np.float16 if dtype == "float16" else (BFLOAT16 if dtype == "bfloat16" else np.float32)
-    q = rng.standard_normal((2, 4, 33, 16)).astype(np.float32).astype(dt)
-    k, v = (rng.standard_normal((2, 2, 40, 16)).astype(np.float32).astype(dt) for _ in range(2))
-    ours = plain_attention(q, k, v, causal=True, scale=0.3, dtype=dtype)
-    theirs = gpu_tests.plain_same_dtype(q, k, v, True, 0.3, dt)
-    assert np.array_equal(ours, theirs)
-
-
 def test_plain_float64_and_masked_rows(rng):
     q, k, v = (rng.standard_normal(s) for s in ((1, 2, 9, 8), (1, 2, 4, 8), (1, 2, 4, 8)))
     o = plain_attention(q, k, v, causal=True)
