@@ -1,0 +1,192 @@
+"""cuattn.gla on the GPU against the float64 reference (marked gpu; skipped without one).
+
+Inputs are drawn in the tested dtype, so the reference sees exactly the GPU's inputs and the
+error is the kernels' own. Tolerances (norm-wise, relative):
+- float32 (exact FFMA, fp32 state): a few units of 2^-24 times sqrt(T) at T <= 300: 2e-5.
+- float16/bfloat16: rounding the output alone gives ~2^-(p+1)/sqrt(3) rms (bf16 1.1e-3,
+  fp16 1.4e-4). Chunk mode also rounds four tensor-core operands to the dtype (decayed q,
+  decayed k, the intra-step weights, the state in the inter-step product), each of the same
+  size, so <= sqrt(5) times that; the tolerances leave a ~5x margin: bf16 1.5e-2, fp16 3e-3.
+Chunk and recurrent are also held to each other at the same tolerance.
+Outputs are poisoned (the memory pool handed NaN-filled blocks) so an unwritten element fails.
+"""
+
+import numpy as np
+import pytest
+
+import cuattn
+from cuattn._checks import BFLOAT16
+from helpers import gla_inputs, rel_error
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [np.float16, BFLOAT16, np.float32]
+TOL = {np.dtype(np.float16): 3e-3, np.dtype(BFLOAT16): 1.5e-2, np.dtype(np.float32): 2e-5}
+GATES = ["logsigmoid", "masked_-20", "masked_-0.1max", "masked_-inf"]
+MODES = ["chunk", "recurrent"]
+
+
+def poison(cp, *shapes):
+    """Fill pool blocks of these sizes with NaN and free them: the next allocations reuse them."""
+    blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
+    for b, s in zip(blocks, shapes):  # also the 16-bit sizes (half the bytes)
+        blocks.append(cp.full(s, cp.nan, dtype=cp.float16))
+    del blocks
+
+
+def run(cp, q, k, v, g, *, mode, scale=None, h0=None, cu=None, final=True, layout="bhtd"):
+    """Run cuattn.gla on device copies (poisoned outputs); return host (o, state)."""
+    def dev(x):
+        if layout == "bthd":  # (B, T, H, D) memory passed as a transposed view
+            return cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3)
+        return cp.asarray(x)
+
+    o_shape = q.shape[:-1] + (v.shape[-1],)
+    s_shape = (h0.shape if h0 is not None else q.shape[:-2] + (q.shape[-1], v.shape[-1]))
+    poison(cp, o_shape, s_shape)
+    o, s = cuattn.gla(dev(q), dev(k), dev(v), dev(g), scale=scale, mode=mode,
+                      initial_state=None if h0 is None else cp.asarray(h0), output_final_state=final,
+                      cu_seqlens=None if cu is None else cp.asarray(cu))
+    assert o.dtype == q.dtype and o.shape == o_shape
+    if final:
+        assert s.dtype == cp.float32
+        return o.get(), s.get()
+    assert s is None
+    return o.get(), None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("gates", GATES)
+@pytest.mark.parametrize("scale", [None, -1.0, -0.3])
+def test_gpu_matches_reference(cp, rng, dtype, mode, gates, scale):
+    q, k, v, g = gla_inputs(rng, (2, 3, 150), 64, 64, gates, dtype)
+    h0 = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    o, s = run(cp, q, k, v, g, mode=mode, scale=scale, h0=h0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, scale=scale, initial_state=h0, output_final_state=True)
+    tol = TOL[np.dtype(dtype)]
+    assert rel_error(o, ro) < tol, rel_error(o, ro)
+    assert rel_error(s, rs) < tol, rel_error(s, rs)
+
+
+SHAPES = [  # (lead, K, V)
+    ((1, 2, 300), 16, 16),
+    ((2, 2, 77), 24, 40),      # K padded to 32, V a partial value tile
+    ((1, 4, 129), 128, 128),
+    ((1, 2, 65), 256, 256),
+    ((1, 2, 50), 136, 72),     # K padded to 256
+    ((2, 1, 2, 33), 64, 200),  # two batch dims
+    ((1, 1, 1), 64, 64),       # one token
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("lead,kdim,vdim", SHAPES)
+def test_gpu_shapes(cp, rng, dtype, mode, lead, kdim, vdim):
+    q, k, v, g = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
+    o, s = run(cp, q, k, v, g, mode=mode)
+    ro, rs = cuattn.reference.gla(q, k, v, g, output_final_state=True)
+    tol = TOL[np.dtype(dtype)]
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("gates", GATES)
+def test_gpu_chunk_equals_recurrent(cp, rng, dtype, gates):
+    q, k, v, g = gla_inputs(rng, (2, 2, 200), 128, 64, gates, dtype)
+    oc, sc = run(cp, q, k, v, g, mode="chunk", scale=-0.3)
+    orec, srec = run(cp, q, k, v, g, mode="recurrent", scale=-0.3)
+    tol = TOL[np.dtype(dtype)]
+    assert np.all(np.isfinite(oc)) and np.all(np.isfinite(sc))
+    assert rel_error(oc, orec) < tol and rel_error(sc, srec) < tol, (rel_error(oc, orec), rel_error(sc, srec))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_cu_seqlens(cp, rng, dtype, mode):
+    lengths = [1, 17, 0, 33, 16, 5, 1]  # length 1, empty, not multiples of the 16-token step
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    total = int(cu[-1]) + 3  # 3 trailing tokens belong to no sequence: zeros
+    q, k, v, g = gla_inputs(rng, (1, 2, total), 64, 32, "masked_-0.1max", dtype)
+    h0 = rng.standard_normal((len(lengths), 2, 64, 32)).astype(np.float32)
+    o, s = run(cp, q, k, v, g, mode=mode, h0=h0, cu=cu, scale=-1.0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu, scale=-1.0)
+    tol = TOL[np.dtype(dtype)]
+    assert np.all(o[:, :, cu[-1]:].astype(np.float32) == 0)
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+    for n, (a, b) in enumerate(zip(cu[:-1], cu[1:])):  # N separate calls give the same
+        sl = (slice(None), slice(None), slice(a, b))
+        if a == b:
+            continue
+        on, sn = run(cp, q[sl], k[sl], v[sl], g[sl], mode=mode, h0=h0[n:n + 1], scale=-1.0)
+        assert rel_error(o[sl], on) < tol and rel_error(s[n:n + 1], sn) < tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_generation_step(cp, rng, dtype):
+    """Token-by-token generation: T=1 recurrent calls carrying the state match one long call."""
+    q, k, v, g = gla_inputs(rng, (2, 4, 20), 128, 128, "logsigmoid", dtype)
+    full, s_full = run(cp, q, k, v, g, mode="chunk")
+    state = None
+    outs = []
+    for t in range(20):
+        sl = (Ellipsis, slice(t, t + 1), slice(None))
+        o_t, state = run(cp, q[sl], k[sl], v[sl], g[sl], mode="recurrent", h0=state)
+        outs.append(o_t)
+    ro, rs = cuattn.reference.gla(q, k, v, g, output_final_state=True)
+    tol = TOL[np.dtype(dtype)]
+    assert rel_error(np.concatenate(outs, axis=-2), ro) < tol and rel_error(state, rs) < tol
+    assert rel_error(full, ro) < tol and rel_error(s_full, rs) < tol
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_strided_layout_and_no_final_state(cp, rng, mode):
+    q, k, v, g = gla_inputs(rng, (2, 3, 90), 64, 64, "masked_-20", BFLOAT16)
+    o, s = run(cp, q, k, v, g, mode=mode, final=False, layout="bthd")
+    ro, _ = cuattn.reference.gla(q, k, v, g)
+    assert s is None and rel_error(o, ro) < TOL[np.dtype(BFLOAT16)]
+
+
+def test_gpu_positive_gates(cp, rng):
+    q, k, v, _ = gla_inputs(rng, (1, 2, 40), 64, 64, "logsigmoid", np.float32)
+    g = np.full(q.shape, 0.02, np.float32)
+    ro, _ = cuattn.reference.gla(q, k, v, g)
+    for mode in MODES:
+        o, _ = run(cp, q, k, v, g, mode=mode, final=False)
+        assert rel_error(o, ro) < TOL[np.dtype(np.float32)]
+
+
+def test_gpu_nan_stays_in_its_head(cp, rng):
+    q, k, v, g = gla_inputs(rng, (1, 2, 40), 64, 64, "logsigmoid", np.float16)
+    k[0, 1, 20, 3] = np.nan
+    for mode in MODES:
+        o, _ = run(cp, q, k, v, g, mode=mode, final=False)
+        o = o.astype(np.float32)
+        assert np.all(np.isfinite(o[0, 0])) and np.all(np.isfinite(o[0, 1, :20])) and np.all(np.isnan(o[0, 1, 20:]))
+
+
+def test_gpu_inputs_not_modified(cp, rng):
+    arrays = [cp.asarray(x) for x in gla_inputs(rng, (1, 2, 40), 64, 64, "masked_-inf", np.float16)]
+    h0 = cp.asarray(rng.standard_normal((1, 2, 64, 64)).astype(np.float32))
+    before = [x.copy() for x in arrays + [h0]]
+    for mode in MODES:
+        cuattn.gla(*arrays, initial_state=h0, output_final_state=True, mode=mode)
+    assert all(bool(cp.array_equal(a, b, equal_nan=True)) for a, b in zip(arrays + [h0], before))
+
+
+def test_gpu_errors(cp):
+    x = cp.ones((1, 2, 8, 20), cp.float16)
+    with pytest.raises(ValueError, match="head dim K=20"):
+        cuattn.gla(x, x, x, x)
+    x = cp.ones((1, 2, 8, 64), cp.float64)
+    with pytest.raises(TypeError, match="float64"):
+        cuattn.gla(x, x, x, x)
+    x = cp.ones((1, 2, 8, 128), cp.float16)[..., ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        cuattn.gla(x, x, x, x)
+    x = cp.ones((1, 2, 8, 64), cp.float16)
+    with pytest.raises(TypeError, match="mix"):
+        cuattn.gla(x, np.ones((1, 2, 8, 64), np.float16), x, x)
+    with pytest.raises(ValueError, match="past the packed length"):
+        cuattn.gla(x, x, x, x, cu_seqlens=cp.asarray([0, 9], cp.int32))
