@@ -1,0 +1,215 @@
+"""Gated linear attention benchmark: cuattn chunk/recurrent vs flash-linear-attention.
+
+Run on a GPU machine:  python benchmarks/gla.py [--out DIR] [--quick]
+(with flash-linear-attention: pip install --no-deps .whl/fla_core-0.6.0-py3-none-any.whl)
+
+Rows are ANCHORS.md's GLA rows (bf16, K = V, gates logsigmoid(x) / 16), plus a T=1 generation
+step. Every implementation reads the same random inputs: torch tensors in fla's (B, T, H, D)
+layout, passed to cuattn as (B, H, T, D) transposed views through DLPack (no copy). fla runs only
+when ``from fla.ops.gla import chunk_gla, fused_recurrent_gla`` works.
+Timing: 10 warm-up calls, then CUDA events around each of at least 30 calls (and >= 0.3 s),
+median. The IO floor is the bytes that must move (read q, k, v, g, write o; the T=1 step also
+reads and writes the fp32 state) over the device-to-device copy bandwidth measured in the same
+run. Results go to DIR/gla.json (default benchmarks/results/) and DIR/gla.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cupy  # noqa: E402
+
+import cuattn  # noqa: E402
+
+ROWS = [  # (B, T, H, K=V)
+    (8, 2048, 16, 128),
+    (4, 8192, 16, 128),
+    (16, 2048, 32, 64),
+]
+STEP_ROW = (64, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out
+
+
+def time_calls(fn, min_calls=30, min_seconds=0.3, warmup=10):
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.Device().synchronize()
+    times = []
+    start_wall = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start_wall < min_seconds:
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3)
+        if len(times) >= 2000:
+            break
+    return float(np.median(times))
+
+
+def copy_bandwidth():
+    """Device-to-device copy, bytes read + written per second (the IO ceiling of this run)."""
+    src = cupy.ones(256 * 2**20, dtype=cupy.uint8)
+    dst = cupy.empty_like(src)
+    t = time_calls(lambda: dst.__setitem__(Ellipsis, src), min_calls=20, min_seconds=0.2)
+    return 2 * src.nbytes / t
+
+
+def make_inputs(b, t, h, d, with_state):
+    """torch (B, T, H, D) bf16 tensors (or None without torch) and cuattn's (B, H, T, D) views."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        x = [torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3)]
+        g = (torch.nn.functional.logsigmoid(torch.randn(b, t, h, d, device="cuda", generator=gen)) / 16).to(torch.bfloat16)
+        h0 = torch.randn(b, h, d, d, device="cuda", dtype=torch.float32, generator=gen) if with_state else None
+        views = [cupy.from_dlpack(a).transpose(0, 2, 1, 3) for a in (*x, g)]
+        state = cupy.from_dlpack(h0) if h0 is not None else None
+        return (*x, g, h0), (*views, state)
+    dt = cuattn._checks.BFLOAT16
+    rng = np.random.default_rng(0)
+    views = [cupy.asarray(rng.standard_normal((b, h, t, d), dtype=np.float32)).astype(dt) for _ in range(3)]
+    g = cupy.asarray(-np.logaddexp(0, -rng.standard_normal((b, h, t, d))) / 16).astype(dt)
+    state = cupy.asarray(rng.standard_normal((b, h, d, d), dtype=np.float32)) if with_state else None
+    return None, (*views, g, state)
+
+
+def fla_functions():
+    try:
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
+    except Exception as exc:
+        print(f"flash-linear-attention unavailable ({type(exc).__name__}: {exc}); timing cuattn alone")
+        return None
+    return chunk_gla, fused_recurrent_gla
+
+
+def rel_diff(a, b):
+    a, b = a.astype(cupy.float32), b.astype(cupy.float32)
+    return float(cupy.linalg.norm(a - b) / cupy.linalg.norm(b))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reps = dict(min_calls=10, min_seconds=0.05) if args.quick else {}
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    meta = {
+        "device": props["name"].decode(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cupy": cupy.__version__,
+        "python": platform.python_version(),
+        "dtype": "bfloat16",
+        "gates": "logsigmoid(randn) / 16",
+        "method": "median of CUDA-event times, >=30 calls and >=0.3 s after 10 warm-ups; same inputs for all",
+    }
+    fla = fla_functions()
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        import fla as fla_pkg
+
+        meta["fla"] = getattr(fla_pkg, "__version__", "?")
+    except Exception:
+        pass
+    bandwidth = copy_bandwidth()
+    meta["copy_bandwidth_TBps"] = bandwidth / 1e12
+    rows = []
+    for b, t, h, d in ROWS + [STEP_ROW]:
+        step = (b, t, h, d) == STEP_ROW
+        tensors, (q, k, v, g, h0) = make_inputs(b, t, h, d, with_state=step)
+        row = dict(B=b, T=t, H=h, K=d, V=d, kind="step" if step else "prefill")
+        io_bytes = 2 * b * t * h * d * 5 + (2 * 4 * b * h * d * d if step else 0)
+        row["io_floor_ms"] = io_bytes / bandwidth * 1e3
+        kwargs = dict(initial_state=h0, output_final_state=step)
+        modes = ["recurrent"] if step else ["chunk", "recurrent"]
+        for mode in modes:
+            fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
+            fn()  # compile outside the timing
+            row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
+        if fla is not None and tensors is not None:
+            chunk_gla, fused_recurrent_gla = fla
+            tq, tk, tv, tg, th0 = tensors
+            fla_fns = {"fla_fused_recurrent": lambda: fused_recurrent_gla(tq, tk, tv, gk=tg, initial_state=th0,
+                                                                          output_final_state=step)}
+            if not step:
+                fla_fns["fla_chunk"] = lambda: chunk_gla(tq, tk, tv, tg, initial_state=th0, output_final_state=step)
+            for name, fn in fla_fns.items():
+                try:
+                    ref = fn()[0]
+                    row[f"{name}_ms"] = time_calls(fn, **reps) * 1e3
+                    mine = cuattn.gla(q, k, v, g, mode="chunk" if name == "fla_chunk" else "recurrent", **kwargs)[0]
+                    row[f"rel_diff_vs_{name}"] = rel_diff(mine, cupy.from_dlpack(ref).transpose(0, 2, 1, 3))
+                except Exception as exc:  # a version that refuses the call
+                    row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        if "fla_chunk_ms" in row:
+            row["speedup_chunk_vs_fla_chunk"] = row["fla_chunk_ms"] / row["cuattn_chunk_ms"]
+        if "fla_fused_recurrent_ms" in row:
+            row["speedup_recurrent_vs_fla_recurrent"] = row["fla_fused_recurrent_ms"] / row["cuattn_recurrent_ms"]
+        best = min(row.get("cuattn_chunk_ms", np.inf), row["cuattn_recurrent_ms"])
+        row["io_floor_fraction"] = row["io_floor_ms"] / best
+        if step:
+            row["state_TBps"] = 2 * 4 * b * h * d * d / (row["cuattn_recurrent_ms"] * 1e-3) / 1e12
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del tensors, q, k, v, g, h0
+    result = {"meta": meta, "rows": rows}
+    (out / "gla.json").write_text(json.dumps(result, indent=1))
+    plot(rows, meta, out / "gla.png")
+    print(f"wrote {out / 'gla.json'}")
+    print(f"\n{meta['device']}: GLA forward, bf16, ms (speedup = fla / cuattn); copy bandwidth "
+          f"{meta['copy_bandwidth_TBps']:.2f} TB/s")
+    print(f"{'B':>3} {'T':>5} {'H':>3} {'K=V':>4} {'cu chunk':>9} {'fla chunk':>9} {'x':>5} {'cu recur':>9} "
+          f"{'fla recur':>9} {'x':>5} {'IO floor':>8} {'floor/best':>10}")
+    nan = float("nan")
+    for r in rows:
+        print(f"{r['B']:3} {r['T']:5} {r['H']:3} {r['K']:4} {r.get('cuattn_chunk_ms', nan):9.3f} "
+              f"{r.get('fla_chunk_ms', nan):9.3f} {r.get('speedup_chunk_vs_fla_chunk', nan):5.2f} "
+              f"{r['cuattn_recurrent_ms']:9.3f} {r.get('fla_fused_recurrent_ms', nan):9.3f} "
+              f"{r.get('speedup_recurrent_vs_fla_recurrent', nan):5.2f} {r['io_floor_ms']:8.3f} "
+              f"{r['io_floor_fraction']:10.2f}" + (f"  state {r['state_TBps']:.2f} TB/s" if "state_TBps" in r else ""))
+
+
+def plot(rows, meta, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = ["cuattn_chunk_ms", "fla_chunk_ms", "cuattn_recurrent_ms", "fla_fused_recurrent_ms", "io_floor_ms"]
+    names = [n for n in names if any(n in r for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    x = np.arange(len(rows))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar(x + i * width, [r.get(n, 0) for r in rows], width, label=n[:-3])
+    ax.set_xticks(x + width * (len(names) - 1) / 2, [f"B{r['B']} T{r['T']} H{r['H']} K{r['K']}" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log)")
+    ax.set_title(f"GLA forward bf16, {meta['device']}, {meta['date']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
