@@ -2,7 +2,8 @@
 
 Work items are (sequence x head); ``prange`` spreads them over the cores. The recurrent kernel
 walks the recurrence one token at a time. The chunk kernel follows cuda/gla.cu: steps of
-CHUNK tokens, decay factors formed only as products of E = exp(g) in [0, 1] (never as exp of a
+CHUNK tokens (intra-step weights: 8x8 diagonal blocks elementwise, the off-diagonal block as one
+product of half-referenced q and k), decay factors formed only as products of E = exp(g) in [0, 1] (never as exp of a
 difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
 products are BLAS calls through ``np.dot``. Gates of -inf must flow, so no ``fastmath=True``.
 """
@@ -68,15 +69,31 @@ def _chunk_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale, chunk):
             for t in range(m - 1, -1, -1):
                 k_dec[t] = ks[t] * suffix
                 suffix *= e[t]
-            w = np.zeros((m, m), dtype=s.dtype)             # W[t, s] = sum_c q_tc k_sc P_c(s, t)
+            # W[t, s] = sum_c q_tc k_sc P_c(s, t): same-half pairs by a running product, the
+            # block t >= half > s as (q_t P(half-1, t]) . (k_s P(s, half-1]) (as cuda/gla.cu)
+            half = chunk // 2
+            w = np.zeros((m, m), dtype=s.dtype)
             for t in range(m):
                 f = np.ones(kdim, dtype=s.dtype)
-                for j in range(t, -1, -1):
+                start = (t // half) * half
+                for j in range(t, start - 1, -1):
                     acc = 0.0
                     for c in range(kdim):
                         acc += qs[t, c] * ks[j, c] * f[c]
                     w[t, j] = acc
                     f *= e[j]
+            if m > half:
+                q_half = np.empty((m - half, kdim), dtype=s.dtype)
+                run = np.ones(kdim, dtype=s.dtype)
+                for t in range(half, m):
+                    run *= e[t]
+                    q_half[t - half] = qs[t] * run
+                k_half = np.empty((half, kdim), dtype=s.dtype)
+                run = np.ones(kdim, dtype=s.dtype)
+                for j in range(half - 1, -1, -1):
+                    k_half[j] = ks[j] * run
+                    run *= e[j]
+                w[half:, :half] = np.dot(q_half, k_half.T.copy())
             o[b, h, t0:t0 + m] = scale * (np.dot(q_dec, s) + np.dot(w, vs))
             s = prefix.reshape((kdim, 1)) * s + np.dot(k_dec.T.copy(), vs)
         ht[n, h] = s

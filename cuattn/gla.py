@@ -39,7 +39,7 @@ def chunk_smem_bytes(padded: int) -> int:
     """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu)."""
     stride_k, stride_v, stride_w = padded + 8, CHUNK_BLOCK_V + 8, CHUNK_STEP + 8
     stage = 3 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_v
-    halves = 2 * stage + 2 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_w
+    halves = 2 * stage + (3 * CHUNK_STEP + CHUNK_STEP // 2) * stride_k + CHUNK_STEP * stride_w
     return 2 * halves + 4 * (CHUNK_STEP * padded + padded)
 
 

@@ -34,11 +34,14 @@
 //     S^T   = S^T diag(A_{C-1}) + v^T (k*P)      (M = 16 value rows, N = kK, k = 16 tokens)
 // all on mma.sync m16n8k16 with fp32 accumulation. The decayed q, k and W are formed in shared
 // memory by all 128 threads: thread c walks channel c over the step (running prefix product
-// for q, suffix product for k); thread (t, c mod 8) forms row t of W with a running product
-// walking s from t down to 0, then 8 lanes reduce. q, k, g, v of step i+1 stream in with
+// for q, suffix product for k). W's two 8x8 diagonal blocks are formed elementwise: thread
+// (t, c mod 8) walks s from t down to the start of t's half with a running product, then 8 lanes
+// reduce; its block t >= 8 > s is one tensor-core product (warp 0) of (q_t P(7, t]) and
+// (k_s P(s, 7]), both again products of factors in [0, 1]. q, k, g, v of step i+1 stream in with
 // cp.async (double buffer, zero-filled past the sequence and past K/V: g = 0 there, E = 1).
 // Shared memory (16-bit units unless noted): 2 stages x (q, k, g: 16 x (kK+8); v: 16 x 72),
-// decayed q and k 16 x (kK+8) each, W 16 x 24, then fp32 E 16 x kK and A_{C-1} kK.
+// decayed q, k and half-referenced q 16 x (kK+8) each, half-referenced k 8 x (kK+8), W 16 x 24,
+// then fp32 E 16 x kK and A_{C-1} kK.
 // Traffic: q, k, g read once per value tile (V / 64 tiles), v and o once, the state twice.
 // Rounding beyond fp32: the tensor-core operands (decayed q and k, W, and the state in the
 // inter-step product) are rounded to T, as in flash-linear-attention.
@@ -85,6 +88,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
               int varlen, float scale) {
     constexpr int kWarps = 4, kThreads = 32 * kWarps;
     constexpr int kC = 16;                      // tokens per step
+    constexpr int kHalf = kC / 2;               // W's diagonal blocks are formed elementwise
     constexpr int kBlockV = 16 * kWarps;        // value rows of S^T per block
     constexpr int kStrideK = kK + 8, kStrideV = kBlockV + 8, kStrideW = kC + 8;
     constexpr int kChunksK = kK / 8, kChunksV = kBlockV / 8;
@@ -96,7 +100,9 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     extern __shared__ __align__(16) u16 smem[];
     u16* sQd = smem + 2 * kStage;               // decayed q (T bits)
     u16* sKd = sQd + kC * kStrideK;             // decayed k
-    u16* sW = sKd + kC * kStrideK;              // intra-step weights W[t][s]
+    u16* sQh = sKd + kC * kStrideK;             // q_t * P(7, t] for t >= 8, 0 for t < 8
+    u16* sKh = sQh + kC * kStrideK;             // k_s * P(s, 7] for s < 8
+    u16* sW = sKh + kHalf * kStrideK;           // intra-step weights W[t][s]
     float* sE = reinterpret_cast<float*>(sW + kC * kStrideW);  // E[t][c]
     float* sDecay = sE + kC * kK;               // A_{C-1}[c]
 
@@ -167,47 +173,74 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}
         for (int c = tid; c < kK; c += kThreads) {
             float e[kC];
-            float prefix = 1.f;
+            float prefix = 1.f, prefix_h = 1.f;
 #pragma unroll
             for (int t = 0; t < kC; ++t) {
                 e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
                 sE[t * kK + c] = e[t];
                 prefix *= e[t];
-                sQd[t * kStrideK + c] = Num<T>::from_float(gla_ld<T>(rq + t * kStrideK + c) * prefix).bits;
+                const float qv = gla_ld<T>(rq + t * kStrideK + c);
+                sQd[t * kStrideK + c] = Num<T>::from_float(qv * prefix).bits;
+                if (t >= kHalf) prefix_h *= e[t];
+                sQh[t * kStrideK + c] = Num<T>::from_float(t >= kHalf ? qv * prefix_h : 0.f).bits;
             }
             sDecay[c] = prefix;
-            float suffix = 1.f;
+            float suffix = 1.f, suffix_h = 1.f;
 #pragma unroll
             for (int s = kC - 1; s >= 0; --s) {
-                sKd[s * kStrideK + c] = Num<T>::from_float(gla_ld<T>(rk + s * kStrideK + c) * suffix).bits;
+                const float kv = gla_ld<T>(rk + s * kStrideK + c);
+                sKd[s * kStrideK + c] = Num<T>::from_float(kv * suffix).bits;
                 suffix *= e[s];
+                if (s < kHalf) {
+                    sKh[s * kStrideK + c] = Num<T>::from_float(kv * suffix_h).bits;
+                    suffix_h *= e[s];
+                }
             }
         }
         __syncthreads();
 
-        // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal)
+        // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal).
+        //    Same-half pairs elementwise (running product walking s from t down to the half's
+        //    start); the block t >= 8 > s on tensor cores as (q_t P(7,t]) . (k_s P(s,7]).
         {
-            const int t = tid / 8, part = tid % 8;
-            float w[kC];
+            const int t = tid / 8, part = tid % 8, base = t & kHalf;
+            float w[kHalf];
 #pragma unroll
-            for (int s = 0; s < kC; ++s) w[s] = 0.f;
+            for (int j = 0; j < kHalf; ++j) w[j] = 0.f;
             for (int c = part; c < head_dim_k; c += 8) {
                 const float qc = gla_ld<T>(rq + t * kStrideK + c);
                 float f = 1.f;  // P(s, t), walking s downwards
 #pragma unroll
-                for (int s = kC - 1; s >= 0; --s) {
+                for (int j = kHalf - 1; j >= 0; --j) {
+                    const int s = base + j;
                     if (s <= t) {
-                        w[s] = fmaf(qc * f, gla_ld<T>(rk + s * kStrideK + c), w[s]);
+                        w[j] = fmaf(qc * f, gla_ld<T>(rk + s * kStrideK + c), w[j]);
                         f *= sE[s * kK + c];
                     }
                 }
             }
 #pragma unroll
-            for (int s = 0; s < kC; ++s) {
-                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 1);
-                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 2);
-                w[s] += __shfl_xor_sync(0xffffffffu, w[s], 4);
-                if ((s & 7) == part) sW[t * kStrideW + s] = Num<T>::from_float(w[s]).bits;
+            for (int j = 0; j < kHalf; ++j) {
+                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 1);
+                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 2);
+                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 4);
+                if (j == part) sW[t * kStrideW + base + j] = Num<T>::from_float(w[j]).bits;
+            }
+            if (t < kHalf) sW[t * kStrideW + kHalf + part] = Num<T>::from_float(0.f).bits;
+            if (warp == 0) {  // rows 0..7 of sQh are zero, so c0/c1 (rows g) are unused
+                float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int kk = 0; kk < kKTiles; kk += 2) {
+                    u32 b[4];
+                    ldmatrix_x4(b, smem_addr(sKh + (lane & 7) * kStrideK + kk * 16 + (lane >> 3) * 8));
+                    u32 a[4];
+                    ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + kk * 16 + (lane >> 4) * 8));
+                    Mma<T>::run(acc, a, b[0], b[1]);
+                    ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + (kk + 1) * 16 + (lane >> 4) * 8));
+                    Mma<T>::run(acc, a, b[2], b[3]);
+                }
+                sW[(kHalf + g8) * kStrideW + 2 * t4] = Num<T>::from_float(acc[2]).bits;
+                sW[(kHalf + g8) * kStrideW + 2 * t4 + 1] = Num<T>::from_float(acc[3]).bits;
             }
         }
         __syncthreads();
