@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -214,6 +215,19 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     return _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state)
 
 
+@functools.lru_cache(maxsize=None)
+def _placeholder_on(device_id: int, dtype_name: str):
+    cupy = require_cupy()
+    with cupy.cuda.Device(device_id):
+        return cupy.zeros(1, dtype=dtype_name)
+
+
+def _placeholder(dtype):
+    """A one-element device array passed for an unused pointer argument (never read)."""
+    cupy = require_cupy()
+    return _placeholder_on(cupy.cuda.Device().id, np.dtype(dtype).name)
+
+
 def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     cupy = require_cupy()
     kdim, vdim = sizes["head_dim_k"], sizes["head_dim_v"]
@@ -237,14 +251,14 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy)
                       for x, n in ((q, "q"), (k, "k"), (v, "v"), (gk, "gk")))
     of = o.reshape((-1, heads, seqlen, vdim))
-    dummy = cupy.zeros(1, dtype=cupy.float32)
+    dummy = _placeholder(cupy.float32)
     if initial_state is None:
         h0 = dummy
     else:
         h0 = cupy.ascontiguousarray(
             cupy.broadcast_to(initial_state.astype(cupy.float32, copy=False), sizes["state_shape"]))
     ht = final if final is not None else dummy
-    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else cupy.zeros(1, dtype=cupy.int32)
+    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder(cupy.int32)
 
     padded = padded_key_dim(kdim)
     type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
