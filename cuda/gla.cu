@@ -207,7 +207,8 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             float w[kHalf];
 #pragma unroll
             for (int j = 0; j < kHalf; ++j) w[j] = 0.f;
-            for (int c = part; c < head_dim_k; c += 8) {
+#pragma unroll 4
+            for (int c = part; c < head_dim_k; c += 8) {  // unrolled: independent channels overlap
                 const float qc = gla_ld<T>(rq + t * kStrideK + c);
                 float f = 1.f;  // P(s, t), walking s downwards
 #pragma unroll
