@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cuattn
-from helpers import gla_gates, gla_inputs, rel_error
+from helpers import gla_inputs, rel_error
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
 GATES = ["logsigmoid", "masked_-20", "masked_-0.1max", "masked_-inf"]
