@@ -166,3 +166,31 @@ def test_errors_name_the_argument(rng):
         cuattn.attention(q, k, v, backend="cuda")
     with pytest.raises(TypeError, match="must be a NumPy array"):
         cuattn.attention(q.tolist(), k, v)
+
+
+# --- CPU kernel edges: diagonal blocks, extreme scales, BLAS threads ------------------------
+
+def test_cpu_nan_on_the_causal_diagonal(rng):
+    q, k, v = make(rng, (1, 2, 300, 32), (1, 2, 300, 32), dtype=np.float32)
+    k[0, 0, 200, 4] = np.nan  # key 200: every query row >= 200 sees it, rows < 200 do not
+    o = cuattn.attention(q, k, v, causal=True)
+    assert np.all(np.isnan(o[0, 0, 200:])) and np.all(np.isfinite(o[0, 0, :200])) and np.all(np.isfinite(o[0, 1]))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e4, -1e4])
+def test_cpu_extreme_scales(rng, scale):
+    # huge |scale|: softmax becomes a hard max and exp2 underflows to exact zeros elsewhere
+    q, k, v = make(rng, (1, 2, 129, 16), (1, 2, 517, 16), dtype=np.float64)
+    o, lse = cuattn.attention(q, k, v, scale=scale, causal=True, return_lse=True)
+    ro, rl = cuattn.reference.attention(q, k, v, scale=scale, causal=True, return_lse=True)
+    assert rel_error(o, ro) < 1e-10
+    assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl).max())
+
+
+def test_cpu_restores_blas_threads(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    q, k, v = make(rng, (1, 2, 64, 16), (1, 2, 64, 16), dtype=np.float32)
+    cuattn.attention(q, k, v)
+    after = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    assert before == after
