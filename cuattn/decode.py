@@ -1,0 +1,297 @@
+"""``cuattn.decode``: a few query tokens against a long KV cache, ALiBi bias (check, dispatch, launch)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _checks
+from ._backend import as_cupy, require_cupy, resolve_backend
+from ._cuda import device_properties, get_kernel, launch
+from .attention import _kernel_ready
+
+LOG2E = 1.4426950408889634
+MAX_HEAD_DIM = 256
+# Padded head dims of the split kernel, and the row counts (GQA group x Sq) one block can hold;
+# more rows run in chunks of the largest.
+HEAD_DIMS = (32, 64, 128, 256)
+ROWS = (1, 4, 8)
+TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float"}
+BLOCKS_PER_SM = 4      # split the KV range until the grid holds this many blocks per SM
+MIN_CHUNK = 256        # ... but never fewer keys than this per block
+CHUNK_ALIGN = 64
+MAX_GRID_Z = 65535
+
+
+def alibi_slopes(num_heads):
+    """Default ALiBi slopes of Press et al. for ``num_heads`` heads, float32 ``(num_heads,)``.
+
+    For a power of two ``n``, ``slope[h] = 2 ** (-8 (h + 1) / n)``. Otherwise the slopes of the
+    nearest lower power of two ``n`` are followed by every other slope (indices 0, 2, 4, ...) of
+    the ``2 n`` list, ``num_heads - n`` of them.
+
+    Examples
+    --------
+    >>> import cuattn
+    >>> cuattn.alibi_slopes(4)
+    array([0.25    , 0.0625  , 0.015625, 0.00390625], dtype=float32)
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer; got {num_heads!r}")
+    num_heads = int(num_heads)
+
+    def power_of_two(n):
+        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+    n = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = power_of_two(n)
+    if n < num_heads:
+        slopes += power_of_two(2 * n)[0::2][: num_heads - n]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def split_expression(type_name: str, padded: int, rows: int, paged: bool) -> str:
+    return f"decode_split<{type_name}, {padded}, {rows}, {'true' if paged else 'false'}>"
+
+
+def merge_expression(type_name: str) -> str:
+    return f"decode_merge<{type_name}>"
+
+
+def all_kernel_expressions() -> list[str]:
+    """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
+    out = []
+    for type_name in TYPE_NAMES.values():
+        out += [split_expression(type_name, d, r, p) for d in HEAD_DIMS for r in ROWS for p in (False, True)]
+        out.append(merge_expression(type_name))
+    return out
+
+
+def decode_shapes(q, k_cache, v_cache, block_table):
+    """Check the shapes of q (B, Hq, Sq, D) and the cache; return the sizes."""
+    for x, name in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")):
+        if x.ndim != 4:
+            what = "(num_pages, Hkv, page_size, D)" if block_table is not None and name != "q" else \
+                ("(B, Hq, Sq, D)" if name == "q" else "(B, Hkv, L, D)")
+            raise ValueError(f"{name} must have shape {what}; got shape {tuple(x.shape)}")
+    batch, hq, sq, d = q.shape
+    if tuple(k_cache.shape) != tuple(v_cache.shape):
+        raise ValueError(f"v_cache must have k_cache's shape {tuple(k_cache.shape)}; got {tuple(v_cache.shape)}")
+    n0, hkv, length, dk = k_cache.shape
+    if dk != d:
+        raise ValueError(f"k_cache's head dim ({dk}) must equal q's ({d})")
+    _checks.check_heads(hq, hkv, "q", "k_cache")
+    sizes = dict(batch=batch, num_q_heads=hq, num_kv_heads=hkv, seqlen_q=sq, head_dim=d)
+    if block_table is None:
+        if n0 != batch:
+            raise ValueError(f"k_cache's batch ({n0}) must equal q's ({batch})")
+        sizes.update(cache_len=length, paged=False, page_size=length, num_pages=0)
+    else:
+        if block_table.ndim != 2 or block_table.shape[0] != batch:
+            raise ValueError(f"block_table must have shape (B={batch}, max_pages); got {tuple(block_table.shape)}")
+        if block_table.dtype != np.int32:
+            raise TypeError(f"block_table must be int32; got {block_table.dtype}")
+        sizes.update(cache_len=block_table.shape[1] * length, paged=True, page_size=length, num_pages=n0)
+    return sizes
+
+
+def check_seqlens(cache_seqlens, sizes):
+    if cache_seqlens is None:
+        return
+    if cache_seqlens.dtype != np.int32:
+        raise TypeError(f"cache_seqlens must be int32; got {cache_seqlens.dtype}")
+    if tuple(cache_seqlens.shape) != (sizes["batch"],):
+        raise ValueError(f"cache_seqlens must have shape (B={sizes['batch']},); got {tuple(cache_seqlens.shape)}")
+
+
+def validate_values(xp, cache_seqlens, block_table, sizes):
+    """Range checks of cache_seqlens and the used block_table entries (one host sync on the GPU)."""
+    if cache_seqlens is None and block_table is None:
+        return
+    length = sizes["cache_len"]
+    lens = xp.full((sizes["batch"],), length, dtype=xp.int32) if cache_seqlens is None else cache_seqlens
+    bad_len = xp.any((lens < 0) | (lens > length))
+    bad_page = xp.zeros((), dtype=bool)
+    if block_table is not None:
+        ps = sizes["page_size"]
+        used = xp.arange(block_table.shape[1])[None, :] < ((lens.astype(xp.int64) + ps - 1) // ps)[:, None]
+        bad_page = xp.any(used & ((block_table < 0) | (block_table >= sizes["num_pages"])))
+    flags = xp.stack([bad_len, bad_page])
+    flags = flags.get() if hasattr(flags, "get") else flags
+    if flags[0]:
+        raise ValueError(f"cache_seqlens must lie in [0, {length}] (the cache length)")
+    if flags[1]:
+        raise ValueError(f"block_table holds pages outside [0, {sizes['num_pages']}) among the pages "
+                         "that cache_seqlens uses")
+
+
+def resolve_slopes(alibi_slopes_arg, num_q_heads):
+    """None -> None; 'default' -> alibi_slopes(Hq) (NumPy); an array (Hq,) float32 as given."""
+    if alibi_slopes_arg is None:
+        return None
+    if isinstance(alibi_slopes_arg, str):
+        if alibi_slopes_arg != "default":
+            raise ValueError(f"alibi_slopes must be None, 'default' or an array (Hq,); got {alibi_slopes_arg!r}")
+        return alibi_slopes(num_q_heads)
+    if not hasattr(alibi_slopes_arg, "shape") or tuple(alibi_slopes_arg.shape) != (num_q_heads,):
+        raise ValueError(f"alibi_slopes must have shape (Hq={num_q_heads},); got "
+                         f"{getattr(alibi_slopes_arg, 'shape', type(alibi_slopes_arg).__name__)}")
+    if alibi_slopes_arg.dtype != np.float32:
+        raise TypeError(f"alibi_slopes must be float32; got {alibi_slopes_arg.dtype}")
+    return alibi_slopes_arg
+
+
+def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=None, block_table=None,
+           return_lse=False, backend=None):
+    """Attention of a few new query tokens against a (paged) KV cache, with optional ALiBi bias.
+
+    Token ``t`` of batch row ``b`` sits at position ``i = cache_seqlens[b] - Sq + t`` (the new
+    tokens are the last ``Sq`` entries of the cache) and sees keys ``j <= i``. The logit of key
+    ``j`` is ``scale * q . k_j + slope[h] * (j - i)``; masked keys are excluded exactly. On the
+    GPU the KV range is split over enough blocks to fill the device (flash-decoding) and the
+    partial results are merged by log-sum-exp; all query heads of a GQA group share one pass
+    over their kv head.
+
+    Parameters
+    ----------
+    q : array, shape (B, Hq, Sq, D)
+        New queries. float16, bfloat16 or float32 on the GPU; float32 or float64 on the CPU
+        (float16/bfloat16 run in float32 there and return in their own dtype).
+    k_cache, v_cache : array, shape (B, Hkv, L, D), or (num_pages, Hkv, page_size, D) with ``block_table``
+        Key and value caches, ``q``'s dtype. ``Hq`` must be a multiple of ``Hkv``.
+    cache_seqlens : int32 array, shape (B,), optional
+        Valid cache length of each batch row (the new tokens included), in ``[0, L]``;
+        None means ``L`` for every row (``max_pages * page_size`` when paged).
+    alibi_slopes : None, 'default' or float32 array (Hq,)
+        None: no bias. 'default': :func:`cuattn.alibi_slopes` ``(Hq)`` (Press et al.).
+    scale : float, optional
+        Score scale; None means ``D ** -0.5``. Any finite value is used exactly as given.
+    block_table : int32 array, shape (B, max_pages), optional
+        Paged cache: key ``j`` of row ``b`` is entry ``j % page_size`` of page
+        ``block_table[b, j // page_size]``. Entries past a row's length are never read.
+    return_lse : bool, default False
+        Also return the natural-log log-sum-exp of the biased scaled logits.
+    backend : {None, 'cuda', 'cpu', 'reference'}
+        None follows the array type; 'reference' runs :func:`cuattn.reference.decode`.
+
+    Returns
+    -------
+    o : array, shape (B, Hq, Sq, D), the input dtype (float64 for the reference)
+    lse : array, shape (B, Hq, Sq), float32 (only with ``return_lse``)
+        ``-inf`` for a row that sees no key (a length-0 row); its output is zeros.
+
+    Raises
+    ------
+    TypeError
+        Mixed NumPy/GPU inputs; unsupported or mismatched dtypes; ``cache_seqlens`` or
+        ``block_table`` not int32; ``alibi_slopes`` not float32.
+    ValueError
+        Shapes that do not fit, ``Hq`` not a multiple of ``Hkv``, ``cache_seqlens`` negative or
+        past the cache, used pages outside ``[0, num_pages)``, a non-finite scale, a head dim
+        the GPU kernel does not take (multiples of 8 up to 256).
+
+    Notes
+    -----
+    With ``cache_seqlens`` or ``block_table`` given, the GPU path checks their values with one
+    small reduction and one host synchronization before launching.
+
+    Examples
+    --------
+    >>> import numpy as np, cuattn
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.standard_normal((2, 8, 1, 64), dtype=np.float32)
+    >>> k = rng.standard_normal((2, 2, 100, 64), dtype=np.float32)
+    >>> v = rng.standard_normal((2, 2, 100, 64), dtype=np.float32)
+    >>> lens = np.array([100, 37], dtype=np.int32)
+    >>> o, lse = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default", return_lse=True)
+    >>> o.shape, lse.shape
+    ((2, 8, 1, 64), (2, 8, 1))
+    """
+    arrays = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "cache_seqlens": cache_seqlens,
+              "block_table": block_table}
+    if alibi_slopes is not None and not isinstance(alibi_slopes, str):
+        arrays["alibi_slopes"] = alibi_slopes
+    chosen = resolve_backend(arrays, backend)
+    return_lse = _checks.check_bool(return_lse, "return_lse")
+    if chosen == "reference":
+        from .reference import decode as reference_decode
+
+        return reference_decode(q, k_cache, v_cache, cache_seqlens=cache_seqlens, alibi_slopes=alibi_slopes,
+                                scale=scale, block_table=block_table, return_lse=return_lse)
+    if chosen == "cuda":
+        q, k_cache, v_cache = as_cupy(q), as_cupy(k_cache), as_cupy(v_cache)
+        cache_seqlens = None if cache_seqlens is None else as_cupy(cache_seqlens)
+        block_table = None if block_table is None else as_cupy(block_table)
+        if alibi_slopes is not None and not isinstance(alibi_slopes, str):
+            alibi_slopes = as_cupy(alibi_slopes)
+    sizes = decode_shapes(q, k_cache, v_cache, block_table)
+    check_seqlens(cache_seqlens, sizes)
+    _checks.check_same_dtype({"q": q, "k_cache": k_cache, "v_cache": v_cache})
+    scale = _checks.check_scale(scale, sizes["head_dim"])
+    slopes = resolve_slopes(alibi_slopes, sizes["num_q_heads"])
+    if chosen == "cpu":
+        _checks.check_dtype(q, "q", _checks.CPU_DTYPES, "CPU")
+        validate_values(np, cache_seqlens, block_table, sizes)
+        from ._cpu_decode import decode_cpu
+
+        o, lse = decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes)
+    else:
+        _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
+        o, lse = _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes)
+    return (o, lse) if return_lse else o
+
+
+def plan(sizes, num_sms):
+    """(rows per block, row chunks, number of splits, keys per split) for a launch."""
+    num_rows = sizes["num_q_heads"] // sizes["num_kv_heads"] * sizes["seqlen_q"]
+    rows = min(r for r in ROWS if r >= min(num_rows, ROWS[-1]))
+    row_chunks = -(-num_rows // rows)
+    length = max(1, sizes["cache_len"])
+    base = sizes["batch"] * sizes["num_kv_heads"] * row_chunks
+    splits = max(1, min(-(-BLOCKS_PER_SM * num_sms // base), -(-length // MIN_CHUNK)))
+    chunk = -(-(-(-length // splits)) // CHUNK_ALIGN) * CHUNK_ALIGN
+    return rows, row_chunks, -(-length // chunk), chunk
+
+
+def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes):
+    cupy = require_cupy()
+    d = sizes["head_dim"]
+    if d < 8 or d > MAX_HEAD_DIM or d % 8:
+        raise ValueError(f"head dim D={d} is not supported on the GPU: it takes multiples of 8 up to "
+                         f"{MAX_HEAD_DIM} (use backend='cpu' on NumPy arrays for other sizes)")
+    batch, hq, hkv, sq = sizes["batch"], sizes["num_q_heads"], sizes["num_kv_heads"], sizes["seqlen_q"]
+    if batch > MAX_GRID_Z:
+        raise ValueError(f"q's batch ({batch}) must be at most {MAX_GRID_Z} on the GPU")
+    validate_values(cupy, cache_seqlens, block_table, sizes)
+    o = cupy.empty((batch, hq, sq, d), dtype=q.dtype)
+    lse = cupy.empty((batch, hq, sq), dtype=cupy.float32)
+    if lse.size == 0:
+        return o, lse
+    q, k_cache, v_cache = (_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
+    lens = (cupy.full((batch,), sizes["cache_len"], dtype=cupy.int32) if cache_seqlens is None
+            else cupy.ascontiguousarray(cache_seqlens))
+    table = cupy.zeros((batch, 1), dtype=cupy.int32) if block_table is None else cupy.ascontiguousarray(block_table)
+    slope_arr = cupy.zeros((hq,), dtype=cupy.float32) if slopes is None else cupy.ascontiguousarray(cupy.asarray(slopes))
+    type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
+    padded = min(p for p in HEAD_DIMS if p >= d)
+    num_rows = hq // hkv * sq
+    rows, row_chunks, splits, chunk = plan(sizes, device_properties()["num_sms"])
+    o_part = cupy.empty((splits, batch, hkv, num_rows, d), dtype=cupy.float32)
+    lse_part = cupy.empty((splits, batch, hkv, num_rows), dtype=cupy.float32)
+
+    def strides(x):
+        return [np.int64(s // x.itemsize) for s in x.strides[:3]]
+
+    split = get_kernel("decode.cu", split_expression(type_name, padded, rows, sizes["paged"]))
+    args = [q, k_cache, v_cache, lens, table, slope_arr, o_part, lse_part, *strides(q), *strides(k_cache),
+            *strides(v_cache), np.int64(table.shape[1]), np.int32(sizes["page_size"]), np.int32(batch),
+            np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
+            np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
+    launch(split, (splits, hkv * row_chunks, batch), (128,), args)
+    merge = get_kernel("decode.cu", merge_expression(type_name))
+    launch(merge, (batch * hq * sq,), (min(128, max(32, -(-d // 32) * 32)),),
+           [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
+            np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows)])
+    return o, lse
