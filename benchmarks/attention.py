@@ -81,6 +81,17 @@ def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
     return float(np.median(times))
 
 
+def host_time(fn, calls=50):
+    """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on)."""
+    cupy.cuda.Device().synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    cupy.cuda.Device().synchronize()
+    return elapsed / calls
+
+
 def torch_impls(q, k, v, causal):
     try:
         import torch
@@ -161,6 +172,7 @@ def main():
             row = dict(dtype=dtype_name, D=d, S=s, B=b, H=h, causal=causal)
             cuattn.attention(*c, causal=causal)  # compile outside the timing
             row["cuattn"] = flops / time_calls(lambda: cuattn.attention(*c, causal=causal)) / 1e12
+            row["cuattn_host_us"] = host_time(lambda: cuattn.attention(*c, causal=causal)) * 1e6
             if cupy.cuda.Device().compute_capability == "90":  # the mma.sync kernel, for comparison
                 attn_mod.USE_WGMMA = False
                 cuattn.attention(*c, causal=causal)
