@@ -4,6 +4,8 @@ Operations
 ----------
 attention
     Exact softmax attention, fused and tiled (online softmax, O(N) memory).
+decode
+    A few query tokens against a long (paged) KV cache, ALiBi bias, split-KV on the GPU.
 gla
     Gated linear attention, chunk (tensor cores) and recurrent modes, packed sequences.
 reference
@@ -16,9 +18,10 @@ NumPy arrays run Numba kernels on the CPU. ``backend='cuda'|'cpu'|'reference'`` 
 from . import reference
 from ._backend import gpu_available
 from .attention import attention
+from .decode import alibi_slopes, decode
 from .gla import gla
 from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "gla", "reference", "gpu_available", "precision_report", "__version__"]
+__all__ = ["attention", "decode", "alibi_slopes", "gla", "reference", "gpu_available", "precision_report", "__version__"]

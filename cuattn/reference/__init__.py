@@ -11,6 +11,7 @@ True
 """
 
 from .attention import attention
+from .decode import decode
 from .gla import gla
 
-__all__ = ["attention", "gla"]
+__all__ = ["attention", "decode", "gla"]
