@@ -52,3 +52,28 @@ def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
     k = rng.standard_normal(lead + (kdim,)).astype(np.float32).astype(dtype)
     v = rng.standard_normal(lead + (vdim,)).astype(np.float32).astype(dtype)
     return q, k, v, gla_gates(rng, lead + (kdim,), gates, dtype)
+
+
+def poison(cp, *shapes):
+    """Fill memory-pool blocks of these sizes with NaN and free them: the next allocations of
+    those sizes reuse them, so an element a kernel forgets to write reads NaN and fails."""
+    blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
+    del blocks
+
+
+def elementwise_mismatches(x, ref, unit, slack):
+    """Number of elements with |x - ref| > unit * |ref| + slack * max|ref over its last axis|.
+
+    ``unit`` is the output dtype's unit roundoff (rounding the exact result can cost no more);
+    ``slack`` covers float32 arithmetic before that rounding. NaN in x counts as a mismatch.
+    This catches a few bad elements that a norm-wise error would average away."""
+    x = np.asarray(to_numpy(x), dtype=np.float64)
+    ref = np.asarray(to_numpy(ref), dtype=np.float64)
+    assert x.shape == ref.shape, (x.shape, ref.shape)
+    row_max = np.max(np.abs(ref), axis=-1, keepdims=True) if ref.size else ref
+    bound = unit * np.abs(ref) + slack * row_max
+    bad = ~(np.abs(x - ref) <= bound)
+    return int(np.count_nonzero(bad))
+
+
+UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8, "float32": 2.0 ** -24, "float64": 2.0 ** -53}

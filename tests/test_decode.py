@@ -1,0 +1,234 @@
+"""cuattn.decode on the CPU backend, the float64 reference and the default ALiBi slopes.
+
+Tolerances: float64 work agrees with the reference to ~1e-12 norm-wise (only summation order
+differs), so 1e-10; float32 work to a few units of float32 rounding over D and L terms, so 1e-5
+norm-wise and, element by element, 1e-4 of the row's largest output (sequential float32 sums
+over up to 33001 keys). Paged and contiguous caches run the same arithmetic: identical results.
+"""
+
+import numpy as np
+import pytest
+
+import cuattn
+from helpers import elementwise_mismatches, lse_error, rel_error
+
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+SLACK = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+def make(rng, batch, hq, hkv, sq, length, d, dtype=np.float64):
+    q = rng.standard_normal((batch, hq, sq, d)).astype(dtype)
+    k = rng.standard_normal((batch, hkv, length, d)).astype(dtype)
+    v = rng.standard_normal((batch, hkv, length, d)).astype(dtype)
+    return q, k, v
+
+
+def to_paged(rng, k, v, page_size):
+    """The same cache as pages of ``page_size`` keys in shuffled order, plus its block table."""
+    batch, hkv, length, d = k.shape
+    max_pages = length // page_size
+    order = rng.permutation(batch * max_pages).astype(np.int32)
+    table = order.reshape(batch, max_pages)
+    kp = np.empty((batch * max_pages, hkv, page_size, d), k.dtype)
+    vp = np.empty_like(kp)
+    for b in range(batch):
+        for p in range(max_pages):
+            kp[table[b, p]] = k[b, :, p * page_size:(p + 1) * page_size]
+            vp[table[b, p]] = v[b, :, p * page_size:(p + 1) * page_size]
+    return kp, vp, table
+
+
+# --- default slopes ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("heads", [1, 2, 8, 16, 32, 64])
+def test_slopes_power_of_two(heads):
+    expected = 2.0 ** (-8.0 * np.arange(1, heads + 1) / heads)
+    assert np.allclose(cuattn.alibi_slopes(heads), expected, rtol=1e-7, atol=0)
+
+
+def test_slopes_non_power_of_two():
+    s12 = cuattn.alibi_slopes(12)  # 8 slopes of 2**(-h), then 2**(-0.5), 2**(-1.5), ...
+    assert np.allclose(s12, [2.0 ** -h for h in range(1, 9)] + [2.0 ** -(h + 0.5) for h in range(4)], rtol=1e-7)
+    s40 = cuattn.alibi_slopes(40)
+    assert s40.dtype == np.float32 and s40.shape == (40,)
+    assert np.array_equal(s40[:32], cuattn.alibi_slopes(32))
+    assert np.allclose(s40[32:], 2.0 ** (-8.0 * np.arange(1, 64, 2)[:8] / 64), rtol=1e-7)
+
+
+def test_slopes_errors():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="num_heads"):
+            cuattn.alibi_slopes(bad)
+
+
+# --- the reference against hand-made cases ----------------------------------------------------
+
+def test_reference_sees_only_past_keys(rng):
+    """Sq = 3 at length 5: token t sees keys 0..2+t; zero scale, no bias: the mean of those values."""
+    q, k, v = make(rng, 1, 2, 1, 3, 5, 4)
+    o, lse = cuattn.reference.decode(q, k, v, scale=0.0, return_lse=True)
+    for t in range(3):
+        assert np.allclose(o[0, :, t], v[0, 0, : 3 + t].mean(axis=0))
+        assert np.allclose(lse[0, :, t], np.log(3 + t))
+
+
+def test_reference_bias_formula(rng):
+    """Against the formula written out for one row: logits scale q.k_j + slope (j - i)."""
+    q, k, v = make(rng, 1, 1, 1, 1, 9, 4)
+    slopes = np.array([0.7], np.float32)
+    lens = np.array([6], np.int32)
+    o = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes, scale=0.3)
+    j = np.arange(6)
+    logits = 0.3 * (k[0, 0, :6] @ q[0, 0, 0]) + np.float64(slopes[0]) * (j - 5)
+    p = np.exp(logits - logits.max())
+    assert np.allclose(o[0, 0, 0], p @ v[0, 0, :6] / p.sum(), rtol=1e-12)
+
+
+def test_reference_huge_slope_picks_newest_key(rng):
+    """Bias -1e6 per position: the newest visible key takes all the weight, with no NaN."""
+    q, k, v = make(rng, 1, 2, 2, 2, 40, 8)
+    o = cuattn.reference.decode(q, k, v, alibi_slopes=np.full(2, 1e6, np.float32))
+    assert np.allclose(o[0, :, 0], v[0, :, 38]) and np.allclose(o[0, :, 1], v[0, :, 39])
+
+
+# --- CPU backend against the reference ----------------------------------------------------
+
+CASES = [
+    # (batch, hq, hkv, sq, length, d, lens, slopes)
+    (1, 4, 4, 1, 200, 32, None, None),
+    (3, 8, 2, 1, 300, 64, [300, 0, 17], "default"),
+    (2, 12, 4, 3, 129, 16, [129, 2], "default"),   # Sq > 1; row 1 shorter than Sq: token 0 sees nothing
+    (2, 6, 1, 2, 64, 40, [1, 64], "array"),        # MQA, caller slopes
+    (1, 40, 8, 1, 1000, 24, None, "default"),      # non-power-of-two head count
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cpu_matches_reference(rng, dtype, case):
+    batch, hq, hkv, sq, length, d, lens, slopes = case
+    q, k, v = make(rng, batch, hq, hkv, sq, length, d, dtype)
+    lens = None if lens is None else np.array(lens, np.int32)
+    if slopes == "array":
+        slopes = rng.uniform(0.0, 2.0, hq).astype(np.float32)
+    o, lse = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes, return_lse=True)
+    ro, rl = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes, return_lse=True)
+    assert o.dtype == dtype and lse.dtype == np.float32 and o.shape == (batch, hq, sq, d)
+    assert rel_error(o, ro) < TOL[dtype]
+    assert elementwise_mismatches(o, ro, 0.0, SLACK[dtype]) == 0
+    assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
+
+
+@pytest.mark.parametrize("length,heads", [(33001, 8), (33001, 12)])
+def test_cpu_long_context(rng, length, heads):
+    """Lesson 5's length: the steepest head's bias reaches -1.65e4 at the oldest key; every
+    element must match (a 7-of-4096 mismatch fails the element-wise check)."""
+    q, k, v = make(rng, 1, heads, heads // 4, 1, length, 128, np.float32)
+    lens = np.array([length], np.int32)
+    o = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default")
+    ro = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default")
+    assert rel_error(o, ro) < 1e-5
+    assert elementwise_mismatches(o, ro, 0.0, 1e-4) == 0
+
+
+@pytest.mark.parametrize("page_size", [1, 8, 50])
+def test_cpu_paged_equals_contiguous(rng, page_size):
+    q, k, v = make(rng, 3, 8, 4, 2, 200, 16, np.float32)
+    kp, vp, table = to_paged(rng, k, v, page_size)
+    lens = np.array([200, 51, 0], np.int32)
+    table[1, -1] = -7  # unused entries (past the row's length) may hold anything
+    o1, l1 = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default", return_lse=True)
+    o2, l2 = cuattn.decode(q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table,
+                           return_lse=True)
+    assert np.array_equal(o1, o2) and np.array_equal(l1, l2)
+    ro = cuattn.reference.decode(q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+    assert rel_error(o2, ro) < 1e-5
+
+
+def test_cpu_zero_length_rows(rng):
+    q, k, v = make(rng, 2, 4, 2, 2, 10, 8, np.float32)
+    o, lse = cuattn.decode(q, k, v, cache_seqlens=np.zeros(2, np.int32), alibi_slopes="default", return_lse=True)
+    assert np.all(o == 0) and np.all(np.isneginf(lse))
+    q, k, v = make(rng, 1, 2, 2, 1, 0, 8, np.float32)  # an empty cache
+    o, lse = cuattn.decode(q, k, v, return_lse=True)
+    assert np.all(o == 0) and np.all(np.isneginf(lse))
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, 0.37])
+def test_cpu_scales(rng, scale):
+    q, k, v = make(rng, 2, 4, 2, 1, 77, 16, np.float64)
+    o = cuattn.decode(q, k, v, scale=scale, alibi_slopes="default")
+    ro = cuattn.reference.decode(q, k, v, scale=scale, alibi_slopes="default")
+    assert rel_error(o, ro) < 1e-10
+
+
+def test_cpu_half_inputs_keep_dtype(rng):
+    q, k, v = make(rng, 1, 2, 2, 1, 30, 8, np.float16)
+    o = cuattn.decode(q, k, v, alibi_slopes="default")
+    assert o.dtype == np.float16
+    assert rel_error(o, cuattn.reference.decode(q, k, v, alibi_slopes="default")) < 1e-3  # fp16 output rounding
+
+
+def test_cpu_nan_stays_in_its_row(rng):
+    q, k, v = make(rng, 2, 2, 2, 1, 20, 8, np.float32)
+    q[1, 0, 0, 3] = np.nan
+    o, lse = cuattn.decode(q, k, v, return_lse=True)
+    assert np.all(np.isnan(o[1, 0, 0])) and np.isnan(lse[1, 0, 0])
+    o[1, 0, 0] = 0
+    assert np.all(np.isfinite(o))
+
+
+def test_reference_backend_and_inputs_unchanged(rng):
+    q, k, v = make(rng, 1, 2, 1, 1, 12, 8, np.float32)
+    before = [x.copy() for x in (q, k, v)]
+    o = cuattn.decode(q, k, v, backend="reference", alibi_slopes="default")
+    assert o.dtype == np.float64
+    assert all(np.array_equal(a, b) for a, b in zip((q, k, v), before))
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def test_errors(rng):
+    q, k, v = make(rng, 2, 4, 2, 1, 16, 8, np.float32)
+    with pytest.raises(ValueError, match=r"cache_seqlens must lie in \[0, 16\]"):
+        cuattn.decode(q, k, v, cache_seqlens=np.array([17, 3], np.int32))
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        cuattn.decode(q, k, v, cache_seqlens=np.array([-1, 3], np.int32))
+    with pytest.raises(TypeError, match="cache_seqlens must be int32"):
+        cuattn.decode(q, k, v, cache_seqlens=np.array([1, 3], np.int64))
+    with pytest.raises(ValueError, match="cache_seqlens must have shape"):
+        cuattn.decode(q, k, v, cache_seqlens=np.array([1, 3, 4], np.int32))
+    with pytest.raises(ValueError, match="multiple"):
+        cuattn.decode(q[:, :3], k, v)
+    with pytest.raises(ValueError, match="v_cache must have"):
+        cuattn.decode(q, k, v[:, :, :5])
+    with pytest.raises(ValueError, match="alibi_slopes must be None, 'default'"):
+        cuattn.decode(q, k, v, alibi_slopes="press")
+    with pytest.raises(ValueError, match="alibi_slopes must have shape"):
+        cuattn.decode(q, k, v, alibi_slopes=np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="alibi_slopes must be float32"):
+        cuattn.decode(q, k, v, alibi_slopes=np.ones(4))
+    with pytest.raises(TypeError, match="share one dtype"):
+        cuattn.decode(q, k.astype(np.float64), v)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        cuattn.decode(q, k, v, scale=float("inf"))
+
+
+def test_paged_errors(rng):
+    q, k, v = make(rng, 2, 4, 2, 1, 16, 8, np.float32)
+    kp, vp, table = to_paged(rng, k, v, 4)  # 8 pages of 4 keys
+    bad = table.copy()
+    bad[0, 1] = 8
+    with pytest.raises(ValueError, match=r"pages outside \[0, 8\)"):
+        cuattn.decode(q, kp, vp, block_table=bad)
+    bad[0, 1] = -1
+    with pytest.raises(ValueError, match="pages outside"):
+        cuattn.decode(q, kp, vp, block_table=bad)
+    # an out-of-range entry past the row's length is never read, so it is no error
+    cuattn.decode(q, kp, vp, block_table=bad, cache_seqlens=np.array([4, 16], np.int32))
+    with pytest.raises(TypeError, match="block_table must be int32"):
+        cuattn.decode(q, kp, vp, block_table=table.astype(np.int64))
+    with pytest.raises(ValueError, match="block_table must have shape"):
+        cuattn.decode(q, kp, vp, block_table=table[:1])
+    with pytest.raises(ValueError, match=r"cache_seqlens must lie in \[0, 16\]"):
+        cuattn.decode(q, kp, vp, block_table=table, cache_seqlens=np.array([17, 1], np.int32))
