@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _checks
 from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
-from ._cuda import get_kernel, launch
+from ._cuda import device_properties, get_kernel, launch
 from .attention import _flatten_batch, _kernel_ready
 
 MODES = ("chunk", "recurrent")
@@ -18,9 +18,24 @@ MAX_GRID_Z = 65535
 PADDED_K = (32, 64, 128, 256)
 GPU_DIM_RANGE = (16, 256)
 CHUNK_STEP = 16       # tokens per chunk step (cuda/gla.cu: kC)
-CHUNK_BLOCK_V = 64    # value columns per chunk block (4 warps x 16)
+CHUNK_WARP_COUNTS = (4, 8)  # a chunk block has 16 value columns per warp
 RECURRENT_BLOCK_V = 32
 THREADS = 128
+SCAN_THREADS = 256
+SCAN_EXPRESSION = "gla_chunk_scan"
+# Chunk-mode variant switches; None picks automatically (tests set them to force each variant).
+# CHUNK_WARPS: 4 or 8 warps per block (64 or 128 value columns).
+# CHUNK_SEGMENT_LEN: 0 = one block walks a whole sequence (sequential); a multiple of 16 = the
+# segmented 3-phase scheme with segments of that many tokens (see _chunk_plan).
+CHUNK_WARPS = None
+CHUNK_SEGMENT_LEN = None
+# Cost model of the automatic choice, in units of one 16-token step of one block: phase 1 of the
+# segmented scheme (state only, no W and no output) costs about this fraction of a full step,
+SEGMENT_PHASE1_COST = 0.35
+# the scan and the two extra launches about this many steps, and a split must win by this factor.
+SEGMENT_FIXED_COST = 8
+SEGMENT_MIN_GAIN = 1.15
+SEGMENT_MAX_WORKSPACE = 256 << 20  # bytes of fp32 segment states per launch
 TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float"}
 
 
@@ -28,29 +43,72 @@ def padded_key_dim(head_dim_k: int) -> int:
     return next(p for p in PADDED_K if p >= head_dim_k)
 
 
-def chunk_expression(type_name: str, padded: int) -> str:
-    return f"gla_chunk_mma<{type_name}, {padded}>"
+def chunk_expression(type_name: str, padded: int, warps: int = 4, state_only: bool = False) -> str:
+    return f"gla_chunk_mma<{type_name}, {padded}, {warps}, {'true' if state_only else 'false'}>"
 
 
 def recurrent_expression(type_name: str, padded: int) -> str:
     return f"gla_recurrent<{type_name}, {padded}>"
 
 
-def chunk_smem_bytes(padded: int) -> int:
+def chunk_smem_bytes(padded: int, warps: int = 4) -> int:
     """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu)."""
-    stride_k, stride_v, stride_w = padded + 8, CHUNK_BLOCK_V + 8, CHUNK_STEP + 8
+    stride_k, stride_v, stride_w = padded + 8, 16 * warps + 8, CHUNK_STEP + 8
     stage = 3 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_v
     halves = 2 * stage + (3 * CHUNK_STEP + CHUNK_STEP // 2) * stride_k + CHUNK_STEP * stride_w
-    return 2 * halves + 4 * (CHUNK_STEP * padded + padded)
+    return 2 * halves + 4 * (CHUNK_STEP * padded + 2 * padded)
 
 
 def all_kernel_expressions() -> list[str]:
     """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
-    out = []
+    out = [SCAN_EXPRESSION]
     for padded in PADDED_K:
-        out += [chunk_expression(t, padded) for t in ("half_t", "bf16_t")]
+        out += [chunk_expression(t, padded, w, so) for t in ("half_t", "bf16_t")
+                for w in CHUNK_WARP_COUNTS for so in (False, True)]
         out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
     return out
+
+
+def _chunk_blocks_per_sm(padded: int, warps: int) -> int:
+    """Blocks per SM guaranteed by gla_chunk_mma's __launch_bounds__ (a lower bound)."""
+    if warps > 4 or padded > 128:
+        return 1
+    return 2 if padded > 64 else 4
+
+
+def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int) -> tuple[int, int]:
+    """(warps, segment length) of the chunk mode: CHUNK_WARPS / CHUNK_SEGMENT_LEN when set.
+
+    Automatic: 8 warps (one block covers 128 value columns, so the per-step decay and W work
+    is not repeated per 64-column tile) when V > 64, else 4. Sequential (segment length 0)
+    unless too few blocks fill the GPU: then the segment length that minimizes
+    waves x steps per segment x (1 + phase-1 cost), if it wins by SEGMENT_MIN_GAIN.
+    """
+    warps = CHUNK_WARPS if CHUNK_WARPS is not None else (8 if vdim > 64 else 4)
+    if warps not in CHUNK_WARP_COUNTS:
+        raise ValueError(f"cuattn.gla.CHUNK_WARPS must be one of {CHUNK_WARP_COUNTS} or None; got {warps!r}")
+    if CHUNK_SEGMENT_LEN is not None:
+        seg = int(CHUNK_SEGMENT_LEN)
+        if seg < 0 or seg % CHUNK_STEP:
+            raise ValueError(f"cuattn.gla.CHUNK_SEGMENT_LEN must be 0 or a positive multiple of {CHUNK_STEP}; got {seg}")
+        return warps, seg
+    steps = -(-max_len // CHUNK_STEP)
+    if steps < 2:
+        return warps, 0
+    padded = padded_key_dim(kdim)
+    base = num_seqs * heads * -(-vdim // (16 * warps))
+    slots = device_properties()["num_sms"] * _chunk_blocks_per_sm(padded, warps)
+    best_cost, best_seg = -(-base // slots) * steps, 0
+    state_bytes = 4 * heads * kdim * vdim * min(num_seqs, MAX_GRID_Z)
+    for parts in range(2, min(steps, 256) + 1):
+        per = -(-steps // parts)
+        nseg = -(-steps // per)
+        if nseg * state_bytes > SEGMENT_MAX_WORKSPACE:
+            break
+        cost = -(-base * nseg // slots) * per * (1 + SEGMENT_PHASE1_COST) + SEGMENT_FIXED_COST
+        if cost * SEGMENT_MIN_GAIN < best_cost:
+            best_cost, best_seg = cost, per * CHUNK_STEP
+    return warps, best_seg
 
 
 def check_cu_seqlens(cu_seqlens, seqlen: int):
@@ -262,12 +320,6 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
 
     padded = padded_key_dim(kdim)
     type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
-    if mode == "chunk" and type_name != "float":
-        kernel = get_kernel("gla.cu", chunk_expression(type_name, padded), max_dynamic_smem=chunk_smem_bytes(padded))
-        block_v, smem = CHUNK_BLOCK_V, chunk_smem_bytes(padded)
-    else:
-        kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
-        block_v, smem = RECURRENT_BLOCK_V, 0
 
     def strides(x):
         return [np.int64(s // x.itemsize) for s in x.strides[:3]]
@@ -275,11 +327,50 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     args_tail = []
     for x in (qf, kf, vf, gf, of):
         args_tail += strides(x)
-    for s0 in range(0, num_seqs, MAX_GRID_Z):
-        s1 = min(num_seqs, s0 + MAX_GRID_Z)
-        args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
-                np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0),
-                np.int32(initial_state is not None), np.int32(final is not None), np.int32(varlen),
-                np.float32(sizes["scale"])]
-        launch(kernel, (-(-vdim // block_v), heads, s1 - s0), (THREADS,), args, shared_mem=smem)
+    use_h0, store_ht = np.int32(initial_state is not None), np.int32(final is not None)
+
+    def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
+        return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
+                np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
+                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
+
+    if mode != "chunk" or type_name == "float":
+        kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
+        for s0 in range(0, num_seqs, MAX_GRID_Z):
+            s1 = min(num_seqs, s0 + MAX_GRID_Z)
+            args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
+                    np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), use_h0, store_ht,
+                    np.int32(varlen), np.float32(sizes["scale"])]
+            launch(kernel, (-(-vdim // RECURRENT_BLOCK_V), heads, s1 - s0), (THREADS,), args)
+        return o, final
+
+    max_len = int(np.max(np.diff(cu))) if varlen else seqlen
+    warps, seg_len = _chunk_plan(num_seqs, heads, kdim, vdim, max_len)
+    smem = chunk_smem_bytes(padded, warps)
+    full = get_kernel("gla.cu", chunk_expression(type_name, padded, warps), max_dynamic_smem=smem)
+    grid_x, threads = -(-vdim // (16 * warps)), 32 * warps
+    if seg_len == 0:
+        for s0 in range(0, num_seqs, MAX_GRID_Z):
+            s1 = min(num_seqs, s0 + MAX_GRID_Z)
+            launch(full, (grid_x, heads, s1 - s0), (threads,),
+                   kernel_args(h0, ht, s0, use_h0, store_ht, dummy, 0, 0), shared_mem=smem)
+        return o, final
+
+    # Segmented: (1) every segment's state from zero and its decay, all in parallel; (2) a scan
+    # over segments gives each one's starting state (and the final state); (3) every segment's
+    # outputs from its starting state, all in parallel.
+    states_only = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, True), max_dynamic_smem=smem)
+    scan = get_kernel("gla.cu", SCAN_EXPRESSION)
+    nseg = max(1, -(-max_len // seg_len))
+    per_launch = max(1, MAX_GRID_Z // nseg)
+    for s0 in range(0, num_seqs, per_launch):
+        count = min(num_seqs, s0 + per_launch) - s0
+        work = cupy.empty((count, nseg, heads, kdim, vdim), dtype=cupy.float32)
+        decay = cupy.empty((count, nseg, heads, kdim), dtype=cupy.float32)
+        grid = (grid_x, heads, count * nseg)
+        launch(states_only, grid, (threads,), kernel_args(dummy, work, s0, 0, 1, decay, nseg, seg_len),
+               shared_mem=smem)
+        launch(scan, (-(-(kdim * vdim) // SCAN_THREADS), heads, count), (SCAN_THREADS,),
+               [work, decay, h0, ht, np.int32(kdim), np.int32(vdim), np.int32(nseg), np.int32(s0), use_h0, store_ht])
+        launch(full, grid, (threads,), kernel_args(work, dummy, s0, 1, 0, decay, nseg, seg_len), shared_mem=smem)
     return o, final

@@ -77,16 +77,16 @@ __device__ __forceinline__ void gla_sequence(const int* cu_seqlens, int varlen, 
     }
 }
 
-template <typename T, int kK>
-__global__ void __launch_bounds__(128, kK > 128 ? 1 : 2)
+template <typename T, int kK, int kWarps, bool kStateOnly>
+__global__ void __launch_bounds__(32 * kWarps, (kWarps > 4 || kK > 128) ? 1 : (kK > 64 ? 2 : 4))
 gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
               const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
               float* __restrict__ ht, const int* __restrict__ cu_seqlens,
               i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
               i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
               int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
-              int varlen, float scale) {
-    constexpr int kWarps = 4, kThreads = 32 * kWarps;
+              int varlen, float scale, float* __restrict__ seg_decay, int num_segments, int seg_len) {
+    constexpr int kThreads = 32 * kWarps;
     constexpr int kC = 16;                      // tokens per step
     constexpr int kHalf = kC / 2;               // W's diagonal blocks are formed elementwise
     constexpr int kBlockV = 16 * kWarps;        // value rows of S^T per block
@@ -94,7 +94,10 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     constexpr int kChunksK = kK / 8, kChunksV = kBlockV / 8;
     constexpr int kKTiles = kK / 16, kNTiles = kK / 8;
     constexpr int kStage = 3 * kC * kStrideK + kC * kStrideV;
-    static_assert(kThreads == kC * 8, "W is formed by 8 threads per token row");
+    constexpr int kParts = kThreads / kC;       // threads per token row of W
+    constexpr bool kSplitDecay = kThreads >= 2 * kK;  // q-side and k-side decays on separate threads
+    static_assert(kWarps == 4 || kWarps == 8, "4 or 8 warps");
+    static_assert(kParts == 8 || kParts == 16, "W is formed by 8 or 16 threads per token row");
     static_assert(kK % 32 == 0, "padded key dim");
 
     extern __shared__ __align__(16) u16 smem[];
@@ -105,12 +108,24 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     u16* sW = sKh + kHalf * kStrideK;           // intra-step weights W[t][s]
     float* sE = reinterpret_cast<float*>(sW + kC * kStrideW);  // E[t][c]
     float* sDecay = sE + kC * kK;               // A_{C-1}[c]
+    float* sSegDecay = sDecay + kK;             // product of E over the segment so far (per channel)
 
-    const int v0 = blockIdx.x * kBlockV, head = blockIdx.y, n = seq0 + blockIdx.z;
+    // Segmented launch (num_segments >= 1): blockIdx.z = local sequence * num_segments + segment j,
+    // tokens [j seg_len, (j+1) seg_len) of the sequence; states are indexed by (local sequence,
+    // segment) in the caller's workspace. Otherwise blockIdx.z is the sequence, all its tokens.
+    const int segmented = num_segments > 0;
+    const int local = segmented ? blockIdx.z / num_segments : blockIdx.z;
+    const int seg = segmented ? blockIdx.z % num_segments : 0;
+    const int v0 = blockIdx.x * kBlockV, head = blockIdx.y, n = seq0 + local;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     i64 bos, row;
     int len;
     gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    if (segmented) {
+        const int start = seg * seg_len;  // < 2^31: the caller checks num_segments * seg_len
+        bos += start;
+        len = min(max(len - start, 0), seg_len);
+    }
     const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
     const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
     const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
@@ -141,7 +156,9 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     // S^T accumulators: element e of tile nt is (value row vr(e), key column kc(nt, e))
     const int g8 = lane / 4, t4 = lane % 4;
     const int vrow = v0 + warp * 16 + g8;
-    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v;
+    const i64 state_idx = segmented ? (i64)local * num_segments + seg : (i64)n;
+    const i64 state_off = (state_idx * gridDim.y + head) * head_dim_k * head_dim_v;
+    for (int c = tid; c < kK; c += kThreads) sSegDecay[c] = 1.f;  // read only by c's owner below
     float acc_s[kNTiles][4];
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
@@ -170,45 +187,60 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         const u16* rg = rk + kC * kStrideK;
         const u16* rv = rg + kC * kStrideK;
 
-        // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}
-        for (int c = tid; c < kK; c += kThreads) {
+        // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}.
+        //    Item i < kK is channel i's q side (also E, A_{C-1} and the segment's decay),
+        //    item kK + c its k side; with kSplitDecay the two sides run on separate threads
+        //    (each takes its own expf of the same g: the same E bit for bit).
+        for (int i = tid; i < (kSplitDecay ? 2 * kK : kK); i += kThreads) {
+            const int c = i % kK;
+            const bool q_side = !kSplitDecay || i < kK, k_side = !kSplitDecay || i >= kK;
             float e[kC];
-            float prefix = 1.f, prefix_h = 1.f;
 #pragma unroll
-            for (int t = 0; t < kC; ++t) {
-                e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
-                sE[t * kK + c] = e[t];
-                prefix *= e[t];
-                const float qv = gla_ld<T>(rq + t * kStrideK + c);
-                sQd[t * kStrideK + c] = Num<T>::from_float(qv * prefix).bits;
-                if (t >= kHalf) prefix_h *= e[t];
-                sQh[t * kStrideK + c] = Num<T>::from_float(t >= kHalf ? qv * prefix_h : 0.f).bits;
+            for (int t = 0; t < kC; ++t) e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
+            if (q_side) {
+                float prefix = 1.f, prefix_h = 1.f;
+#pragma unroll
+                for (int t = 0; t < kC; ++t) {
+                    prefix *= e[t];
+                    if (!kStateOnly) {
+                        sE[t * kK + c] = e[t];
+                        const float qv = gla_ld<T>(rq + t * kStrideK + c);
+                        sQd[t * kStrideK + c] = Num<T>::from_float(qv * prefix).bits;
+                        if (t >= kHalf) prefix_h *= e[t];
+                        sQh[t * kStrideK + c] = Num<T>::from_float(t >= kHalf ? qv * prefix_h : 0.f).bits;
+                    }
+                }
+                sDecay[c] = prefix;
+                sSegDecay[c] *= prefix;
             }
-            sDecay[c] = prefix;
-            float suffix = 1.f, suffix_h = 1.f;
+            if (k_side) {
+                float suffix = 1.f, suffix_h = 1.f;
 #pragma unroll
-            for (int s = kC - 1; s >= 0; --s) {
-                const float kv = gla_ld<T>(rk + s * kStrideK + c);
-                sKd[s * kStrideK + c] = Num<T>::from_float(kv * suffix).bits;
-                suffix *= e[s];
-                if (s < kHalf) {
-                    sKh[s * kStrideK + c] = Num<T>::from_float(kv * suffix_h).bits;
-                    suffix_h *= e[s];
+                for (int s = kC - 1; s >= 0; --s) {
+                    const float kv = gla_ld<T>(rk + s * kStrideK + c);
+                    sKd[s * kStrideK + c] = Num<T>::from_float(kv * suffix).bits;
+                    suffix *= e[s];
+                    if (!kStateOnly && s < kHalf) {
+                        sKh[s * kStrideK + c] = Num<T>::from_float(kv * suffix_h).bits;
+                        suffix_h *= e[s];
+                    }
                 }
             }
         }
         __syncthreads();
 
+        u32 a_v[4];  // v^T (value rows x tokens): o's and the state update's A operand
+        if (!kStateOnly) {
         // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal).
         //    Same-half pairs elementwise (running product walking s from t down to the half's
         //    start); the block t >= 8 > s on tensor cores as (q_t P(7,t]) . (k_s P(s,7]).
         {
-            const int t = tid / 8, part = tid % 8, base = t & kHalf;
+            const int t = tid / kParts, part = tid % kParts, base = t & kHalf;
             float w[kHalf];
 #pragma unroll
             for (int j = 0; j < kHalf; ++j) w[j] = 0.f;
 #pragma unroll 4
-            for (int c = part; c < head_dim_k; c += 8) {  // unrolled: independent channels overlap
+            for (int c = part; c < head_dim_k; c += kParts) {  // unrolled: independent channels overlap
                 const float qc = gla_ld<T>(rq + t * kStrideK + c);
                 float f = 1.f;  // P(s, t), walking s downwards
 #pragma unroll
@@ -222,12 +254,11 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             }
 #pragma unroll
             for (int j = 0; j < kHalf; ++j) {
-                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 1);
-                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 2);
-                w[j] += __shfl_xor_sync(0xffffffffu, w[j], 4);
+#pragma unroll
+                for (int m = 1; m < kParts; m *= 2) w[j] += __shfl_xor_sync(0xffffffffu, w[j], m);
                 if (j == part) sW[t * kStrideW + base + j] = Num<T>::from_float(w[j]).bits;
             }
-            if (t < kHalf) sW[t * kStrideW + kHalf + part] = Num<T>::from_float(0.f).bits;
+            if (t < kHalf && part < kHalf) sW[t * kStrideW + kHalf + part] = Num<T>::from_float(0.f).bits;
             if (warp == 0) {  // rows 0..7 of sQh are zero, so c0/c1 (rows g) are unused
                 float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
@@ -247,7 +278,6 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         __syncthreads();
 
         // 3. o^T = S^T (q*A)^T + v^T W^T for this warp's 16 value rows
-        u32 a_v[4];  // v^T (value rows x tokens), reused by the state update
         ldmatrix_x4_trans(a_v, smem_addr(rv + x_row * kStrideV + warp * 16 + x_col));
         float acc_o[2][4];
 #pragma unroll
@@ -279,6 +309,9 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
                 const int t = t0 + nt * 8 + 2 * t4 + (e & 1), vr = vrow + 8 * (e >> 1);
                 if (t < len && vr < head_dim_v) ob[(i64)t * o_st + vr] = Num<T>::from_float(scale * acc_o[nt][e]);
             }
+        } else {
+            ldmatrix_x4_trans(a_v, smem_addr(rv + x_row * kStrideV + warp * 16 + x_col));
+        }
 
         // 4. S^T = S^T diag(A_{C-1}) + v^T (k*P)
 #pragma unroll
@@ -307,6 +340,37 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
                 if (kc < head_dim_k && vr < head_dim_v) ht[state_off + (i64)kc * head_dim_v + vr] = acc_s[nt][e];
             }
     }
+    if (kStateOnly && blockIdx.x == 0) {  // the segment's decay: every value tile has the same
+        for (int c = tid; c < head_dim_k; c += kThreads)  // c's owner wrote sSegDecay[c] (no sync needed)
+            seg_decay[state_idx * gridDim.y * head_dim_k + (i64)head * head_dim_k + c] = sSegDecay[c];
+    }
+}
+
+// Phase 2 of the segmented chunk mode: a sequential scan over one sequence's segments,
+//     start_0 = h0,   start_{j+1} = diag(D_j) start_j + dS_j,   final = start_{num_segments},
+// where dS_j (the segment's state from zero) and D_j (the product of its E, in [0, 1]) come from
+// gla_chunk_mma<.., kStateOnly = true>. states (local sequence, segment, H, K, V) holds dS_j on
+// entry and start_j on exit. One thread per state element (coalesced along V); a D_j of 0 resets
+// exactly (0 * finite = 0).
+__global__ void __launch_bounds__(256)
+gla_chunk_scan(float* __restrict__ states, const float* __restrict__ seg_decay, const float* __restrict__ h0,
+               float* __restrict__ ht, int head_dim_k, int head_dim_v, int num_segments, int seq0,
+               int use_h0, int store_ht) {
+    const int head = blockIdx.y, heads = gridDim.y, local = blockIdx.z;
+    const int kv = head_dim_k * head_dim_v;
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= kv) return;
+    const int c = e / head_dim_v;
+    const i64 state_off = ((i64)(seq0 + local) * heads + head) * kv + e;
+    float s = use_h0 ? h0[state_off] : 0.f;
+    for (int j = 0; j < num_segments; ++j) {
+        const i64 idx = ((i64)local * num_segments + j) * heads + head;
+        const float ds = states[idx * kv + e];
+        const float d = seg_decay[idx * head_dim_k + c];
+        states[idx * kv + e] = s;
+        s = d * s + ds;
+    }
+    if (store_ht) ht[state_off] = s;
 }
 
 template <typename T, int kK>
