@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -255,6 +256,14 @@ def plan(sizes, num_sms):
     return rows, row_chunks, -(-length // chunk), chunk
 
 
+@functools.lru_cache(maxsize=64)
+def _device_slopes(device_id: int, num_heads: int, default: bool):
+    """Zeros (no bias) or the default slopes on a device, copied once (no host copy per call)."""
+    cupy = require_cupy()
+    with cupy.cuda.Device(device_id):
+        return cupy.asarray(alibi_slopes(num_heads) if default else np.zeros(num_heads, np.float32))
+
+
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes):
     cupy = require_cupy()
     d = sizes["head_dim"]
@@ -273,7 +282,10 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     lens = (cupy.full((batch,), sizes["cache_len"], dtype=cupy.int32) if cache_seqlens is None
             else cupy.ascontiguousarray(cache_seqlens))
     table = cupy.zeros((batch, 1), dtype=cupy.int32) if block_table is None else cupy.ascontiguousarray(block_table)
-    slope_arr = cupy.zeros((hq,), dtype=cupy.float32) if slopes is None else cupy.ascontiguousarray(cupy.asarray(slopes))
+    if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
+        slope_arr = _device_slopes(cupy.cuda.Device().id, hq, slopes is not None)
+    else:
+        slope_arr = cupy.ascontiguousarray(slopes)
     type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
     padded = min(p for p in HEAD_DIMS if p >= d)
     num_rows = hq // hkv * sq

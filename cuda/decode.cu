@@ -77,7 +77,9 @@ struct DecodeShape {
     static constexpr int kKeysPerWarp = 32 / kLanesPerKey;
     static constexpr int kSlots = kWarps * kKeysPerWarp;               // independent softmax streams
     static constexpr int kUnroll = 4 / kChunksPerLane;                 // keys in flight per thread
-    static constexpr int kMinBlocks = kRows * kPerLane <= 32 ? 4 : 2;
+    // 4 blocks per SM (<= 128 registers) where the rows' registers fit, else 2
+    static constexpr int kMinBlocks =
+        (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64)) ? 4 : 2;
 };
 
 template <typename T, int kHeadDim, int kRows, bool kPaged>
