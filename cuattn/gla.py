@@ -182,7 +182,9 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
 
         S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t        o_t = scale * q_t S_t
 
-    ``mode='chunk'`` runs 16-token steps on tensor cores (intra-step weights plus state passing);
+    ``mode='chunk'`` runs 16-token steps on tensor cores (intra-step weights plus state passing;
+    long sequences with few heads are split into segments processed in parallel, joined by a
+    scan over the segments' states);
     ``mode='recurrent'`` runs one token at a time with the state kept on chip (also the way to
     generate token by token: T=1 with a state in and out). Both compute the same function and
     agree to rounding for every gate in [-inf, 0]: a gate of -inf (or anything whose exp
@@ -361,6 +363,8 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     # outputs from its starting state, all in parallel.
     states_only = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, True), max_dynamic_smem=smem)
     scan = get_kernel("gla.cu", SCAN_EXPRESSION)
+    min_seg = CHUNK_STEP * -(-max_len // (CHUNK_STEP * MAX_GRID_Z))  # at most MAX_GRID_Z segments
+    seg_len = max(seg_len, min_seg)
     nseg = max(1, -(-max_len // seg_len))
     per_launch = max(1, MAX_GRID_Z // nseg)
     for s0 in range(0, num_seqs, per_launch):

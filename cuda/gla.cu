@@ -26,25 +26,40 @@
 // loses all precision when a gate is -3.4e37 and returns NaN for -inf). A positive gate gives
 // E > 1: valid math, computed as given (it can overflow, as the recurrence itself would).
 //
-// gla_chunk_mma<T, kK> (T = half_t / bf16_t): 4 warps, 64 value columns per block. The state is
-// kept TRANSPOSED, S^T (V x K), in fp32 mma accumulators: warp w owns value rows
+// gla_chunk_mma<T, kK, kWarps, kStateOnly> (T = half_t / bf16_t): kWarps = 4 or 8 warps,
+// 16 kWarps value columns per block (8 warps: one block covers V = 128, so the per-step decay
+// and W work below is done once instead of once per 64-column tile, by twice the threads).
+// The state is kept TRANSPOSED, S^T (V x K), in fp32 mma accumulators: warp w owns value rows
 // [16w, 16w + 16) and all kK key columns (kK / 2 registers per lane). That layout is exactly an
 // mma A fragment once packed to T, so per step of 16 tokens:
 //     o^T   = S^T (q*A)^T  +  v^T W^T           (M = 16 value rows, N = 16 tokens)
 //     S^T   = S^T diag(A_{C-1}) + v^T (k*P)      (M = 16 value rows, N = kK, k = 16 tokens)
 // all on mma.sync m16n8k16 with fp32 accumulation. The decayed q, k and W are formed in shared
-// memory by all 128 threads: thread c walks channel c over the step (running prefix product
-// for q, suffix product for k). W's two 8x8 diagonal blocks are formed elementwise: thread
-// (t, c mod 8) walks s from t down to the start of t's half with a running product, then 8 lanes
-// reduce; its block t >= 8 > s is one tensor-core product (warp 0) of (q_t P(7, t]) and
+// memory by all threads: a thread walks channel c over the step (running prefix product for q,
+// suffix product for k; with 8 warps and kK <= 128 the q and k sides run on separate threads).
+// W's two 8x8 diagonal blocks are formed elementwise: thread (t, c mod P), P = 8 (4 warps) or
+// 16 (8 warps), walks s from t down to the start of t's half with a running product, then P
+// lanes reduce; its block t >= 8 > s is one tensor-core product (warp 0) of (q_t P(7, t]) and
 // (k_s P(s, 7]), both again products of factors in [0, 1]. q, k, g, v of step i+1 stream in with
 // cp.async (double buffer, zero-filled past the sequence and past K/V: g = 0 there, E = 1).
-// Shared memory (16-bit units unless noted): 2 stages x (q, k, g: 16 x (kK+8); v: 16 x 72),
-// decayed q, k and half-referenced q 16 x (kK+8) each, half-referenced k 8 x (kK+8), W 16 x 24,
-// then fp32 E 16 x kK and A_{C-1} kK.
-// Traffic: q, k, g read once per value tile (V / 64 tiles), v and o once, the state twice.
+// Shared memory (16-bit units unless noted): 2 stages x (q, k, g: 16 x (kK+8); v: 16 x (16 kWarps
+// + 8)), decayed q, k and half-referenced q 16 x (kK+8) each, half-referenced k 8 x (kK+8),
+// W 16 x 24, then fp32 E 16 x kK, A_{C-1} kK and the segment's decay kK.
+// Traffic: q, k, g read once per value tile (V / (16 kWarps) tiles), v and o once, the state twice.
 // Rounding beyond fp32: the tensor-core operands (decayed q and k, W, and the state in the
 // inter-step product) are rounded to T, as in flash-linear-attention.
+//
+// Segmented chunk mode (long sequences with too few (sequence, head, tile) blocks to fill the
+// GPU): each sequence is cut into segments of seg_len tokens (a multiple of 16), and
+//   (1) gla_chunk_mma<.., kStateOnly = true>, one block per (tile, head, sequence x segment), runs
+//       steps 1 and 4 only from a zero state: dS_j (the segment's own contribution to the state)
+//       and D_j = prod over the segment of E (a running product of the per-step A_{C-1});
+//   (2) gla_chunk_scan walks the segments: start_{j+1} = diag(D_j) start_j + dS_j, start_0 = h0;
+//   (3) gla_chunk_mma<.., false> runs every segment in parallel from start_j, writing o.
+// Exactness is unchanged: D_j is a product of factors in [0, 1] (a reset gives exactly 0, and
+// 0 * finite = 0 in the scan), and (1) + (2) only regroup the products the sequential kernel
+// forms: S after segment j is diag(D_j) S_before + dS_j in exact arithmetic. The segment states
+// live in a float32 workspace (sequences x segments x H x K x V), written once and read twice.
 //
 // gla_recurrent<T, kK> (any T, exact FFMA): 4 warps; lane j owns value column j of a 32-column
 // tile, warp w owns key rows [w kK/4, (w+1) kK/4): kK/4 state registers per thread, kept for

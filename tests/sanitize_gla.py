@@ -5,8 +5,9 @@
     compute-sanitizer --tool synccheck python tests/sanitize_gla.py
 
 Covers both modes, the three dtypes, every padded K (32..256), partial value tiles, packed
-sequences with empty and length-1 members, one-token calls with a state, and exits non-zero if a
-result is off (so a sanitizer-clean but wrong kernel still fails).
+sequences with empty and length-1 members, one-token calls with a state, each chunk variant
+(4/8 warps, sequential or segmented: forced through cuattn.gla's switches), and exits non-zero if
+a result is off (so a sanitizer-clean but wrong kernel still fails).
 """
 
 import sys
@@ -20,14 +21,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cupy as cp  # noqa: E402
 
 import cuattn  # noqa: E402
+import cuattn.gla  # noqa: E402,F401
 from cuattn._checks import BFLOAT16  # noqa: E402
 from helpers import gla_inputs, rel_error  # noqa: E402
 
 TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
 
 
+GLA = sys.modules["cuattn.gla"]  # the module (cuattn.gla is the function)
+CHUNK_VARIANTS = [(None, None), (4, 0), (8, 0), (4, 16), (8, 48)]  # (CHUNK_WARPS, CHUNK_SEGMENT_LEN)
+
+
 def main():
     rng = np.random.default_rng(0)
+    worst = 0.0
+    for warps, segment_len in CHUNK_VARIANTS:
+        GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = warps, segment_len
+        print(f"chunk variant: warps={warps} segment_len={segment_len}", flush=True)
+        worst = max(worst, sweep(rng))
+    cp.cuda.Device().synchronize()
+    print(f"worst error / tolerance: {worst:.3f}")
+    sys.exit(0 if worst < 1 else 1)
+
+
+def sweep(rng):
     worst = 0.0
     cases = [((1, 2, 37), 16, 24), ((1, 1, 20), 64, 72), ((1, 1, 33), 128, 64), ((1, 1, 17), 256, 256),
              ((2, 1, 1), 40, 16)]
@@ -50,9 +67,7 @@ def main():
             err = max(rel_error(o, ro), rel_error(s, rs))
             worst = max(worst, err / TOL[np.dtype(dtype)])
             print(f"{np.dtype(dtype).name:9} {mode:9} cu_seqlens {cu.tolist()}: {err:.2e}", flush=True)
-    cp.cuda.Device().synchronize()
-    print(f"worst error / tolerance: {worst:.3f}")
-    sys.exit(0 if worst < 1 else 1)
+    return worst
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ the lengths used here (<= 130): 2e-5. Chunk and recurrent are also compared to e
 at the same tolerance, since both are held to the same reference.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,26 @@ def test_reference_backend_dispatch(rng):
     q, k, v, g = gla_inputs(rng, (1, 2, 10), 16, 8, "masked_-inf", np.float32)
     o, s = cuattn.gla(q, k, v, g, backend="reference", output_final_state=True)
     assert o.dtype == np.float64 and s.shape == (1, 2, 16, 8)
+
+
+def test_chunk_plan(monkeypatch):
+    """The GPU chunk mode's variant choice (pure Python, no device needed)."""
+    gla_module = importlib.import_module("cuattn.gla")
+    monkeypatch.setattr(gla_module, "device_properties", lambda: {"num_sms": 132})
+    plan = gla_module._chunk_plan
+    # (sequences, heads, K, V, length): ANCHORS rows. Enough blocks: sequential; 4 x 16 heads at
+    # T = 8192 (64 blocks of 128 value columns for 132 SMs): segmented.
+    assert plan(8, 16, 128, 128, 2048) == (8, 0)
+    assert plan(16, 32, 64, 64, 2048) == (4, 0)
+    warps, seg = plan(4, 16, 128, 128, 8192)
+    assert warps == 8 and seg > 0 and seg % 16 == 0 and seg < 8192
+    assert plan(4, 16, 128, 128, 1) == (8, 0)
+    monkeypatch.setattr(gla_module, "CHUNK_WARPS", 4)
+    monkeypatch.setattr(gla_module, "CHUNK_SEGMENT_LEN", 48)
+    assert plan(8, 16, 128, 128, 2048) == (4, 48)
+    monkeypatch.setattr(gla_module, "CHUNK_SEGMENT_LEN", 40)
+    with pytest.raises(ValueError, match="CHUNK_SEGMENT_LEN"):
+        plan(8, 16, 128, 128, 2048)
+    monkeypatch.setattr(gla_module, "CHUNK_WARPS", 6)
+    with pytest.raises(ValueError, match="CHUNK_WARPS"):
+        plan(8, 16, 128, 128, 2048)

@@ -13,6 +13,8 @@ Chunk and recurrent are also held to each other at the same tolerance.
 Outputs are poisoned (the memory pool handed NaN-filled blocks) so an unwritten element fails.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from cuattn._checks import BFLOAT16
 from helpers import gla_inputs, rel_error
 
 pytestmark = pytest.mark.gpu
+gla_module = importlib.import_module("cuattn.gla")  # the module (cuattn.gla is the function)
 
 DTYPES = [np.float16, BFLOAT16, np.float32]
 TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
@@ -192,3 +195,101 @@ def test_gpu_errors(cp):
         cuattn.gla(x, np.ones((1, 2, 8, 64), np.float16), x, x)
     with pytest.raises(ValueError, match="past the packed length"):
         cuattn.gla(x, x, x, x, cu_seqlens=cp.asarray([0, 9], cp.int32))
+
+
+CHUNK_VARIANTS = [  # (warps, segment length) forced through cuattn.gla's switches; 0 = sequential
+    (4, 0), (8, 0), (4, 16), (8, 16), (4, 48), (8, 64), (8, 4096),
+]
+
+
+def force_chunk_variant(monkeypatch, warps, segment_len):
+    monkeypatch.setattr(gla_module, "CHUNK_WARPS", warps)
+    monkeypatch.setattr(gla_module, "CHUNK_SEGMENT_LEN", segment_len)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+@pytest.mark.parametrize("gates", GATES)
+def test_gpu_chunk_variants_match_reference(cp, rng, monkeypatch, dtype, warps, segment_len, gates):
+    """Every chunk variant (4/8 warps, sequential or segmented) against float64 and recurrent."""
+    q, k, v, g = gla_inputs(rng, (2, 3, 150), 64, 64, gates, dtype)
+    h0 = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    orec, srec = run(cp, q, k, v, g, mode="recurrent", scale=-0.3, h0=h0)
+    force_chunk_variant(monkeypatch, warps, segment_len)
+    o, s = run(cp, q, k, v, g, mode="chunk", scale=-0.3, h0=h0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, scale=-0.3, initial_state=h0, output_final_state=True)
+    tol = TOL[np.dtype(dtype)]
+    assert np.all(np.isfinite(o)) and np.all(np.isfinite(s))
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+    assert rel_error(o, orec) < tol and rel_error(s, srec) < tol, (rel_error(o, orec), rel_error(s, srec))
+
+
+VARIANT_SHAPES = [  # (lead, K, V): padded K 32..256, partial value tiles for 64 and 128 columns
+    ((1, 2, 300), 16, 16),
+    ((2, 2, 77), 24, 40),
+    ((1, 2, 129), 128, 128),
+    ((1, 2, 200), 128, 200),
+    ((1, 1, 65), 256, 256),
+    ((1, 2, 50), 136, 72),
+    ((2, 1, 2, 33), 64, 200),
+    ((1, 1, 1), 64, 64),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+@pytest.mark.parametrize("lead,kdim,vdim", VARIANT_SHAPES)
+def test_gpu_chunk_variants_shapes(cp, rng, monkeypatch, dtype, warps, segment_len, lead, kdim, vdim):
+    q, k, v, g = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
+    h0 = rng.standard_normal(lead[:-1] + (kdim, vdim)).astype(np.float32)
+    force_chunk_variant(monkeypatch, warps, segment_len)
+    o, s = run(cp, q, k, v, g, mode="chunk", h0=h0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True)
+    tol = TOL[np.dtype(dtype)]
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+    _, s_only = run(cp, q, k, v, g, mode="chunk", h0=h0, final=False)  # no final state asked
+    assert s_only is None
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+def test_gpu_chunk_variants_cu_seqlens(cp, rng, monkeypatch, dtype, warps, segment_len):
+    lengths = [1, 17, 0, 33, 16, 5, 1, 70]  # empty and short members: empty segments in the scan
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    total = int(cu[-1]) + 3
+    q, k, v, g = gla_inputs(rng, (1, 2, total), 64, 96, "masked_-0.1max", dtype)
+    h0 = rng.standard_normal((len(lengths), 2, 64, 96)).astype(np.float32)
+    force_chunk_variant(monkeypatch, warps, segment_len)
+    o, s = run(cp, q, k, v, g, mode="chunk", h0=h0, cu=cu, scale=-1.0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu, scale=-1.0)
+    tol = TOL[np.dtype(dtype)]
+    assert np.all(o[:, :, cu[-1]:].astype(np.float32) == 0)
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+
+
+@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+def test_gpu_chunk_variants_reset_exact(cp, rng, monkeypatch, warps, segment_len):
+    """A -inf gate on every channel at token 100 cuts off the past exactly, in every variant:
+    tokens from 100 on equal a fresh call (zero state) on them alone."""
+    q, k, v, g = gla_inputs(rng, (1, 2, 260), 128, 128, "logsigmoid", BFLOAT16)
+    g[..., 100, :] = -np.inf
+    h0 = rng.standard_normal((1, 2, 128, 128)).astype(np.float32)
+    force_chunk_variant(monkeypatch, warps, segment_len)
+    o, s = run(cp, q, k, v, g, mode="chunk", h0=h0)
+    tail = (Ellipsis, slice(100, None), slice(None))
+    o_tail, s_tail = run(cp, q[tail], k[tail], v[tail], g[tail], mode="recurrent")
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True)
+    tol = TOL[np.dtype(BFLOAT16)]
+    assert np.all(np.isfinite(o.astype(np.float32)))
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol
+    assert rel_error(o[tail], o_tail) < tol and rel_error(s, s_tail) < tol
+
+
+def test_gpu_chunk_variant_nan_stays_in_its_head(cp, rng, monkeypatch):
+    q, k, v, g = gla_inputs(rng, (1, 2, 40), 64, 64, "logsigmoid", np.float16)
+    k[0, 1, 20, 3] = np.nan
+    for warps, segment_len in CHUNK_VARIANTS:
+        force_chunk_variant(monkeypatch, warps, segment_len)
+        o, _ = run(cp, q, k, v, g, mode="chunk", final=False)
+        o = o.astype(np.float32)
+        assert np.all(np.isfinite(o[0, 0])) and np.all(np.isfinite(o[0, 1, :20])) and np.all(np.isnan(o[0, 1, 20:]))
