@@ -1,6 +1,6 @@
 """Gated linear attention benchmark: cuattn chunk/recurrent vs flash-linear-attention.
 
-Run on a GPU machine:  python benchmarks/gla.py [--out DIR] [--quick]
+Run on a GPU machine:  python benchmarks/gla.py [--out DIR] [--quick] [--variants]
 (with flash-linear-attention: pip install --no-deps .whl/fla_core-0.6.0-py3-none-any.whl)
 
 Rows are ANCHORS.md's GLA rows (bf16, K = V, gates logsigmoid(x) / 16), plus a T=1 generation
@@ -11,7 +11,8 @@ Timing: 10 warm-up calls, then CUDA events around batches of calls (about 2 ms o
 each, so host overhead overlaps the GPU for everyone), at least 15 batches and 0.3 s, median
 per call. The IO floor is the bytes that must move (read q, k, v, g, write o; the T=1 step also
 reads and writes the fp32 state) over the device-to-device copy bandwidth measured in the same
-run. Results go to DIR/gla.json (default benchmarks/results/) and DIR/gla.png (matplotlib).
+run. --variants also times each forced chunk variant (4 or 8 warps, sequential or segmented;
+[ms, relative difference from the automatic choice] per variant). Results go to DIR/gla.json (default benchmarks/results/) and DIR/gla.png (matplotlib).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ROWS = [  # (B, T, H, K=V)
     (4, 8192, 16, 128),
     (16, 2048, 32, 64),
 ]
+# Chunk-mode variants timed on each prefill row with --variants, forced through cuattn.gla's
+# switches: (CHUNK_WARPS, CHUNK_SEGMENT_LEN); segment length 0 = sequential, else segmented.
+CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 512), (8, 256), (8, 1024), (8, 4096)]
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
 
 
@@ -117,6 +121,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time every forced chunk variant (CHUNK_VARIANTS) on the prefill rows")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +163,19 @@ def main():
             fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
             fn()  # compile outside the timing
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
+        if args.variants and not step:
+            gla_module = sys.modules["cuattn.gla"]
+            saved = gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN
+            auto = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
+            row["chunk_variants_ms"] = {}
+            try:
+                for warps, seg in CHUNK_VARIANTS:
+                    gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN = warps, seg
+                    fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
+                    diff = rel_diff(fn()[0], auto)
+                    row["chunk_variants_ms"][f"warps{warps}_seg{seg}"] = [time_calls(fn, **reps) * 1e3, diff]
+            finally:
+                gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN = saved
         if fla is not None and tensors is not None:
             chunk_gla, fused_recurrent_gla = fla
             tq, tk, tv, tg, th0 = tensors
