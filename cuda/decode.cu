@@ -191,7 +191,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
                 for (int o = 1; o < kLanesPerKey; o <<= 1) s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], o);
                 const int j = base + u * kSlots + slot;
                 // exact masking: invisible keys are -inf, never a finite stand-in
-                s[u][r] = (j < key1 && j <= pos[r]) ? s[u][r] + slope[r] * (float)(j - pos[r]) : -CUATTN_INF;
+                s[u][r] = (j < key1 && j <= pos[r]) ? fmaf(slope[r], (float)(j - pos[r]), s[u][r]) : -CUATTN_INF;
             }
         }
 #pragma unroll
@@ -208,7 +208,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
                 s[u][r] = fast_exp2(s[u][r] - shift);
                 sum += s[u][r];
             }
-            l[r] = l[r] * alpha + sum;
+            l[r] = fmaf(l[r], alpha, sum);
 #pragma unroll
             for (int e = 0; e < kPerLane; ++e) acc[r][e] *= alpha;
         }
@@ -236,12 +236,12 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
             const float mx = fmaxf(m[r], m_o);
             const float shift = softmax_shift(mx);
             const float a = fast_exp2(m[r] - shift), c = fast_exp2(m_o - shift);
-            l[r] = l[r] * a + l_o * c;
+            l[r] = fmaf(l[r], a, l_o * c);
             m[r] = mx;
 #pragma unroll
             for (int e = 0; e < kPerLane; ++e) {
                 const float acc_o = __shfl_xor_sync(0xffffffffu, acc[r][e], o);
-                acc[r][e] = acc[r][e] * a + acc_o * c;
+                acc[r][e] = fmaf(acc[r][e], a, acc_o * c);
             }
         }
     }
@@ -260,7 +260,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
         const float shift = softmax_shift(mx);
         float t = 0.f;
 #pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) t += s_l[w][r] * fast_exp2(s_m[w][r] - shift);
+        for (int w = 0; w < S::kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
         factor[r] = fast_exp2(m[r] - shift);
         total[r] = t;
         block_max[r] = mx;

@@ -1,0 +1,233 @@
+"""cuattn.decode on the GPU against the float64 reference (marked gpu; skipped without one).
+
+The reference runs on the same (rounded) inputs, so the only error left is the kernel's:
+float32 arithmetic (fp32 accumulation, hardware exp2) and the final rounding of the output to
+its dtype. Hence, element by element, |o - ref| <= u |ref| + slack * max|ref row| with u the
+output dtype's unit roundoff and slack 2e-5 (fp16/bf16) or 1e-5 (fp32) for the float32 work
+(a few float32 ulps over logits of size ~10 and sums over up to 131072 keys). Lesson 5's
+failure (7 of 4096 outputs off by up to 2.4e-3 on outputs of size ~1) breaks this bound by
+several times. Norm-wise the error must stay under u (fp16/bf16) or 1e-5 (fp32).
+Outputs are poisoned (NaN-filled pool blocks of the output sizes) so an unwritten element fails.
+"""
+
+import numpy as np
+import pytest
+
+import cuattn
+from cuattn._checks import BFLOAT16, dtype_name
+from helpers import UNIT_ROUNDOFF, elementwise_mismatches, lse_error, poison, rel_error
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [np.float16, BFLOAT16, np.float32]
+SLACK = {"float16": 2e-5, "bfloat16": 2e-5, "float32": 1e-5}
+
+
+def draw(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+
+def to_paged(rng, k, v, page_size):
+    """The same cache as pages of ``page_size`` keys in shuffled order, plus its block table."""
+    batch, hkv, length, d = k.shape
+    max_pages = length // page_size
+    table = rng.permutation(batch * max_pages).astype(np.int32).reshape(batch, max_pages)
+    pages = k.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
+    vpages = v.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
+    kp, vp = np.empty_like(pages), np.empty_like(vpages)
+    kp[table.reshape(-1)] = pages
+    vp[table.reshape(-1)] = vpages
+    return kp, vp, table
+
+
+def check(o, lse, q, k, v, **kw):
+    """Compare a GPU result with the float64 reference on the same inputs; returns the error."""
+    ro, rl = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    name = dtype_name(q.dtype)
+    assert o.dtype == q.dtype and o.shape == ro.shape and lse.dtype == np.float32
+    err = rel_error(o, ro)
+    bad = elementwise_mismatches(o, ro, UNIT_ROUNDOFF[name], SLACK[name])
+    assert bad == 0, f"{bad} of {ro.size} elements off (norm-wise error {err:.3g})"
+    assert err <= (1e-5 if name == "float32" else UNIT_ROUNDOFF[name]), err
+    # lse: float32 sums and logs, a few ulps of the largest logit
+    assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
+    return err
+
+
+def run(cp, q, k, v, **kw):
+    """Copy to the GPU, poison the output sizes, run, return host arrays (o, lse)."""
+    dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+    batch, hq, sq, d = q.shape
+    poison(cp, (batch, hq, sq, d), (batch, hq, sq))
+    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(v), return_lse=True, **dev)
+    assert isinstance(o, cp.ndarray)
+    return o.get(), lse.get()
+
+
+# --- lesson 5: long contexts, default slopes ------------------------------------------------
+
+LONG = [
+    # (length, D, Hq, Hkv)
+    (33001, 128, 8, 8),
+    (33001, 256, 8, 2),
+    (33001, 128, 12, 4),
+    (33001, 256, 12, 12),
+    (33001, 128, 32, 8),
+    (33001, 256, 40, 8),
+    (131072, 128, 32, 8),
+    (131072, 256, 40, 8),
+    (131072, 128, 12, 1),
+    (131072, 256, 8, 8),
+]
+
+
+@pytest.mark.parametrize("length,d,hq,hkv", LONG, ids=str)
+def test_gpu_long_context_default_slopes(cp, rng, length, d, hq, hkv):
+    q, k, v = draw(rng, (1, hq, 1, d), np.float16), draw(rng, (1, hkv, length, d), np.float16), \
+        draw(rng, (1, hkv, length, d), np.float16)
+    o, lse = run(cp, q, k, v, alibi_slopes="default")
+    check(o, lse, q, k, v, alibi_slopes="default")
+
+
+@pytest.mark.parametrize("dtype", [BFLOAT16, np.float32], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("length", [33001, 131072])
+def test_gpu_long_context_other_dtypes(cp, rng, dtype, length):
+    q, k, v = draw(rng, (1, 32, 1, 128), dtype), draw(rng, (1, 8, length, 128), dtype), \
+        draw(rng, (1, 8, length, 128), dtype)
+    lens = np.array([length - 5], np.int32)
+    o, lse = run(cp, q, k, v, alibi_slopes="default", cache_seqlens=lens)
+    check(o, lse, q, k, v, alibi_slopes="default", cache_seqlens=lens)
+
+
+def test_gpu_bias_far_below_any_finite_stand_in(cp, rng):
+    """Caller slopes up to 8 at 33001: the bias reaches -2.6e5, far below -5e4; exact masking
+    and relative logits keep every element right; no bias at all (slope 0) too."""
+    hq = 8
+    slopes = np.array([8.0, 2.0, 0.5, 0.01, 1e-4, 0.0, 3.0, 1.0], np.float32)
+    q, k, v = draw(rng, (2, hq, 1, 128), np.float16), draw(rng, (2, 4, 33001, 128), np.float16), \
+        draw(rng, (2, 4, 33001, 128), np.float16)
+    lens = np.array([33001, 20000], np.int32)
+    o, lse = run(cp, q, k, v, alibi_slopes=slopes, cache_seqlens=lens)
+    check(o, lse, q, k, v, alibi_slopes=slopes, cache_seqlens=lens)
+
+
+# --- shapes, dtypes, ragged batches, GQA, Sq > 1 ---------------------------------------------
+
+CASES = [
+    # (batch, hq, hkv, sq, length, d, lens, slopes)
+    (1, 4, 4, 1, 1000, 128, None, None),
+    (4, 32, 8, 1, 4099, 128, [4099, 0, 1, 777], "default"),   # ragged, a zero-length row, GQA 4
+    (3, 12, 4, 3, 2500, 64, [2500, 2, 1300], "default"),      # Sq 3; a row shorter than Sq
+    (2, 40, 8, 2, 3000, 256, [3000, 1999], "default"),        # GQA 5 x Sq 2 = 10 rows: two row chunks
+    (2, 16, 1, 1, 5000, 64, [5000, 4097], "array"),           # MQA 16 rows
+    (2, 6, 2, 4, 700, 40, [700, 64], "array"),                # D 40 (padded to 64), 12 rows
+    (1, 2, 2, 1, 300, 200, None, "default"),                  # D 200 (padded to 256)
+    (2, 8, 8, 1, 65, 32, [65, 3], "default"),                 # D 32
+    (1, 64, 8, 1, 20000, 128, None, "default"),               # group 8
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_gpu_matches_reference(cp, rng, dtype, case):
+    batch, hq, hkv, sq, length, d, lens, slopes = case
+    q, k, v = draw(rng, (batch, hq, sq, d), dtype), draw(rng, (batch, hkv, length, d), dtype), \
+        draw(rng, (batch, hkv, length, d), dtype)
+    lens = None if lens is None else np.array(lens, np.int32)
+    if slopes == "array":
+        slopes = rng.uniform(0.0, 1.0, hq).astype(np.float32)
+    o, lse = run(cp, q, k, v, cache_seqlens=lens, alibi_slopes=slopes)
+    check(o, lse, q, k, v, cache_seqlens=lens, alibi_slopes=slopes)
+    if lens is not None:
+        assert np.all(np.isneginf(lse[lens == 0])) and np.all(o[lens == 0] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("page_size", [16, 64, 256])
+def test_gpu_paged_identical_to_contiguous(cp, rng, dtype, page_size):
+    """Same keys through a shuffled block table: bit-identical (same arithmetic, same splits)."""
+    q, k, v = draw(rng, (3, 16, 2, 128), dtype), draw(rng, (3, 4, 8192, 128), dtype), \
+        draw(rng, (3, 4, 8192, 128), dtype)
+    kp, vp, table = to_paged(rng, k, v, page_size)
+    lens = np.array([8192, 5000, 0], np.int32)
+    table[1, -1] = -3  # entries past a row's length are never read
+    o1, l1 = run(cp, q, k, v, cache_seqlens=lens, alibi_slopes="default")
+    o2, l2 = run(cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+    assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(l1, l2)
+    check(o2, l2, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+
+
+def test_gpu_paged_long(cp, rng):
+    q, k, v = draw(rng, (2, 32, 1, 128), np.float16), draw(rng, (2, 8, 33024, 128), np.float16), \
+        draw(rng, (2, 8, 33024, 128), np.float16)
+    kp, vp, table = to_paged(rng, k, v, 64)
+    lens = np.array([33001, 1], np.int32)
+    o, lse = run(cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+    check(o, lse, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3])
+def test_gpu_scales(cp, rng, scale):
+    q, k, v = draw(rng, (2, 8, 2, 64), np.float32), draw(rng, (2, 2, 3000, 64), np.float32), \
+        draw(rng, (2, 2, 3000, 64), np.float32)
+    o, lse = run(cp, q, k, v, scale=scale, alibi_slopes="default")
+    check(o, lse, q, k, v, scale=scale, alibi_slopes="default")
+
+
+def test_gpu_zero_lengths(cp, rng):
+    q, k = draw(rng, (2, 4, 2, 64), np.float16), draw(rng, (2, 2, 100, 64), np.float16)
+    poison(cp, (2, 4, 2, 64), (2, 4, 2))
+    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(k), cache_seqlens=cp.zeros(2, cp.int32),
+                           alibi_slopes="default", return_lse=True)
+    assert bool(cp.all(o == 0)) and bool(cp.all(cp.isneginf(lse)))
+    empty = cp.zeros((2, 2, 0, 64), cp.float16)
+    o, lse = cuattn.decode(cp.asarray(q), empty, empty, return_lse=True)
+    assert bool(cp.all(o == 0)) and bool(cp.all(cp.isneginf(lse)))
+
+
+def test_gpu_strided_cache_view(cp, rng):
+    """A (B, L, H, D) cache passed as a transposed view (no copy); a cache longer than used."""
+    q = draw(rng, (2, 8, 1, 128), np.float16)
+    k, v = draw(rng, (2, 5000, 2, 128), np.float16), draw(rng, (2, 5000, 2, 128), np.float16)
+    kt, vt = (np.ascontiguousarray(x.transpose(0, 2, 1, 3)) for x in (k, v))
+    lens = np.array([4321, 5000], np.int32)
+    poison(cp, (2, 8, 1, 128), (2, 8, 1))
+    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k).transpose(0, 2, 1, 3), cp.asarray(v).transpose(0, 2, 1, 3),
+                           cache_seqlens=cp.asarray(lens), alibi_slopes="default", return_lse=True)
+    check(o.get(), lse.get(), q, kt, vt, cache_seqlens=lens, alibi_slopes="default")
+
+
+def test_gpu_nan_stays_in_its_row(cp, rng):
+    q, k, v = draw(rng, (2, 4, 1, 64), np.float16), draw(rng, (2, 2, 500, 64), np.float16), \
+        draw(rng, (2, 2, 500, 64), np.float16)
+    q[1, 2, 0, 7] = np.nan
+    o, lse = run(cp, q, k, v, alibi_slopes="default")
+    o = o.astype(np.float32)
+    assert np.all(np.isnan(o[1, 2, 0])) and np.isnan(lse[1, 2, 0])
+    o[1, 2, 0] = 0
+    lse[1, 2, 0] = 0
+    assert np.all(np.isfinite(o)) and np.all(np.isfinite(lse))
+
+
+def test_gpu_inputs_not_modified(cp, rng):
+    q, k, v = (cp.asarray(draw(rng, s, np.float16)) for s in ((1, 4, 1, 64), (1, 2, 300, 64), (1, 2, 300, 64)))
+    before = [x.copy() for x in (q, k, v)]
+    cuattn.decode(q, k, v, alibi_slopes="default")
+    assert all(bool(cp.array_equal(a, b)) for a, b in zip((q, k, v), before))
+
+
+def test_gpu_errors(cp):
+    q = cp.ones((2, 4, 1, 64), cp.float16)
+    k = cp.ones((2, 2, 16, 64), cp.float16)
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        cuattn.decode(q, k, k, cache_seqlens=cp.array([17, 1], cp.int32))
+    with pytest.raises(TypeError, match="cache_seqlens must be int32"):
+        cuattn.decode(q, k, k, cache_seqlens=cp.array([1, 1], cp.int64))
+    with pytest.raises(TypeError, match="mix NumPy and GPU"):
+        cuattn.decode(q, k, k, cache_seqlens=np.array([1, 1], np.int32))
+    pages = cp.ones((4, 2, 8, 64), cp.float16)
+    with pytest.raises(ValueError, match="pages outside"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 4]], cp.int32))
+    with pytest.raises(ValueError, match="head dim D=20"):
+        cuattn.decode(cp.ones((1, 2, 1, 20), cp.float16), cp.ones((1, 2, 5, 20), cp.float16),
+                      cp.ones((1, 2, 5, 20), cp.float16))
