@@ -401,7 +401,8 @@ gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     constexpr int kSlice = kK / kWarps;          // key rows per warp
     constexpr int kVTile = 32;                   // value columns per block (one per lane)
     constexpr int kSteps = kK > 128 ? 8 : 16;    // tokens staged per round
-    __shared__ float sQ[kSteps][kK], sK[kSteps][kK], sE[kSteps][kK], sV[kSteps][kVTile];
+    static_assert(kSlice % 4 == 0, "the state slice is read from shared memory 4 floats at a time");
+    __shared__ __align__(16) float sQ[kSteps][kK], sK[kSteps][kK], sE[kSteps][kK], sV[kSteps][kVTile];
     __shared__ float sO[kWarps][kSteps][kVTile];
 
     const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
@@ -444,9 +445,18 @@ gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             const float vv = sV[r][lane];
             float acc[4] = {0.f, 0.f, 0.f, 0.f};  // 4 partial sums: a shorter dependent chain
 #pragma unroll
-            for (int i = 0; i < kSlice; ++i) {
-                s[i] = fmaf(s[i], sE[r][c0 + i], sK[r][c0 + i] * vv);
-                acc[i % 4] = fmaf(sQ[r][c0 + i], s[i], acc[i % 4]);
+            for (int i = 0; i < kSlice; i += 4) {  // 16-byte broadcast loads: 3 per 4 channels
+                const float4 e4 = *reinterpret_cast<const float4*>(&sE[r][c0 + i]);
+                const float4 k4 = *reinterpret_cast<const float4*>(&sK[r][c0 + i]);
+                const float4 q4 = *reinterpret_cast<const float4*>(&sQ[r][c0 + i]);
+                s[i] = fmaf(s[i], e4.x, k4.x * vv);
+                s[i + 1] = fmaf(s[i + 1], e4.y, k4.y * vv);
+                s[i + 2] = fmaf(s[i + 2], e4.z, k4.z * vv);
+                s[i + 3] = fmaf(s[i + 3], e4.w, k4.w * vv);
+                acc[0] = fmaf(q4.x, s[i], acc[0]);
+                acc[1] = fmaf(q4.y, s[i + 1], acc[1]);
+                acc[2] = fmaf(q4.z, s[i + 2], acc[2]);
+                acc[3] = fmaf(q4.w, s[i + 3], acc[3]);
             }
             sO[warp][r][lane] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         }
