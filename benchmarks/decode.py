@@ -1,0 +1,247 @@
+"""ALiBi decode benchmark: cuattn.decode vs torch SDPA (flash, cuDNN, and a materialized ALiBi bias).
+
+Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick]
+
+Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row.
+Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. cuattn runs with ALiBi
+("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
+(viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
+default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
+``enable_gqa=True``; a backend that refuses it gets K/V expanded to Hq heads beforehand (noted
+in the JSON; its TB/s still counts the Hkv bytes). The paged row times cuattn on a shuffled
+block table of 256-key pages against torch on the equivalent contiguous cache.
+Timing (as benchmarks/attention.py): 10 warm-up calls, then CUDA events around batches of
+calls (about 2 ms of GPU work each), at least 15 batches and 0.3 s, median per call.
+Results go to DIR/decode.json (default benchmarks/results/) and DIR/decode.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cupy  # noqa: E402
+
+import cuattn  # noqa: E402
+
+ROWS = [  # (B, Hq, Hkv, D, L, paged)
+    (1, 32, 32, 128, 33001, False),
+    (1, 32, 8, 128, 131072, False),
+    (16, 32, 32, 128, 4096, False),
+    (16, 32, 8, 128, 33001, False),
+    (64, 32, 32, 128, 2048, False),
+    (8, 16, 16, 256, 33001, False),
+    (16, 32, 8, 128, 32768, True),
+]
+PAGE_SIZE = 256
+
+
+def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
+    """Median seconds per call over batches of calls between two CUDA events (as in
+    benchmarks/attention.py): host launch overhead overlaps GPU work for everyone alike."""
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.Device().synchronize()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(3):
+        fn()
+    e1.record()
+    e1.synchronize()
+    per_call = cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / 3
+    inner = int(min(50, max(1, 2e-3 // max(per_call, 1e-6))))
+    times = []
+    start_wall = time.perf_counter()
+    while len(times) < min_batches or time.perf_counter() - start_wall < min_seconds:
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        for _ in range(inner):
+            fn()
+        e1.record()
+        e1.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / inner)
+        if len(times) >= 500:
+            break
+    return float(np.median(times))
+
+
+def torch_impls(q, k, v, slopes):
+    """name -> (callable, note) for the torch SDPA variants that accept these shapes."""
+    try:
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+    except Exception:
+        return {}
+    hq, hkv, length = q.shape[1], k.shape[1], k.shape[2]
+    expanded = None
+    j = torch.arange(length, device=q.device, dtype=torch.float32)
+    bias = (torch.as_tensor(slopes, device=q.device)[:, None, None] * (j - (length - 1))).to(q.dtype)[None]
+    variants = (("torch_flash", SDPBackend.FLASH_ATTENTION, None), ("torch_cudnn", SDPBackend.CUDNN_ATTENTION, None),
+                ("torch_alibi_bias", None, bias))
+    impls = {}
+    for name, be, mask in variants:
+        attempts = [(k, v, {"enable_gqa": True} if hq != hkv else {}, "enable_gqa" if hq != hkv else "")]
+        if hq != hkv:
+            attempts.append((None, None, {}, "K/V expanded to Hq heads"))
+        for kk, vv, extra, note in attempts:
+            if kk is None:
+                if expanded is None:
+                    expanded = (k.repeat_interleave(hq // hkv, dim=1), v.repeat_interleave(hq // hkv, dim=1))
+                kk, vv = expanded
+
+            def fn(be=be, kk=kk, vv=vv, mask=mask, extra=extra):
+                if be is None:
+                    return sdpa(q, kk, vv, attn_mask=mask, **extra)
+                with sdpa_kernel(be):
+                    return sdpa(q, kk, vv, attn_mask=mask, **extra)
+
+            try:
+                fn()
+                torch.cuda.synchronize()
+                impls[name] = (fn, note)
+                break
+            except Exception as exc:  # a backend that refuses the shape
+                print(f"  {name} ({note or 'plain'}) unavailable: {str(exc).splitlines()[0][:100]}")
+    return impls
+
+
+def make_inputs(b, hq, hkv, d, length):
+    try:
+        import torch
+
+        t = [torch.randn(b, hq, 1, d, device="cuda", dtype=torch.float16),
+             torch.randn(b, hkv, length, d, device="cuda", dtype=torch.float16),
+             torch.randn(b, hkv, length, d, device="cuda", dtype=torch.float16)]
+        return t, [cupy.from_dlpack(x) for x in t]
+    except ImportError:
+        c = [cupy.asarray(np.random.standard_normal(s).astype(np.float16))
+             for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))]
+        return None, c
+
+
+def paged_copy(k, v, page_size, rng):
+    """The cache as shuffled pages of page_size keys and the matching block table (CuPy)."""
+    b, hkv, length, d = k.shape
+    pages = length // page_size
+    table = cupy.asarray(rng.permutation(b * pages).astype(np.int32).reshape(b, pages))
+    kp = cupy.empty((b * pages, hkv, page_size, d), k.dtype)
+    vp = cupy.empty_like(kp)
+    kp[table.reshape(-1)] = k.reshape(b, hkv, pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
+    vp[table.reshape(-1)] = v.reshape(b, hkv, pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
+    return kp, vp, table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reps = dict(min_batches=5, min_seconds=0.1) if args.quick else {}
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    meta = {
+        "device": props["name"].decode(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cupy": cupy.__version__,
+        "python": platform.python_version(),
+        "method": "median of CUDA-event times over batches of calls, >=15 batches and >=0.3 s after "
+                  "10 warm-ups; same inputs for all; TB/s = bytes of K and V / time",
+    }
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["cudnn"] = torch.backends.cudnn.version()
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    rows = []
+    lines = []
+    header = (f"{'B':>3} {'Hq':>3} {'Hkv':>3} {'D':>4} {'L':>7} {'paged':>5} {'alibi':>7} {'no bias':>7} "
+              f"{'flash':>6} {'cudnn':>6} {'t+bias':>6} {'x best':>6}")
+    print(f"{meta['device']}: decode, one fp16 query token, achieved TB/s")
+    for b, hq, hkv, d, length, paged in ROWS:
+        t, c = make_inputs(b, hq, hkv, d, length)
+        q, k, v = c
+        nbytes = 2 * b * hkv * length * d * k.itemsize
+        row = dict(B=b, Hq=hq, Hkv=hkv, D=d, L=length, paged=paged, bytes=nbytes)
+        kw = {}
+        kc, vc = k, v
+        if paged:
+            kc, vc, table = paged_copy(k, v, PAGE_SIZE, rng)
+            kw["block_table"] = table
+        for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
+            cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
+            row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
+        if t is not None:
+            slopes = cuattn.alibi_slopes(hq)
+            notes = {}
+            for name, (fn, note) in torch_impls(*t, slopes).items():
+                row[name] = nbytes / time_calls(fn, **reps) / 1e12
+                if note:
+                    notes[name] = note
+            row["notes"] = notes
+            if "torch_alibi_bias" in row:  # the two implementations agree on the same inputs
+                fn, _ = torch_impls(*t, slopes)["torch_alibi_bias"]
+                ref = cupy.from_dlpack(fn()).astype(cupy.float32)
+                o = cuattn.decode(q, kc, vc, alibi_slopes="default", **kw).astype(cupy.float32)
+                row["rel_diff_vs_torch_alibi"] = float(cupy.linalg.norm(o - ref) / cupy.linalg.norm(ref))
+        best = max((row[n] for n in ("torch_flash", "torch_cudnn", "torch_alibi_bias") if n in row), default=None)
+        if best:
+            row["ratio_alibi_vs_best_torch"] = row["cuattn_alibi"] / best
+        rows.append(row)
+        line = (f"{b:3} {hq:3} {hkv:3} {d:4} {length:7} {str(paged):>5} {row['cuattn_alibi']:7.2f} {row['cuattn']:7.2f} "
+                f"{row.get('torch_flash', float('nan')):6.2f} {row.get('torch_cudnn', float('nan')):6.2f} "
+                f"{row.get('torch_alibi_bias', float('nan')):6.2f} {row.get('ratio_alibi_vs_best_torch', float('nan')):6.2f}")
+        lines.append(line)
+        print(line, flush=True)
+        del t, c, q, k, v, kc, vc
+        cupy.get_default_memory_pool().free_all_blocks()
+    result = {"meta": meta, "rows": rows}
+    (out / "decode.json").write_text(json.dumps(result, indent=1))
+    plot(rows, meta, out / "decode.png")
+    print(f"wrote {out / 'decode.json'}")
+    print(f"\n{meta['device']}: decode TB/s (x best = cuattn with ALiBi / best torch backend)")
+    print(header)
+    for line in lines:
+        print(line)
+
+
+def plot(rows, meta, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    labels = [f"B{r['B']} {r['Hq']}/{r['Hkv']} D{r['D']} L{r['L']}{' paged' if r['paged'] else ''}" for r in rows]
+    x = np.arange(len(rows))
+    names = [n for n in ("cuattn_alibi", "cuattn", "torch_flash", "torch_cudnn", "torch_alibi_bias")
+             if any(n in r for r in rows)]
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar(x + i * width, [r.get(n, 0) for r in rows], width, label=n)
+    ax.axhline(2.8, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("TB/s (K and V bytes / time)")
+    ax.set_title(f"decode, one fp16 query token, {meta['device']}, {meta['date']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

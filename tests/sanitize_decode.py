@@ -1,0 +1,85 @@
+"""Small GPU sweep of decode shapes for compute-sanitizer (not collected by pytest).
+
+    compute-sanitizer --tool memcheck  python tests/sanitize_decode.py
+    compute-sanitizer --tool racecheck python tests/sanitize_decode.py
+    compute-sanitizer --tool synccheck python tests/sanitize_decode.py
+
+Covers the three dtypes, every padded head dim (32..256, with D tails), every row-block size
+(1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
+with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row.
+Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
+still fails).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cupy as cp  # noqa: E402
+
+import cuattn  # noqa: E402
+from cuattn._checks import BFLOAT16  # noqa: E402
+from helpers import rel_error  # noqa: E402
+
+TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
+
+CASES = [
+    # (batch, hq, hkv, sq, length, d, lens)
+    (2, 4, 4, 1, 700, 32, [700, 0]),
+    (3, 8, 2, 1, 1500, 64, [1500, 1, 999]),
+    (2, 12, 4, 2, 600, 128, [600, 1]),
+    (1, 40, 8, 1, 2049, 256, None),
+    (2, 16, 1, 1, 300, 40, [300, 77]),
+    (1, 6, 2, 3, 500, 200, [2]),
+    (1, 2, 2, 1, 0, 64, None),
+]
+
+
+def main():
+    rng = np.random.default_rng(0)
+    worst, failures = 0.0, 0
+    for dtype in (np.float16, BFLOAT16, np.float32):
+        for batch, hq, hkv, sq, length, d, lens in CASES:
+            for paged in (False, True):
+                if paged and length % 50:
+                    length_p = -(-length // 50) * 50
+                else:
+                    length_p = length
+                q = rng.standard_normal((batch, hq, sq, d)).astype(np.float32).astype(dtype)
+                k = rng.standard_normal((batch, hkv, length_p, d)).astype(np.float32).astype(dtype)
+                v = rng.standard_normal((batch, hkv, length_p, d)).astype(np.float32).astype(dtype)
+                lens_np = np.array(lens if lens is not None else [length] * batch, np.int32)
+                kw = dict(cache_seqlens=lens_np, alibi_slopes="default")
+                kd, vd = k, v
+                if paged and length_p > 0:
+                    pages = length_p // 50
+                    table = rng.permutation(batch * pages).astype(np.int32).reshape(batch, pages)
+                    kd = np.empty((batch * pages, hkv, 50, d), dtype)
+                    vd = np.empty_like(kd)
+                    for b in range(batch):
+                        for p in range(pages):
+                            kd[table[b, p]] = k[b, :, p * 50:(p + 1) * 50]
+                            vd[table[b, p]] = v[b, :, p * 50:(p + 1) * 50]
+                    kw["block_table"] = table
+                elif paged:
+                    continue
+                dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+                o, lse = cuattn.decode(cp.asarray(q), cp.asarray(kd), cp.asarray(vd), return_lse=True, **dev)
+                ro = cuattn.reference.decode(q, kd, vd, **kw)
+                err = rel_error(o, ro)
+                ok = err <= TOL[np.dtype(dtype)]
+                failures += not ok
+                worst = max(worst, err)
+                print(f"{np.dtype(dtype).name:9} B{batch} Hq{hq} Hkv{hkv} Sq{sq} L{length_p} D{d} "
+                      f"{'paged' if paged else 'contig'} err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
+    cp.cuda.Device().synchronize()
+    print(f"{failures} failures, worst norm-wise error {worst:.2e}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
