@@ -1,6 +1,6 @@
 """ALiBi decode benchmark: cuattn.decode vs torch SDPA (flash, cuDNN, and a materialized ALiBi bias).
 
-Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick]
+Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--sweep]
 
 Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row.
 Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. cuattn runs with ALiBi
@@ -42,6 +42,8 @@ ROWS = [  # (B, Hq, Hkv, D, L, paged)
     (16, 32, 8, 128, 32768, True),
 ]
 PAGE_SIZE = 256
+SWEEP_BLOCKS_PER_SM = (4, 8, 16, 32, 64)
+decode_module = sys.modules["cuattn.decode"]
 
 
 def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
@@ -144,6 +146,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +187,14 @@ def main():
         for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
             cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
             row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
+        if args.sweep:
+            saved = decode_module.BLOCKS_PER_SM
+            row["sweep_blocks_per_sm"] = {}
+            for target in SWEEP_BLOCKS_PER_SM:
+                decode_module.BLOCKS_PER_SM = target
+                row["sweep_blocks_per_sm"][target] = nbytes / time_calls(
+                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
+            decode_module.BLOCKS_PER_SM = saved
         if t is not None:
             slopes = cuattn.alibi_slopes(hq)
             notes = {}
@@ -205,7 +216,7 @@ def main():
                 f"{row.get('torch_flash', float('nan')):6.2f} {row.get('torch_cudnn', float('nan')):6.2f} "
                 f"{row.get('torch_alibi_bias', float('nan')):6.2f} {row.get('ratio_alibi_vs_best_torch', float('nan')):6.2f}")
         lines.append(line)
-        print(line, flush=True)
+        print(line + (f"  sweep {row['sweep_blocks_per_sm']}" if args.sweep else ""), flush=True)
         del t, c, q, k, v, kc, vc
         cupy.get_default_memory_pool().free_all_blocks()
     result = {"meta": meta, "rows": rows}

@@ -20,7 +20,8 @@ MAX_HEAD_DIM = 256
 HEAD_DIMS = (32, 64, 128, 256)
 ROWS = (1, 4, 8)
 TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float"}
-BLOCKS_PER_SM = 4      # split the KV range until the grid holds this many blocks per SM
+BLOCKS_PER_SM = 16     # split the KV range until the grid holds this many blocks per SM (small
+                       # blocks balance the SMs; benchmarks/decode.py --sweep times alternatives)
 MIN_CHUNK = 256        # ... but never fewer keys than this per block
 CHUNK_ALIGN = 64
 MAX_GRID_Z = 65535

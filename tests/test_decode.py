@@ -232,3 +232,20 @@ def test_paged_errors(rng):
         cuattn.decode(q, kp, vp, block_table=table[:1])
     with pytest.raises(ValueError, match=r"cache_seqlens must lie in \[0, 16\]"):
         cuattn.decode(q, kp, vp, block_table=table, cache_seqlens=np.array([17, 1], np.int32))
+
+
+# --- the GPU launch plan (pure Python) --------------------------------------------------------
+
+@pytest.mark.parametrize("batch,hq,hkv,sq,length", [(1, 32, 32, 1, 33001), (1, 32, 8, 1, 131072),
+                                                    (64, 32, 32, 1, 2048), (2, 40, 8, 3, 5000), (1, 1, 1, 1, 0)])
+def test_plan_covers_every_key_and_fills_the_device(batch, hq, hkv, sq, length):
+    decode_module = __import__("sys").modules["cuattn.decode"]
+    sizes = dict(batch=batch, num_q_heads=hq, num_kv_heads=hkv, seqlen_q=sq, cache_len=length)
+    rows, row_chunks, splits, chunk = decode_module.plan(sizes, 132)
+    num_rows = hq // hkv * sq
+    assert rows in decode_module.ROWS and rows * row_chunks >= num_rows and (row_chunks - 1) * rows < num_rows
+    assert splits * chunk >= length and (splits - 1) * chunk < max(length, 1)
+    blocks = splits * hkv * row_chunks * batch
+    # the block target, up to the rounding of the chunk to CHUNK_ALIGN keys, unless chunks hit their minimum
+    target = decode_module.BLOCKS_PER_SM * 132
+    assert blocks >= 0.85 * target or chunk <= decode_module.MIN_CHUNK + decode_module.CHUNK_ALIGN
