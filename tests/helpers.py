@@ -54,10 +54,12 @@ def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
     return q, k, v, gla_gates(rng, lead + (kdim,), gates, dtype)
 
 
-def poison(cp, *shapes):
-    """Fill memory-pool blocks of these sizes with NaN and free them: the next allocations of
-    those sizes reuse them, so an element a kernel forgets to write reads NaN and fails."""
-    blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
+def poison(cp, *shapes, itemsize=4):
+    """Fill memory-pool blocks the size of these shapes (of ``itemsize``-byte elements) with NaN
+    and free them: the next allocations of those sizes reuse them, so an element a kernel
+    forgets to write reads NaN (for bfloat16, a huge finite value) and fails."""
+    dtype = {2: cp.float16, 4: cp.float32, 8: cp.float64}[itemsize]
+    blocks = [cp.full(s, cp.nan, dtype=dtype) for s in shapes]
     del blocks
 
 

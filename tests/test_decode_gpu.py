@@ -58,8 +58,10 @@ def run(cp, q, k, v, **kw):
     """Copy to the GPU, poison the output sizes, run, return host arrays (o, lse)."""
     dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
     batch, hq, sq, d = q.shape
-    poison(cp, (batch, hq, sq, d), (batch, hq, sq))
-    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(v), return_lse=True, **dev)
+    dq, dk, dv = cp.asarray(q), cp.asarray(k), cp.asarray(v)  # before poisoning: q has o's size
+    poison(cp, (batch, hq, sq, d), itemsize=q.dtype.itemsize)
+    poison(cp, (batch, hq, sq))
+    o, lse = cuattn.decode(dq, dk, dv, return_lse=True, **dev)
     assert isinstance(o, cp.ndarray)
     return o.get(), lse.get()
 
@@ -175,13 +177,16 @@ def test_gpu_scales(cp, rng, scale):
 
 
 def test_gpu_zero_lengths(cp, rng):
-    q, k = draw(rng, (2, 4, 2, 64), np.float16), draw(rng, (2, 2, 100, 64), np.float16)
-    poison(cp, (2, 4, 2, 64), (2, 4, 2))
-    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(k), cache_seqlens=cp.zeros(2, cp.int32),
-                           alibi_slopes="default", return_lse=True)
+    q, k = cp.asarray(draw(rng, (2, 4, 2, 64), np.float16)), cp.asarray(draw(rng, (2, 2, 100, 64), np.float16))
+    lens = cp.zeros(2, cp.int32)
+    poison(cp, (2, 4, 2, 64), itemsize=2)
+    poison(cp, (2, 4, 2))
+    o, lse = cuattn.decode(q, k, k, cache_seqlens=lens, alibi_slopes="default", return_lse=True)
     assert bool(cp.all(o == 0)) and bool(cp.all(cp.isneginf(lse)))
     empty = cp.zeros((2, 2, 0, 64), cp.float16)
-    o, lse = cuattn.decode(cp.asarray(q), empty, empty, return_lse=True)
+    poison(cp, (2, 4, 2, 64), itemsize=2)
+    poison(cp, (2, 4, 2))
+    o, lse = cuattn.decode(q, empty, empty, return_lse=True)
     assert bool(cp.all(o == 0)) and bool(cp.all(cp.isneginf(lse)))
 
 
@@ -191,9 +196,11 @@ def test_gpu_strided_cache_view(cp, rng):
     k, v = draw(rng, (2, 5000, 2, 128), np.float16), draw(rng, (2, 5000, 2, 128), np.float16)
     kt, vt = (np.ascontiguousarray(x.transpose(0, 2, 1, 3)) for x in (k, v))
     lens = np.array([4321, 5000], np.int32)
-    poison(cp, (2, 8, 1, 128), (2, 8, 1))
-    o, lse = cuattn.decode(cp.asarray(q), cp.asarray(k).transpose(0, 2, 1, 3), cp.asarray(v).transpose(0, 2, 1, 3),
-                           cache_seqlens=cp.asarray(lens), alibi_slopes="default", return_lse=True)
+    dq, dk, dv, dlens = cp.asarray(q), cp.asarray(k).transpose(0, 2, 1, 3), cp.asarray(v).transpose(0, 2, 1, 3), \
+        cp.asarray(lens)
+    poison(cp, (2, 8, 1, 128), itemsize=2)
+    poison(cp, (2, 8, 1))
+    o, lse = cuattn.decode(dq, dk, dv, cache_seqlens=dlens, alibi_slopes="default", return_lse=True)
     check(o.get(), lse.get(), q, kt, vt, cache_seqlens=lens, alibi_slopes="default")
 
 
