@@ -65,7 +65,8 @@
 // tile, warp w owns key rows [w kK/4, (w+1) kK/4): kK/4 state registers per thread, kept for
 // the whole sequence (one launch per call). Tokens are staged 16 (8 for kK = 256) at a time in
 // shared memory as fp32 (q, k, E = expf(g), v); per token each thread updates its state slice
-// and a partial q.S, and the 4 warps' partials are summed through shared memory.
+// and a partial q.S (q, k, E read as float4 broadcasts: 3 shared loads per 4 channels), and the
+// 4 warps' partials are summed through shared memory.
 // A T = 1 call (token-by-token generation) reads and writes the state once: it is bound by
 // the state's bytes.
 
@@ -402,7 +403,10 @@ gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     constexpr int kVTile = 32;                   // value columns per block (one per lane)
     constexpr int kSteps = kK > 128 ? 8 : 16;    // tokens staged per round
     static_assert(kSlice % 4 == 0, "the state slice is read from shared memory 4 floats at a time");
-    __shared__ __align__(16) float sQ[kSteps][kK], sK[kSteps][kK], sE[kSteps][kK], sV[kSteps][kVTile];
+    __shared__ __align__(16) float sQ[kSteps][kK];  // 16-byte aligned: read as float4
+    __shared__ __align__(16) float sK[kSteps][kK];
+    __shared__ __align__(16) float sE[kSteps][kK];
+    __shared__ float sV[kSteps][kVTile];
     __shared__ float sO[kWarps][kSteps][kVTile];
 
     const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
