@@ -38,7 +38,7 @@ def alibi_slopes(num_heads):
     --------
     >>> import cuattn
     >>> cuattn.alibi_slopes(4)
-    array([0.25    , 0.0625  , 0.015625, 0.00390625], dtype=float32)
+    array([0.25      , 0.0625    , 0.015625  , 0.00390625], dtype=float32)
     """
     if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer; got {num_heads!r}")
