@@ -39,7 +39,7 @@ ROWS = [  # (B, T, H, K=V)
 ]
 # Chunk-mode variants timed on each prefill row with --variants, forced through cuattn.gla's
 # switches: (CHUNK_WARPS, CHUNK_SEGMENT_LEN); segment length 0 = sequential, else segmented.
-CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 512), (8, 256), (8, 1024), (8, 4096)]
+CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 4096)]
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
 
 
