@@ -26,7 +26,8 @@
 
 #include "common.cuh"
 
-// 16-byte global load that bypasses L1 allocation: K/V are read exactly once.
+// 16-byte global load that bypasses L1 allocation: K/V are read exactly once. volatile keeps the
+// compiler from speculating it past the bounds check that guards it.
 __device__ __forceinline__ uint4 ld_stream_16(const void* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
