@@ -73,7 +73,7 @@ def _chunk_blocks_per_sm(padded: int, warps: int) -> int:
     """Blocks per SM guaranteed by gla_chunk_mma's __launch_bounds__ (a lower bound)."""
     if warps > 4 or padded > 128:
         return 1
-    return 2 if padded > 64 else 4
+    return 3 if padded > 64 else 4
 
 
 def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int) -> tuple[int, int]:

@@ -94,7 +94,7 @@ __device__ __forceinline__ void gla_sequence(const int* cu_seqlens, int varlen, 
 }
 
 template <typename T, int kK, int kWarps, bool kStateOnly>
-__global__ void __launch_bounds__(32 * kWarps, (kWarps > 4 || kK > 128) ? 1 : (kK > 64 ? 2 : 4))
+__global__ void __launch_bounds__(32 * kWarps, (kWarps > 4 || kK > 128) ? 1 : (kK > 64 ? 3 : 4))
 gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
               const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
               float* __restrict__ ht, const int* __restrict__ cu_seqlens,
