@@ -1,9 +1,13 @@
 """Markdown tables from the benchmark JSON files in benchmarks/results/ (for README.md).
 
-    python benchmarks/report.py [attention|decode|gla ...]
+    python benchmarks/report.py [attention|decode|gla ...]     print the tables
+    python benchmarks/report.py --readme                        rewrite README.md's result blocks
+
+README.md holds each table between `<!-- results:NAME -->` and `<!-- /results -->`.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +28,30 @@ def attention_table(data):
     return rows
 
 
+def decode_table(data):
+    rows = ["| B | Hq | Hkv | D | KV len | paged | cuattn ALiBi | cuattn no bias | torch flash | cuDNN | torch + ALiBi bias | x best torch |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        rows.append(f"| {r['B']} | {r['Hq']} | {r['Hkv']} | {r['D']} | {r['L']} | {'yes' if r['paged'] else 'no'} | "
+                    f"{fmt(r.get('cuattn_alibi'))} | {fmt(r.get('cuattn'))} | {fmt(r.get('torch_flash'))} | "
+                    f"{fmt(r.get('torch_cudnn'))} | {fmt(r.get('torch_alibi_bias'))} | {fmt(r.get('ratio_alibi_vs_best_torch'))} |")
+    return rows
+
+
+def gla_table(data):
+    rows = ["| B | T | H | K=V | cuattn chunk | fla chunk_gla | x | cuattn recurrent | fla fused_recurrent | x | IO floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        rows.append(f"| {r['B']} | {r['T']} | {r['H']} | {r['K']} | {fmt(r.get('cuattn_chunk_ms'), 3)} | "
+                    f"{fmt(r.get('fla_chunk_ms'), 3)} | {fmt(r.get('speedup_chunk_vs_fla_chunk'))} | "
+                    f"{fmt(r.get('cuattn_recurrent_ms'), 3)} | {fmt(r.get('fla_fused_recurrent_ms'), 3)} | "
+                    f"{fmt(r.get('speedup_recurrent_vs_fla_recurrent'))} | {fmt(r.get('io_floor_ms'), 3)} |")
+    return rows
+
+
+TABLES = {"attention": attention_table, "decode": decode_table, "gla": gla_table}
+
+
 def generic_table(data):
     rows = data["rows"]
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))]
@@ -33,7 +61,29 @@ def generic_table(data):
     return out
 
 
+def block(name):
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    meta = data.get("meta", {})
+    lines = TABLES[name](data)
+    lines.append("")
+    lines.append(f"{meta.get('device', '?')}, {meta.get('date', '?')}; `benchmarks/results/{name}.json`.")
+    return "\n".join(lines)
+
+
+def update_readme():
+    readme = RESULTS.parent.parent / "README.md"
+    text = readme.read_text()
+    for name in TABLES:
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)??(<!-- /results -->)", re.S)
+        if (RESULTS / f"{name}.json").exists():
+            text = pattern.sub(lambda m: m.group(1) + block(name) + "\n" + m.group(2), text)
+    readme.write_text(text)
+
+
 def main(names):
+    if names == ["--readme"]:
+        update_readme()
+        return
     for name in names or ["attention", "decode", "gla"]:
         path = RESULTS / f"{name}.json"
         if not path.exists():
@@ -41,7 +91,7 @@ def main(names):
         data = json.loads(path.read_text())
         meta = data.get("meta", {})
         print(f"\n{name}: {meta.get('device', '?')}, {meta.get('date', '?')} (benchmarks/results/{name}.json)\n")
-        table = attention_table(data) if name == "attention" else generic_table(data)
+        table = TABLES.get(name, generic_table)(data)
         print("\n".join(table))
 
 
