@@ -31,9 +31,7 @@ def source_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent / "cuda"
     if (checkout / "common.cuh").is_file():
         return checkout
-    from importlib import resources
-
-    installed = Path(str(resources.files("cuattn._cuda_sources")))
+    installed = Path(__file__).resolve().parent / "_cuda_sources"  # where a wheel puts cuda/
     if (installed / "common.cuh").is_file():
         return installed
     raise FileNotFoundError(f"cuattn's CUDA sources are missing (looked in {checkout} and {installed})")
