@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
+from timing import host_time, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 import cuattn.attention as _attention_module  # noqa: E402,F401
@@ -49,47 +51,6 @@ SWEEP = {  # alternative wgmma (kBlockN, kWarpGroups, kStages, kQStages) per pad
     128: [(128, 2, 3, 1), (64, 3, 3, 2), (128, 2, 2, 2), (64, 2, 4, 2)],
     256: [(64, 2, 2, 1)],
 }
-
-
-def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
-    """Median seconds per call. Calls are queued in batches between two CUDA events (enough
-    calls for about 2 ms of GPU work), so host-side launch overhead overlaps GPU work for every
-    implementation alike, as it does in a real pipeline; first 10 warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    cupy.cuda.Device().synchronize()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(3):
-        fn()
-    e1.record()
-    e1.synchronize()
-    per_call = cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / 3
-    inner = int(min(50, max(1, 2e-3 // max(per_call, 1e-6))))
-    times = []
-    start_wall = time.perf_counter()
-    while len(times) < min_batches or time.perf_counter() - start_wall < min_seconds:
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        e0.record()
-        for _ in range(inner):
-            fn()
-        e1.record()
-        e1.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / inner)
-        if len(times) >= 500:
-            break
-    return float(np.median(times))
-
-
-def host_time(fn, calls=50):
-    """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on)."""
-    cupy.cuda.Device().synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - start
-    cupy.cuda.Device().synchronize()
-    return elapsed / calls
 
 
 def torch_impls(q, k, v, causal):

@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -41,36 +43,6 @@ ROWS = [  # (B, T, H, K=V)
 # switches: (CHUNK_WARPS, CHUNK_SEGMENT_LEN); segment length 0 = sequential, else segmented.
 CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 4096)]
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
-
-
-def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
-    """Median seconds per call. Calls are queued in batches between two CUDA events (enough
-    calls for about 2 ms of GPU work), so host-side launch overhead overlaps GPU work for every
-    implementation alike, as it does in a real pipeline (as benchmarks/attention.py does)."""
-    for _ in range(warmup):
-        fn()
-    cupy.cuda.Device().synchronize()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(3):
-        fn()
-    e1.record()
-    e1.synchronize()
-    per_call = cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / 3
-    inner = int(min(50, max(1, 2e-3 // max(per_call, 1e-6))))
-    times = []
-    start_wall = time.perf_counter()
-    while len(times) < min_batches or time.perf_counter() - start_wall < min_seconds:
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        e0.record()
-        for _ in range(inner):
-            fn()
-        e1.record()
-        e1.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / inner)
-        if len(times) >= 500:
-            break
-    return float(np.median(times))
 
 
 def copy_bandwidth():
