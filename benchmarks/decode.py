@@ -187,6 +187,16 @@ def main():
         for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
             cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
             row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
+        # the other split kernel (cuattn.decode.KERNELS), ALiBi, for comparison
+        saved_kernel = decode_module.KERNEL
+        for other in decode_module.KERNELS:
+            if other != saved_kernel:
+                decode_module.KERNEL = other
+                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+                row[f"cuattn_alibi_{other}"] = nbytes / time_calls(
+                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+        decode_module.KERNEL = saved_kernel
+        row["kernel"] = saved_kernel
         if args.sweep:
             saved = decode_module.BLOCKS_PER_SM
             row["sweep_blocks_per_sm"] = {}
@@ -216,7 +226,10 @@ def main():
                 f"{row.get('torch_flash', float('nan')):6.2f} {row.get('torch_cudnn', float('nan')):6.2f} "
                 f"{row.get('torch_alibi_bias', float('nan')):6.2f} {row.get('ratio_alibi_vs_best_torch', float('nan')):6.2f}")
         lines.append(line)
-        print(line + (f"  sweep {row['sweep_blocks_per_sm']}" if args.sweep else ""), flush=True)
+        others = {n[len("cuattn_alibi_"):]: round(x, 3) for n, x in row.items()
+                  if n.startswith("cuattn_alibi_") and isinstance(x, float)}
+        print(line + f"  [{row['kernel']}; other kernels {others}]"
+              + (f"  sweep {row['sweep_blocks_per_sm']}" if args.sweep else ""), flush=True)
         del t, c, q, k, v, kc, vc
         cupy.get_default_memory_pool().free_all_blocks()
     result = {"meta": meta, "rows": rows}

@@ -25,6 +25,11 @@ BLOCKS_PER_SM = 16     # split the KV range until the grid holds this many block
 MIN_CHUNK = 256        # ... but never fewer keys than this per block
 CHUNK_ALIGN = 64
 MAX_GRID_Z = 65535
+# Split kernel: "smem" streams K/V through a 3-stage cp.async ring in shared memory (more bytes
+# in flight per SM, same math and bit-identical results); "regs" is the earlier kernel that
+# loads K/V straight into registers. Flip here to fall back.
+KERNEL = "smem"
+KERNELS = ("smem", "regs")
 
 
 def alibi_slopes(num_heads):
@@ -54,8 +59,12 @@ def alibi_slopes(num_heads):
     return np.asarray(slopes, dtype=np.float32)
 
 
-def split_expression(type_name: str, padded: int, rows: int, paged: bool) -> str:
-    return f"decode_split<{type_name}, {padded}, {rows}, {'true' if paged else 'false'}>"
+def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None) -> str:
+    kernel = KERNEL if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS}; got {kernel!r}")
+    name = "decode_split_smem" if kernel == "smem" else "decode_split"
+    return f"{name}<{type_name}, {padded}, {rows}, {'true' if paged else 'false'}>"
 
 
 def merge_expression(type_name: str) -> str:
@@ -66,7 +75,8 @@ def all_kernel_expressions() -> list[str]:
     """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
     out = []
     for type_name in TYPE_NAMES.values():
-        out += [split_expression(type_name, d, r, p) for d in HEAD_DIMS for r in ROWS for p in (False, True)]
+        out += [split_expression(type_name, d, r, p, kern) for kern in KERNELS for d in HEAD_DIMS for r in ROWS
+                for p in (False, True)]
         out.append(merge_expression(type_name))
     return out
 

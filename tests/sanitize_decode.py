@@ -6,7 +6,8 @@
 
 Covers the three dtypes, every padded head dim (32..256, with D tails), every row-block size
 (1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
-with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row.
+with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
+with each split kernel (cuattn.decode.KERNELS: the shared-memory ring and the register one).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cupy as cp  # noqa: E402
 
 import cuattn  # noqa: E402
+import cuattn.decode  # noqa: E402,F401
 from cuattn._checks import BFLOAT16  # noqa: E402
 from helpers import rel_error  # noqa: E402
 
@@ -40,7 +42,19 @@ CASES = [
 
 
 def main():
-    rng = np.random.default_rng(0)
+    decode_module = sys.modules["cuattn.decode"]
+    worst, failures = 0.0, 0
+    for kernel in decode_module.KERNELS:
+        decode_module.KERNEL = kernel
+        rng = np.random.default_rng(0)
+        w, f = sweep(rng, kernel)
+        worst, failures = max(worst, w), failures + f
+    cp.cuda.Device().synchronize()
+    print(f"{failures} failures, worst norm-wise error {worst:.2e}")
+    sys.exit(1 if failures else 0)
+
+
+def sweep(rng, kernel):
     worst, failures = 0.0, 0
     for dtype in (np.float16, BFLOAT16, np.float32):
         for batch, hq, hkv, sq, length, d, lens in CASES:
@@ -74,11 +88,9 @@ def main():
                 ok = err <= TOL[np.dtype(dtype)]
                 failures += not ok
                 worst = max(worst, err)
-                print(f"{np.dtype(dtype).name:9} B{batch} Hq{hq} Hkv{hkv} Sq{sq} L{length_p} D{d} "
+                print(f"{kernel:4} {np.dtype(dtype).name:9} B{batch} Hq{hq} Hkv{hkv} Sq{sq} L{length_p} D{d} "
                       f"{'paged' if paged else 'contig'} err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
-    cp.cuda.Device().synchronize()
-    print(f"{failures} failures, worst norm-wise error {worst:.2e}")
-    sys.exit(1 if failures else 0)
+    return worst, failures
 
 
 if __name__ == "__main__":

@@ -249,3 +249,18 @@ def test_plan_covers_every_key_and_fills_the_device(batch, hq, hkv, sq, length):
     # the block target, up to the rounding of the chunk to CHUNK_ALIGN keys, unless chunks hit their minimum
     target = decode_module.BLOCKS_PER_SM * 132
     assert blocks >= 0.85 * target or chunk <= decode_module.MIN_CHUNK + decode_module.CHUNK_ALIGN
+
+
+def test_split_kernel_switch(monkeypatch):
+    """Both split kernels are listed for the compile tests; the module switch picks one."""
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    exprs = mod.all_kernel_expressions()
+    for kernel, name in (("smem", "decode_split_smem<"), ("regs", "decode_split<")):
+        assert sum(e.startswith(name) for e in exprs) == 3 * len(mod.HEAD_DIMS) * len(mod.ROWS) * 2
+        monkeypatch.setattr(mod, "KERNEL", kernel)
+        assert mod.split_expression("half_t", 128, 4, True) == f"{name}half_t, 128, 4, true>"
+    monkeypatch.setattr(mod, "KERNEL", "other")
+    with pytest.raises(ValueError, match="KERNEL"):
+        mod.split_expression("half_t", 128, 4, True)

@@ -10,6 +10,8 @@ several times. Norm-wise the error must stay under u (fp16/bf16) or 1e-5 (fp32).
 Outputs are poisoned (NaN-filled pool blocks of the output sizes) so an unwritten element fails.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,14 @@ pytestmark = pytest.mark.gpu
 
 DTYPES = [np.float16, BFLOAT16, np.float32]
 SLACK = {"float16": 2e-5, "bfloat16": 2e-5, "float32": 1e-5}
+DECODE_MODULE = sys.modules["cuattn.decode"]
+
+
+@pytest.fixture(autouse=True, params=DECODE_MODULE.KERNELS)
+def split_kernel(request, monkeypatch):
+    """Every GPU test runs with each split kernel (the shared-memory ring and the register one)."""
+    monkeypatch.setattr(DECODE_MODULE, "KERNEL", request.param)
+    return request.param
 
 
 def draw(rng, shape, dtype):
@@ -238,3 +248,19 @@ def test_gpu_errors(cp):
     with pytest.raises(ValueError, match="head dim D=20"):
         cuattn.decode(cp.ones((1, 2, 1, 20), cp.float16), cp.ones((1, 2, 5, 20), cp.float16),
                       cp.ones((1, 2, 5, 20), cp.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("hq,hkv,sq,length,d", [(8, 8, 1, 5000, 128), (32, 8, 1, 9001, 128), (16, 2, 1, 3000, 256),
+                                                (12, 4, 3, 777, 72), (6, 3, 2, 64, 32)], ids=str)
+def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq, hkv, sq, length, d):
+    """The two split kernels do the same math in the same order: identical bits."""
+    if split_kernel != "smem":
+        pytest.skip("compares both kernels once")
+    q, k, v = (draw(rng, s, dtype) for s in ((2, hq, sq, d), (2, hkv, length, d), (2, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array([length, max(0, length // 3)], np.int32), alibi_slopes="default")
+    o1, l1 = run(cp, q, k, v, **kw)
+    monkeypatch.setattr(DECODE_MODULE, "KERNEL", "regs")
+    o2, l2 = run(cp, q, k, v, **kw)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(l1, l2)
