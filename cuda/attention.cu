@@ -555,33 +555,47 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
             pin_registers(s);
             if (nb + 1 == num_n_blocks) mbar_arrive(q_empty(count));  // Q is read for the last time
 
+            // Blocks with masked entries are scaled and masked first (c = 1 after that); full
+            // blocks fold the scale into the exponent: exp2(s c - m) is one FFMA, and the row
+            // max of s c is c max(s), or c min(s) when c < 0.
             const bool need_mask = (n0 + kBlockN > seqlen_k) || (kCausal && n0 + kBlockN - 1 > m0 + offset);
+            float c = scale_log2;
+            if (need_mask) {
 #pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt)
+                for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    s[nt][e] *= scale_log2;
-                    if (need_mask) {
+                    for (int e = 0; e < 4; ++e) {
                         const int col = n0 + nt * 8 + 2 * (lane % 4) + (e & 1);
                         const int row = row_g + (e >> 1) * 8;
+                        s[nt][e] *= scale_log2;
                         if (col >= seqlen_k || (kCausal && col > row + offset)) s[nt][e] = -CUATTN_INF;
                     }
-                }
+                c = 1.f;
+            }
             float alpha[2];
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                float mx = row_max[h];
+                float ext;
+                if (c >= 0.f) {
+                    ext = -CUATTN_INF;
 #pragma unroll
-                for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
-                mx = quad_max(mx);
+                    for (int nt = 0; nt < kNTiles; ++nt) ext = fmaxf(ext, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+                    ext = quad_max(ext);
+                } else {
+                    ext = CUATTN_INF;
+#pragma unroll
+                    for (int nt = 0; nt < kNTiles; ++nt) ext = fminf(ext, fminf(s[nt][2 * h], s[nt][2 * h + 1]));
+                    ext = quad_min(ext);
+                }
+                const float mx = fmaxf(row_max[h], ext * c);
                 const float shift = softmax_shift(mx);
                 alpha[h] = fast_exp2(row_max[h] - shift);
                 row_max[h] = mx;
                 float sum = 0.f;
 #pragma unroll
                 for (int nt = 0; nt < kNTiles; ++nt) {
-                    s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
-                    s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
+                    s[nt][2 * h] = fast_exp2(fmaf(s[nt][2 * h], c, -shift));
+                    s[nt][2 * h + 1] = fast_exp2(fmaf(s[nt][2 * h + 1], c, -shift));
                     sum += s[nt][2 * h] + s[nt][2 * h + 1];
                 }
                 row_sum[h] = row_sum[h] * alpha[h] + sum;

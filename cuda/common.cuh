@@ -149,6 +149,10 @@ __device__ __forceinline__ float quad_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
     return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
+__device__ __forceinline__ float quad_min(float x) {
+    x = fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
 __device__ __forceinline__ float quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 1);
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
