@@ -71,6 +71,9 @@ def merge_expression(type_name: str) -> str:
     return f"decode_merge<{type_name}>"
 
 
+VALIDATE_EXPRESSION = "decode_validate<int>"
+
+
 def all_kernel_expressions() -> list[str]:
     """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
     out = []
@@ -78,6 +81,7 @@ def all_kernel_expressions() -> list[str]:
         out += [split_expression(type_name, d, r, p, kern) for kern in KERNELS for d in HEAD_DIMS for r in ROWS
                 for p in (False, True)]
         out.append(merge_expression(type_name))
+    out.append(VALIDATE_EXPRESSION)
     return out
 
 
@@ -131,7 +135,12 @@ def validate_values(xp, cache_seqlens, block_table, sizes):
         used = xp.arange(block_table.shape[1])[None, :] < ((lens.astype(xp.int64) + ps - 1) // ps)[:, None]
         bad_page = xp.any(used & ((block_table < 0) | (block_table >= sizes["num_pages"])))
     flags = xp.stack([bad_len, bad_page])
-    flags = flags.get() if hasattr(flags, "get") else flags
+    raise_for_flags(flags.get() if hasattr(flags, "get") else flags, sizes)
+
+
+def raise_for_flags(flags, sizes):
+    """Raise for the flags (bad length, bad page) of validate_values or decode_validate."""
+    length = sizes["cache_len"]
     if flags[0]:
         raise ValueError(f"cache_seqlens must lie in [0, {length}] (the cache length)")
     if flags[1]:
@@ -284,15 +293,22 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     batch, hq, hkv, sq = sizes["batch"], sizes["num_q_heads"], sizes["num_kv_heads"], sizes["seqlen_q"]
     if batch > MAX_GRID_Z:
         raise ValueError(f"q's batch ({batch}) must be at most {MAX_GRID_Z} on the GPU")
-    validate_values(cupy, cache_seqlens, block_table, sizes)
+    lens = (cupy.full((batch,), sizes["cache_len"], dtype=cupy.int32) if cache_seqlens is None
+            else cupy.ascontiguousarray(cache_seqlens))
+    table = cupy.zeros((batch, 1), dtype=cupy.int32) if block_table is None else cupy.ascontiguousarray(block_table)
+    if cache_seqlens is not None or block_table is not None:
+        # one fused check kernel and one 8-byte copy (the only host synchronization)
+        flags = cupy.zeros(2, dtype=cupy.int32)
+        cols = max(1, table.shape[1])
+        launch(get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * cols // 256))),), (256,),
+               [lens, table, np.int32(batch), np.int32(table.shape[1]), np.int32(sizes["cache_len"]),
+                np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]), flags])
+        raise_for_flags(flags.get(), sizes)
     o = cupy.empty((batch, hq, sq, d), dtype=q.dtype)
     lse = cupy.empty((batch, hq, sq), dtype=cupy.float32)
     if lse.size == 0:
         return o, lse
     q, k_cache, v_cache = (_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
-    lens = (cupy.full((batch,), sizes["cache_len"], dtype=cupy.int32) if cache_seqlens is None
-            else cupy.ascontiguousarray(cache_seqlens))
-    table = cupy.zeros((batch, 1), dtype=cupy.int32) if block_table is None else cupy.ascontiguousarray(block_table)
     if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
         slope_arr = _device_slopes(cupy.cuda.Device().id, hq, slopes is not None)
     else:

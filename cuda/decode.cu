@@ -609,3 +609,27 @@ decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_par
     }
     if (threadIdx.x == 0) lse[row] = mx + __logf(sum);
 }
+
+// decode_validate<I>: the value checks of cache_seqlens and the block table in one launch, so the
+// host pays one small kernel and one 8-byte copy. flags (zeroed by the caller): flags[0] = 1 when
+// a length lies outside [0, cache_len]; flags[1] = 1 when a used page (index < ceil(len /
+// page_size)) lies outside [0, num_pages). Every writer stores the same 1, so plain stores do.
+template <typename I>
+__global__ void __launch_bounds__(256)
+decode_validate(const I* __restrict__ lens, const I* __restrict__ table, int batch, int max_pages,
+                int cache_len, int page_size, int num_pages, int paged, I* __restrict__ flags) {
+    const int cols = max_pages > 0 ? max_pages : 1;
+    const i64 total = (i64)batch * cols;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+        const int b = (int)(i / cols), p = (int)(i % cols);
+        const I len = lens[b];
+        if (p == 0 && (len < 0 || len > cache_len)) flags[0] = 1;
+        if (paged && p < max_pages && len > 0) {
+            const i64 used = ((i64)len + page_size - 1) / page_size;
+            if (p < used) {
+                const I e = table[(i64)b * max_pages + p];
+                if (e < 0 || e >= num_pages) flags[1] = 1;
+            }
+        }
+    }
+}

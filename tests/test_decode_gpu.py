@@ -245,6 +245,19 @@ def test_gpu_errors(cp):
     pages = cp.ones((4, 2, 8, 64), cp.float16)
     with pytest.raises(ValueError, match="pages outside"):
         cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 4]], cp.int32))
+    with pytest.raises(ValueError, match="pages outside"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, -1], [2, 3]], cp.int32),
+                      cache_seqlens=cp.array([9, 16], cp.int32))
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32),
+                      cache_seqlens=cp.array([-1, 3], cp.int32))
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32),
+                      cache_seqlens=cp.array([17, 3], cp.int32))
+    # pages past a row's length are never read, so they are not checked
+    o = cuattn.decode(q, pages, pages, block_table=cp.array([[0, 99], [2, -5]], cp.int32),
+                      cache_seqlens=cp.array([8, 0], cp.int32))
+    assert bool(cp.all(cp.isfinite(o)))
     with pytest.raises(ValueError, match="head dim D=20"):
         cuattn.decode(cp.ones((1, 2, 1, 20), cp.float16), cp.ones((1, 2, 5, 20), cp.float16),
                       cp.ones((1, 2, 5, 20), cp.float16))
