@@ -23,6 +23,8 @@ TYPE_NAMES = {"float16": "half_t", "bfloat16": "bf16_t", "float32": "float"}
 BLOCKS_PER_SM = 16     # split the KV range until the grid holds this many blocks per SM (small
                        # blocks balance the SMs; benchmarks/decode.py --sweep times alternatives)
 MIN_CHUNK = 256        # ... but never fewer keys than this per block
+WAVE_AWARE = True      # ... and up to twice that when it fills the last wave of resident blocks
+                       # (4 per SM for <= 4 rows, else 2) better; False: the plain target
 CHUNK_ALIGN = 64
 MAX_GRID_Z = 65535
 # Split kernel: "smem" streams K/V through a 3-stage cp.async ring in shared memory (more bytes
@@ -271,8 +273,26 @@ def plan(sizes, num_sms):
     row_chunks = -(-num_rows // rows)
     length = max(1, sizes["cache_len"])
     base = sizes["batch"] * sizes["num_kv_heads"] * row_chunks
-    splits = max(1, min(-(-BLOCKS_PER_SM * num_sms // base), -(-length // MIN_CHUNK)))
-    chunk = -(-(-(-length // splits)) // CHUNK_ALIGN) * CHUNK_ALIGN
+    max_splits = max(1, -(-length // MIN_CHUNK))
+    splits = max(1, min(-(-BLOCKS_PER_SM * num_sms // base), max_splits))
+
+    def chunk_of(s):
+        return -(-(-(-length // s)) // CHUNK_ALIGN) * CHUNK_ALIGN
+
+    chunk = chunk_of(splits)
+    if WAVE_AWARE:
+        # up to twice the splits, when that fills the last wave of resident blocks >= 2% better
+        cap = num_sms * (4 if rows <= 4 else 2)
+
+        def fill(c):
+            total = base * -(-length // c)
+            return total / (-(-total // cap) * cap)
+
+        best = fill(chunk)
+        for s in range(splits + 1, min(2 * splits, max_splits) + 1):
+            c = chunk_of(s)
+            if fill(c) > best + 0.02:
+                chunk, best = c, fill(c)
     return rows, row_chunks, -(-length // chunk), chunk
 
 
