@@ -145,7 +145,8 @@ def main():
                     row[name] = flops / time_calls(fn) / 1e12
                 row["rel_diff_vs_flash"] = check(*c, *t, causal)
             if args.sweep and d in SWEEP:
-                saved = dict(attn_mod.WGMMA_TILES)
+                saved, saved_short = dict(attn_mod.WGMMA_TILES), attn_mod.SHORT_KV
+                attn_mod.SHORT_KV = -1  # the swept tiles apply at every length
                 row["sweep"] = {}
                 for tiles in SWEEP[d]:
                     attn_mod.WGMMA_TILES[d] = tiles
@@ -157,6 +158,7 @@ def main():
                         row["sweep"]["x".join(map(str, tiles))] = f"failed: {exc}"[:200]
                 attn_mod.WGMMA_TILES.clear()
                 attn_mod.WGMMA_TILES.update(saved)
+                attn_mod.SHORT_KV = saved_short
             for ref in ("torch_flash", "torch_cudnn"):
                 if ref in row:
                     row[f"ratio_{ref}"] = row["cuattn"] / row[ref]

@@ -34,6 +34,10 @@ WGMMA_TILES = {
     192: (64, 2, 2, 1),
     256: (64, 2, 2, 1),
 }
+# Key ranges up to SHORT_KV keys fill the GPU better with smaller key blocks and more query rows
+# per tile (H100 sweep: D 128, S 2048: 413 vs 338 TFLOP/s; S 8192: 455 vs 501).
+SHORT_KV = 4096
+WGMMA_TILES_SHORT_KV = {128: (64, 3, 3, 2)}
 WGMMA_OPTIONS = ("-arch=sm_90a",)
 USE_WGMMA = True  # tests switch it off to exercise the mma.sync kernel on Hopper too
 MAX_HEAD_DIM = 256
@@ -54,8 +58,14 @@ def wgmma_padded_head_dim(head_dim: int, head_dim_v: int) -> int:
     return min(p for p in WGMMA_TILES if p >= max(head_dim, head_dim_v))
 
 
-def wgmma_expression(type_name: str, padded: int, causal: bool) -> str:
-    block_n, groups, stages, q_stages = WGMMA_TILES[padded]
+def wgmma_tiles(padded: int, seqlen_k: int) -> tuple:
+    if seqlen_k <= SHORT_KV and padded in WGMMA_TILES_SHORT_KV:
+        return WGMMA_TILES_SHORT_KV[padded]
+    return WGMMA_TILES[padded]
+
+
+def wgmma_expression(type_name: str, tiles: tuple, padded: int, causal: bool) -> str:
+    block_n, groups, stages, q_stages = tiles
     return (f"attention_fwd_wgmma<{type_name}, {padded}, {block_n}, {groups}, {stages}, {q_stages}, "
             f"{'true' if causal else 'false'}>")
 
@@ -72,8 +82,9 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
             out += [mma_expression(t, padded, causal) for t in ("half_t", "bf16_t")]
             out.append(f32_expression(padded, causal))
         if arch == "sm_90a":
-            for padded in WGMMA_TILES:
-                out += [wgmma_expression(t, padded, causal) for t in ("half_t", "bf16_t")]
+            for tiles_of in (WGMMA_TILES, WGMMA_TILES_SHORT_KV):
+                for padded, tiles in tiles_of.items():
+                    out += [wgmma_expression(t, tiles, padded, causal) for t in ("half_t", "bf16_t")]
     return out
 
 
@@ -223,8 +234,9 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
         type_name = "half_t" if q.dtype == _checks.FLOAT16 else "bf16_t"
         if USE_WGMMA and device_properties()["cc"] == 90 and sk > 0:  # TMA maps need a non-empty K
             padded = wgmma_padded_head_dim(d, dv)
-            expr, options = wgmma_expression(type_name, padded, causal), WGMMA_OPTIONS
-            block_n, groups, stages, q_stages = WGMMA_TILES[padded]
+            tiles = wgmma_tiles(padded, sk)
+            expr, options = wgmma_expression(type_name, tiles, padded, causal), WGMMA_OPTIONS
+            block_n, groups, stages, q_stages = tiles
             block_m, threads = 64 * groups, 128 * (groups + 1)  # consumer warpgroups + a producer warpgroup
             smem = 2 * (q_stages * block_m + 2 * stages * block_n) * padded + 16 * (q_stages + stages)
         else:

@@ -21,11 +21,14 @@ pytestmark = pytest.mark.gpu
 DTYPES = [np.float16, BFLOAT16, np.float32]
 
 
-@pytest.fixture(params=["default", "mma_sync"])
+@pytest.fixture(params=["default", "long_kv_tiles", "mma_sync"])
 def kernel_path(request, monkeypatch):
-    """Run on the default path (wgmma on Hopper) and on the mma.sync kernel."""
+    """Run on the default path (wgmma on Hopper), with the long-key-range wgmma tiles at every
+    length (the tests' lengths are short), and on the mma.sync kernel."""
     if request.param == "mma_sync":
         monkeypatch.setattr(sys.modules["cuattn.attention"], "USE_WGMMA", False)
+    if request.param == "long_kv_tiles":
+        monkeypatch.setattr(sys.modules["cuattn.attention"], "SHORT_KV", -1)
     return request.param
 
 
