@@ -218,7 +218,7 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     Notes
     -----
     With ``cache_seqlens`` or ``block_table`` given, the GPU path checks their values with one
-    small reduction and one host synchronization before launching.
+    small kernel and one host synchronization (an 8-byte copy) before launching.
 
     Examples
     --------

@@ -20,6 +20,15 @@
 //   Masked keys get exactly -inf; a slot that saw nothing keeps m = -inf and l = 0.
 //   Traffic: K and V of the chunk once; partials (num_splits * rows * D * 4 bytes) are small.
 //
+// decode_split_smem<T, kHeadDim, kRows, kPaged>: decode_split's math, key order and results
+//   (bit-identical), with K and V streamed through a 3-stage cp.async ring in shared memory
+//   (48 KB static, each thread copies and reads only its own 16-byte pieces, so the loop needs no
+//   barrier); two tiles (32 KB) per block stay in flight while one is scored. The default
+//   (cuattn/decode.py KERNEL = "smem"; "regs" selects decode_split).
+//
+// decode_validate<I>: the value checks of cache_seqlens and the used block-table entries in one
+//   launch (the host reads back 8 bytes).
+//
 // decode_merge<T>: one block per output row merges the splits' partials with weights
 //   exp(lse_s - max): a split with lse -inf weighs 0; all -inf gives zeros and lse -inf; a NaN
 //   lse (NaN input) gives NaN for that row only.
