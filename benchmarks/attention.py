@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from timing import host_time, time_calls  # noqa: E402
+from common import bar_chart, host_time, run_metadata, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 import cuattn.attention as _attention_module  # noqa: E402,F401
@@ -107,21 +105,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    meta = {
-        "device": props["name"].decode(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cupy": cupy.__version__,
-        "python": platform.python_version(),
-        "method": "median of CUDA-event times, >=30 calls and >=0.3 s after 10 warm-ups; same inputs for all",
-    }
-    try:
-        import torch
-
-        meta["torch"] = torch.__version__
-        meta["cudnn"] = torch.backends.cudnn.version()
-    except ImportError:
-        pass
+    meta = run_metadata()
     rows = []
     dtypes = ["bfloat16"] if args.quick else ["bfloat16", "float16"]
     print(f"{meta['device']}: prefill attention forward, TFLOP/s (ratio = cuattn / torch)")
@@ -176,26 +160,9 @@ def main():
 
 
 def plot(rows, meta, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(12, 4.5))
     labels = [f"{r['dtype'][:4]} D{r['D']} S{r['S']}{' c' if r['causal'] else ''}" for r in rows]
-    x = np.arange(len(rows))
-    names = [n for n in ("cuattn", "torch_flash", "torch_cudnn") if any(n in r for r in rows)]
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        ax.bar(x + i * width, [r.get(n, 0) for r in rows], width, label=n)
-    ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("TFLOP/s")
-    ax.set_title(f"prefill attention forward, {meta['device']}, {meta['date']}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    bar_chart(path, rows, ["cuattn", "torch_flash", "torch_cudnn"], labels, "TFLOP/s",
+              f"prefill attention forward, {meta['device']}, {meta['date']}", rotation=60)
 
 
 if __name__ == "__main__":

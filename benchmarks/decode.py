@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
+from common import bar_chart, run_metadata, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -44,35 +44,6 @@ ROWS = [  # (B, Hq, Hkv, D, L, paged)
 PAGE_SIZE = 256
 SWEEP_BLOCKS_PER_SM = (4, 8, 16, 32, 64)
 decode_module = sys.modules["cuattn.decode"]
-
-
-def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
-    """Median seconds per call over batches of calls between two CUDA events (as in
-    benchmarks/attention.py): host launch overhead overlaps GPU work for everyone alike."""
-    for _ in range(warmup):
-        fn()
-    cupy.cuda.Device().synchronize()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(3):
-        fn()
-    e1.record()
-    e1.synchronize()
-    per_call = cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / 3
-    inner = int(min(50, max(1, 2e-3 // max(per_call, 1e-6))))
-    times = []
-    start_wall = time.perf_counter()
-    while len(times) < min_batches or time.perf_counter() - start_wall < min_seconds:
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        e0.record()
-        for _ in range(inner):
-            fn()
-        e1.record()
-        e1.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / inner)
-        if len(times) >= 500:
-            break
-    return float(np.median(times))
 
 
 def torch_impls(q, k, v, slopes):
@@ -152,22 +123,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     reps = dict(min_batches=5, min_seconds=0.1) if args.quick else {}
 
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    meta = {
-        "device": props["name"].decode(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cupy": cupy.__version__,
-        "python": platform.python_version(),
-        "method": "median of CUDA-event times over batches of calls, >=15 batches and >=0.3 s after "
-                  "10 warm-ups; same inputs for all; TB/s = bytes of K and V / time",
-    }
-    try:
-        import torch
-
-        meta["torch"] = torch.__version__
-        meta["cudnn"] = torch.backends.cudnn.version()
-    except ImportError:
-        pass
+    meta = run_metadata(unit="TB/s = bytes of K and V / time")
     rng = np.random.default_rng(0)
     rows = []
     lines = []
@@ -243,28 +199,10 @@ def main():
 
 
 def plot(rows, meta, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(11, 4.5))
     labels = [f"B{r['B']} {r['Hq']}/{r['Hkv']} D{r['D']} L{r['L']}{' paged' if r['paged'] else ''}" for r in rows]
-    x = np.arange(len(rows))
-    names = [n for n in ("cuattn_alibi", "cuattn", "torch_flash", "torch_cudnn", "torch_alibi_bias")
-             if any(n in r for r in rows)]
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        ax.bar(x + i * width, [r.get(n, 0) for r in rows], width, label=n)
-    ax.axhline(2.8, color="gray", lw=0.8, ls="--")
-    ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("TB/s (K and V bytes / time)")
-    ax.set_title(f"decode, one fp16 query token, {meta['device']}, {meta['date']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    names = ["cuattn_alibi", "cuattn", "torch_flash", "torch_cudnn", "torch_alibi_bias"]
+    bar_chart(path, rows, names, labels, "TB/s (K and V bytes / time)",
+              f"decode, one fp16 query token, {meta['device']}, {meta['date']}", hline=2.8)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from timing import time_calls  # noqa: E402
+from common import bar_chart, run_metadata, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -100,21 +98,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     reps = dict(min_batches=5, min_seconds=0.05) if args.quick else {}
 
-    props = cupy.cuda.runtime.getDeviceProperties(0)
-    meta = {
-        "device": props["name"].decode(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "cupy": cupy.__version__,
-        "python": platform.python_version(),
-        "dtype": "bfloat16",
-        "gates": "logsigmoid(randn) / 16",
-        "method": "median per call of CUDA-event times around ~2 ms batches, >=15 batches and >=0.3 s after 10 warm-ups; same inputs for all",
-    }
+    meta = run_metadata(dtype="bfloat16", gates="logsigmoid(randn) / 16")
     fla = fla_functions()
     try:
-        import torch
-
-        meta["torch"] = torch.__version__
         import fla as fla_pkg
 
         meta["fla"] = getattr(fla_pkg, "__version__", "?")
@@ -193,27 +179,9 @@ def main():
 
 
 def plot(rows, meta, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
     names = ["cuattn_chunk_ms", "fla_chunk_ms", "cuattn_recurrent_ms", "fla_fused_recurrent_ms", "io_floor_ms"]
-    names = [n for n in names if any(n in r for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    x = np.arange(len(rows))
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        ax.bar(x + i * width, [r.get(n, 0) for r in rows], width, label=n[:-3])
-    ax.set_xticks(x + width * (len(names) - 1) / 2, [f"B{r['B']} T{r['T']} H{r['H']} K{r['K']}" for r in rows])
-    ax.set_yscale("log")
-    ax.set_ylabel("ms (log)")
-    ax.set_title(f"GLA forward bf16, {meta['device']}, {meta['date']}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    labels = [f"B{r['B']} T{r['T']} H{r['H']} K{r['K']}" for r in rows]
+    bar_chart(path, rows, names, labels, "ms (log)", f"GLA forward bf16, {meta['device']}, {meta['date']}", log=True)
 
 
 if __name__ == "__main__":

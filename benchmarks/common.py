@@ -1,0 +1,104 @@
+"""Shared by the benchmark scripts: GPU timing (CUDA events through CuPy), run metadata, plots."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import cupy
+
+
+def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
+    """Median seconds per call. Calls are queued in batches between two CUDA events (enough
+    calls for about 2 ms of GPU work), so host-side launch overhead overlaps GPU work for every
+    implementation alike, as it does in a real pipeline; 10 warm-up calls first."""
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.Device().synchronize()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(3):
+        fn()
+    e1.record()
+    e1.synchronize()
+    per_call = cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / 3
+    inner = int(min(50, max(1, 2e-3 // max(per_call, 1e-6))))
+    times = []
+    start_wall = time.perf_counter()
+    while len(times) < min_batches or time.perf_counter() - start_wall < min_seconds:
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        for _ in range(inner):
+            fn()
+        e1.record()
+        e1.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e-3 / inner)
+        if len(times) >= 500:
+            break
+    return float(np.median(times))
+
+
+def host_time(fn, calls=50):
+    """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on)."""
+    cupy.cuda.Device().synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    cupy.cuda.Device().synchronize()
+    return elapsed / calls
+
+
+METHOD = ("median per call of CUDA-event times over batches of calls (about 2 ms of GPU work a "
+          "batch), >= 15 batches and >= 0.3 s after 10 warm-ups; the same random inputs for all")
+
+
+def run_metadata(**extra):
+    """Device, date and library versions for a results JSON."""
+    import platform
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    meta = {
+        "device": props["name"].decode(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cupy": cupy.__version__,
+        "python": platform.python_version(),
+        "method": METHOD,
+    }
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["cudnn"] = torch.backends.cudnn.version()
+    except ImportError:
+        pass
+    meta.update(extra)
+    return meta
+
+
+def bar_chart(path, rows, names, labels, ylabel, title, log=False, hline=None, rotation=30):
+    """Grouped bars of rows[i][name] for each name (matplotlib optional: nothing without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = [n for n in names if any(n in r for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(rows) + 4), 4.5))
+    x = np.arange(len(rows))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar(x + i * width, [r.get(n) or 0 for r in rows], width, label=n)
+    if hline is not None:
+        ax.axhline(hline, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=rotation, ha="right", fontsize=7)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
