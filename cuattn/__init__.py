@@ -8,6 +8,9 @@ decode
     A few query tokens against a long (paged) KV cache, ALiBi bias, split-KV on the GPU.
 gla
     Gated linear attention, chunk (tensor cores) and recurrent modes, packed sequences.
+precision_report
+    Splits low-precision attention error into input rounding and kernel error (lesson 1);
+    also ``python -m cuattn precision``.
 reference
     Float64 SciPy references of every operation, for checking any result.
 
