@@ -71,25 +71,33 @@ def _module(name: str, name_expressions: tuple, options: tuple):
     )
 
 
-@functools.lru_cache(maxsize=None)
 def get_kernel(name: str, expression: str, options: tuple = (), max_dynamic_smem: int = 0):
-    """Compiled kernel ``expression`` (a template instantiation) from ``cuda/<name>``.
+    """Compiled kernel ``expression`` (a template instantiation) from ``cuda/<name>``, for the
+    current device.
 
     One module is compiled per (file, expression, options): variants compile lazily, at first
     use, and CuPy caches the binary on disk. Kernels that need more than 48 KB of dynamic
-    shared memory get their limit raised here, once.
+    shared memory get their limit raised here, once per device.
     """
-    kernel = _module(name, (expression,), tuple(options)).get_function(expression)
+    return _kernel_on(require_cupy().cuda.Device().id, name, expression, tuple(options), max_dynamic_smem)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_on(device_id: int, name: str, expression: str, options: tuple, max_dynamic_smem: int):
+    kernel = _module(name, (expression,), options).get_function(expression)
     if max_dynamic_smem > 48 * 1024:
         kernel.max_dynamic_shared_size_bytes = int(max_dynamic_smem)
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
 def device_properties() -> dict:
-    cupy = require_cupy()
-    dev = cupy.cuda.Device()
-    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    """Multiprocessor count, compute capability and shared-memory limit of the current device."""
+    return _properties_of(require_cupy().cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _properties_of(device_id: int) -> dict:
+    props = require_cupy().cuda.runtime.getDeviceProperties(device_id)
     return {
         "num_sms": int(props["multiProcessorCount"]),
         "cc": int(props["major"]) * 10 + int(props["minor"]),
