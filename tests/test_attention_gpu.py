@@ -14,7 +14,7 @@ import pytest
 import cuattn
 from cuattn._checks import BFLOAT16
 from cuattn.precision import plain_attention
-from helpers import lse_error, rel_error
+from helpers import lse_error, poison, rel_error
 
 pytestmark = pytest.mark.gpu
 
@@ -30,12 +30,6 @@ def kernel_path(request, monkeypatch):
     if request.param == "long_kv_tiles":
         monkeypatch.setattr(sys.modules["cuattn.attention"], "SHORT_KV", -1)
     return request.param
-
-
-def poison(cp, *shapes):
-    """Fill pool blocks of these sizes with NaN and free them: the next allocations reuse them."""
-    blocks = [cp.full(s, cp.nan, dtype=cp.float32) for s in shapes]
-    del blocks
 
 
 def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd"):
