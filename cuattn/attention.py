@@ -165,7 +165,7 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
         o, lse = attention_cpu(q, k, v, sizes, causal, scale)
     else:
         _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
-        o, lse = _attention_cuda(q, k, v, sizes, causal, scale, return_lse)
+        o, lse = _attention_cuda(q, k, v, sizes, causal, scale)
     return (o, lse) if return_lse else o
 
 
@@ -207,7 +207,7 @@ def _tma_ready(x, cupy):
     return x
 
 
-def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
+def _attention_cuda(q, k, v, sizes, causal, scale):
     cupy = require_cupy()
     d, dv = sizes["head_dim"], sizes["head_dim_v"]
     for name, dim in (("D", d), ("Dv", dv)):
@@ -225,14 +225,15 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
     of = o.reshape((-1, hq, sq, dv))
     lsef = lse.reshape((-1, hq, sq))
     padded = padded_head_dim(d, dv)
-    options = ()
+    options, use_wgmma = (), False
     if q.dtype == _checks.FLOAT32:
         expr = f32_expression(padded, causal)
         block_m, threads = F32_BLOCK_M, 128
         smem = 4 * (F32_BLOCK_M * padded + F32_BLOCK_N * (padded + 1) + F32_BLOCK_N * padded)
     else:
         type_name = "half_t" if q.dtype == _checks.FLOAT16 else "bf16_t"
-        if USE_WGMMA and device_properties()["cc"] == 90 and sk > 0:  # TMA maps need a non-empty K
+        use_wgmma = USE_WGMMA and device_properties()["cc"] == 90 and sk > 0  # TMA maps need a non-empty K
+        if use_wgmma:
             padded = wgmma_padded_head_dim(d, dv)
             tiles = wgmma_tiles(padded, sk)
             expr, options = wgmma_expression(type_name, tiles, padded, causal), WGMMA_OPTIONS
@@ -258,7 +259,7 @@ def _attention_cuda(q, k, v, sizes, causal, scale, return_lse):
         return args + [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
 
     nb = of.shape[0]
-    if expr.startswith("attention_fwd_wgmma"):  # persistent: one block per SM walks the tiles
+    if use_wgmma:  # persistent: one block per SM walks the tiles
         num_tiles = num_m_blocks * hq * nb
         name = _checks.dtype_name(q.dtype)
         qt, kt, vt = (_tma_ready(x, cupy) for x in (qf, kf, vf))  # alive until the launch is queued
