@@ -43,6 +43,7 @@ ROWS = [  # (B, Hq, Hkv, D, L, paged)
 ]
 PAGE_SIZE = 256
 SWEEP_BLOCKS_PER_SM = (4, 8, 16, 32, 64)
+SWEEP_TMA_STAGES = (3, 4, 6, 8)
 decode_module = sys.modules["cuattn.decode"]
 
 
@@ -117,7 +118,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets")
+    parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets and TMA_STAGES ring depths")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ def main():
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
         decode_module.KERNEL = saved_kernel
         row["kernel"] = saved_kernel
-        if args.sweep:
+        if args.sweep and saved_kernel == "regs":
             saved = decode_module.BLOCKS_PER_SM
             row["sweep_blocks_per_sm"] = {}
             for target in SWEEP_BLOCKS_PER_SM:
@@ -161,6 +162,15 @@ def main():
                 row["sweep_blocks_per_sm"][target] = nbytes / time_calls(
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
             decode_module.BLOCKS_PER_SM = saved
+        if args.sweep and saved_kernel == "tma":
+            saved = decode_module.TMA_STAGES
+            row["sweep_tma_stages"] = {}
+            for stages in SWEEP_TMA_STAGES:
+                decode_module.TMA_STAGES = stages
+                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+                row["sweep_tma_stages"][stages] = nbytes / time_calls(
+                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
+            decode_module.TMA_STAGES = saved
         if t is not None:
             slopes = cuattn.alibi_slopes(hq)
             notes = {}
@@ -185,7 +195,7 @@ def main():
         others = {n[len("cuattn_alibi_"):]: round(x, 3) for n, x in row.items()
                   if n.startswith("cuattn_alibi_") and isinstance(x, float)}
         print(line + f"  [{row['kernel']}; other kernels {others}]"
-              + (f"  sweep {row['sweep_blocks_per_sm']}" if args.sweep else ""), flush=True)
+              + (f"  sweep {row.get('sweep_blocks_per_sm')} stages {row.get('sweep_tma_stages')}" if args.sweep else ""), flush=True)
         del t, c, q, k, v, kc, vc
         cupy.get_default_memory_pool().free_all_blocks()
     result = {"meta": meta, "rows": rows}

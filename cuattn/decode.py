@@ -25,13 +25,18 @@ BLOCKS_PER_SM = 16     # split the KV range until the grid holds this many block
 MIN_CHUNK = 256        # ... but never fewer keys than this per block
 WAVE_AWARE = True      # ... and up to twice that when it fills the last wave of resident blocks
                        # (4 per SM for <= 4 rows, else 2) better; False: the plain target
-CHUNK_ALIGN = 64
+CHUNK_ALIGN = 128      # splits start on whole bulk-copy tiles (at most 128 keys)
 MAX_GRID_Z = 65535
-# Split kernel: "smem" streams K/V through a 3-stage cp.async ring in shared memory (more bytes
-# in flight per SM, same math and bit-identical results); "regs" is the earlier kernel that
-# loads K/V straight into registers. Flip here to fall back.
-KERNEL = "smem"
-KERNELS = ("smem", "regs")
+# Split kernel: "tma" (sm_90) streams K/V with the bulk copy engine through a TMA_STAGES-deep
+# shared-memory ring filled by a producer warp; "regs" (any GPU, and the fallback where "tma"
+# cannot run) loads K/V straight into registers. Same math, key order and bit-identical results.
+KERNEL = "tma"
+KERNELS = ("tma", "regs")
+TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
+TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
+TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
+TMA_OPTIONS = ("-arch=sm_90a",)
+SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
 
 
 def alibi_slopes(num_heads):
@@ -61,12 +66,27 @@ def alibi_slopes(num_heads):
     return np.asarray(slopes, dtype=np.float32)
 
 
-def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None) -> str:
+def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
+                     stages: int | None = None) -> str:
     kernel = KERNEL if kernel is None else kernel
     if kernel not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS}; got {kernel!r}")
-    name = "decode_split_smem" if kernel == "smem" else "decode_split"
-    return f"{name}<{type_name}, {padded}, {rows}, {'true' if paged else 'false'}>"
+    p = "true" if paged else "false"
+    if kernel == "tma":
+        if stages is None:
+            stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
+        return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
+    return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
+
+
+def tma_tile_keys(padded: int, itemsize: int) -> int:
+    """Keys per ring stage of decode_split_tma (DecodeTmaShape::kTile)."""
+    return TMA_TILE_BYTES // (padded * itemsize)
+
+
+def tma_shared_bytes(stages: int, rows: int, padded: int) -> int:
+    """Dynamic shared memory of decode_split_tma: ring, merge buffer, barriers."""
+    return 2 * TMA_TILE_BYTES * stages + rows * (padded + 8) * 4 + 16 * stages
 
 
 def merge_expression(type_name: str) -> str:
@@ -76,12 +96,13 @@ def merge_expression(type_name: str) -> str:
 VALIDATE_EXPRESSION = "decode_validate<int>"
 
 
-def all_kernel_expressions() -> list[str]:
-    """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
+def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
+    """Every kernel variant the dispatcher can pick on ``arch`` (compiled by the CI tests)."""
+    kernels = KERNELS if arch == "sm_90a" else ("regs",)
     out = []
     for type_name in TYPE_NAMES.values():
-        out += [split_expression(type_name, d, r, p, kern) for kern in KERNELS for d in HEAD_DIMS for r in ROWS
-                for p in (False, True)]
+        out += [split_expression(type_name, d, r, p, kern) for kern in kernels for d in HEAD_DIMS
+                for r in (TMA_ROWS if kern == "tma" else ROWS) for p in (False, True)]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -267,9 +288,10 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
 
 
 def plan(sizes, num_sms):
-    """(rows per block, row chunks, number of splits, keys per split) for a launch."""
+    """(rows per block, row chunks, number of splits, keys per split) for a launch of the
+    register kernel."""
     num_rows = sizes["num_q_heads"] // sizes["num_kv_heads"] * sizes["seqlen_q"]
-    rows = min(r for r in ROWS if r >= min(num_rows, ROWS[-1]))
+    rows = rows_per_block(sizes)
     row_chunks = -(-num_rows // rows)
     length = max(1, sizes["cache_len"])
     base = sizes["batch"] * sizes["num_kv_heads"] * row_chunks
@@ -294,6 +316,50 @@ def plan(sizes, num_sms):
             if fill(c) > best + 0.02:
                 chunk, best = c, fill(c)
     return rows, row_chunks, -(-length // chunk), chunk
+
+
+def rows_per_block(sizes):
+    """Query rows one block holds (a size of ROWS) for this launch."""
+    num_rows = sizes["num_q_heads"] // sizes["num_kv_heads"] * sizes["seqlen_q"]
+    return min(r for r in ROWS if r >= min(num_rows, ROWS[-1]))
+
+
+def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
+    """(blocks per SM, ring stages) of decode_split_tma: its launch bound on registers
+    (DecodeTmaShape::kMinBlocks: 3, 2 or 1 as rows x columns per lane <= 8, <= 32, more), and
+    as many stages (up to 8) as leave the shared memory for that many blocks."""
+    elems = 16 // itemsize
+    per_lane = max(1, padded // elems // 32) * elems
+    n = rows * per_lane
+    resident = 3 if n <= 8 else 2 if n <= 32 else 1
+    merge = tma_shared_bytes(0, rows, padded)
+    if TMA_STAGES is not None:
+        return min(resident, SMEM_PER_SM // (tma_shared_bytes(TMA_STAGES, rows, padded) + 1024)), TMA_STAGES
+    stages = min(8, (SMEM_PER_SM // resident - 1024 - merge) // (2 * TMA_TILE_BYTES + 16))
+    return resident, stages
+
+
+TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge, writes)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int, grid: int) -> tuple[int, int]:
+    """(number of splits, keys per split) for the persistent kernel's `grid` blocks: the split
+    count whose items (B x Hkv x row chunks x splits, dealt round-robin) give the shortest
+    longest block, counting TMA_ITEM_OVERHEAD keys per item; chunks are whole CHUNK_ALIGN keys."""
+    length = max(1, length)
+    base = batch * num_kv_heads * row_chunks
+    max_splits = max(1, -(-length // MIN_CHUNK))
+    best = None
+    for s in range(1, max_splits + 1):
+        chunk = -(-(-(-length // s)) // CHUNK_ALIGN) * CHUNK_ALIGN
+        splits = -(-length // chunk)
+        if splits != s:
+            continue
+        cost = -(-base * splits // grid) * (chunk + TMA_ITEM_OVERHEAD)
+        if best is None or cost < best[0]:
+            best = (cost, splits, chunk)
+    return best[1], best[2]
 
 
 @functools.lru_cache(maxsize=64)
@@ -336,21 +402,51 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
     padded = min(p for p in HEAD_DIMS if p >= d)
     num_rows = hq // hkv * sq
-    rows, row_chunks, splits, chunk = plan(sizes, device_properties()["num_sms"])
+    props = device_properties()
+    kernel = KERNEL
+    if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
+        kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
+    if kernel == "tma":
+        resident, stages = tma_config(rows_per_block(sizes), padded, q.dtype.itemsize)
+        rows = rows_per_block(sizes)
+        row_chunks = -(-num_rows // rows)
+        grid = resident * props["num_sms"]
+        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid)
+    else:
+        stages = None
+        rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
     o_part = cupy.empty((splits, batch, hkv, num_rows, d), dtype=cupy.float32)
     lse_part = cupy.empty((splits, batch, hkv, num_rows), dtype=cupy.float32)
 
     def strides(x):
         return [np.int64(s // x.itemsize) for s in x.strides[:3]]
 
-    split = get_kernel("decode.cu", split_expression(type_name, padded, rows, sizes["paged"]))
     args = [q, k_cache, v_cache, lens, table, slope_arr, o_part, lse_part, *strides(q), *strides(k_cache),
             *strides(v_cache), np.int64(table.shape[1]), np.int32(sizes["page_size"]), np.int32(batch),
             np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
             np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
-    launch(split, (splits, hkv * row_chunks, batch), (128,), args)
-    merge = get_kernel("decode.cu", merge_expression(type_name))
-    launch(merge, (batch * hq * sq,), (min(128, max(32, -(-d // 32) * 32)),),
-           [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
-            np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows)])
+    expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
+    if kernel == "tma":
+        # one bulk copy per tile of K and of V when its keys lie back to back (rows of D elements,
+        # and pages holding whole tiles), else one per key row
+        tile = tma_tile_keys(padded, q.dtype.itemsize)
+        row_bytes = d * q.dtype.itemsize
+        dense = all(x.shape[2] == 1 or x.strides[2] == row_bytes for x in (k_cache, v_cache))
+        whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
+        smem = tma_shared_bytes(stages, rows, padded)
+        split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
+        items = splits * hkv * row_chunks * batch
+        # per row group, the number of splits written so far: the block that writes the last
+        # one merges the group (zeroed per call, so concurrent calls on other streams are safe)
+        counters = cupy.zeros(batch * hkv * row_chunks, dtype=cupy.int32)
+        launch(split, (min(grid, items),), (160,),
+               args + [np.int32(whole_tiles), np.int32(splits), o, lse, counters, np.int32(hq)], shared_mem=smem)
+    else:
+        split = get_kernel("decode.cu", expr)
+        launch(split, (splits, hkv * row_chunks, batch), (128,), args)
+        merge = get_kernel("decode.cu", merge_expression(type_name))
+        launch(merge, (batch * hkv * row_chunks,), (128,),
+               [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
+                np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows), np.int32(rows),
+                np.int32(row_chunks)])
     return o, lse

@@ -352,38 +352,12 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
 //   Persistent grid (one block per SM): the producer loads the next tile's Q (into a second Q
 //   buffer when kQStages = 2) and K/V while the consumers finish the current tile and write it.
 #include "wgmma.cuh"
+#include "hopper.cuh"
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-// arrive once every cp.async this thread issued so far has landed
-__device__ __forceinline__ void mbar_arrive_cp_async(u32 bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_bytes(u32 bar, u32 bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// TMA: box (64 columns x rows) at (col, row, head, batch) of a 4-d tensor map into shared memory,
-// 128-byte swizzled, zero-filled out of bounds; completion is counted in bytes on bar.
-__device__ __forceinline__ void tma_load_4d(u32 dst, const void* tmap, int col, int row, int head, int batch, u32 bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
-        ::"r"(dst), "l"(tmap), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    asm volatile(
-        "{\n.reg .pred done;\nWAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
 }
 
 // Keep the compiler from moving accesses of wgmma registers across a wait.

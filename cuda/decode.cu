@@ -20,20 +20,22 @@
 //   Masked keys get exactly -inf; a slot that saw nothing keeps m = -inf and l = 0.
 //   Traffic: K and V of the chunk once; partials (num_splits * rows * D * 4 bytes) are small.
 //
-// decode_split_smem<T, kHeadDim, kRows, kPaged>: decode_split's math, key order and results
-//   (bit-identical), with K and V streamed through a 3-stage cp.async ring in shared memory
-//   (48 KB static, each thread copies and reads only its own 16-byte pieces, so the loop needs no
-//   barrier); two tiles (32 KB) per block stay in flight while one is scored. The default
-//   (cuattn/decode.py KERNEL = "smem"; "regs" selects decode_split).
+// decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90): decode_split's math, key order
+//   and results (bit-identical), with K and V streamed by the bulk copy engine into a kStages-deep
+//   shared-memory ring (16 KB per stage) filled by a producer warp; the default on Hopper
+//   (cuattn/decode.py KERNEL = "tma"; "regs" selects decode_split everywhere).
+//   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
 // decode_validate<I>: the value checks of cache_seqlens and the used block-table entries in one
 //   launch (the host reads back 8 bytes).
 //
-// decode_merge<T>: one block per output row merges the splits' partials with weights
-//   exp(lse_s - max): a split with lse -inf weighs 0; all -inf gives zeros and lse -inf; a NaN
-//   lse (NaN input) gives NaN for that row only.
+// decode_merge<T> (after decode_split only): one block per (batch row, kv head, row chunk) merges
+//   the splits' partials with weights exp(lse_s - max): a split with lse -inf weighs 0; all -inf
+//   gives zeros and lse -inf; a NaN lse (NaN input) gives NaN for that row only. decode_split_tma
+//   does the same merge (merge_rows) in the block that finishes a row group's last split.
 
 #include "common.cuh"
+#include "hopper.cuh"
 
 // 16-byte global load that bypasses L1 allocation: K/V are read exactly once. volatile keeps the
 // compiler from speculating it past the bounds check that guards it.
@@ -41,6 +43,13 @@ __device__ __forceinline__ uint4 ld_stream_16(const void* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+// 16-byte shared load; volatile keeps it after the barrier wait that guards it
+__device__ __forceinline__ uint4 ld_shared_16(u32 addr) {
+    uint4 r;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
     return r;
 }
 
@@ -89,9 +98,197 @@ struct DecodeShape {
     static constexpr int kUnroll = 4 / kChunksPerLane;                 // keys in flight per thread
     // 4 blocks per SM (<= 128 registers) where the rows' registers fit, else 2
     static constexpr int kMinBlocks =
-        (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64)) ? 4 : 2;
+        (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64 && kChunksPerLane == 1)) ? 4 : 2;
 };
 
+// ---------------------------------------------------------------- pieces shared by the split kernels
+// One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
+// positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
+template <typename T, int kHeadDim, int kRows>
+struct DecodeState {
+    using S = DecodeShape<T, kHeadDim, kRows>;
+    float qr[kRows][S::kPerLane];
+    int pos[kRows];
+    float slope[kRows];
+    float m[kRows], l[kRows], acc[kRows][S::kPerLane];
+
+    // rows past num_rows see nothing (position -1)
+    __device__ __forceinline__ void init(const T* __restrict__ q, const float* __restrict__ slopes, i64 q_sb,
+                                         i64 q_sh, i64 q_ss, int b, int kv_head, int row0, int num_rows,
+                                         int seqlen_q, int group, int len, int head_dim, int cl, float scale_log2) {
+        constexpr float kLog2e = 1.4426950408889634f;
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            const int row = row0 + r;
+            const bool real = row < num_rows;
+            const int g = real ? row / seqlen_q : 0, t = real ? row % seqlen_q : 0;
+            const int h = kv_head * group + g;
+            pos[r] = real ? len - seqlen_q + t : -1;
+            slope[r] = real ? slopes[h] * kLog2e : 0.f;
+            const T* qp = q + b * q_sb + h * q_sh + t * q_ss;
+#pragma unroll
+            for (int c = 0; c < S::kChunksPerLane; ++c) {
+#pragma unroll
+                for (int e = 0; e < S::kElems; ++e) {
+                    const int col = (c * S::kLanesPerKey + cl) * S::kElems + e;
+                    qr[r][c * S::kElems + e] =
+                        (real && col < head_dim) ? Num<T>::to_float(qp[col]) * scale_log2 : 0.f;
+                }
+            }
+            m[r] = -CUATTN_INF;
+            l[r] = 0.f;
+#pragma unroll
+            for (int e = 0; e < S::kPerLane; ++e) acc[r][e] = 0.f;
+        }
+    }
+
+    // kUnroll keys of this slot: key j = base + u * kSlots + slot (valid when j < key1) with raw
+    // K pieces kraw[u]; vload(u, c)
+    // gives V's (called after the scores, so V can come late from shared memory).
+    // Invalid keys must come with zero pieces (a garbage V times weight 0 could be NaN).
+    template <typename VLoad>
+    __device__ __forceinline__ void update(const uint4 (&kraw)[S::kUnroll][S::kChunksPerLane], VLoad vload,
+                                           int base, int slot, int key1) {
+        constexpr int kUnroll = S::kUnroll, kElems = S::kElems;
+        float s[kUnroll][kRows];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) s[u][r] = 0.f;
+#pragma unroll
+            for (int c = 0; c < S::kChunksPerLane; ++c) {
+                float kf[kElems];
+                Unpack16<T>::run(kraw[u][c], kf);
+#pragma unroll
+                for (int r = 0; r < kRows; ++r)
+#pragma unroll
+                    for (int e = 0; e < kElems; ++e) s[u][r] = fmaf(qr[r][c * kElems + e], kf[e], s[u][r]);
+            }
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+                for (int o = 1; o < S::kLanesPerKey; o <<= 1) s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], o);
+                // exact masking: invisible keys are -inf, never a finite stand-in
+                const int j = base + u * S::kSlots + slot;
+                s[u][r] = (j < key1 && j <= pos[r]) ? fmaf(slope[r], (float)(j - pos[r]), s[u][r]) : -CUATTN_INF;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            float mx = m[r];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, s[u][r]);
+            const float shift = softmax_shift(mx);
+            const float alpha = fast_exp2(m[r] - shift);
+            m[r] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                s[u][r] = fast_exp2(s[u][r] - shift);
+                sum += s[u][r];
+            }
+            l[r] = fmaf(l[r], alpha, sum);
+#pragma unroll
+            for (int e = 0; e < S::kPerLane; ++e) acc[r][e] *= alpha;
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+            for (int c = 0; c < S::kChunksPerLane; ++c) {
+                float vf[kElems];
+                Unpack16<T>::run(vload(u, c), vf);
+#pragma unroll
+                for (int r = 0; r < kRows; ++r)
+#pragma unroll
+                    for (int e = 0; e < kElems; ++e)
+                        acc[r][c * kElems + e] = fmaf(s[u][r], vf[e], acc[r][c * kElems + e]);
+            }
+        }
+    }
+
+    // Merge the key slots of the block's kWarps warps (threads 0 .. 32 kWarps - 1, synchronized
+    // by sync()) and write the partial o (normalized, fp32) and natural-log lse of its rows.
+    // smem: kRows * (kHeadDim + 2 kWarps) floats.
+    template <typename Sync>
+    __device__ __forceinline__ void finish(float* smem, Sync sync, float* __restrict__ o_part,
+                                           float* __restrict__ lse_part, i64 part_row, int rows_here,
+                                           int head_dim, int tid, int cl) {
+        constexpr int kWarps = S::kWarps, kElems = S::kElems;
+        const int warp = tid / 32, lane = tid % 32;
+        float* s_acc = smem;
+        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kRows * kHeadDim);
+        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kRows * kHeadDim + kWarps * kRows);
+        // slots of a warp: lanes cl, cl + kLanesPerKey, ... hold the same columns
+#pragma unroll
+        for (int o = S::kLanesPerKey; o < 32; o <<= 1) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                const float m_o = __shfl_xor_sync(0xffffffffu, m[r], o);
+                const float l_o = __shfl_xor_sync(0xffffffffu, l[r], o);
+                const float mx = fmaxf(m[r], m_o);
+                const float shift = softmax_shift(mx);
+                const float a = fast_exp2(m[r] - shift), c = fast_exp2(m_o - shift);
+                l[r] = fmaf(l[r], a, l_o * c);
+                m[r] = mx;
+#pragma unroll
+                for (int e = 0; e < S::kPerLane; ++e) {
+                    const float acc_o = __shfl_xor_sync(0xffffffffu, acc[r][e], o);
+                    acc[r][e] = fmaf(acc[r][e], a, acc_o * c);
+                }
+            }
+        }
+        // warps through shared memory
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) { s_m[warp][r] = m[r]; s_l[warp][r] = l[r]; }
+        }
+        sync();
+        float factor[kRows], total[kRows], block_max[kRows];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            float mx = -CUATTN_INF;
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
+            const float shift = softmax_shift(mx);
+            float t = 0.f;
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
+            factor[r] = fast_exp2(m[r] - shift);
+            total[r] = t;
+            block_max[r] = mx;
+        }
+        for (int w = 0; w < kWarps; ++w) {
+            if (warp == w && lane < S::kLanesPerKey) {
+#pragma unroll
+                for (int r = 0; r < kRows; ++r)
+#pragma unroll
+                    for (int c = 0; c < S::kChunksPerLane; ++c)
+#pragma unroll
+                        for (int e = 0; e < kElems; ++e) {
+                            const int col = (c * S::kLanesPerKey + cl) * kElems + e;
+                            const float x = acc[r][c * kElems + e] * factor[r];
+                            s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
+                        }
+            }
+            sync();
+        }
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+            if (r < rows_here) {
+                const float inv = total[r] > 0.f ? 1.f / total[r] : (total[r] == 0.f ? 0.f : total[r]);
+                for (int col = tid; col < head_dim; col += S::kThreads)
+                    o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * inv;
+                if (tid == 0) lse_part[part_row + r] = lse_from_log2(block_max[r], total[r]);
+            }
+        }
+    }
+};
+
+struct BlockSync {
+    __device__ __forceinline__ void operator()() const { __syncthreads(); }
+};
+
+// ---------------------------------------------------------------- register kernel (sm_80+)
 template <typename T, int kHeadDim, int kRows, bool kPaged>
 __global__ void __launch_bounds__(128, (DecodeShape<T, kHeadDim, kRows>::kMinBlocks))
 decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -101,12 +298,10 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
              int group, int num_rows, int row_chunks, int chunk, float scale_log2) {
     using S = DecodeShape<T, kHeadDim, kRows>;
-    constexpr int kLanesPerKey = S::kLanesPerKey, kPerLane = S::kPerLane, kElems = S::kElems;
+    constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
     constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
-    constexpr float kLog2e = 1.4426950408889634f;
 
-    __shared__ float s_acc[kRows * kHeadDim];
-    __shared__ float s_m[S::kWarps][kRows], s_l[S::kWarps][kRows];
+    __shared__ float s_merge[kRows * (kHeadDim + 2 * S::kWarps)];
 
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / row_chunks;
@@ -119,37 +314,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     const int key0 = split * chunk;
     const int key1 = min(len, key0 + chunk);
 
-    // query rows: pre-scaled into log2 units; rows past num_rows see nothing (position -1)
-    float qr[kRows][kPerLane];
-    int pos[kRows];
-    float slope[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        const int row = row0 + r;
-        const bool real = row < num_rows;
-        const int g = real ? row / seqlen_q : 0, t = real ? row % seqlen_q : 0;
-        const int h = kv_head * group + g;
-        pos[r] = real ? len - seqlen_q + t : -1;
-        slope[r] = real ? slopes[h] * kLog2e : 0.f;
-        const T* qp = q + b * q_sb + h * q_sh + t * q_ss;
-#pragma unroll
-        for (int c = 0; c < kChunksPerLane; ++c) {
-#pragma unroll
-            for (int e = 0; e < kElems; ++e) {
-                const int col = (c * kLanesPerKey + cl) * kElems + e;
-                qr[r][c * kElems + e] = (real && col < head_dim) ? Num<T>::to_float(qp[col]) * scale_log2 : 0.f;
-            }
-        }
-    }
-
-    float m[kRows], l[kRows], acc[kRows][kPerLane];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        m[r] = -CUATTN_INF;
-        l[r] = 0.f;
-#pragma unroll
-        for (int e = 0; e < kPerLane; ++e) acc[r][e] = 0.f;
-    }
+    DecodeState<T, kHeadDim, kRows> st;
+    st.init(q, slopes, q_sb, q_sh, q_ss, b, kv_head, row0, num_rows, seqlen_q, group, len, head_dim, cl, scale_log2);
 
     const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
     const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
@@ -157,466 +323,305 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
     for (int base = key0; base < key1; base += kSlots * kUnroll) {
         uint4 kraw[kUnroll][kChunksPerLane], vraw[kUnroll][kChunksPerLane];
+        int j[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-            const int j = base + u * kSlots + slot;
+            j[u] = base + u * kSlots + slot;
             const T* kp = kbase;
             const T* vp = vbase;
-            if (j < key1) {
+            if (j[u] < key1) {
                 if (kPaged) {
-                    const i64 page = pages[j / page_size];
-                    const i64 off = j % page_size;
+                    const i64 page = pages[j[u] / page_size];
+                    const i64 off = j[u] % page_size;
                     kp += page * k_sb + off * k_ss;
                     vp += page * v_sb + off * v_ss;
                 } else {
-                    kp += (i64)j * k_ss;
-                    vp += (i64)j * v_ss;
+                    kp += (i64)j[u] * k_ss;
+                    vp += (i64)j[u] * v_ss;
                 }
             }
 #pragma unroll
             for (int c = 0; c < kChunksPerLane; ++c) {
                 const int col = (c * kLanesPerKey + cl) * kElems;
-                const bool valid = j < key1 && col < head_dim;
+                const bool valid = j[u] < key1 && col < head_dim;
                 kraw[u][c] = valid ? ld_stream_16(kp + col) : make_uint4(0, 0, 0, 0);
                 vraw[u][c] = valid ? ld_stream_16(vp + col) : make_uint4(0, 0, 0, 0);
             }
         }
-        float s[kUnroll][kRows];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) s[u][r] = 0.f;
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                float kf[kElems];
-                Unpack16<T>::run(kraw[u][c], kf);
-#pragma unroll
-                for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) s[u][r] = fmaf(qr[r][c * kElems + e], kf[e], s[u][r]);
-            }
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-                for (int o = 1; o < kLanesPerKey; o <<= 1) s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], o);
-                const int j = base + u * kSlots + slot;
-                // exact masking: invisible keys are -inf, never a finite stand-in
-                s[u][r] = (j < key1 && j <= pos[r]) ? fmaf(slope[r], (float)(j - pos[r]), s[u][r]) : -CUATTN_INF;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            float mx = m[r];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, s[u][r]);
-            const float shift = softmax_shift(mx);
-            const float alpha = fast_exp2(m[r] - shift);
-            m[r] = mx;
-            float sum = 0.f;
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                s[u][r] = fast_exp2(s[u][r] - shift);
-                sum += s[u][r];
-            }
-            l[r] = fmaf(l[r], alpha, sum);
-#pragma unroll
-            for (int e = 0; e < kPerLane; ++e) acc[r][e] *= alpha;
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                float vf[kElems];
-                Unpack16<T>::run(vraw[u][c], vf);
-#pragma unroll
-                for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) acc[r][c * kElems + e] = fmaf(s[u][r], vf[e], acc[r][c * kElems + e]);
-            }
-        }
+        st.update(kraw, [&](int u, int c) { return vraw[u][c]; }, base, slot, key1);
     }
 
-    // merge the key slots of a warp (lanes cl, cl + kLanesPerKey, ... hold the same columns)
-#pragma unroll
-    for (int o = kLanesPerKey; o < 32; o <<= 1) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const float m_o = __shfl_xor_sync(0xffffffffu, m[r], o);
-            const float l_o = __shfl_xor_sync(0xffffffffu, l[r], o);
-            const float mx = fmaxf(m[r], m_o);
-            const float shift = softmax_shift(mx);
-            const float a = fast_exp2(m[r] - shift), c = fast_exp2(m_o - shift);
-            l[r] = fmaf(l[r], a, l_o * c);
-            m[r] = mx;
-#pragma unroll
-            for (int e = 0; e < kPerLane; ++e) {
-                const float acc_o = __shfl_xor_sync(0xffffffffu, acc[r][e], o);
-                acc[r][e] = fmaf(acc[r][e], a, acc_o * c);
-            }
-        }
-    }
-    // merge the warps through shared memory
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) { s_m[warp][r] = m[r]; s_l[warp][r] = l[r]; }
-    }
-    __syncthreads();
-    float factor[kRows], total[kRows], block_max[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        float mx = -CUATTN_INF;
-#pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
-        const float shift = softmax_shift(mx);
-        float t = 0.f;
-#pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
-        factor[r] = fast_exp2(m[r] - shift);
-        total[r] = t;
-        block_max[r] = mx;
-    }
-    for (int w = 0; w < S::kWarps; ++w) {
-        if (warp == w && lane < kLanesPerKey) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                for (int c = 0; c < kChunksPerLane; ++c)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) {
-                        const int col = (c * kLanesPerKey + cl) * kElems + e;
-                        const float x = acc[r][c * kElems + e] * factor[r];
-                        s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
-                    }
-        }
-        __syncthreads();
-    }
-    const int rows_here = min(kRows, num_rows - row0);
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
     const i64 part_row = (i64)split * split_stride + ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) {
-            const float inv = total[r] > 0.f ? 1.f / total[r] : (total[r] == 0.f ? 0.f : total[r]);
-            for (int col = tid; col < head_dim; col += S::kThreads)
-                o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * inv;
-            if (tid == 0) lse_part[part_row + r] = lse_from_log2(block_max[r], total[r]);
-        }
-    }
+    st.finish(s_merge, BlockSync(), o_part, lse_part, part_row, min(kRows, num_rows - row0), head_dim, tid, cl);
 }
 
-// ---------------------------------------------------------------- shared-memory streaming variant
-// decode_split_smem: the same math, key order and results as decode_split (bit-identical), but K
-// and V stream through a kStages-deep cp.async ring in shared memory, so that about
-// (kStages - 1) * 16 KB per block stays in flight independent of registers.
-
-// 16-byte shared load; volatile keeps it after the cp.async wait (which has no memory clobber)
-__device__ __forceinline__ uint4 ld_shared_16(u32 addr) {
-    uint4 r;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
-    return r;
-}
-
-template <typename T, int kHeadDim>
-struct DecodeSmemShape {
-    using S = DecodeShape<T, kHeadDim, 1>;
-    static constexpr int kStages = 3;
-    // [stage][K|V][piece][thread] 16-byte pieces: 3 * 2 * 4 * 128 * 16 = 48 KB (static limit)
-    static constexpr int kBufU4 = kStages * 2 * S::kUnroll * S::kChunksPerLane * S::kThreads;
-};
-
-template <typename T, int kHeadDim, int kRows, bool kPaged>
-__global__ void __launch_bounds__(128, (DecodeShape<T, kHeadDim, kRows>::kMinBlocks))
-decode_split_smem(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-             const int* __restrict__ seqlens, const int* __restrict__ block_table,
-             const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
-             i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
-             i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-             int group, int num_rows, int row_chunks, int chunk, float scale_log2) {
-    using S = DecodeShape<T, kHeadDim, kRows>;
-    constexpr int kLanesPerKey = S::kLanesPerKey, kPerLane = S::kPerLane, kElems = S::kElems;
-    constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
-    constexpr float kLog2e = 1.4426950408889634f;
-
-    // Staging ring: kStages tiles of kTile keys; thread tid owns the 16-byte pieces it copies and
-    // reads ([stage][K|V][piece][tid]), so only its own cp.async groups need waiting for (no
-    // barrier in the loop) and a warp's reads are 512 contiguous bytes (no bank conflicts).
-    // After the loop the same bytes hold the cross-warp merge (s_acc, s_m, s_l).
-    constexpr int kStages = DecodeSmemShape<T, kHeadDim>::kStages;
-    constexpr int kPieces = kUnroll * kChunksPerLane;
-    constexpr int kTile = kSlots * kUnroll;
-    constexpr int kBufU4 = DecodeSmemShape<T, kHeadDim>::kBufU4;
-    static_assert(kBufU4 * 16 >= (kRows * kHeadDim + 2 * S::kWarps * kRows) * 4, "merge must fit in the ring");
-    __shared__ uint4 s_buf[kBufU4];
-    float* s_acc = reinterpret_cast<float*>(s_buf);
-    float (*s_m)[kRows] = reinterpret_cast<float (*)[kRows]>(s_acc + kRows * kHeadDim);
-    float (*s_l)[kRows] = reinterpret_cast<float (*)[kRows]>(s_acc + kRows * kHeadDim + S::kWarps * kRows);
-    const u32 s_base = smem_addr(s_buf);
-
-    const int split = blockIdx.x;
-    const int kv_head = blockIdx.y / row_chunks;
-    const int row0 = (blockIdx.y % row_chunks) * kRows;
-    const int b = blockIdx.z;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
-    const int cl = lane % kLanesPerKey;
-    const int len = seqlens[b];
-    const int key0 = split * chunk;
-    const int key1 = min(len, key0 + chunk);
-
-    // query rows: pre-scaled into log2 units; rows past num_rows see nothing (position -1)
-    float qr[kRows][kPerLane];
-    int pos[kRows];
-    float slope[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        const int row = row0 + r;
-        const bool real = row < num_rows;
-        const int g = real ? row / seqlen_q : 0, t = real ? row % seqlen_q : 0;
-        const int h = kv_head * group + g;
-        pos[r] = real ? len - seqlen_q + t : -1;
-        slope[r] = real ? slopes[h] * kLog2e : 0.f;
-        const T* qp = q + b * q_sb + h * q_sh + t * q_ss;
-#pragma unroll
-        for (int c = 0; c < kChunksPerLane; ++c) {
-#pragma unroll
-            for (int e = 0; e < kElems; ++e) {
-                const int col = (c * kLanesPerKey + cl) * kElems + e;
-                qr[r][c * kElems + e] = (real && col < head_dim) ? Num<T>::to_float(qp[col]) * scale_log2 : 0.f;
-            }
+// ---------------------------------------------------------------- bulk-copy kernel (sm_90)
+// decode_split_tma<T, kHeadDim, kRows, kPaged, kStages>: decode_split's math, key order and
+// results (bit-identical), persistent (a grid of as many blocks as the SMs hold, each looping
+// over work items), with K and V streamed by the copy engine: one producer warp (warp 4) fills a
+// kStages-deep ring of tiles (kTile = kSlots * kUnroll keys of K and of V, 16 KB per stage) with
+// 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
+// pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
+// tiles land. A tile is one copy each for K and V when its keys are contiguous (row stride = D,
+// and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
+// Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
+// Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
+// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 16 kStages.
+// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 of (b, kv_head) into o and
+// lse (the decode_merge math), by the 128 consumer threads of a decode_split_tma block. Partials
+// written by other blocks are read through L2 (__ldcg) after the caller's fence.
+template <typename T>
+__device__ __forceinline__ void merge_rows(const float* o_part, const float* lse_part, T* __restrict__ o,
+                                           float* __restrict__ lse, float* s_red, i64 part_row, i64 split_stride,
+                                           int num_splits, int rows_here, int row0, int b, int kv_head, int group,
+                                           int seqlen_q, int head_dim, int num_q_heads, int tid) {
+    const int lane = tid % 32, warp = tid / 32;
+    for (int r = 0; r < rows_here; ++r) {
+        const i64 pr0 = part_row + r;
+        float mx = -CUATTN_INF, nan = 0.f;
+        for (int s = tid; s < num_splits; s += 128) {
+            const float x = __ldcg(lse_part + s * split_stride + pr0);
+            nan = x != x ? 1.f : nan;
+            mx = fmaxf(mx, x);
         }
-    }
-
-    float m[kRows], l[kRows], acc[kRows][kPerLane];
+        mx = warp_max(mx);
+        nan = warp_max(nan);
+        if (lane == 0) { s_red[warp] = mx; s_red[4 + warp] = nan; }
+        named_barrier(1, 128);
+        mx = fmaxf(fmaxf(s_red[0], s_red[1]), fmaxf(s_red[2], s_red[3]));
+        const bool any_nan = fmaxf(fmaxf(s_red[4], s_red[5]), fmaxf(s_red[6], s_red[7])) > 0.f;
+        float sum = 0.f;
+        for (int s = tid; s < num_splits; s += 128) sum += __expf(__ldcg(lse_part + s * split_stride + pr0) - mx);
+        sum = warp_sum(sum);
+        named_barrier(1, 128);  // everyone has read s_red
+        if (lane == 0) s_red[warp] = sum;
+        named_barrier(1, 128);
+        sum = (s_red[0] + s_red[1]) + (s_red[2] + s_red[3]);
+        named_barrier(1, 128);  // s_red is free for the next row
+        const int row = row0 + r, g = row / seqlen_q, t = row % seqlen_q;
+        const i64 out_row = ((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t;
+        T* out = o + out_row * head_dim;
+        if (any_nan || mx == -CUATTN_INF) {  // NaN input, or a row that sees no key
+            const float fill = any_nan ? __int_as_float(0x7fc00000) : 0.f;
+            for (int col = tid; col < head_dim; col += 128) out[col] = Num<T>::from_float(fill);
+            if (tid == 0) lse[out_row] = any_nan ? fill : -CUATTN_INF;
+            continue;
+        }
+        const float inv = 1.f / sum;
+        for (int col = tid; col < head_dim; col += 128) {
+            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+            int s = 0;
+            for (; s + 4 <= num_splits; s += 4) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        m[r] = -CUATTN_INF;
-        l[r] = 0.f;
-#pragma unroll
-        for (int e = 0; e < kPerLane; ++e) acc[r][e] = 0.f;
-    }
-
-    const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
-    const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
-    const int* pages = block_table + b * bt_stride;
-
-    // copies tile `tile_base` into ring stage `stage`; keys past key1 and columns past head_dim
-    // are zero-filled without a read (the same zeros the register kernel uses)
-    auto issue = [&](int tile_base, int stage) {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int j = tile_base + u * kSlots + slot;
-            const T* kp = kbase;
-            const T* vp = vbase;
-            if (j < key1) {
-                if (kPaged) {
-                    const i64 page = pages[j / page_size];
-                    const i64 off = j % page_size;
-                    kp += page * k_sb + off * k_ss;
-                    vp += page * v_sb + off * v_ss;
-                } else {
-                    kp += (i64)j * k_ss;
-                    vp += (i64)j * v_ss;
+                for (int u = 0; u < 4; ++u) {
+                    const i64 pr = (s + u) * split_stride + pr0;
+                    const float w = __expf(__ldcg(lse_part + pr) - mx);
+                    const float y = __ldcg(o_part + pr * head_dim + col);
+                    acc[u] = w > 0.f ? fmaf(w, y, acc[u]) : acc[u];
                 }
             }
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                const int col = (c * kLanesPerKey + cl) * kElems;
-                const bool valid = j < key1 && col < head_dim;
-                const int piece = u * kChunksPerLane + c;
-                const u32 dk = s_base + (u32)((((stage * 2 + 0) * kPieces + piece) * S::kThreads + tid) * 16);
-                const u32 dv = s_base + (u32)((((stage * 2 + 1) * kPieces + piece) * S::kThreads + tid) * 16);
-                cp_async_16(dk, valid ? (const void*)(kp + col) : (const void*)kbase, valid);
-                cp_async_16(dv, valid ? (const void*)(vp + col) : (const void*)vbase, valid);
+            for (; s < num_splits; ++s) {
+                const i64 pr = s * split_stride + pr0;
+                const float w = __expf(__ldcg(lse_part + pr) - mx);
+                const float y = __ldcg(o_part + pr * head_dim + col);
+                acc[0] = w > 0.f ? fmaf(w, y, acc[0]) : acc[0];
             }
+            out[col] = Num<T>::from_float(((acc[0] + acc[1]) + (acc[2] + acc[3])) * inv);
         }
-    };
-#pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
-        issue(key0 + s * kTile, s);
-        cp_async_commit();
+        if (tid == 0) lse[out_row] = mx + __logf(sum);
     }
-    int stage = 0;
-    for (int base = key0; base < key1; base += kTile) {
-        // refill the stage read in the previous iteration (its reads are done: they fed the
-        // math), then wait until this tile's own copies have landed
-        const int next = stage == 0 ? kStages - 1 : stage - 1;
-        issue(base + (kStages - 1) * kTile, next);
-        cp_async_commit();
-        cp_async_wait<kStages - 1>();
-        uint4 kraw[kUnroll][kChunksPerLane], vraw[kUnroll][kChunksPerLane];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                const int piece = u * kChunksPerLane + c;
-                kraw[u][c] = ld_shared_16(s_base + (u32)((((stage * 2 + 0) * kPieces + piece) * S::kThreads + tid) * 16));
-                vraw[u][c] = ld_shared_16(s_base + (u32)((((stage * 2 + 1) * kPieces + piece) * S::kThreads + tid) * 16));
-            }
-        stage = stage + 1 == kStages ? 0 : stage + 1;
-        float s[kUnroll][kRows];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) s[u][r] = 0.f;
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                float kf[kElems];
-                Unpack16<T>::run(kraw[u][c], kf);
-#pragma unroll
-                for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) s[u][r] = fmaf(qr[r][c * kElems + e], kf[e], s[u][r]);
-            }
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-                for (int o = 1; o < kLanesPerKey; o <<= 1) s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], o);
-                const int j = base + u * kSlots + slot;
-                // exact masking: invisible keys are -inf, never a finite stand-in
-                s[u][r] = (j < key1 && j <= pos[r]) ? fmaf(slope[r], (float)(j - pos[r]), s[u][r]) : -CUATTN_INF;
+}
+
+struct ConsumerSync {
+    __device__ __forceinline__ void operator()() const { named_barrier(1, 128); }
+};
+
+template <typename T, int kHeadDim, int kRows>
+struct DecodeTmaShape {
+    using S = DecodeShape<T, kHeadDim, kRows>;
+    static constexpr int kTile = S::kSlots * S::kUnroll;
+    static constexpr int kTileBytes = kTile * kHeadDim * (int)sizeof(T);  // one of K, V
+    static constexpr int kMinBlocks = kRows * S::kPerLane <= 8 ? 3 : kRows * S::kPerLane <= 32 ? 2 : 1;
+    static constexpr int kMergeBytes = kRows * (kHeadDim + 2 * S::kWarps) * 4;
+};
+
+template <typename T, int kHeadDim, int kRows, bool kPaged, int kStages>
+__global__ void __launch_bounds__(160, (DecodeTmaShape<T, kHeadDim, kRows>::kMinBlocks))
+decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                 const int* __restrict__ seqlens, const int* __restrict__ block_table,
+                 const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
+                 i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
+                 i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
+                 int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
+                 int num_q_heads) {
+    using S = DecodeShape<T, kHeadDim, kRows>;
+    using TS = DecodeTmaShape<T, kHeadDim, kRows>;
+    constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
+    constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
+    constexpr int kTile = TS::kTile, kTileBytes = TS::kTileBytes;
+
+    // [ring: kStages x (K tile, V tile)] [merge: kRows (kHeadDim + 2 kWarps) floats] [full][empty]
+    extern __shared__ __align__(128) unsigned char smem[];
+    float* s_merge = reinterpret_cast<float*>(smem + 2 * kTileBytes * kStages);
+    const u32 s_ring = smem_addr(smem);
+    const u32 s_full = s_ring + 2 * kTileBytes * kStages + TS::kMergeBytes;
+    const u32 s_empty = s_full + 8 * kStages;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int row_bytes = head_dim * (int)sizeof(T);
+    const int ys = num_kv_heads * row_chunks;
+    const int num_items = num_splits * ys * batch;
+
+    if (tid == 0) {
+        for (int s = 0; s < kStages; ++s) {
+            mbar_init(s_full + 8 * s, 1);
+            mbar_init(s_empty + 8 * s, S::kThreads);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    // Work items (split, kv head x row chunk, batch row), split fastest; block i takes items
+    // i, i + gridDim.x, ...; the ring position `it` runs on across items, so the producer streams
+    // the next item's first tiles while the consumers merge and write the previous one.
+    if (warp == S::kWarps) {  // producer
+        int it = 0;
+        for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            const int kv_head = y / row_chunks;
+            const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
+            const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
+            const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
+            const int* pages = block_table + b * bt_stride;
+            for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+                const int stage = it % kStages;
+                if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
+                const int nkeys = min(kTile, key1 - t0);
+                const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+                const u32 full = s_full + 8 * stage;
+                if (whole_tiles) {  // the tile is contiguous in K and in V
+                    if (lane == 0) {
+                        const u32 bytes = (u32)(nkeys * row_bytes);
+                        const T* kp = kbase;
+                        const T* vp = vbase;
+                        if (kPaged) {
+                            const i64 page = pages[t0 / page_size];
+                            const i64 off = t0 % page_size;
+                            kp += page * k_sb + off * k_ss;
+                            vp += page * v_sb + off * v_ss;
+                        } else {
+                            kp += (i64)t0 * k_ss;
+                            vp += (i64)t0 * v_ss;
+                        }
+                        mbar_expect_bytes(full, 2 * bytes);
+                        bulk_load(dk, kp, bytes, full);
+                        bulk_load(dv, vp, bytes, full);
+                    }
+                } else {  // one copy per key row, spread over the warp
+                    if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+                    __syncwarp();
+                    for (int i = lane; i < nkeys; i += 32) {
+                        const int j = t0 + i;
+                        const T* kp = kbase;
+                        const T* vp = vbase;
+                        if (kPaged) {
+                            const i64 page = pages[j / page_size];
+                            const i64 off = j % page_size;
+                            kp += page * k_sb + off * k_ss;
+                            vp += page * v_sb + off * v_ss;
+                        } else {
+                            kp += (i64)j * k_ss;
+                            vp += (i64)j * v_ss;
+                        }
+                        bulk_load(dk + i * row_bytes, kp, row_bytes, full);
+                        bulk_load(dv + i * row_bytes, vp, row_bytes, full);
+                    }
+                }
             }
         }
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            float mx = m[r];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, s[u][r]);
-            const float shift = softmax_shift(mx);
-            const float alpha = fast_exp2(m[r] - shift);
-            m[r] = mx;
-            float sum = 0.f;
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                s[u][r] = fast_exp2(s[u][r] - shift);
-                sum += s[u][r];
-            }
-            l[r] = fmaf(l[r], alpha, sum);
-#pragma unroll
-            for (int e = 0; e < kPerLane; ++e) acc[r][e] *= alpha;
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-            for (int c = 0; c < kChunksPerLane; ++c) {
-                float vf[kElems];
-                Unpack16<T>::run(vraw[u][c], vf);
-#pragma unroll
-                for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) acc[r][c * kElems + e] = fmaf(s[u][r], vf[e], acc[r][c * kElems + e]);
-            }
-        }
+        return;
     }
 
-    // merge the key slots of a warp (lanes cl, cl + kLanesPerKey, ... hold the same columns)
+    // consumers
+    const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
+    const int cl = lane % kLanesPerKey;
+    int it = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+        DecodeState<T, kHeadDim, kRows> st;
+        int key0, key1;
+        {
+            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
+            const int len = seqlens[b];
+            key0 = split * chunk;
+            key1 = min(len, key0 + chunk);
+            st.init(q, slopes, q_sb, q_sh, q_ss, b, kv_head, row0, num_rows, seqlen_q, group, len, head_dim, cl,
+                    scale_log2);
+        }
+        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+            const int stage = it % kStages;
+            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+            uint4 kraw[kUnroll][kChunksPerLane];
 #pragma unroll
-    for (int o = kLanesPerKey; o < 32; o <<= 1) {
+            for (int u = 0; u < kUnroll; ++u) {
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            const float m_o = __shfl_xor_sync(0xffffffffu, m[r], o);
-            const float l_o = __shfl_xor_sync(0xffffffffu, l[r], o);
-            const float mx = fmaxf(m[r], m_o);
-            const float shift = softmax_shift(mx);
-            const float a = fast_exp2(m[r] - shift), c = fast_exp2(m_o - shift);
-            l[r] = fmaf(l[r], a, l_o * c);
-            m[r] = mx;
-#pragma unroll
-            for (int e = 0; e < kPerLane; ++e) {
-                const float acc_o = __shfl_xor_sync(0xffffffffu, acc[r][e], o);
-                acc[r][e] = fmaf(acc[r][e], a, acc_o * c);
+                for (int c = 0; c < kChunksPerLane; ++c) {
+                    const int col = (c * kLanesPerKey + cl) * kElems;
+                    const bool valid = t0 + u * kSlots + slot < key1 && col < head_dim;
+                    kraw[u][c] = valid ? ld_shared_16(dk + (u32)((u * kSlots + slot) * row_bytes + col * (int)sizeof(T)))
+                                       : make_uint4(0, 0, 0, 0);
+                }
             }
+            st.update(kraw, [&](int u, int c) {
+                const int col = (c * kLanesPerKey + cl) * kElems;
+                const bool valid = t0 + u * kSlots + slot < key1 && col < head_dim;
+                return valid ? ld_shared_16(dv + (u32)((u * kSlots + slot) * row_bytes + col * (int)sizeof(T)))
+                             : make_uint4(0, 0, 0, 0);
+            }, t0, slot, key1);
+            mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
-    }
-    // the ring becomes the merge buffer: drain the copies still in flight (tail tiles are
-    // zero-fills, but they still write) and let every thread get there
-    cp_async_wait<0>();
-    __syncthreads();
-    // merge the warps through shared memory
-    if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) { s_m[warp][r] = m[r]; s_l[warp][r] = l[r]; }
-    }
-    __syncthreads();
-    float factor[kRows], total[kRows], block_max[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        float mx = -CUATTN_INF;
-#pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
-        const float shift = softmax_shift(mx);
-        float t = 0.f;
-#pragma unroll
-        for (int w = 0; w < S::kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
-        factor[r] = fast_exp2(m[r] - shift);
-        total[r] = t;
-        block_max[r] = mx;
-    }
-    for (int w = 0; w < S::kWarps; ++w) {
-        if (warp == w && lane < kLanesPerKey) {
-#pragma unroll
-            for (int r = 0; r < kRows; ++r)
-#pragma unroll
-                for (int c = 0; c < kChunksPerLane; ++c)
-#pragma unroll
-                    for (int e = 0; e < kElems; ++e) {
-                        const int col = (c * kLanesPerKey + cl) * kElems + e;
-                        const float x = acc[r][c * kElems + e] * factor[r];
-                        s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
-                    }
-        }
-        __syncthreads();
-    }
-    const int rows_here = min(kRows, num_rows - row0);
-    const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
-    const i64 part_row = (i64)split * split_stride + ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-        if (r < rows_here) {
-            const float inv = total[r] > 0.f ? 1.f / total[r] : (total[r] == 0.f ? 0.f : total[r]);
-            for (int col = tid; col < head_dim; col += S::kThreads)
-                o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * inv;
-            if (tid == 0) lse_part[part_row + r] = lse_from_log2(block_max[r], total[r]);
+        {  // recomputed here rather than kept live through the key loop (registers)
+            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
+            const i64 part_row = (i64)split * batch * num_kv_heads * num_rows +
+                                 ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+            const int rows_here = min(kRows, num_rows - row0);
+            st.finish(s_merge, ConsumerSync(), o_part, lse_part, part_row, rows_here, head_dim, tid, cl);
+            // the block that writes the last split of these rows merges them (no second launch)
+            __threadfence();
+            named_barrier(1, 128);
+            int* s_flag = reinterpret_cast<int*>(s_merge);
+            if (tid == 0) s_flag[0] = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
+            named_barrier(1, 128);
+            const bool last = s_flag[0] != 0;
+            named_barrier(1, 128);  // s_merge is free again for the merge's reductions
+            if (last) {
+                __threadfence();
+                merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row - (i64)split * batch * num_kv_heads * num_rows,
+                              (i64)batch * num_kv_heads * num_rows, num_splits, rows_here, row0, b, kv_head, group,
+                              seqlen_q, head_dim, num_q_heads, tid);
+            }
         }
     }
 }
 
+// decode_merge<T>: the register kernel's second launch: one 128-thread block per (batch row, kv
+// head, row chunk) merges its rows with merge_rows, as decode_split_tma's last block does.
 template <typename T>
 __global__ void __launch_bounds__(128)
 decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part, T* __restrict__ o,
              float* __restrict__ lse, int num_splits, int batch, int num_q_heads, int num_kv_heads,
-             int seqlen_q, int head_dim, int group, int num_rows) {
-    const int row = blockIdx.x;  // (b, h, t) of the output, row-major
-    const int t = row % seqlen_q, h = (row / seqlen_q) % num_q_heads, b = row / (seqlen_q * num_q_heads);
-    const int r = (h % group) * seqlen_q + t;
-    const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
-    const i64 part_row = ((i64)b * num_kv_heads + h / group) * num_rows + r;
-    float mx = -CUATTN_INF;
-    bool nan = false;
-    for (int s = 0; s < num_splits; ++s) {
-        const float x = lse_part[s * split_stride + part_row];
-        nan |= x != x;
-        mx = fmaxf(mx, x);
-    }
-    T* out = o + (i64)row * head_dim;
-    if (nan || mx == -CUATTN_INF) {  // NaN input, or a row that sees no key
-        const float fill = nan ? __int_as_float(0x7fc00000) : 0.f;
-        for (int col = threadIdx.x; col < head_dim; col += blockDim.x) out[col] = Num<T>::from_float(fill);
-        if (threadIdx.x == 0) lse[row] = nan ? fill : -CUATTN_INF;
-        return;
-    }
-    float sum = 0.f;
-    for (int s = 0; s < num_splits; ++s) sum += __expf(lse_part[s * split_stride + part_row] - mx);
-    const float inv = 1.f / sum;
-    for (int col = threadIdx.x; col < head_dim; col += blockDim.x) {
-        float x = 0.f;
-        for (int s = 0; s < num_splits; ++s) {
-            const i64 pr = s * split_stride + part_row;
-            const float w = __expf(lse_part[pr] - mx);
-            if (w > 0.f) x = fmaf(w, o_part[pr * head_dim + col], x);
-        }
-        out[col] = Num<T>::from_float(x * inv);
-    }
-    if (threadIdx.x == 0) lse[row] = mx + __logf(sum);
+             int seqlen_q, int head_dim, int group, int num_rows, int rows_per_block, int row_chunks) {
+    __shared__ float s_red[8];
+    const int y = blockIdx.x % (num_kv_heads * row_chunks), b = blockIdx.x / (num_kv_heads * row_chunks);
+    const int kv_head = y / row_chunks, row0 = (y % row_chunks) * rows_per_block;
+    const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+    merge_rows<T>(o_part, lse_part, o, lse, s_red, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
+                  min(rows_per_block, num_rows - row0), row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
+                  threadIdx.x);
 }
 
 // decode_validate<I>: the value checks of cache_seqlens and the block table in one launch, so the

@@ -7,7 +7,7 @@
 Covers the three dtypes, every padded head dim (32..256, with D tails), every row-block size
 (1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
 with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
-with each split kernel (cuattn.decode.KERNELS: the shared-memory ring and the register one).
+with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """

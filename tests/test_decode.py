@@ -252,15 +252,53 @@ def test_plan_covers_every_key_and_fills_the_device(batch, hq, hkv, sq, length):
 
 
 def test_split_kernel_switch(monkeypatch):
-    """Both split kernels are listed for the compile tests; the module switch picks one."""
+    """Both split kernels are listed for the compile tests (the bulk-copy one for sm_90a only);
+    the module switch picks one."""
     import sys
 
     mod = sys.modules["cuattn.decode"]
-    exprs = mod.all_kernel_expressions()
-    for kernel, name in (("smem", "decode_split_smem<"), ("regs", "decode_split<")):
-        assert sum(e.startswith(name) for e in exprs) == 3 * len(mod.HEAD_DIMS) * len(mod.ROWS) * 2
+    per_kernel = 3 * len(mod.HEAD_DIMS) * len(mod.ROWS) * 2
+    for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs"))):
+        exprs = mod.all_kernel_expressions(arch)
+        for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<")):
+            rows = mod.TMA_ROWS if kernel == "tma" else mod.ROWS
+            expected = per_kernel * len(rows) // len(mod.ROWS) if kernel in kernels else 0
+            assert sum(e.startswith(name) for e in exprs) == expected
+    for kernel, expected in (("tma", "decode_split_tma<half_t, 128, 4, true, "), ("regs", "decode_split<half_t, 128, 4, true>")):
         monkeypatch.setattr(mod, "KERNEL", kernel)
-        assert mod.split_expression("half_t", 128, 4, True) == f"{name}half_t, 128, 4, true>"
+        assert mod.split_expression("half_t", 128, 4, True).startswith(expected)
     monkeypatch.setattr(mod, "KERNEL", "other")
     with pytest.raises(ValueError, match="KERNEL"):
         mod.split_expression("half_t", 128, 4, True)
+
+
+def test_tma_config_fits_the_shared_memory():
+    """Every bulk-copy variant's ring fits its blocks per SM and the per-block limit."""
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    for rows in mod.TMA_ROWS:
+        for padded in mod.HEAD_DIMS:
+            for itemsize in (2, 4):
+                resident, stages = mod.tma_config(rows, padded, itemsize)
+                smem = mod.tma_shared_bytes(stages, rows, padded)
+                assert 1 <= resident <= 3 and 3 <= stages <= 8
+                assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
+                assert mod.tma_tile_keys(padded, itemsize) * padded * itemsize == mod.TMA_TILE_BYTES
+                assert mod.CHUNK_ALIGN % mod.tma_tile_keys(padded, itemsize) == 0
+
+
+@pytest.mark.parametrize("batch,hkv,row_chunks,length", [(1, 32, 1, 33001), (1, 8, 1, 131072), (16, 32, 1, 4096),
+                                                          (64, 32, 1, 2048), (3, 5, 2, 777), (1, 1, 1, 1), (2, 2, 1, 0)])
+def test_plan_persistent_covers_every_key_and_balances(batch, hkv, row_chunks, length):
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    grid = 2 * 132
+    splits, chunk = mod.plan_persistent(batch, hkv, row_chunks, length, grid)
+    assert chunk % mod.CHUNK_ALIGN == 0 and splits * chunk >= length and (splits - 1) * chunk < max(length, 1)
+    items = batch * hkv * row_chunks * splits
+    # the longest block carries at most ~15% more than an even share of the keys (or one item)
+    longest = -(-items // grid) * (chunk + mod.TMA_ITEM_OVERHEAD)
+    even = batch * hkv * row_chunks * (max(length, 1) + splits * mod.TMA_ITEM_OVERHEAD) / grid
+    assert longest <= max(1.15 * even, chunk + mod.TMA_ITEM_OVERHEAD)
