@@ -363,6 +363,31 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
 
 
 @functools.lru_cache(maxsize=64)
+def _constant_int32(device_id: int, n: int, value: int):
+    """A read-only int32 vector of n copies of value on a device (default lengths, the dummy block
+    table), made once instead of a fill per call."""
+    cupy = require_cupy()
+    with cupy.cuda.Device(device_id):
+        return cupy.full((n,), value, dtype=cupy.int32)
+
+
+_COUNTERS: dict = {}
+
+
+def _split_counters(device_id: int, stream_ptr: int, n: int):
+    """Zeroed int32 split counters for decode_split_tma, one buffer per (device, stream): each
+    launch leaves them zero again (the merging block resets its count), and launches on one
+    stream run in order, so the buffer needs no memset per call."""
+    cupy = require_cupy()
+    buf = _COUNTERS.get((device_id, stream_ptr))
+    if buf is None or buf.size < n:
+        with cupy.cuda.Device(device_id):
+            buf = cupy.zeros(max(n, 1024), dtype=cupy.int32)
+        _COUNTERS[(device_id, stream_ptr)] = buf
+    return buf
+
+
+@functools.lru_cache(maxsize=64)
 def _device_slopes(device_id: int, num_heads: int, default: bool):
     """Zeros (no bias) or the default slopes on a device, copied once (no host copy per call)."""
     cupy = require_cupy()
@@ -379,9 +404,11 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     batch, hq, hkv, sq = sizes["batch"], sizes["num_q_heads"], sizes["num_kv_heads"], sizes["seqlen_q"]
     if batch > MAX_GRID_Z:
         raise ValueError(f"q's batch ({batch}) must be at most {MAX_GRID_Z} on the GPU")
-    lens = (cupy.full((batch,), sizes["cache_len"], dtype=cupy.int32) if cache_seqlens is None
+    device_id = cupy.cuda.Device().id
+    lens = (_constant_int32(device_id, batch, sizes["cache_len"]) if cache_seqlens is None
             else cupy.ascontiguousarray(cache_seqlens))
-    table = cupy.zeros((batch, 1), dtype=cupy.int32) if block_table is None else cupy.ascontiguousarray(block_table)
+    table = (_constant_int32(device_id, batch, 0).reshape(batch, 1) if block_table is None
+             else cupy.ascontiguousarray(block_table))
     if cache_seqlens is not None or block_table is not None:
         # one fused check kernel and one 8-byte copy (the only host synchronization)
         flags = cupy.zeros(2, dtype=cupy.int32)
@@ -437,8 +464,8 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
         # per row group, the number of splits written so far: the block that writes the last
-        # one merges the group (zeroed per call, so concurrent calls on other streams are safe)
-        counters = cupy.zeros(batch * hkv * row_chunks, dtype=cupy.int32)
+        # one merges the group and sets the count back to 0 for the next call on this stream
+        counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks)
         launch(split, (min(grid, items),), (160,),
                args + [np.int32(whole_tiles), np.int32(splits), o, lse, counters, np.int32(hq)], shared_mem=smem)
     else:

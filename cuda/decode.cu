@@ -20,10 +20,12 @@
 //   Masked keys get exactly -inf; a slot that saw nothing keeps m = -inf and l = 0.
 //   Traffic: K and V of the chunk once; partials (num_splits * rows * D * 4 bytes) are small.
 //
-// decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90): decode_split's math, key order
-//   and results (bit-identical), with K and V streamed by the bulk copy engine into a kStages-deep
-//   shared-memory ring (16 KB per stage) filled by a producer warp; the default on Hopper
-//   (cuattn/decode.py KERNEL = "tma"; "regs" selects decode_split everywhere).
+// decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90, kRows <= 4): decode_split's math
+//   and key order (bit-identical for the same split of the keys), persistent, with K and V
+//   streamed by the bulk copy engine into a kStages-deep shared-memory ring (16 KB per stage)
+//   filled by a producer warp; the block that writes a row group's last split merges it
+//   (merge_rows), so there is no second launch. The default on Hopper (cuattn/decode.py KERNEL =
+//   "tma"; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
 // decode_validate<I>: the value checks of cache_seqlens and the used block-table entries in one
@@ -594,7 +596,11 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             __threadfence();
             named_barrier(1, 128);
             int* s_flag = reinterpret_cast<int*>(s_merge);
-            if (tid == 0) s_flag[0] = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
+            if (tid == 0) {
+                const bool is_last = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
+                if (is_last) counters[(i64)b * ys + y] = 0;  // ready for the next launch on this stream
+                s_flag[0] = is_last;
+            }
             named_barrier(1, 128);
             const bool last = s_flag[0] != 0;
             named_barrier(1, 128);  // s_merge is free again for the merge's reductions
