@@ -409,17 +409,24 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
             else cupy.ascontiguousarray(cache_seqlens))
     table = (_constant_int32(device_id, batch, 0).reshape(batch, 1) if block_table is None
              else cupy.ascontiguousarray(block_table))
-    if cache_seqlens is not None or block_table is not None:
-        # one fused check kernel and one 8-byte copy (the only host synchronization)
+    check_values = cache_seqlens is not None or block_table is not None
+
+    def validate():
+        # one fused check kernel and one 8-byte copy (the only host synchronization); called
+        # after all host-side preparation, right before the launches, so that the GPU idles only
+        # for the check and one launch while the host waits
         flags = cupy.zeros(2, dtype=cupy.int32)
         cols = max(1, table.shape[1])
         launch(get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * cols // 256))),), (256,),
                [lens, table, np.int32(batch), np.int32(table.shape[1]), np.int32(sizes["cache_len"]),
                 np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]), flags])
         raise_for_flags(flags.get(), sizes)
+
     o = cupy.empty((batch, hq, sq, d), dtype=q.dtype)
     lse = cupy.empty((batch, hq, sq), dtype=cupy.float32)
     if lse.size == 0:
+        if check_values:
+            validate()
         return o, lse
     q, k_cache, v_cache = (_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
     if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
@@ -466,14 +473,16 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         # per row group, the number of splits written so far: the block that writes the last
         # one merges the group and sets the count back to 0 for the next call on this stream
         counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks)
-        launch(split, (min(grid, items),), (160,),
-               args + [np.int32(whole_tiles), np.int32(splits), o, lse, counters, np.int32(hq)], shared_mem=smem)
+        launches = [(split, (min(grid, items),), (160,),
+                     args + [np.int32(whole_tiles), np.int32(splits), o, lse, counters, np.int32(hq)], smem)]
     else:
-        split = get_kernel("decode.cu", expr)
-        launch(split, (splits, hkv * row_chunks, batch), (128,), args)
-        merge = get_kernel("decode.cu", merge_expression(type_name))
-        launch(merge, (batch * hkv * row_chunks,), (128,),
-               [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
-                np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows), np.int32(rows),
-                np.int32(row_chunks)])
+        launches = [(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args, 0),
+                    (get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),
+                     [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
+                      np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows), np.int32(rows),
+                      np.int32(row_chunks)], 0)]
+    if check_values:
+        validate()
+    for kern, grid_dims, block, kargs, shared in launches:
+        launch(kern, grid_dims, block, kargs, shared_mem=shared)
     return o, lse

@@ -263,6 +263,23 @@ def test_gpu_errors(cp):
                       cp.ones((1, 2, 5, 20), cp.float16))
 
 
+def test_gpu_value_checks_come_before_the_attention_launches(cp, monkeypatch):
+    """Bad lengths or pages raise after the check kernel and before any split or merge launch."""
+    launched = []
+    real_launch = DECODE_MODULE.launch
+    monkeypatch.setattr(DECODE_MODULE, "launch", lambda kernel, *a, **kw: (launched.append(kernel), real_launch(kernel, *a, **kw)))
+    q = cp.ones((2, 4, 1, 64), cp.float16)
+    pages = cp.ones((4, 2, 8, 64), cp.float16)
+    validate = DECODE_MODULE.get_kernel("decode.cu", DECODE_MODULE.VALIDATE_EXPRESSION)
+    with pytest.raises(ValueError, match="pages outside"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 4]], cp.int32))
+    assert launched == [validate]
+    launched.clear()
+    o = cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32))
+    assert launched[0] is validate and len(launched) >= 2
+    assert bool(cp.all(cp.isfinite(o)))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("hq,hkv,sq,length,d", [(8, 8, 1, 5000, 128), (32, 8, 1, 9001, 128), (16, 2, 1, 3000, 256),
                                                 (12, 4, 3, 777, 72), (6, 3, 2, 64, 32)], ids=str)
