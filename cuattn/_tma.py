@@ -62,7 +62,9 @@ def encode(x, dtype_name: str, box_rows: int) -> bytes:
 def tensor_maps(specs):
     """Device array holding the tensor maps of ``specs`` [(array, dtype_name, box_rows), ...]."""
     cupy = require_cupy()
-    key = tuple((x.data.ptr, x.shape, x.strides, name, rows) for x, name, rows in specs)
+    # the copy to the device is ordered on the current stream only: reuse a map on that stream
+    key = (cupy.cuda.get_current_stream().ptr,) + tuple((x.data.ptr, x.shape, x.strides, name, rows)
+                                                       for x, name, rows in specs)
     maps = _cache.get(key)
     if maps is None:
         raw = b"".join(encode(x, name, rows) for x, name, rows in specs)

@@ -368,7 +368,9 @@ def _constant_int32(device_id: int, n: int, value: int):
     table), made once instead of a fill per call."""
     cupy = require_cupy()
     with cupy.cuda.Device(device_id):
-        return cupy.full((n,), value, dtype=cupy.int32)
+        out = cupy.full((n,), value, dtype=cupy.int32)
+        cupy.cuda.get_current_stream().synchronize()  # ready for calls on any stream
+        return out
 
 
 _COUNTERS: dict = {}
@@ -392,7 +394,9 @@ def _device_slopes(device_id: int, num_heads: int, default: bool):
     """Zeros (no bias) or the default slopes on a device, copied once (no host copy per call)."""
     cupy = require_cupy()
     with cupy.cuda.Device(device_id):
-        return cupy.asarray(alibi_slopes(num_heads) if default else np.zeros(num_heads, np.float32))
+        out = cupy.asarray(alibi_slopes(num_heads) if default else np.zeros(num_heads, np.float32))
+        cupy.cuda.get_current_stream().synchronize()  # ready for calls on any stream
+        return out
 
 
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes):
