@@ -103,6 +103,22 @@ struct DecodeShape {
         (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64 && kChunksPerLane == 1)) ? 4 : 2;
 };
 
+// K and V rows of key j of one (batch row, kv head): kbase/vbase are that head's start (the
+// batch row's too when contiguous); a paged cache finds the page through the block table row.
+template <typename T, bool kPaged>
+__device__ __forceinline__ void key_rows(const T* kbase, const T* vbase, const int* pages, int j, int page_size,
+                                         i64 k_sb, i64 k_ss, i64 v_sb, i64 v_ss, const T*& kp, const T*& vp) {
+    if (kPaged) {
+        const i64 page = pages[j / page_size];
+        const i64 off = j % page_size;
+        kp = kbase + page * k_sb + off * k_ss;
+        vp = vbase + page * v_sb + off * v_ss;
+    } else {
+        kp = kbase + (i64)j * k_ss;
+        vp = vbase + (i64)j * v_ss;
+    }
+}
+
 // ---------------------------------------------------------------- pieces shared by the split kernels
 // One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
 // positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
@@ -331,17 +347,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
             j[u] = base + u * kSlots + slot;
             const T* kp = kbase;
             const T* vp = vbase;
-            if (j[u] < key1) {
-                if (kPaged) {
-                    const i64 page = pages[j[u] / page_size];
-                    const i64 off = j[u] % page_size;
-                    kp += page * k_sb + off * k_ss;
-                    vp += page * v_sb + off * v_ss;
-                } else {
-                    kp += (i64)j[u] * k_ss;
-                    vp += (i64)j[u] * v_ss;
-                }
-            }
+            if (j[u] < key1) key_rows<T, kPaged>(kbase, vbase, pages, j[u], page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
 #pragma unroll
             for (int c = 0; c < kChunksPerLane; ++c) {
                 const int col = (c * kLanesPerKey + cl) * kElems;
@@ -506,17 +512,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 if (whole_tiles) {  // the tile is contiguous in K and in V
                     if (lane == 0) {
                         const u32 bytes = (u32)(nkeys * row_bytes);
-                        const T* kp = kbase;
-                        const T* vp = vbase;
-                        if (kPaged) {
-                            const i64 page = pages[t0 / page_size];
-                            const i64 off = t0 % page_size;
-                            kp += page * k_sb + off * k_ss;
-                            vp += page * v_sb + off * v_ss;
-                        } else {
-                            kp += (i64)t0 * k_ss;
-                            vp += (i64)t0 * v_ss;
-                        }
+                        const T *kp, *vp;
+                        key_rows<T, kPaged>(kbase, vbase, pages, t0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
                         mbar_expect_bytes(full, 2 * bytes);
                         bulk_load(dk, kp, bytes, full);
                         bulk_load(dv, vp, bytes, full);
@@ -525,18 +522,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                     if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
                     __syncwarp();
                     for (int i = lane; i < nkeys; i += 32) {
-                        const int j = t0 + i;
-                        const T* kp = kbase;
-                        const T* vp = vbase;
-                        if (kPaged) {
-                            const i64 page = pages[j / page_size];
-                            const i64 off = j % page_size;
-                            kp += page * k_sb + off * k_ss;
-                            vp += page * v_sb + off * v_ss;
-                        } else {
-                            kp += (i64)j * k_ss;
-                            vp += (i64)j * v_ss;
-                        }
+                        const T *kp, *vp;
+                        key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
                         bulk_load(dk + i * row_bytes, kp, row_bytes, full);
                         bulk_load(dv + i * row_bytes, vp, row_bytes, full);
                     }
