@@ -1,0 +1,68 @@
+"""Where a decode call's time goes: the whole call vs each of its launches alone, and host time.
+
+Run on a GPU machine:  python benchmarks/decode_launches.py [--kernel tma|regs]
+
+For each decode row of ANCHORS.md (fp16, ALiBi "default"), records the kernel launches one
+cuattn.decode call makes (by wrapping cuattn.decode's launch helper), then times the whole
+call and each launch replayed alone with benchmarks/common.time_calls, and the host time of a
+call (benchmarks/common.host_time). A split kernel much faster alone than the whole call means
+the time goes to the other launches, gaps or host work, not to streaming the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cupy  # noqa: E402
+from common import host_time, time_calls  # noqa: E402
+
+import cuattn  # noqa: E402
+
+ROWS = [(1, 32, 32, 128, 33001), (1, 32, 8, 128, 131072), (16, 32, 32, 128, 4096), (16, 32, 8, 128, 33001),
+        (64, 32, 32, 128, 2048), (8, 16, 16, 256, 33001)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernel", choices=("tma", "regs"), default=None, help="cuattn.decode.KERNEL")
+    args = parser.parse_args()
+    module = sys.modules["cuattn.decode"]
+    if args.kernel:
+        module.KERNEL = args.kernel
+    rng = cupy.random.default_rng(0)
+    for b, hq, hkv, d, length in ROWS:
+        q = rng.standard_normal((b, hq, 1, d), dtype=cupy.float32).astype(cupy.float16)
+        k = rng.standard_normal((b, hkv, length, d), dtype=cupy.float32).astype(cupy.float16)
+        v = rng.standard_normal((b, hkv, length, d), dtype=cupy.float32).astype(cupy.float16)
+        nbytes = 2 * k.nbytes
+
+        def call():
+            return cuattn.decode(q, k, v, alibi_slopes="default")
+
+        call()  # compile
+        recorded = []
+        real_launch = module.launch
+        module.launch = lambda *a, **kw: (recorded.append((a, kw)), real_launch(*a, **kw))
+        try:
+            call()
+        finally:
+            module.launch = real_launch
+        whole = time_calls(call, min_batches=8, min_seconds=0.2)
+        alone = [time_calls(lambda a=a, kw=kw: real_launch(*a, **kw), min_batches=8, min_seconds=0.2)
+                 for a, kw in recorded]
+        parts = ", ".join(f"grid {a[1]}: {t * 1e6:.1f} us" for (a, _), t in zip(recorded, alone))
+        split = max(alone)
+        print(f"B{b} Hq{hq}/Hkv{hkv} D{d} L{length}: call {whole * 1e6:.1f} us = {nbytes / whole / 1e12:.2f} TB/s; "
+              f"launches {parts}; longest alone {nbytes / split / 1e12:.2f} TB/s; host {host_time(call) * 1e6:.0f} us",
+              flush=True)
+        del q, k, v
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+if __name__ == "__main__":
+    main()
