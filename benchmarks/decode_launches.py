@@ -60,8 +60,6 @@ def main():
         print(f"B{b} Hq{hq}/Hkv{hkv} D{d} L{length}: call {whole * 1e6:.1f} us = {nbytes / whole / 1e12:.2f} TB/s; "
               f"launches {parts}; longest alone {nbytes / split / 1e12:.2f} TB/s; host {host_time(call) * 1e6:.0f} us",
               flush=True)
-        del q, k, v
-        cupy.get_default_memory_pool().free_all_blocks()
 
 
 if __name__ == "__main__":
