@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Verify and measure everything on a GPU machine in one go (the device time is short: one call).
+#
+#   OUT=/tmp/out bash benchmarks/gpu_session.sh                 # every stage
+#   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
+#
+# Stages: tests (pytest -m gpu, all ops), sanitize (compute-sanitizer memcheck and racecheck on the
+# tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
+# .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py). Each stage runs under
+# its own timeout (seconds: TIMEOUT_<STAGE> overrides, e.g. TIMEOUT_TESTS=900) and writes
+# $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
+set -uo pipefail
+OUT=${OUT:?set OUT to a writable folder}
+mkdir -p "$OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests sanitize bench-decode bench-attention bench-gla)
+
+limit() {  # limit STAGE DEFAULT
+    local var="TIMEOUT_$(echo "$1" | tr 'a-z-' 'A-Z_')"
+    echo "${!var:-$2}"
+}
+
+for stage in "${stages[@]}"; do
+    log="$OUT/$stage.log"
+    echo "== $stage ($(date -u +%H:%M:%S))"
+    case "$stage" in
+        tests) timeout "$(limit tests 900)" python3 -m pytest -m gpu -q tests >"$log" 2>&1 ;;
+        sanitize)
+            for op in attention decode gla; do
+                for tool in memcheck racecheck; do
+                    echo "-- $tool $op" >>"$log"
+                    timeout "$(limit sanitize 300)" compute-sanitizer --tool "$tool" python3 "tests/sanitize_$op.py" 2>&1 \
+                        | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$log"
+                done
+            done ;;
+        bench-decode) timeout "$(limit bench-decode 300)" python3 benchmarks/decode.py --out "$OUT" >"$log" 2>&1 ;;
+        bench-attention) timeout "$(limit bench-attention 400)" python3 benchmarks/attention.py --out "$OUT" >"$log" 2>&1 ;;
+        bench-gla)
+            if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+                python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1
+                export PYTHONPATH=$PYTHONPATH:/tmp/fla_site
+            fi
+            timeout "$(limit bench-gla 400)" python3 benchmarks/gla.py --out "$OUT" >"$log" 2>&1 ;;
+        launches) timeout "$(limit launches 200)" python3 benchmarks/decode_launches.py >"$log" 2>&1 ;;
+        *) echo "unknown stage $stage" >&2; exit 2 ;;
+    esac
+    echo "   exit $? ; last lines of $log:"
+    tail -4 "$log" | sed 's/^/   /'
+done
