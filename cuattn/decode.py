@@ -30,8 +30,14 @@ MAX_GRID_Z = 65535
 # Split kernel: "tma" (sm_90) streams K/V with the bulk copy engine through a TMA_STAGES-deep
 # shared-memory ring filled by a producer warp; "regs" (any GPU, and the fallback where "tma"
 # cannot run) loads K/V straight into registers. Same math, key order and bit-identical results.
+# "mma" (sm_90, fp16/bf16, D <= 128; experimental, not yet measured) is "tma" with the scores and
+# value sums on tensor cores for up to 16 rows per block; elsewhere it falls back to "tma".
 KERNEL = "tma"
-KERNELS = ("tma", "regs")
+KERNELS = ("tma", "regs", "mma")
+MMA_HEAD_DIMS = (32, 64, 128)
+MMA_TYPES = ("half_t", "bf16_t")
+MMA_ROWS = 16
+MMA_TILE_KEYS = 64
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
@@ -76,7 +82,23 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
         if stages is None:
             stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
         return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
+    if kernel == "mma":
+        return f"decode_split_mma<{type_name}, {padded}, {p}, {mma_config(padded)[1] if stages is None else stages}>"
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
+
+
+def mma_shared_bytes(stages: int, padded: int) -> int:
+    """Dynamic shared memory of decode_split_mma: ring of padded rows, Q/merge buffer, barriers."""
+    row = (padded + 8) * 2
+    return 2 * MMA_TILE_KEYS * row * stages + MMA_ROWS * row * 2 + 16 * stages
+
+
+def mma_config(padded: int) -> tuple[int, int]:
+    """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
+    stages (up to 8) as leave the shared memory for both."""
+    row = (padded + 8) * 2
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - MMA_ROWS * row * 2) // (2 * MMA_TILE_KEYS * row + 16))
+    return 2, stages
 
 
 def tma_tile_keys(padded: int, itemsize: int) -> int:
@@ -101,8 +123,10 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
     kernels = KERNELS if arch == "sm_90a" else ("regs",)
     out = []
     for type_name in TYPE_NAMES.values():
-        out += [split_expression(type_name, d, r, p, kern) for kern in kernels for d in HEAD_DIMS
+        out += [split_expression(type_name, d, r, p, kern) for kern in kernels if kern != "mma" for d in HEAD_DIMS
                 for r in (TMA_ROWS if kern == "tma" else ROWS) for p in (False, True)]
+        if "mma" in kernels and type_name in MMA_TYPES:
+            out += [split_expression(type_name, d, MMA_ROWS, p, "mma") for d in MMA_HEAD_DIMS for p in (False, True)]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -442,9 +466,17 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     num_rows = hq // hkv * sq
     props = device_properties()
     kernel = KERNEL
+    if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS):
+        kernel = "tma"  # tensor cores take 16-bit inputs; D <= 128
     if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
         kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
-    if kernel == "tma":
+    if kernel == "mma":
+        rows = MMA_ROWS
+        row_chunks = -(-num_rows // rows)
+        resident, stages = mma_config(padded)
+        grid = resident * props["num_sms"]
+        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid)
+    elif kernel == "tma":
         resident, stages = tma_config(rows_per_block(sizes), padded, q.dtype.itemsize)
         rows = rows_per_block(sizes)
         row_chunks = -(-num_rows // rows)
@@ -464,14 +496,14 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
             np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
             np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
     expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
-    if kernel == "tma":
+    if kernel in ("tma", "mma"):
         # one bulk copy per tile of K and of V when its keys lie back to back (rows of D elements,
-        # and pages holding whole tiles), else one per key row
+        # and pages holding whole tiles), else one per key row ("mma" copies rows always: it pads them)
         tile = tma_tile_keys(padded, q.dtype.itemsize)
         row_bytes = d * q.dtype.itemsize
         dense = all(x.shape[2] == 1 or x.strides[2] == row_bytes for x in (k_cache, v_cache))
         whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
-        smem = tma_shared_bytes(stages, rows, padded)
+        smem = tma_shared_bytes(stages, rows, padded) if kernel == "tma" else mma_shared_bytes(stages, padded)
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
         # per row group, the number of splits written so far: the block that writes the last

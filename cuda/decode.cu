@@ -601,6 +601,309 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     }
 }
 
+// ---------------------------------------------------------------- tensor-core kernel (sm_90)
+// decode_split_mma<T, kHeadDim, kPaged, kStages> (T = half_t / bf16_t, kHeadDim <= 128):
+// decode_split_tma's persistent producer/consumer structure and in-kernel merge, but the scores
+// and the value sums run on tensor cores (mma.sync m16n8k16), for up to 16 query rows per block
+// (a whole GQA group of up to 16 heads x tokens reads its kv head once). Warp w takes keys
+// [16 w, 16 w + 16) of each 64-key tile: S (16 rows x 16 keys) = Q K^T over kHeadDim / 16
+// k-steps with Q fragments held in registers, then the online softmax per row (rows g and g + 8
+// of lane 4 g + t), then O += P V with P split into P_hi + P_lo (both in T; P_lo = P - P_hi), so
+// the weights keep ~22 (fp16) or ~16 (bf16) bits instead of T's 11 or 8 and the result stays as
+// accurate as the FMA kernels'. K and V rows land in shared memory by one bulk copy per key row
+// into rows padded to kHeadDim + 8 elements (ldmatrix without bank conflicts); the pad columns
+// past D are zeroed once and never written, and a warp zeroes its V rows past the item's keys in
+// a tail tile (stale bytes from another row must not reach P V as 0 * NaN).
+// Shared memory: kStages x 2 x 64 x (kHeadDim + 8) x 2 bytes of ring, then max(Q 16 x
+// (kHeadDim + 8) x 2, merge 16 x (kHeadDim + 8) x 4) bytes (Q and the merge take turns), barriers.
+// Experimental: selected by cuattn.decode.KERNEL = "mma"; not the default until measured.
+template <typename T, int kHeadDim>
+struct DecodeMmaShape {
+    static constexpr int kWarps = 4, kThreads = 128, kRows = 16;
+    static constexpr int kTile = 64;                                   // keys per stage (16 per warp)
+    static constexpr int kStride = kHeadDim + 8;                       // padded row, elements
+    static constexpr int kTileBytes = kTile * kStride * 2;             // one of K, V
+    static constexpr int kQBytes = kRows * kStride * 2;
+    static constexpr int kMergeBytes = kRows * (kHeadDim + 2 * kWarps) * 4;
+    static constexpr int kSharedBytes = kQBytes > kMergeBytes ? kQBytes : kMergeBytes;
+    static constexpr int kKTiles = kHeadDim / 16, kDTiles = kHeadDim / 8;
+    static_assert(kHeadDim % 32 == 0 && kHeadDim <= 128, "head dims 32, 64, 128");
+};
+
+__device__ __forceinline__ void st_shared_zero_16(u32 addr) {
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async_shared() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+template <typename T, int kHeadDim, bool kPaged, int kStages>
+__global__ void __launch_bounds__(160, 2)
+decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                 const int* __restrict__ seqlens, const int* __restrict__ block_table,
+                 const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
+                 i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
+                 i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
+                 int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
+                 int num_q_heads) {
+    using M = DecodeMmaShape<T, kHeadDim>;
+    constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
+    constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps;
+    constexpr float kLog2e = 1.4426950408889634f;
+
+    extern __shared__ __align__(128) unsigned char smem[];
+    const u32 s_ring = smem_addr(smem);
+    unsigned char* s_shared = smem + 2 * kTileBytes * kStages;  // Q, then the merge, per item
+    u16* sQ = reinterpret_cast<u16*>(s_shared);
+    float* s_merge = reinterpret_cast<float*>(s_shared);
+    const u32 s_full = s_ring + 2 * kTileBytes * kStages + M::kSharedBytes;
+    const u32 s_empty = s_full + 8 * kStages;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int row_bytes = head_dim * 2;
+    const int ys = num_kv_heads * row_chunks;
+    const int num_items = num_splits * ys * batch;
+
+    // the pad columns [D, kHeadDim + 8) of every ring row stay zero: the copies write [0, D) only
+    for (int i = tid; i < 2 * kTileBytes * kStages / 16; i += 160) st_shared_zero_16(s_ring + 16 * i);
+    fence_proxy_async_shared();  // before the copy engine writes the same bytes
+    if (tid == 0) {
+        for (int s = 0; s < kStages; ++s) {
+            mbar_init(s_full + 8 * s, 1);
+            mbar_init(s_empty + 8 * s, M::kThreads);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp == kWarps) {  // producer: one bulk copy per key row of K and of V
+        int it = 0;
+        for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            const int kv_head = y / row_chunks;
+            const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
+            const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
+            const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
+            const int* pages = block_table + b * bt_stride;
+            for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+                const int stage = it % kStages;
+                if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
+                const int nkeys = min(kTile, key1 - t0);
+                const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+                const u32 full = s_full + 8 * stage;
+                if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+                __syncwarp();
+                for (int i = lane; i < nkeys; i += 32) {
+                    const T *kp, *vp;
+                    key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                    bulk_load(dk + i * kStride * 2, kp, row_bytes, full);
+                    bulk_load(dv + i * kStride * 2, vp, row_bytes, full);
+                }
+            }
+        }
+        return;
+    }
+
+    // consumers. ldmatrix addressing (fragment layouts: Mma in common.cuh)
+    const int a_row = lane & 15, a_col = (lane >> 4) * 8;                              // Q
+    const int b_row = (lane & 7) + ((lane >> 4) << 3), b_col = ((lane >> 3) & 1) * 8;  // K
+    const int t_row = (lane & 7) + (((lane >> 3) & 1) << 3), t_col = (lane >> 4) * 8;  // V (trans)
+    const int g = lane / 4, tq = lane % 4;
+    const int kb = warp * 16;  // this warp's first key of a tile
+    int it = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+        const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
+        const int len = seqlens[b];
+        const int key0 = split * chunk, key1 = min(len, key0 + chunk);
+        const int rows_here = min(kRows, num_rows - row0);
+
+        // Q rows of this item (zeros past rows_here and past D), then its fragments
+        named_barrier(1, 128);  // the previous item's merge is done with this buffer
+        for (int i = tid; i < kRows * (kHeadDim / 8); i += M::kThreads) {
+            const int r = i / (kHeadDim / 8), c = (i % (kHeadDim / 8)) * 8;
+            uint4 val = make_uint4(0, 0, 0, 0);
+            if (r < rows_here && c < head_dim) {
+                const int row = row0 + r, t = row % seqlen_q, h = kv_head * group + row / seqlen_q;
+                val = *reinterpret_cast<const uint4*>(q + b * q_sb + h * q_sh + t * q_ss + c);
+            }
+            *reinterpret_cast<uint4*>(sQ + r * kStride + c) = val;
+        }
+        named_barrier(1, 128);
+        u32 qf[kKTiles][4];
+#pragma unroll
+        for (int kk = 0; kk < kKTiles; ++kk) ldmatrix_x4(qf[kk], smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
+        int pos[2];
+        float slope[2], m[2], l[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = g + 8 * h, row = row0 + r;
+            const bool real = r < rows_here;
+            pos[h] = real ? len - seqlen_q + row % seqlen_q : -1;
+            slope[h] = real ? slopes[kv_head * group + row / seqlen_q] * kLog2e : 0.f;
+            m[h] = -CUATTN_INF;
+            l[h] = 0.f;
+        }
+        float acc[kDTiles][4];
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
+
+        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+            const int stage = it % kStages;
+            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+            const bool tail = t0 + kTile > key1;
+            if (tail) {  // V rows of this warp's keys past the item hold another row's bytes
+                for (int i = lane; i < 16 * (kStride / 8); i += 32) {
+                    const int r = kb + i / (kStride / 8), c = (i % (kStride / 8)) * 8;
+                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)((r * kStride + c) * 2));
+                }
+                __syncwarp();
+            }
+            float s[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < kKTiles; ++kk) {
+                u32 bb[4];
+                ldmatrix_x4(bb, dk + (u32)(((kb + b_row) * kStride + kk * 16 + b_col) * 2));
+                Mma<T>::run(s[0], qf[kk], bb[0], bb[1]);
+                Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
+            }
+            // log2 units, bias, exact masking (invisible keys are -inf)
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int j = t0 + kb + nt * 8 + 2 * tq + (e & 1), h = e >> 1;
+                    s[nt][e] = (j < key1 && j <= pos[h]) ? fmaf(slope[h], (float)(j - pos[h]), s[nt][e] * scale_log2)
+                                                         : -CUATTN_INF;
+                }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float mx = fmaxf(m[h], fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1])));
+                mx = quad_max(mx);
+                const float shift = softmax_shift(mx);
+                const float alpha = fast_exp2(m[h] - shift);
+                m[h] = mx;
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < 2; ++nt) {
+                    s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
+                    s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
+                    sum += s[nt][2 * h] + s[nt][2 * h + 1];
+                }
+                l[h] = fmaf(l[h], alpha, sum);  // this lane's share; quad_sum at the end
+#pragma unroll
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    acc[dt][2 * h] *= alpha;
+                    acc[dt][2 * h + 1] *= alpha;
+                }
+            }
+            // P = P_hi + P_lo, both exact in T up to the rounding of P_lo
+            u32 p_hi[4], p_lo[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float a = s[i >> 1][2 * (i & 1)], c = s[i >> 1][2 * (i & 1) + 1];
+                const float ah = Num<T>::to_float(Num<T>::from_float(a)), ch = Num<T>::to_float(Num<T>::from_float(c));
+                p_hi[i] = Num<T>::pack2(ah, ch);
+                p_lo[i] = Num<T>::pack2(a - ah, c - ch);
+            }
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; dt += 2) {
+                u32 bb[4];
+                ldmatrix_x4_trans(bb, dv + (u32)(((kb + t_row) * kStride + dt * 8 + t_col) * 2));
+                Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
+                Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
+                Mma<T>::run(acc[dt], p_lo, bb[0], bb[1]);
+                Mma<T>::run(acc[dt + 1], p_lo, bb[2], bb[3]);
+            }
+            if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
+            mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
+        }
+
+        // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
+        float* s_acc = s_merge;
+        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kHeadDim);
+        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kHeadDim + kWarps * kRows);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
+        named_barrier(1, 128);  // every warp is done with sQ (its fragments are in registers)
+        if (tq == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) { s_m[warp][g + 8 * h] = m[h]; s_l[warp][g + 8 * h] = l[h]; }
+        }
+        named_barrier(1, 128);
+        float factor[2], total[2], block_max[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = g + 8 * h;
+            float mx = -CUATTN_INF;
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
+            const float shift = softmax_shift(mx);
+            float t = 0.f;
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
+            factor[h] = fast_exp2(m[h] - shift);
+            total[h] = t;
+            block_max[h] = mx;
+        }
+        for (int w = 0; w < kWarps; ++w) {
+            if (warp == w) {
+#pragma unroll
+                for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = g + 8 * (e >> 1), col = dt * 8 + 2 * tq + (e & 1);
+                        const float x = acc[dt][e] * factor[e >> 1];
+                        s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
+                    }
+            }
+            named_barrier(1, 128);
+        }
+        const i64 part_row = (i64)split * batch * num_kv_heads * num_rows + ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+        // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
+        float* s_inv = s_m[0];  // s_m is read by now (the barriers of the loop above)
+        if (warp == 0 && tq == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = g + 8 * h;
+                s_inv[r] = total[h] > 0.f ? 1.f / total[h] : (total[h] == 0.f ? 0.f : total[h]);
+                if (r < rows_here) lse_part[part_row + r] = lse_from_log2(block_max[h], total[h]);
+            }
+        }
+        named_barrier(1, 128);
+        for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
+            const int r = i / head_dim, col = i % head_dim;
+            o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * s_inv[r];
+        }
+        // the block that writes the last split of these rows merges them (no second launch)
+        __threadfence();
+        named_barrier(1, 128);
+        int* s_flag = reinterpret_cast<int*>(s_l[0]);
+        if (tid == 0) {
+            const bool is_last = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
+            if (is_last) counters[(i64)b * ys + y] = 0;  // ready for the next launch on this stream
+            s_flag[0] = is_last;
+        }
+        named_barrier(1, 128);
+        const bool last = s_flag[0] != 0;
+        named_barrier(1, 128);  // s_merge is free again for the merge's reductions
+        if (last) {
+            __threadfence();
+            merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row - (i64)split * batch * num_kv_heads * num_rows,
+                          (i64)batch * num_kv_heads * num_rows, num_splits, rows_here, row0, b, kv_head, group,
+                          seqlen_q, head_dim, num_q_heads, tid);
+        }
+    }
+}
+
 // decode_merge<T>: the register kernel's second launch: one 128-thread block per (batch row, kv
 // head, row chunk) merges its rows with merge_rows, as decode_split_tma's last block does.
 template <typename T>

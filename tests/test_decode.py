@@ -252,24 +252,37 @@ def test_plan_covers_every_key_and_fills_the_device(batch, hq, hkv, sq, length):
 
 
 def test_split_kernel_switch(monkeypatch):
-    """Both split kernels are listed for the compile tests (the bulk-copy one for sm_90a only);
+    """Every split kernel is listed for the compile tests (the bulk-copy ones for sm_90a only);
     the module switch picks one."""
     import sys
 
     mod = sys.modules["cuattn.decode"]
-    per_kernel = 3 * len(mod.HEAD_DIMS) * len(mod.ROWS) * 2
-    for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs"))):
+    per_rows = 3 * len(mod.HEAD_DIMS) * 2  # dtypes x head dims x (contiguous, paged)
+    expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS),
+                "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2}
+    for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs", "mma"))):
         exprs = mod.all_kernel_expressions(arch)
-        for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<")):
-            rows = mod.TMA_ROWS if kernel == "tma" else mod.ROWS
-            expected = per_kernel * len(rows) // len(mod.ROWS) if kernel in kernels else 0
-            assert sum(e.startswith(name) for e in exprs) == expected
-    for kernel, expected in (("tma", "decode_split_tma<half_t, 128, 4, true, "), ("regs", "decode_split<half_t, 128, 4, true>")):
+        for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<"), ("mma", "decode_split_mma<")):
+            assert sum(e.startswith(name) for e in exprs) == (expected[kernel] if kernel in kernels else 0)
+    for kernel, prefix in (("tma", "decode_split_tma<half_t, 128, 4, true, "), ("regs", "decode_split<half_t, 128, 4, true>"),
+                           ("mma", "decode_split_mma<half_t, 128, true, ")):
         monkeypatch.setattr(mod, "KERNEL", kernel)
-        assert mod.split_expression("half_t", 128, 4, True).startswith(expected)
+        assert mod.split_expression("half_t", 128, 4, True).startswith(prefix)
     monkeypatch.setattr(mod, "KERNEL", "other")
     with pytest.raises(ValueError, match="KERNEL"):
         mod.split_expression("half_t", 128, 4, True)
+
+
+def test_mma_config_fits_the_shared_memory():
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    for padded in mod.MMA_HEAD_DIMS:
+        resident, stages = mod.mma_config(padded)
+        smem = mod.mma_shared_bytes(stages, padded)
+        assert resident == 2 and 2 <= stages <= 8
+        assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
+        assert mod.CHUNK_ALIGN % mod.MMA_TILE_KEYS == 0
 
 
 def test_tma_config_fits_the_shared_memory():
