@@ -441,6 +441,93 @@ __device__ __forceinline__ void merge_rows(const float* o_part, const float* lse
     }
 }
 
+// Barriers of a kStages ring: full[s] completes on the producer's arrival plus the bytes it
+// expects; empty[s] on `consumers` arrivals (every consumer thread, once per use of the stage).
+__device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int stages, int consumers) {
+    for (int s = 0; s < stages; ++s) {
+        mbar_init(s_full + 8 * s, 1);
+        mbar_init(s_empty + 8 * s, consumers);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// The producer warp of the bulk-copy kernels: streams the key tiles of every work item of this
+// block (items blockIdx.x, blockIdx.x + gridDim.x, ...; split fastest) into the kStages-deep ring
+// (stage: K tile, then V tile, kTileBytes each), refilling a stage once its empty barrier says
+// every consumer is done with it. Shared-memory rows are dst_row_bytes apart; whole_tiles: one
+// copy per tile (keys contiguous in the cache and rows unpadded), else one per key row.
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
+__device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
+                                              const int* __restrict__ seqlens, const int* __restrict__ block_table,
+                                              i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
+                                              i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
+                                              int row_chunks, int chunk, int row_bytes, int dst_row_bytes,
+                                              bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty, int lane) {
+    int it = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+        const int kv_head = y / row_chunks;
+        const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
+        const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
+        const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
+        const int* pages = block_table + b * bt_stride;
+        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+            const int stage = it % kStages;
+            if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
+            const int nkeys = min(kTile, key1 - t0);
+            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+            const u32 full = s_full + 8 * stage;
+            if (whole_tiles) {  // the tile is contiguous in K and in V
+                if (lane == 0) {
+                    const u32 bytes = (u32)(nkeys * row_bytes);
+                    const T *kp, *vp;
+                    key_rows<T, kPaged>(kbase, vbase, pages, t0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                    mbar_expect_bytes(full, 2 * bytes);
+                    bulk_load(dk, kp, bytes, full);
+                    bulk_load(dv, vp, bytes, full);
+                }
+            } else {  // one copy per key row, spread over the warp
+                if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+                __syncwarp();
+                for (int i = lane; i < nkeys; i += 32) {
+                    const T *kp, *vp;
+                    key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                    bulk_load(dk + i * dst_row_bytes, kp, row_bytes, full);
+                    bulk_load(dv + i * dst_row_bytes, vp, row_bytes, full);
+                }
+            }
+        }
+    }
+}
+
+// After a consumer block wrote its partial of rows row0 .. row0 + rows_here - 1 of (b, kv head):
+// count the split, and when it was the group's last, merge the group (merge_rows) into o and lse
+// and reset the count for the next launch on this stream. s_merge: scratch shared memory (>= 8
+// floats), free on entry and on exit. The 128 consumer threads call it together.
+template <typename T>
+__device__ __forceinline__ void merge_if_last(const float* o_part, const float* lse_part, T* __restrict__ o,
+                                              float* __restrict__ lse, int* __restrict__ counters, float* s_merge,
+                                              i64 part_row0, i64 split_stride, int counter, int num_splits,
+                                              int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
+                                              int head_dim, int num_q_heads, int tid) {
+    __threadfence();
+    named_barrier(1, 128);
+    int* s_flag = reinterpret_cast<int*>(s_merge);
+    if (tid == 0) {
+        const bool is_last = atomicAdd(counters + counter, 1) == num_splits - 1;
+        if (is_last) counters[counter] = 0;  // ready for the next launch on this stream
+        s_flag[0] = is_last;
+    }
+    named_barrier(1, 128);
+    const bool last = s_flag[0] != 0;
+    named_barrier(1, 128);  // s_merge is free again for the merge's reductions
+    if (last) {
+        __threadfence();
+        merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row0, split_stride, num_splits, rows_here, row0, b,
+                      kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
+    }
+}
+
 struct ConsumerSync {
     __device__ __forceinline__ void operator()() const { named_barrier(1, 128); }
 };
@@ -482,54 +569,17 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int ys = num_kv_heads * row_chunks;
     const int num_items = num_splits * ys * batch;
 
-    if (tid == 0) {
-        for (int s = 0; s < kStages; ++s) {
-            mbar_init(s_full + 8 * s, 1);
-            mbar_init(s_empty + 8 * s, S::kThreads);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
+    if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
 
     // Work items (split, kv head x row chunk, batch row), split fastest; block i takes items
     // i, i + gridDim.x, ...; the ring position `it` runs on across items, so the producer streams
     // the next item's first tiles while the consumers merge and write the previous one.
     if (warp == S::kWarps) {  // producer
-        int it = 0;
-        for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            const int kv_head = y / row_chunks;
-            const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
-            const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
-            const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
-            const int* pages = block_table + b * bt_stride;
-            for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
-                const int stage = it % kStages;
-                if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
-                const int nkeys = min(kTile, key1 - t0);
-                const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-                const u32 full = s_full + 8 * stage;
-                if (whole_tiles) {  // the tile is contiguous in K and in V
-                    if (lane == 0) {
-                        const u32 bytes = (u32)(nkeys * row_bytes);
-                        const T *kp, *vp;
-                        key_rows<T, kPaged>(kbase, vbase, pages, t0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                        mbar_expect_bytes(full, 2 * bytes);
-                        bulk_load(dk, kp, bytes, full);
-                        bulk_load(dv, vp, bytes, full);
-                    }
-                } else {  // one copy per key row, spread over the warp
-                    if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
-                    __syncwarp();
-                    for (int i = lane; i < nkeys; i += 32) {
-                        const T *kp, *vp;
-                        key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                        bulk_load(dk + i * row_bytes, kp, row_bytes, full);
-                        bulk_load(dv + i * row_bytes, vp, row_bytes, full);
-                    }
-                }
-            }
-        }
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
+                                                             v_ss, bt_stride, page_size, num_items, num_splits, ys,
+                                                             row_chunks, chunk, row_bytes, row_bytes, whole_tiles != 0,
+                                                             s_ring, s_full, s_empty, lane);
         return;
     }
 
@@ -580,23 +630,10 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             const int rows_here = min(kRows, num_rows - row0);
             st.finish(s_merge, ConsumerSync(), o_part, lse_part, part_row, rows_here, head_dim, tid, cl);
             // the block that writes the last split of these rows merges them (no second launch)
-            __threadfence();
-            named_barrier(1, 128);
-            int* s_flag = reinterpret_cast<int*>(s_merge);
-            if (tid == 0) {
-                const bool is_last = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
-                if (is_last) counters[(i64)b * ys + y] = 0;  // ready for the next launch on this stream
-                s_flag[0] = is_last;
-            }
-            named_barrier(1, 128);
-            const bool last = s_flag[0] != 0;
-            named_barrier(1, 128);  // s_merge is free again for the merge's reductions
-            if (last) {
-                __threadfence();
-                merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row - (i64)split * batch * num_kv_heads * num_rows,
-                              (i64)batch * num_kv_heads * num_rows, num_splits, rows_here, row0, b, kv_head, group,
-                              seqlen_q, head_dim, num_q_heads, tid);
-            }
+            merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
+                             part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
+                             b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
+                             num_q_heads, tid);
         }
     }
 }
@@ -668,40 +705,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     // the pad columns [D, kHeadDim + 8) of every ring row stay zero: the copies write [0, D) only
     for (int i = tid; i < 2 * kTileBytes * kStages / 16; i += 160) st_shared_zero_16(s_ring + 16 * i);
     fence_proxy_async_shared();  // before the copy engine writes the same bytes
-    if (tid == 0) {
-        for (int s = 0; s < kStages; ++s) {
-            mbar_init(s_full + 8 * s, 1);
-            mbar_init(s_empty + 8 * s, M::kThreads);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
+    if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
     __syncthreads();
 
-    if (warp == kWarps) {  // producer: one bulk copy per key row of K and of V
-        int it = 0;
-        for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            const int kv_head = y / row_chunks;
-            const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
-            const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
-            const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
-            const int* pages = block_table + b * bt_stride;
-            for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
-                const int stage = it % kStages;
-                if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
-                const int nkeys = min(kTile, key1 - t0);
-                const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-                const u32 full = s_full + 8 * stage;
-                if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
-                __syncwarp();
-                for (int i = lane; i < nkeys; i += 32) {
-                    const T *kp, *vp;
-                    key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                    bulk_load(dk + i * kStride * 2, kp, row_bytes, full);
-                    bulk_load(dv + i * kStride * 2, vp, row_bytes, full);
-                }
-            }
-        }
+    if (warp == kWarps) {  // producer: one bulk copy per key row (rows are padded in shared memory)
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
+                                                             v_ss, bt_stride, page_size, num_items, num_splits, ys,
+                                                             row_chunks, chunk, row_bytes, kStride * 2, false, s_ring,
+                                                             s_full, s_empty, lane);
         return;
     }
 
@@ -884,23 +895,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * s_inv[r];
         }
         // the block that writes the last split of these rows merges them (no second launch)
-        __threadfence();
-        named_barrier(1, 128);
-        int* s_flag = reinterpret_cast<int*>(s_l[0]);
-        if (tid == 0) {
-            const bool is_last = atomicAdd(counters + (i64)b * ys + y, 1) == num_splits - 1;
-            if (is_last) counters[(i64)b * ys + y] = 0;  // ready for the next launch on this stream
-            s_flag[0] = is_last;
-        }
-        named_barrier(1, 128);
-        const bool last = s_flag[0] != 0;
-        named_barrier(1, 128);  // s_merge is free again for the merge's reductions
-        if (last) {
-            __threadfence();
-            merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row - (i64)split * batch * num_kv_heads * num_rows,
-                          (i64)batch * num_kv_heads * num_rows, num_splits, rows_here, row0, b, kv_head, group,
-                          seqlen_q, head_dim, num_q_heads, tid);
-        }
+        merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
+                         part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
+                         b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
+                         tid);
     }
 }
 
