@@ -28,7 +28,11 @@ DECODE_MODULE = sys.modules["cuattn.decode"]
 
 @pytest.fixture(autouse=True, params=DECODE_MODULE.KERNELS)
 def split_kernel(request, monkeypatch):
-    """Every GPU test runs with each split kernel (the bulk-copy ring, sm_90, and the register one)."""
+    """Every GPU test runs with each split kernel (DECODE_MODULE.KERNELS). Tests marked
+    ``kernels_inside`` (the long caches, where the float64 reference dominates) run once and loop
+    over the kernels themselves, sharing one reference."""
+    if request.node.get_closest_marker("kernels_inside") and request.param != DECODE_MODULE.KERNELS[0]:
+        pytest.skip("runs every kernel inside the test")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", request.param)
     return request.param
 
@@ -52,9 +56,22 @@ def to_paged(rng, k, v, page_size):
 
 def check(o, lse, q, k, v, **kw):
     """Compare a GPU result with the float64 reference on the same inputs; returns the error."""
+    return compare(o, lse, *cuattn.reference.decode(q, k, v, return_lse=True, **kw), q.dtype)
+
+
+def check_every_kernel(monkeypatch, cp, q, k, v, **kw):
+    """Run each split kernel on the same inputs and compare each with one float64 reference."""
     ro, rl = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    name = dtype_name(q.dtype)
-    assert o.dtype == q.dtype and o.shape == ro.shape and lse.dtype == np.float32
+    for kernel in DECODE_MODULE.KERNELS:
+        monkeypatch.setattr(DECODE_MODULE, "KERNEL", kernel)
+        o, lse = run(cp, q, k, v, **kw)
+        compare(o, lse, ro, rl, q.dtype)
+
+
+def compare(o, lse, ro, rl, dtype):
+    """A GPU result (o, lse) against the float64 reference (ro, rl); returns the error."""
+    name = dtype_name(dtype)
+    assert o.dtype == dtype and o.shape == ro.shape and lse.dtype == np.float32
     err = rel_error(o, ro)
     bad = elementwise_mismatches(o, ro, UNIT_ROUNDOFF[name], SLACK[name])
     assert bad == 0, f"{bad} of {ro.size} elements off (norm-wise error {err:.3g})"
@@ -93,25 +110,26 @@ LONG = [
 ]
 
 
+@pytest.mark.kernels_inside
 @pytest.mark.parametrize("length,d,hq,hkv", LONG, ids=str)
-def test_gpu_long_context_default_slopes(cp, rng, length, d, hq, hkv):
+def test_gpu_long_context_default_slopes(cp, rng, monkeypatch, length, d, hq, hkv):
     q, k, v = draw(rng, (1, hq, 1, d), np.float16), draw(rng, (1, hkv, length, d), np.float16), \
         draw(rng, (1, hkv, length, d), np.float16)
-    o, lse = run(cp, q, k, v, alibi_slopes="default")
-    check(o, lse, q, k, v, alibi_slopes="default")
+    check_every_kernel(monkeypatch, cp, q, k, v, alibi_slopes="default")
 
 
+@pytest.mark.kernels_inside
 @pytest.mark.parametrize("dtype", [BFLOAT16, np.float32], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("length", [33001, 131072])
-def test_gpu_long_context_other_dtypes(cp, rng, dtype, length):
+def test_gpu_long_context_other_dtypes(cp, rng, monkeypatch, dtype, length):
     q, k, v = draw(rng, (1, 32, 1, 128), dtype), draw(rng, (1, 8, length, 128), dtype), \
         draw(rng, (1, 8, length, 128), dtype)
     lens = np.array([length - 5], np.int32)
-    o, lse = run(cp, q, k, v, alibi_slopes="default", cache_seqlens=lens)
-    check(o, lse, q, k, v, alibi_slopes="default", cache_seqlens=lens)
+    check_every_kernel(monkeypatch, cp, q, k, v, alibi_slopes="default", cache_seqlens=lens)
 
 
-def test_gpu_bias_far_below_any_finite_stand_in(cp, rng):
+@pytest.mark.kernels_inside
+def test_gpu_bias_far_below_any_finite_stand_in(cp, rng, monkeypatch):
     """Caller slopes up to 8 at 33001: the bias reaches -2.6e5, far below -5e4; exact masking
     and relative logits keep every element right; no bias at all (slope 0) too."""
     hq = 8
@@ -119,8 +137,7 @@ def test_gpu_bias_far_below_any_finite_stand_in(cp, rng):
     q, k, v = draw(rng, (2, hq, 1, 128), np.float16), draw(rng, (2, 4, 33001, 128), np.float16), \
         draw(rng, (2, 4, 33001, 128), np.float16)
     lens = np.array([33001, 20000], np.int32)
-    o, lse = run(cp, q, k, v, alibi_slopes=slopes, cache_seqlens=lens)
-    check(o, lse, q, k, v, alibi_slopes=slopes, cache_seqlens=lens)
+    check_every_kernel(monkeypatch, cp, q, k, v, alibi_slopes=slopes, cache_seqlens=lens)
 
 
 # --- shapes, dtypes, ragged batches, GQA, Sq > 1 ---------------------------------------------
@@ -188,13 +205,13 @@ def test_gpu_concurrent_streams_and_repeated_calls(cp, rng):
             check(o.get(), lse.get(), q, k, v, alibi_slopes="default")
 
 
-def test_gpu_paged_long(cp, rng):
+@pytest.mark.kernels_inside
+def test_gpu_paged_long(cp, rng, monkeypatch):
     q, k, v = draw(rng, (2, 32, 1, 128), np.float16), draw(rng, (2, 8, 33024, 128), np.float16), \
         draw(rng, (2, 8, 33024, 128), np.float16)
     kp, vp, table = to_paged(rng, k, v, 64)
     lens = np.array([33001, 1], np.int32)
-    o, lse = run(cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
-    check(o, lse, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+    check_every_kernel(monkeypatch, cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
 
 
 @pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3])
