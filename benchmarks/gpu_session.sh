@@ -4,10 +4,11 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh                 # every stage
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
-# Stages: tests (pytest -m gpu, all ops), sanitize (compute-sanitizer memcheck and racecheck on the
+# Stages: tests (pytest -m gpu, one op at a time), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py). Each stage runs under
-# its own timeout (seconds: TIMEOUT_<STAGE> overrides, e.g. TIMEOUT_TESTS=900) and writes
+# its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
+# TIMEOUT_TESTS=600) and writes
 # $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
 set -uo pipefail
 OUT=${OUT:?set OUT to a writable folder}
@@ -25,7 +26,11 @@ for stage in "${stages[@]}"; do
     log="$OUT/$stage.log"
     echo "== $stage ($(date -u +%H:%M:%S))"
     case "$stage" in
-        tests) timeout "$(limit tests 900)" python3 -m pytest -m gpu -q tests >"$log" 2>&1 ;;
+        tests)
+            for op in attention decode gla precision; do
+                echo "-- $op" >>"$log"
+                timeout "$(limit tests 400)" python3 -m pytest -m gpu -q "tests/test_${op}"*.py 2>&1 | tail -15 >>"$log"
+            done ;;
         sanitize)
             for op in attention decode gla; do
                 for tool in memcheck racecheck; do
