@@ -120,6 +120,24 @@ __device__ __forceinline__ void key_rows(const T* kbase, const T* vbase, const i
 }
 
 // ---------------------------------------------------------------- pieces shared by the split kernels
+// One row's merge over a block's warps, from each warp's running max and sum of the row
+// (s_m[w][r], s_l[w][r], log2 units): the block's max and total, and the factor that rescales
+// the calling warp's accumulator (whose own max is m_own).
+template <int kWarps, int kRows>
+__device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], const float (*s_l)[kRows], int r,
+                                                 float m_own, float& factor, float& total, float& block_max) {
+    float mx = -CUATTN_INF;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
+    const float shift = softmax_shift(mx);
+    float t = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
+    factor = fast_exp2(m_own - shift);
+    total = t;
+    block_max = mx;
+}
+
 // One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
 // positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
 template <typename T, int kHeadDim, int kRows>
@@ -263,18 +281,8 @@ struct DecodeState {
         sync();
         float factor[kRows], total[kRows], block_max[kRows];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-            float mx = -CUATTN_INF;
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
-            const float shift = softmax_shift(mx);
-            float t = 0.f;
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
-            factor[r] = fast_exp2(m[r] - shift);
-            total[r] = t;
-            block_max[r] = mx;
-        }
+        for (int r = 0; r < kRows; ++r)
+            merge_warp_stats<kWarps, kRows>(s_m, s_l, r, m[r], factor[r], total[r], block_max[r]);
         for (int w = 0; w < kWarps; ++w) {
             if (warp == w && lane < S::kLanesPerKey) {
 #pragma unroll
@@ -852,19 +860,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         named_barrier(1, 128);
         float factor[2], total[2], block_max[2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int r = g + 8 * h;
-            float mx = -CUATTN_INF;
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
-            const float shift = softmax_shift(mx);
-            float t = 0.f;
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
-            factor[h] = fast_exp2(m[h] - shift);
-            total[h] = t;
-            block_max[h] = mx;
-        }
+        for (int h = 0; h < 2; ++h)
+            merge_warp_stats<kWarps, kRows>(s_m, s_l, g + 8 * h, m[h], factor[h], total[h], block_max[h]);
         for (int w = 0; w < kWarps; ++w) {
             if (warp == w) {
 #pragma unroll
