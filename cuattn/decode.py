@@ -356,10 +356,9 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     per_lane = max(1, padded // elems // 32) * elems
     n = rows * per_lane
     resident = 3 if n <= 8 else 2 if n <= 32 else 1
-    merge = tma_shared_bytes(0, rows, padded)
     if TMA_STAGES is not None:
         return min(resident, SMEM_PER_SM // (tma_shared_bytes(TMA_STAGES, rows, padded) + 1024)), TMA_STAGES
-    stages = min(8, (SMEM_PER_SM // resident - 1024 - merge) // (2 * TMA_TILE_BYTES + 16))
+    stages = min(8, (SMEM_PER_SM // resident - 1024 - tma_shared_bytes(0, rows, padded)) // (2 * TMA_TILE_BYTES + 16))
     return resident, stages
 
 
@@ -470,21 +469,18 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         kernel = "tma"  # tensor cores take 16-bit inputs; D <= 128
     if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
         kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
-    if kernel == "mma":
-        rows = MMA_ROWS
-        row_chunks = -(-num_rows // rows)
-        resident, stages = mma_config(padded)
-        grid = resident * props["num_sms"]
-        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid)
-    elif kernel == "tma":
-        resident, stages = tma_config(rows_per_block(sizes), padded, q.dtype.itemsize)
-        rows = rows_per_block(sizes)
-        row_chunks = -(-num_rows // rows)
-        grid = resident * props["num_sms"]
-        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid)
-    else:
+    if kernel == "regs":
         stages = None
         rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
+    else:  # persistent: as many blocks as the SMs hold
+        if kernel == "mma":
+            rows, (resident, stages) = MMA_ROWS, mma_config(padded)
+        else:
+            rows = rows_per_block(sizes)
+            resident, stages = tma_config(rows, padded, q.dtype.itemsize)
+        row_chunks = -(-num_rows // rows)
+        grid = resident * props["num_sms"]
+        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid)
     o_part = cupy.empty((splits, batch, hkv, num_rows, d), dtype=cupy.float32)
     lse_part = cupy.empty((splits, batch, hkv, num_rows), dtype=cupy.float32)
 
@@ -496,13 +492,15 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
             np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
             np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
     expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
-    if kernel in ("tma", "mma"):
-        # one bulk copy per tile of K and of V when its keys lie back to back (rows of D elements,
-        # and pages holding whole tiles), else one per key row ("mma" copies rows always: it pads them)
-        tile = tma_tile_keys(padded, q.dtype.itemsize)
-        row_bytes = d * q.dtype.itemsize
-        dense = all(x.shape[2] == 1 or x.strides[2] == row_bytes for x in (k_cache, v_cache))
-        whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
+    if kernel != "regs":
+        # "tma": one bulk copy per tile of K and of V when its keys lie back to back (rows of D
+        # elements, and pages holding whole tiles), else one per key row; "mma" always copies
+        # rows (it pads them in shared memory) and ignores the flag
+        whole_tiles = False
+        if kernel == "tma":
+            tile = tma_tile_keys(padded, q.dtype.itemsize)
+            dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
+            whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
         smem = tma_shared_bytes(stages, rows, padded) if kernel == "tma" else mma_shared_bytes(stages, padded)
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch

@@ -97,6 +97,7 @@ struct DecodeShape {
     static constexpr int kPerLane = kChunksPerLane * kElems;           // columns per lane
     static constexpr int kKeysPerWarp = 32 / kLanesPerKey;
     static constexpr int kSlots = kWarps * kKeysPerWarp;               // independent softmax streams
+    static constexpr int kMergeFloats = kRows * (kHeadDim + 2 * kWarps); // DecodeState::finish's buffer
     static constexpr int kUnroll = 4 / kChunksPerLane;                 // keys in flight per thread
     // 4 blocks per SM (<= 128 registers) where the rows' registers fit, else 2
     static constexpr int kMinBlocks =
@@ -244,7 +245,7 @@ struct DecodeState {
 
     // Merge the key slots of the block's kWarps warps (threads 0 .. 32 kWarps - 1, synchronized
     // by sync()) and write the partial o (normalized, fp32) and natural-log lse of its rows.
-    // smem: kRows * (kHeadDim + 2 kWarps) floats.
+    // smem: S::kMergeFloats floats.
     template <typename Sync>
     __device__ __forceinline__ void finish(float* smem, Sync sync, float* __restrict__ o_part,
                                            float* __restrict__ lse_part, i64 part_row, int rows_here,
@@ -327,7 +328,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
     constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
 
-    __shared__ float s_merge[kRows * (kHeadDim + 2 * S::kWarps)];
+    __shared__ float s_merge[S::kMergeFloats];
 
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / row_chunks;
@@ -546,7 +547,7 @@ struct DecodeTmaShape {
     static constexpr int kTile = S::kSlots * S::kUnroll;
     static constexpr int kTileBytes = kTile * kHeadDim * (int)sizeof(T);  // one of K, V
     static constexpr int kMinBlocks = kRows * S::kPerLane <= 8 ? 3 : kRows * S::kPerLane <= 32 ? 2 : 1;
-    static constexpr int kMergeBytes = kRows * (kHeadDim + 2 * S::kWarps) * 4;
+    static constexpr int kMergeBytes = S::kMergeFloats * 4;
 };
 
 template <typename T, int kHeadDim, int kRows, bool kPaged, int kStages>
@@ -689,7 +690,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2,
+                 int /* whole_tiles: unused, rows are copied one by one into padded rows */,
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads) {
     using M = DecodeMmaShape<T, kHeadDim>;
