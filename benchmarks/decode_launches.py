@@ -1,12 +1,13 @@
 """Where a decode call's time goes: the whole call vs each of its launches alone, and host time.
 
-Run on a GPU machine:  python benchmarks/decode_launches.py [--kernel tma|regs]
+Run on a GPU machine:  python benchmarks/decode_launches.py [--kernel NAME]  (cuattn.decode.KERNELS)
 
-For each decode row of ANCHORS.md (fp16, ALiBi "default"), records the kernel launches one
-cuattn.decode call makes (by wrapping cuattn.decode's launch helper), then times the whole
-call and each launch replayed alone with benchmarks/common.time_calls, and the host time of a
-call (benchmarks/common.host_time). A split kernel much faster alone than the whole call means
-the time goes to the other launches, gaps or host work, not to streaming the cache.
+For each contiguous-cache row of benchmarks/decode.py (ANCHORS.md's decode rows; fp16, ALiBi
+"default"), records the kernel launches one cuattn.decode call makes (by wrapping cuattn.decode's
+launch helper), then times the whole call and each launch replayed alone with
+benchmarks/common.time_calls, and the host time of a call (benchmarks/common.host_time). A split
+kernel much faster alone than the whole call means the time goes to the other launches, gaps or
+host work, not to streaming the cache.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
 from common import host_time, time_calls  # noqa: E402
+from decode import ROWS as DECODE_ROWS  # noqa: E402
 
 import cuattn  # noqa: E402
 
-ROWS = [(1, 32, 32, 128, 33001), (1, 32, 8, 128, 131072), (16, 32, 32, 128, 4096), (16, 32, 8, 128, 33001),
-        (64, 32, 32, 128, 2048), (8, 16, 16, 256, 33001)]
+ROWS = [row[:5] for row in DECODE_ROWS if not row[5]]  # benchmarks/decode.py's contiguous rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kernel", choices=("tma", "regs"), default=None, help="cuattn.decode.KERNEL")
-    args = parser.parse_args()
     module = sys.modules["cuattn.decode"]
+    parser.add_argument("--kernel", choices=module.KERNELS, default=None, help="cuattn.decode.KERNEL")
+    args = parser.parse_args()
     if args.kernel:
         module.KERNEL = args.kernel
     rng = cupy.random.default_rng(0)
