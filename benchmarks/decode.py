@@ -154,23 +154,17 @@ def main():
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
         decode_module.KERNEL = saved_kernel
         row["kernel"] = saved_kernel
-        if args.sweep and saved_kernel == "regs":
-            saved = decode_module.BLOCKS_PER_SM
-            row["sweep_blocks_per_sm"] = {}
-            for target in SWEEP_BLOCKS_PER_SM:
-                decode_module.BLOCKS_PER_SM = target
-                row["sweep_blocks_per_sm"][target] = nbytes / time_calls(
+        knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
+        if args.sweep and knob:
+            # the knob of the split kernel in use: split target (register kernel) or ring depth
+            knob_name, values = knob
+            saved = getattr(decode_module, knob_name)
+            sweep = row[f"sweep_{knob_name.lower()}"] = {}
+            for value in values:  # time_calls warms up (compiles) before timing
+                setattr(decode_module, knob_name, value)
+                sweep[value] = nbytes / time_calls(
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
-            decode_module.BLOCKS_PER_SM = saved
-        if args.sweep and saved_kernel == "tma":
-            saved = decode_module.TMA_STAGES
-            row["sweep_tma_stages"] = {}
-            for stages in SWEEP_TMA_STAGES:
-                decode_module.TMA_STAGES = stages
-                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                row["sweep_tma_stages"][stages] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
-            decode_module.TMA_STAGES = saved
+            setattr(decode_module, knob_name, saved)
         if t is not None:
             slopes = cuattn.alibi_slopes(hq)
             notes = {}
