@@ -20,6 +20,7 @@ GPU_DIM_RANGE = (16, 256)
 CHUNK_STEP = 16       # tokens per chunk step (cuda/gla.cu: kC)
 CHUNK_WARP_COUNTS = (4, 8)  # a chunk block has 16 value columns per warp
 RECURRENT_BLOCK_V = 32
+STEP_BLOCK_V = 128  # value columns per block of the one-token kernel (cuda/gla.cu: gla_step)
 THREADS = 128
 SCAN_THREADS = 256
 SCAN_EXPRESSION = "gla_chunk_scan"
@@ -51,6 +52,10 @@ def recurrent_expression(type_name: str, padded: int) -> str:
     return f"gla_recurrent<{type_name}, {padded}>"
 
 
+def step_expression(type_name: str, padded: int) -> str:
+    return f"gla_step<{type_name}, {padded}>"
+
+
 def chunk_smem_bytes(padded: int, warps: int = 4) -> int:
     """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu)."""
     stride_k, stride_v, stride_w = padded + 8, 16 * warps + 8, CHUNK_STEP + 8
@@ -66,6 +71,7 @@ def all_kernel_expressions() -> list[str]:
         out += [chunk_expression(t, padded, w, so) for t in ("half_t", "bf16_t")
                 for w in CHUNK_WARP_COUNTS for so in (False, True)]
         out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
+        out += [step_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
     return out
 
 
@@ -237,7 +243,9 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     The state and all accumulation are float32. On the GPU, float16/bfloat16 chunk mode rounds
     the decayed queries and keys, the intra-step weights and the state to the input dtype for
     the tensor-core products (as flash-linear-attention does); float32 inputs never use TF32:
-    both modes run the exact-FFMA recurrent kernel for them.
+    both modes run the exact-FFMA recurrent kernel for them. A GPU call with T = 1 (no
+    ``cu_seqlens``) runs a dedicated one-token kernel in either mode (exact FFMA, the state read
+    and written once), since such a call is bound by the state's bytes.
 
     Examples
     --------
@@ -335,6 +343,16 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
         return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
                 np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
                 np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
+
+    if seqlen == 1 and not varlen:  # one token per sequence (generation): bound by the state's bytes
+        kernel = get_kernel("gla.cu", step_expression(type_name, padded))
+        step_strides = [st for x in (qf, kf, vf, gf, of) for st in strides(x)[:2]]
+        for s0 in range(0, num_seqs, MAX_GRID_Z):
+            s1 = min(num_seqs, s0 + MAX_GRID_Z)
+            args = [qf, kf, vf, gf, of, h0, ht, *step_strides, np.int32(kdim), np.int32(vdim), np.int32(s0),
+                    use_h0, store_ht, np.float32(sizes["scale"])]
+            launch(kernel, (-(-vdim // STEP_BLOCK_V), heads, s1 - s0), (2 * padded,), args)
+        return o, final
 
     if mode != "chunk" or type_name == "float":
         kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))

@@ -482,3 +482,88 @@ gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             if (c0 + i < head_dim_k) ht[state_off + (i64)(c0 + i) * head_dim_v + col] = s[i];
     }
 }
+
+// gla_step<T, kK>: a one-token call (T = 1, token-by-token generation) of either mode. Such a
+// call reads the state once and writes it once, so it is bound by the state's bytes: one block
+// per (128-column value tile, head, sequence), 32 lanes x kK / 16 row groups; a thread owns 16
+// key rows x 4 value columns of the state (16 float4 in registers), all loaded before anything
+// else so the block's loads are in flight together, then
+//     S = diag(E) S + k^T v,   o = scale * q S
+// with E = expf(g) (the recurrent kernel's arithmetic: fmaf(S, E, k v) per element), the row
+// groups' partial q S summed through shared memory. V is a multiple of 8 (the dispatcher's
+// rule), so a thread's 4 columns are all inside V or all outside; states are contiguous
+// (N, H, K, V) float32, so the float4 accesses are aligned.
+template <typename T, int kK>
+__global__ void __launch_bounds__(2 * kK)  // ~98 registers: 2 blocks of 256 threads per SM at kK = 128
+gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ g,
+         T* __restrict__ o, const float* __restrict__ h0, float* __restrict__ ht,
+         i64 q_sb, i64 q_sh, i64 k_sb, i64 k_sh, i64 v_sb, i64 v_sh, i64 g_sb, i64 g_sh, i64 o_sb, i64 o_sh,
+         int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht, float scale) {
+    constexpr int kGroups = kK / 16, kThreads = 32 * kGroups, kRows = 16, kVTile = 128;
+    __shared__ float sQ[kK], sK[kK], sE[kK];
+    __shared__ float4 sO[kGroups][32];
+
+    const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
+    const int tid = threadIdx.x, grp = tid / 32, lane = tid % 32;
+    const int col = vt * kVTile + 4 * lane, r0 = grp * kRows;
+    const bool col_ok = col < head_dim_v;
+    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v + col;
+
+    float4 s[kRows];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const bool ok = use_h0 && col_ok && r0 + i < head_dim_k;
+        s[i] = ok ? __ldg(reinterpret_cast<const float4*>(h0 + state_off + (i64)(r0 + i) * head_dim_v))
+                  : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    const T* qb = q + n * q_sb + head * q_sh;
+    const T* kb = k + n * k_sb + head * k_sh;
+    const T* gb = g + n * g_sb + head * g_sh;
+    for (int c = tid; c < kK; c += kThreads) {  // channels past K: q = k = 0, E = 1
+        const bool ok = c < head_dim_k;
+        sQ[c] = ok ? Num<T>::to_float(qb[c]) : 0.f;
+        sK[c] = ok ? Num<T>::to_float(kb[c]) : 0.f;
+        sE[c] = ok ? expf(Num<T>::to_float(gb[c])) : 1.f;
+    }
+    float vv[4] = {0.f, 0.f, 0.f, 0.f};
+    if (col_ok) {
+        const T* vb = v + n * v_sb + head * v_sh + col;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) vv[j] = Num<T>::to_float(vb[j]);
+    }
+    __syncthreads();
+
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const float e = sE[r0 + i], kk = sK[r0 + i], qq = sQ[r0 + i];
+        s[i].x = fmaf(s[i].x, e, kk * vv[0]);
+        s[i].y = fmaf(s[i].y, e, kk * vv[1]);
+        s[i].z = fmaf(s[i].z, e, kk * vv[2]);
+        s[i].w = fmaf(s[i].w, e, kk * vv[3]);
+        acc[0] = fmaf(qq, s[i].x, acc[0]);
+        acc[1] = fmaf(qq, s[i].y, acc[1]);
+        acc[2] = fmaf(qq, s[i].z, acc[2]);
+        acc[3] = fmaf(qq, s[i].w, acc[3]);
+    }
+    if (store_ht && col_ok) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+            if (r0 + i < head_dim_k) *reinterpret_cast<float4*>(ht + state_off + (i64)(r0 + i) * head_dim_v) = s[i];
+    }
+    sO[grp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    __syncthreads();
+    if (tid < 32 && col_ok) {
+        float4 sum = sO[0][tid];
+#pragma unroll
+        for (int w = 1; w < kGroups; ++w) {
+            const float4 x = sO[w][tid];
+            sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+        }
+        T* ob = o + n * o_sb + head * o_sh + col;
+        ob[0] = Num<T>::from_float(scale * sum.x);
+        ob[1] = Num<T>::from_float(scale * sum.y);
+        ob[2] = Num<T>::from_float(scale * sum.z);
+        ob[3] = Num<T>::from_float(scale * sum.w);
+    }
+}

@@ -47,7 +47,7 @@ def main():
 def sweep(rng):
     worst = 0.0
     cases = [((1, 2, 37), 16, 24), ((1, 1, 20), 64, 72), ((1, 1, 33), 128, 64), ((1, 1, 17), 256, 256),
-             ((2, 1, 1), 40, 16)]
+             ((2, 1, 1), 40, 16), ((3, 2, 1), 128, 136), ((1, 1, 1), 256, 256)]
     for dtype in (np.float16, BFLOAT16, np.float32):
         for mode in ("chunk", "recurrent"):
             for lead, kdim, vdim in cases:

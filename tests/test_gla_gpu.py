@@ -145,6 +145,23 @@ def test_gpu_generation_step(cp, rng, dtype):
     assert rel_error(full, ro) < tol and rel_error(s_full, rs) < tol
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kdim,vdim", [(16, 24), (40, 136), (64, 64), (128, 128), (200, 256), (256, 16)])
+def test_gpu_one_token_kernel(cp, rng, dtype, kdim, vdim):
+    """T=1 calls (the one-token kernel) in both modes: every padded K, partial value tiles, with a
+    state in and out, and without a state, strided, with no final state."""
+    q, k, v, g = gla_inputs(rng, (3, 2, 1), kdim, vdim, "masked_-inf", dtype)
+    h0 = rng.standard_normal((3, 2, kdim, vdim)).astype(np.float32)
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, scale=-0.3)
+    ro0, _ = cuattn.reference.gla(q, k, v, g)
+    tol = TOL[np.dtype(dtype)]
+    for mode in MODES:
+        o, s = run(cp, q, k, v, g, mode=mode, h0=h0, scale=-0.3)
+        assert rel_error(o, ro) < tol and rel_error(s, rs) < tol
+        o, s = run(cp, q, k, v, g, mode=mode, final=False, layout="bthd")
+        assert s is None and rel_error(o, ro0) < tol
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_gpu_strided_layout_and_no_final_state(cp, rng, mode):
     q, k, v, g = gla_inputs(rng, (2, 3, 90), 64, 64, "masked_-20", BFLOAT16)
