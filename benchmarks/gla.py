@@ -121,6 +121,16 @@ def main():
             fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
             fn()  # compile outside the timing
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
+        if not step:  # gla_recurrent (one value column per lane), for comparison with the default
+            gla_module = sys.modules["cuattn.gla"]
+            tiled_o = cuattn.gla(q, k, v, g, mode="recurrent", **kwargs)[0]
+            gla_module.RECURRENT_KERNEL = "lane"
+            try:
+                fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent", **kwargs)  # noqa: E731
+                row["rel_diff_recurrent_lane_vs_tiled"] = rel_diff(fn()[0], tiled_o)
+                row["cuattn_recurrent_lane_ms"] = time_calls(fn, **reps) * 1e3
+            finally:
+                gla_module.RECURRENT_KERNEL = None
         if args.variants and not step:
             gla_module = sys.modules["cuattn.gla"]
             saved = gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN

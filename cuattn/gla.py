@@ -19,7 +19,12 @@ PADDED_K = (32, 64, 128, 256)
 GPU_DIM_RANGE = (16, 256)
 CHUNK_STEP = 16       # tokens per chunk step (cuda/gla.cu: kC)
 CHUNK_WARP_COUNTS = (4, 8)  # a chunk block has 16 value columns per warp
-RECURRENT_BLOCK_V = 32
+RECURRENT_BLOCK_V = 32  # value columns per block of gla_recurrent (one per lane)
+TILED_TILES = (32, 64, 128)  # value columns per block of gla_recurrent_tiled (4 per lane)
+# Recurrent-mode kernel: "tiled" (gla_recurrent_tiled, 4 value columns per lane) or "lane"
+# (gla_recurrent, one column per lane); None picks "tiled". Also used for float32 chunk mode.
+RECURRENT_KERNEL = None
+RECURRENT_TILE = None  # force gla_recurrent_tiled's value tile (32, 64 or 128); None: _tiled_tile
 STEP_BLOCK_V = 128  # value columns per block of the one-token kernel (cuda/gla.cu: gla_step)
 THREADS = 128
 SCAN_THREADS = 256
@@ -52,6 +57,26 @@ def recurrent_expression(type_name: str, padded: int) -> str:
     return f"gla_recurrent<{type_name}, {padded}>"
 
 
+def tiled_expression(type_name: str, padded: int, tile: int) -> str:
+    return f"gla_recurrent_tiled<{type_name}, {padded}, {tile}>"
+
+
+def tiled_threads(padded: int, tile: int) -> int:
+    """Threads of gla_recurrent_tiled<., padded, tile> (mirrors RecurrentShape in cuda/gla.cu)."""
+    lane_rows = 32 // (tile // 4)
+    per_lane = min(16, padded // lane_rows)
+    return 32 * (padded // per_lane) // lane_rows
+
+
+def _tiled_tile(vdim: int, blocks_per_tile: int) -> int:
+    """Value columns per block of the tiled recurrent kernel: the widest tile (<= 128, fewest
+    shared-memory reads per state element is the same for all) that still gives every SM a block."""
+    tile = 128 if vdim > 64 else (64 if vdim > 32 else 32)
+    while tile > 32 and -(-vdim // tile) * blocks_per_tile < device_properties()["num_sms"]:
+        tile //= 2
+    return tile
+
+
 def step_expression(type_name: str, padded: int) -> str:
     return f"gla_step<{type_name}, {padded}>"
 
@@ -72,6 +97,7 @@ def all_kernel_expressions() -> list[str]:
                 for w in CHUNK_WARP_COUNTS for so in (False, True)]
         out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
         out += [step_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
+        out += [tiled_expression(t, padded, tile) for t in ("half_t", "bf16_t", "float") for tile in TILED_TILES]
     return out
 
 
@@ -355,13 +381,19 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
         return o, final
 
     if mode != "chunk" or type_name == "float":
-        kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
+        if (RECURRENT_KERNEL or "tiled") == "tiled":
+            tile = RECURRENT_TILE or _tiled_tile(vdim, heads * num_seqs)
+            kernel = get_kernel("gla.cu", tiled_expression(type_name, padded, tile))
+            block_v, threads = tile, tiled_threads(padded, tile)
+        else:
+            kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
+            block_v, threads = RECURRENT_BLOCK_V, THREADS
         for s0 in range(0, num_seqs, MAX_GRID_Z):
             s1 = min(num_seqs, s0 + MAX_GRID_Z)
             args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
                     np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), use_h0, store_ht,
                     np.int32(varlen), np.float32(sizes["scale"])]
-            launch(kernel, (-(-vdim // RECURRENT_BLOCK_V), heads, s1 - s0), (THREADS,), args)
+            launch(kernel, (-(-vdim // block_v), heads, s1 - s0), (threads,), args)
         return o, final
 
     max_len = int(np.max(np.diff(cu))) if varlen else seqlen

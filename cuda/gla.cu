@@ -567,3 +567,179 @@ gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__
         ob[3] = Num<T>::from_float(scale * sum.w);
     }
 }
+
+// gla_recurrent_tiled<T, kK, kVTile> (any T, exact FFMA; the recurrent mode's kernel): a block
+// owns kVTile (32, 64 or 128) value columns of one (head, sequence) and all kK key channels for
+// the whole sequence. A lane owns 4 value columns x kSlice (16, or 8 when kK = 32 with 4 lane
+// rows) channels of the state: 4 x kSlice fp32 registers. Why 4 columns: per token a thread
+// reads q, k and E for its channels from shared memory, and the SM returns shared loads at one
+// 32-bit register per lane per cycle whatever the addresses (broadcasts included), so those
+// reads cost 3 registers per channel; 4 columns per lane spread them over 4 state elements each
+// (gla_recurrent, one column per lane, spends 3 register returns per state element and is
+// bound by them). Lanes: kColGroups = kVTile / 4 column groups x kLaneRows = 32 / kColGroups
+// channel groups per warp; channel group gi = warp * kLaneRows + lane row owns the float4
+// channel blocks (warp * kSlice / 4 + j) * kLaneRows + lane row, j < kSlice / 4, so the lane
+// rows of a warp read adjacent 16-byte blocks (no bank conflicts). The kGroups partial q S per
+// token are summed through shared memory. Tokens are staged kSteps at a time as fp32 (q, k,
+// E = expf(g), v); the next round's values are loaded into registers while this round runs.
+template <int kK, int kVTile>
+struct RecurrentShape {
+    static constexpr int kCols = 4;                                  // value columns per lane
+    static constexpr int kColGroups = kVTile / kCols;                // lanes per channel group
+    static constexpr int kLaneRows = 32 / kColGroups;                // channel groups per warp
+    static constexpr int kSlice = kK / kLaneRows < 16 ? kK / kLaneRows : 16;  // channels per lane
+    static constexpr int kGroups = kK / kSlice;                      // channel groups per block
+    static constexpr int kWarps = kGroups / kLaneRows;
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kSteps = kK > 128 ? 4 : 8;                  // tokens per round
+    static constexpr int kPer = kSteps * kK / kThreads;              // staged q/k/g values per thread
+    static constexpr int kPerV = kSteps * kVTile / kThreads;         // staged v values per thread
+    static_assert(kColGroups * kLaneRows == 32 && kSlice % 4 == 0 && kWarps >= 1, "lane layout");
+    static_assert(kPer * kThreads == kSteps * kK && kPerV * kThreads == kSteps * kVTile, "staging");
+};
+
+// One channel's 4 state columns: S = E S + k v, then a += q S (the recurrent kernel's FFMA order).
+__device__ __forceinline__ void recurrent_update(float4& st, float e, float kk, float qq, const float4& vv, float4& a) {
+    st.x = fmaf(st.x, e, kk * vv.x);
+    st.y = fmaf(st.y, e, kk * vv.y);
+    st.z = fmaf(st.z, e, kk * vv.z);
+    st.w = fmaf(st.w, e, kk * vv.w);
+    a.x = fmaf(qq, st.x, a.x);
+    a.y = fmaf(qq, st.y, a.y);
+    a.z = fmaf(qq, st.z, a.z);
+    a.w = fmaf(qq, st.w, a.w);
+}
+
+// One round of gla_recurrent_tiled's tokens from global memory into registers (fp32; past the
+// sequence or past K: q = k = v = 0 and g = 0, so E = 1 and the state is unchanged).
+template <typename T, int kK, int kVTile>
+__device__ __forceinline__ void recurrent_fetch(const T* qb, const T* kb, const T* gb, const T* vb, i64 q_st,
+                                                i64 k_st, i64 g_st, i64 v_st, int t0, int len, int head_dim_k,
+                                                int head_dim_v, int vt, int tid,
+                                                float (&pq)[RecurrentShape<kK, kVTile>::kPer],
+                                                float (&pk)[RecurrentShape<kK, kVTile>::kPer],
+                                                float (&pg)[RecurrentShape<kK, kVTile>::kPer],
+                                                float (&pv)[RecurrentShape<kK, kVTile>::kPerV]) {
+    using R = RecurrentShape<kK, kVTile>;
+#pragma unroll
+    for (int p = 0; p < R::kPer; ++p) {
+        const int i = tid + p * R::kThreads, r = i / kK, c = i % kK;
+        const bool ok = t0 + r < len && c < head_dim_k;
+        const i64 off = (i64)(t0 + r);
+        pq[p] = ok ? Num<T>::to_float(qb[off * q_st + c]) : 0.f;
+        pk[p] = ok ? Num<T>::to_float(kb[off * k_st + c]) : 0.f;
+        pg[p] = ok ? Num<T>::to_float(gb[off * g_st + c]) : 0.f;
+    }
+#pragma unroll
+    for (int p = 0; p < R::kPerV; ++p) {
+        const int i = tid + p * R::kThreads, r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
+        pv[p] = (t0 + r < len && vc < head_dim_v) ? Num<T>::to_float(vb[(i64)(t0 + r) * v_st + vc]) : 0.f;
+    }
+}
+
+template <typename T, int kK, int kVTile>
+__global__ void __launch_bounds__(RecurrentShape<kK, kVTile>::kThreads, 1)
+gla_recurrent_tiled(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                    const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
+                    float* __restrict__ ht, const int* __restrict__ cu_seqlens,
+                    i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
+                    i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
+                    int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
+                    int varlen, float scale) {
+    using R = RecurrentShape<kK, kVTile>;
+    constexpr int kSteps = R::kSteps, kSlice = R::kSlice, kLaneRows = R::kLaneRows, kGroups = R::kGroups;
+    constexpr int kThreads = R::kThreads, kPer = R::kPer, kPerV = R::kPerV;
+    __shared__ __align__(16) float sQ[kSteps][kK];
+    __shared__ __align__(16) float sK[kSteps][kK];
+    __shared__ __align__(16) float sE[kSteps][kK];
+    __shared__ __align__(16) float sV[kSteps][kVTile];
+    __shared__ __align__(16) float sO[kSteps][kGroups][kVTile];
+
+    const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int lrow = lane / R::kColGroups, cg = lane % R::kColGroups, gi = warp * kLaneRows + lrow;
+    i64 bos, row;
+    int len;
+    gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
+    const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
+    const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
+    const T* gb = g + row * g_sb + head * g_sh + bos * g_st;
+    T* ob = o + row * o_sb + head * o_sh + bos * o_st;
+
+    const int col = vt * kVTile + 4 * cg;
+    const bool col_ok = col < head_dim_v;  // V is a multiple of 8: all 4 columns or none
+    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v + col;
+#define CHANNEL(j) (((warp * (kSlice / 4) + (j) / 4) * kLaneRows + lrow) * 4 + (j) % 4)
+    float4 s[kSlice];
+#pragma unroll
+    for (int j = 0; j < kSlice; ++j) {
+        const int c = CHANNEL(j);
+        s[j] = (use_h0 && col_ok && c < head_dim_k)
+                   ? *reinterpret_cast<const float4*>(h0 + state_off + (i64)c * head_dim_v)
+                   : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+
+    // the next round's tokens, held in registers while this round runs
+    float pq[kPer], pk[kPer], pg[kPer], pv[kPerV];
+    if (len > 0) recurrent_fetch<T, kK, kVTile>(qb, kb, gb, vb, q_st, k_st, g_st, v_st, 0, len, head_dim_k,
+                                                head_dim_v, vt, tid, pq, pk, pg, pv);
+    for (int t0 = 0; t0 < len; t0 += kSteps) {
+        const int steps = min(kSteps, len - t0);
+        __syncthreads();  // the previous round's shared memory is consumed
+#pragma unroll
+        for (int p = 0; p < kPer; ++p) {
+            const int i = tid + p * kThreads, r = i / kK, c = i % kK;
+            sQ[r][c] = pq[p];
+            sK[r][c] = pk[p];
+            sE[r][c] = expf(pg[p]);
+        }
+#pragma unroll
+        for (int p = 0; p < kPerV; ++p) {
+            const int i = tid + p * kThreads;
+            sV[i / kVTile][i % kVTile] = pv[p];
+        }
+        __syncthreads();
+        if (t0 + kSteps < len)
+            recurrent_fetch<T, kK, kVTile>(qb, kb, gb, vb, q_st, k_st, g_st, v_st, t0 + kSteps, len, head_dim_k,
+                                           head_dim_v, vt, tid, pq, pk, pg, pv);
+#pragma unroll 1
+        for (int r = 0; r < steps; ++r) {
+            const float4 vv = *reinterpret_cast<const float4*>(&sV[r][4 * cg]);
+            float4 acc[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+#pragma unroll
+            for (int jb = 0; jb < kSlice / 4; ++jb) {
+                const int c = CHANNEL(4 * jb);
+                const float4 e4 = *reinterpret_cast<const float4*>(&sE[r][c]);
+                const float4 k4 = *reinterpret_cast<const float4*>(&sK[r][c]);
+                const float4 q4 = *reinterpret_cast<const float4*>(&sQ[r][c]);
+                float4& a = acc[jb & 1];
+                recurrent_update(s[4 * jb], e4.x, k4.x, q4.x, vv, a);
+                recurrent_update(s[4 * jb + 1], e4.y, k4.y, q4.y, vv, a);
+                recurrent_update(s[4 * jb + 2], e4.z, k4.z, q4.z, vv, a);
+                recurrent_update(s[4 * jb + 3], e4.w, k4.w, q4.w, vv, a);
+            }
+            *reinterpret_cast<float4*>(&sO[r][gi][4 * cg]) =
+                make_float4(acc[0].x + acc[1].x, acc[0].y + acc[1].y, acc[0].z + acc[1].z, acc[0].w + acc[1].w);
+        }
+        __syncthreads();
+        for (int i = tid; i < steps * kVTile; i += kThreads) {
+            const int r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
+            if (vc < head_dim_v) {
+                float sum = 0.f;
+#pragma unroll
+                for (int w = 0; w < kGroups; ++w) sum += sO[r][w][j];
+                ob[(i64)(t0 + r) * o_st + vc] = Num<T>::from_float(scale * sum);
+            }
+        }
+    }
+
+    if (store_ht && col_ok) {
+#pragma unroll
+        for (int j = 0; j < kSlice; ++j) {
+            const int c = CHANNEL(j);
+            if (c < head_dim_k) *reinterpret_cast<float4*>(ht + state_off + (i64)c * head_dim_v) = s[j];
+        }
+    }
+}
+#undef CHANNEL

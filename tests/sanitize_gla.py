@@ -30,6 +30,7 @@ TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32
 
 GLA = sys.modules["cuattn.gla"]  # the module (cuattn.gla is the function)
 CHUNK_VARIANTS = [(None, None), (4, 0), (8, 0), (4, 16), (8, 48)]  # (CHUNK_WARPS, CHUNK_SEGMENT_LEN)
+RECURRENT_VARIANTS = [("lane", None), ("tiled", 64), ("tiled", 128)]  # (RECURRENT_KERNEL, RECURRENT_TILE)
 
 
 def main():
@@ -39,17 +40,23 @@ def main():
         GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = warps, segment_len
         print(f"chunk variant: warps={warps} segment_len={segment_len}", flush=True)
         worst = max(worst, sweep(rng))
+    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = None, None
+    for kernel, tile in RECURRENT_VARIANTS:  # the default above ran "tiled" with the automatic tile (32 here)
+        GLA.RECURRENT_KERNEL, GLA.RECURRENT_TILE = kernel, tile
+        print(f"recurrent variant: kernel={kernel} tile={tile}", flush=True)
+        worst = max(worst, sweep(rng, modes=("recurrent",)))
+    GLA.RECURRENT_KERNEL, GLA.RECURRENT_TILE = None, None
     cp.cuda.Device().synchronize()
     print(f"worst error / tolerance: {worst:.3f}")
     sys.exit(0 if worst < 1 else 1)
 
 
-def sweep(rng):
+def sweep(rng, modes=("chunk", "recurrent")):
     worst = 0.0
     cases = [((1, 2, 37), 16, 24), ((1, 1, 20), 64, 72), ((1, 1, 33), 128, 64), ((1, 1, 17), 256, 256),
              ((2, 1, 1), 40, 16), ((3, 2, 1), 128, 136), ((1, 1, 1), 256, 256)]
     for dtype in (np.float16, BFLOAT16, np.float32):
-        for mode in ("chunk", "recurrent"):
+        for mode in modes:
             for lead, kdim, vdim in cases:
                 q, k, v, g = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
                 h0 = rng.standard_normal(lead[:-1] + (kdim, vdim)).astype(np.float32)

@@ -145,6 +145,34 @@ def test_gpu_generation_step(cp, rng, dtype):
     assert rel_error(full, ro) < tol and rel_error(s_full, rs) < tol
 
 
+RECURRENT_KERNELS = [("lane", None), ("tiled", 32), ("tiled", 64), ("tiled", 128)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kernel,tile", RECURRENT_KERNELS)
+def test_gpu_recurrent_kernels(cp, rng, monkeypatch, dtype, kernel, tile):
+    """Each recurrent kernel and forced value tile (automatic choice takes 32 on small inputs):
+    every padded K, partial value tiles and lane rows, rounds of tokens cut short, packed
+    sequences with empty and length-1 members, a state in and out."""
+    monkeypatch.setattr(gla_module, "RECURRENT_KERNEL", kernel)
+    monkeypatch.setattr(gla_module, "RECURRENT_TILE", tile)
+    tol = TOL[np.dtype(dtype)]
+    for lead, kdim, vdim in [((2, 3, 37), 16, 24), ((1, 2, 50), 40, 136), ((1, 1, 21), 128, 128),
+                             ((1, 1, 19), 200, 256), ((2, 1, 9), 256, 16), ((1, 2, 33), 64, 64)]:
+        q, k, v, g = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
+        h0 = rng.standard_normal(lead[:-1] + (kdim, vdim)).astype(np.float32)
+        o, s = run(cp, q, k, v, g, mode="recurrent", h0=h0, scale=-0.3)
+        ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, scale=-0.3)
+        assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (lead, kdim, vdim, rel_error(o, ro), rel_error(s, rs))
+    lengths = [1, 17, 0, 9, 1]
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    q, k, v, g = gla_inputs(rng, (1, 2, int(cu[-1])), 128, 72, "masked_-0.1max", dtype)
+    h0 = rng.standard_normal((len(lengths), 2, 128, 72)).astype(np.float32)
+    o, s = run(cp, q, k, v, g, mode="recurrent", h0=h0, cu=cu, scale=-1.0)
+    ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu, scale=-1.0)
+    assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kdim,vdim", [(16, 24), (40, 136), (64, 64), (128, 128), (200, 256), (256, 16)])
 def test_gpu_one_token_kernel(cp, rng, dtype, kdim, vdim):
