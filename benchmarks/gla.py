@@ -43,6 +43,14 @@ CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
 
 
+def gpu_and_host_times(fn, repeat=200):
+    """(median GPU ms of one call timed alone between events, median host us per call)."""
+    from cupyx.profiler import benchmark
+
+    res = benchmark(fn, n_repeat=repeat, n_warmup=10)
+    return float(np.median(res.gpu_times[0])) * 1e3, float(np.median(res.cpu_times)) * 1e6
+
+
 def copy_bandwidth():
     """Device-to-device copy, bytes read + written per second (the IO ceiling of this run)."""
     src = cupy.ones(256 * 2**20, dtype=cupy.uint8)
@@ -159,6 +167,22 @@ def main():
                     row[f"rel_diff_vs_{name}"] = rel_diff(mine, cupy.from_dlpack(ref).transpose(0, 2, 1, 3))
                 except Exception as exc:  # a version that refuses the call
                     row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        if step:  # GPU time alone (one synchronized call at a time) and host time per call, and gla_step's variants
+            gla_module = sys.modules["cuattn.gla"]
+            fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent", **kwargs)  # noqa: E731
+            row["cuattn_step_gpu_ms"], row["cuattn_step_host_us"] = gpu_and_host_times(fn)
+            saved = gla_module.STEP_ROWS
+            try:
+                for rows_per_thread in gla_module.STEP_ROWS_CHOICES:
+                    gla_module.STEP_ROWS = rows_per_thread
+                    fn()
+                    row[f"cuattn_step_rows{rows_per_thread}_ms"] = time_calls(fn, **reps) * 1e3
+                    row[f"cuattn_step_rows{rows_per_thread}_gpu_ms"] = gpu_and_host_times(fn)[0]
+            finally:
+                gla_module.STEP_ROWS = saved
+            if fla is not None and tensors is not None:
+                row["fla_fused_recurrent_gpu_ms"], row["fla_fused_recurrent_host_us"] = gpu_and_host_times(
+                    fla_fns["fla_fused_recurrent"])
         if "fla_chunk_ms" in row:
             row["speedup_chunk_vs_fla_chunk"] = row["fla_chunk_ms"] / row["cuattn_chunk_ms"]
         if "fla_fused_recurrent_ms" in row:

@@ -26,6 +26,8 @@ TILED_TILES = (32, 64, 128)  # value columns per block of gla_recurrent_tiled (4
 RECURRENT_KERNEL = None
 RECURRENT_TILE = None  # force gla_recurrent_tiled's value tile (32, 64 or 128); None: _tiled_tile
 STEP_BLOCK_V = 128  # value columns per block of the one-token kernel (cuda/gla.cu: gla_step)
+STEP_ROWS_CHOICES = (8, 16)  # state rows per thread of gla_step (compiled variants)
+STEP_ROWS = 16  # the one used (benchmarks/gla.py times both)
 THREADS = 128
 SCAN_THREADS = 256
 SCAN_EXPRESSION = "gla_chunk_scan"
@@ -64,7 +66,7 @@ def tiled_expression(type_name: str, padded: int, tile: int) -> str:
 def tiled_threads(padded: int, tile: int) -> int:
     """Threads of gla_recurrent_tiled<., padded, tile> (mirrors RecurrentShape in cuda/gla.cu)."""
     lane_rows = 32 // (tile // 4)
-    per_lane = min(16, padded // lane_rows)
+    per_lane = min(16 if padded > 64 else 8, padded // lane_rows)
     return 32 * (padded // per_lane) // lane_rows
 
 
@@ -77,8 +79,13 @@ def _tiled_tile(vdim: int, blocks_per_tile: int) -> int:
     return tile
 
 
-def step_expression(type_name: str, padded: int) -> str:
-    return f"gla_step<{type_name}, {padded}>"
+def step_expression(type_name: str, padded: int, rows: int) -> str:
+    return f"gla_step<{type_name}, {padded}, {rows}>"
+
+
+def _step_rows(padded: int, rows: int) -> int:
+    """gla_step's rows per thread: at least 2 row groups, at most 16 (512 threads, no spills)."""
+    return max(min(rows, padded // 2), padded // 16)
 
 
 def chunk_smem_bytes(padded: int, warps: int = 4) -> int:
@@ -96,7 +103,8 @@ def all_kernel_expressions() -> list[str]:
         out += [chunk_expression(t, padded, w, so) for t in ("half_t", "bf16_t")
                 for w in CHUNK_WARP_COUNTS for so in (False, True)]
         out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
-        out += [step_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
+        out += [step_expression(t, padded, r) for t in ("half_t", "bf16_t", "float")
+                for r in sorted({_step_rows(padded, c) for c in STEP_ROWS_CHOICES})]
         out += [tiled_expression(t, padded, tile) for t in ("half_t", "bf16_t", "float") for tile in TILED_TILES]
     return out
 
@@ -371,13 +379,14 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
                 np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
 
     if seqlen == 1 and not varlen:  # one token per sequence (generation): bound by the state's bytes
-        kernel = get_kernel("gla.cu", step_expression(type_name, padded))
+        rows = _step_rows(padded, STEP_ROWS)
+        kernel = get_kernel("gla.cu", step_expression(type_name, padded, rows))
         step_strides = [st for x in (qf, kf, vf, gf, of) for st in strides(x)[:2]]
         for s0 in range(0, num_seqs, MAX_GRID_Z):
             s1 = min(num_seqs, s0 + MAX_GRID_Z)
             args = [qf, kf, vf, gf, of, h0, ht, *step_strides, np.int32(kdim), np.int32(vdim), np.int32(s0),
                     use_h0, store_ht, np.float32(sizes["scale"])]
-            launch(kernel, (-(-vdim // STEP_BLOCK_V), heads, s1 - s0), (2 * padded,), args)
+            launch(kernel, (-(-vdim // STEP_BLOCK_V), heads, s1 - s0), (32 * padded // rows,), args)
         return o, final
 
     if mode != "chunk" or type_name == "float":

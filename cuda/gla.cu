@@ -483,23 +483,23 @@ gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     }
 }
 
-// gla_step<T, kK>: a one-token call (T = 1, token-by-token generation) of either mode. Such a
-// call reads the state once and writes it once, so it is bound by the state's bytes: one block
-// per (128-column value tile, head, sequence), 32 lanes x kK / 16 row groups; a thread owns 16
-// key rows x 4 value columns of the state (16 float4 in registers), all loaded before anything
-// else so the block's loads are in flight together, then
+// gla_step<T, kK, kRows>: a one-token call (T = 1, token-by-token generation) of either mode.
+// Such a call reads the state once and writes it once, so it is bound by the state's bytes: one
+// block per (128-column value tile, head, sequence), 32 lanes x kK / kRows row groups; a thread
+// owns kRows (8 or 16) key rows x 4 value columns of the state (kRows float4 in registers), all
+// loaded before anything else so the block's loads are in flight together, then
 //     S = diag(E) S + k^T v,   o = scale * q S
 // with E = expf(g) (the recurrent kernel's arithmetic: fmaf(S, E, k v) per element), the row
 // groups' partial q S summed through shared memory. V is a multiple of 8 (the dispatcher's
 // rule), so a thread's 4 columns are all inside V or all outside; states are contiguous
 // (N, H, K, V) float32, so the float4 accesses are aligned.
-template <typename T, int kK>
-__global__ void __launch_bounds__(2 * kK)  // ~98 registers: 2 blocks of 256 threads per SM at kK = 128
+template <typename T, int kK, int kRows>
+__global__ void __launch_bounds__(32 * kK / kRows)
 gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ g,
          T* __restrict__ o, const float* __restrict__ h0, float* __restrict__ ht,
          i64 q_sb, i64 q_sh, i64 k_sb, i64 k_sh, i64 v_sb, i64 v_sh, i64 g_sb, i64 g_sh, i64 o_sb, i64 o_sh,
          int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht, float scale) {
-    constexpr int kGroups = kK / 16, kThreads = 32 * kGroups, kRows = 16, kVTile = 128;
+    constexpr int kGroups = kK / kRows, kThreads = 32 * kGroups, kVTile = 128;
     __shared__ float sQ[kK], sK[kK], sE[kK];
     __shared__ float4 sO[kGroups][32];
 
@@ -570,8 +570,9 @@ gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__
 
 // gla_recurrent_tiled<T, kK, kVTile> (any T, exact FFMA; the recurrent mode's kernel): a block
 // owns kVTile (32, 64 or 128) value columns of one (head, sequence) and all kK key channels for
-// the whole sequence. A lane owns 4 value columns x kSlice (16, or 8 when kK = 32 with 4 lane
-// rows) channels of the state: 4 x kSlice fp32 registers. Why 4 columns: per token a thread
+// the whole sequence. A lane owns 4 value columns x kSlice channels of the state (16, or 8 for
+// kK <= 64, where the per-token block work (staging, the partial-sum reduction) needs more
+// threads per block): 4 x kSlice fp32 registers. Why 4 columns: per token a thread
 // reads q, k and E for its channels from shared memory, and the SM returns shared loads at one
 // 32-bit register per lane per cycle whatever the addresses (broadcasts included), so those
 // reads cost 3 registers per channel; 4 columns per lane spread them over 4 state elements each
@@ -587,7 +588,8 @@ struct RecurrentShape {
     static constexpr int kCols = 4;                                  // value columns per lane
     static constexpr int kColGroups = kVTile / kCols;                // lanes per channel group
     static constexpr int kLaneRows = 32 / kColGroups;                // channel groups per warp
-    static constexpr int kSlice = kK / kLaneRows < 16 ? kK / kLaneRows : 16;  // channels per lane
+    static constexpr int kSliceMax = kK > 64 ? 16 : 8;               // more warps for small K
+    static constexpr int kSlice = kK / kLaneRows < kSliceMax ? kK / kLaneRows : kSliceMax;  // channels per lane
     static constexpr int kGroups = kK / kSlice;                      // channel groups per block
     static constexpr int kWarps = kGroups / kLaneRows;
     static constexpr int kThreads = 32 * kWarps;

@@ -175,9 +175,12 @@ def test_gpu_recurrent_kernels(cp, rng, monkeypatch, dtype, kernel, tile):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kdim,vdim", [(16, 24), (40, 136), (64, 64), (128, 128), (200, 256), (256, 16)])
-def test_gpu_one_token_kernel(cp, rng, dtype, kdim, vdim):
-    """T=1 calls (the one-token kernel) in both modes: every padded K, partial value tiles, with a
-    state in and out, and without a state, strided, with no final state."""
+@pytest.mark.parametrize("rows", gla_module.STEP_ROWS_CHOICES)
+def test_gpu_one_token_kernel(cp, rng, monkeypatch, dtype, kdim, vdim, rows):
+    """T=1 calls (the one-token kernel, each rows-per-thread variant) in both modes: every padded
+    K, partial value tiles, with a state in and out, and without a state, strided, with no final
+    state."""
+    monkeypatch.setattr(gla_module, "STEP_ROWS", rows)
     q, k, v, g = gla_inputs(rng, (3, 2, 1), kdim, vdim, "masked_-inf", dtype)
     h0 = rng.standard_normal((3, 2, kdim, vdim)).astype(np.float32)
     ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, scale=-0.3)
