@@ -1,0 +1,157 @@
+"""GLA one-token step and recurrent tile probe (the analysis behind benchmarks/NOTES.md's GLA section).
+
+    python benchmarks/gla_step_probe.py [--out DIR]
+
+- GPU-only time of a T=1 call: 20 calls captured in a CUDA graph and replayed (no host work
+  between kernels), for cuattn and flash-linear-attention's fused_recurrent_gla (when present);
+  the batch of the ANCHORS row (128) and a larger one (1024), where host time no longer hides;
+- where cuattn's host time per T=1 call goes (cProfile, top functions by own time);
+- the recurrent kernel's value tile on the K = V = 64 row (RECURRENT_TILE None / 32 / 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cupy  # noqa: E402
+from common import run_metadata, time_calls  # noqa: E402
+from gla import fla_functions, make_inputs  # noqa: E402
+
+import cuattn  # noqa: E402
+
+GLA = sys.modules["cuattn.gla"]
+
+
+def cupy_graph_ms(fn, calls=20, replays=20):
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        fn()
+        stream.synchronize()
+        stream.begin_capture()
+        for _ in range(calls):
+            fn()
+        graph = stream.end_capture()
+        graph.launch()
+        stream.synchronize()
+        times = []
+        for _ in range(replays):
+            e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+            e0.record(stream)
+            graph.launch()
+            e1.record(stream)
+            e1.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(e0, e1) / calls)
+    return float(np.median(times))
+
+
+def torch_graph_ms(fn, calls=20, replays=20):
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        graph.replay()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) / calls)
+    return float(np.median(times))
+
+
+def step_rows(fla):
+    rows = []
+    for b in (128, 1024):
+        h, d = 16, 128
+        tensors, (q, k, v, g, h0) = make_inputs(b, 1, h, d, with_state=True)
+        state_bytes = 2 * 4 * b * h * d * d
+        row = dict(B=b, T=1, H=h, K=d, V=d, state_MB=state_bytes / 1e6)
+        fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent", initial_state=h0, output_final_state=True)  # noqa: E731
+        for rows_per_thread in GLA.STEP_ROWS_CHOICES:
+            GLA.STEP_ROWS = rows_per_thread
+            try:
+                ms = cupy_graph_ms(fn)
+                row[f"cuattn_rows{rows_per_thread}_graph_ms"] = ms
+                row[f"cuattn_rows{rows_per_thread}_state_TBps"] = state_bytes / ms / 1e9
+            except Exception as exc:
+                row[f"cuattn_rows{rows_per_thread}_graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            row[f"cuattn_rows{rows_per_thread}_pipeline_ms"] = time_calls(fn) * 1e3
+        GLA.STEP_ROWS = 16
+        if fla is not None and tensors is not None:
+            _, fused_recurrent_gla = fla
+            tq, tk, tv, tg, th0 = tensors
+            ffn = lambda: fused_recurrent_gla(tq, tk, tv, gk=tg, initial_state=th0, output_final_state=True)  # noqa: E731
+            try:
+                ms = torch_graph_ms(ffn)
+                row["fla_graph_ms"] = ms
+                row["fla_state_TBps"] = state_bytes / ms / 1e9
+            except Exception as exc:
+                row["fla_graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            row["fla_pipeline_ms"] = time_calls(ffn) * 1e3
+        if b == 128:
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(200):
+                fn()
+            prof.disable()
+            cupy.cuda.Device().synchronize()
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(18)
+            row["cuattn_host_profile"] = text.getvalue()[-3500:]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "cuattn_host_profile"}), flush=True)
+        if "cuattn_host_profile" in row:
+            print(row["cuattn_host_profile"], flush=True)
+        del tensors, q, k, v, g, h0
+    return rows
+
+
+def tile_rows():
+    b, t, h, d = 16, 2048, 32, 64
+    _, (q, k, v, g, _) = make_inputs(b, t, h, d, with_state=False)
+    row = dict(B=b, T=t, H=h, K=d, V=d)
+    for tile in (None, 32, 64):
+        GLA.RECURRENT_TILE = tile
+        fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent")  # noqa: E731
+        fn()
+        row[f"recurrent_tile{tile}_ms"] = time_calls(fn) * 1e3
+    GLA.RECURRENT_TILE = None
+    print(json.dumps(row), flush=True)
+    return [row]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"meta": run_metadata(dtype="bfloat16"), "step": step_rows(fla_functions()), "recurrent_tile": tile_rows()}
+    (out / "gla_step_probe.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / 'gla_step_probe.json'}")
+
+
+if __name__ == "__main__":
+    main()
