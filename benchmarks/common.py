@@ -106,3 +106,54 @@ def bar_chart(path, rows, names, labels, ylabel, title, log=False, hline=None, r
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def cupy_graph_ms(fn, calls=20, replays=20):
+    """Median GPU ms per call with no host work between calls: `calls` calls captured in a CUDA
+    graph (CuPy stream capture) and replayed. For calls whose host time exceeds their GPU time."""
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        fn()
+        stream.synchronize()
+        stream.begin_capture()
+        for _ in range(calls):
+            fn()
+        graph = stream.end_capture()
+        graph.launch()
+        stream.synchronize()
+        times = []
+        for _ in range(replays):
+            e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+            e0.record(stream)
+            graph.launch()
+            e1.record(stream)
+            e1.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(e0, e1) / calls)
+    return float(np.median(times))
+
+
+def torch_graph_ms(fn, calls=20, replays=20):
+    """cupy_graph_ms for torch work (torch.cuda.CUDAGraph, warmed up on a side stream)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        graph.replay()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) / calls)
+    return float(np.median(times))

@@ -11,7 +11,12 @@ Timing: 10 warm-up calls, then CUDA events around batches of calls (about 2 ms o
 each, so host overhead overlaps the GPU for everyone), at least 15 batches and 0.3 s, median
 per call. The IO floor is the bytes that must move (read q, k, v, g, write o; the T=1 step also
 reads and writes the fp32 state) over the device-to-device copy bandwidth measured in the same
-run. --variants also times each forced chunk variant (4 or 8 warps, sequential or segmented;
+run. The T=1 step is host-bound in such a pipeline (cuattn and fla each spend 110-200 us of
+host time per call against ~0.1 ms of GPU time), so its row also records host time per call and
+the GPU time alone: 20 calls captured in a CUDA graph and replayed (cupy_graph_ms,
+torch_graph_ms in common.py); state_TBps is over that GPU-only time. On prefill rows the
+recurrent mode's one-column-per-lane kernel (gla_recurrent) is timed beside the default
+(cuattn_recurrent_lane_ms). --variants also times each forced chunk variant (4 or 8 warps, sequential or segmented;
 [ms, relative difference from the automatic choice] per variant). Results go to DIR/gla.json (default benchmarks/results/) and DIR/gla.png (matplotlib).
 """
 
@@ -28,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import bar_chart, run_metadata, time_calls  # noqa: E402
+from common import bar_chart, cupy_graph_ms, run_metadata, time_calls, torch_graph_ms  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -43,12 +48,11 @@ CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
 
 
-def gpu_and_host_times(fn, repeat=200):
-    """(median GPU ms of one call timed alone between events, median host us per call)."""
+def host_us(fn, repeat=200):
+    """Median host microseconds per call (cupyx.profiler.benchmark's CPU time)."""
     from cupyx.profiler import benchmark
 
-    res = benchmark(fn, n_repeat=repeat, n_warmup=10)
-    return float(np.median(res.gpu_times[0])) * 1e3, float(np.median(res.cpu_times)) * 1e6
+    return float(np.median(benchmark(fn, n_repeat=repeat, n_warmup=10).cpu_times)) * 1e6
 
 
 def copy_bandwidth():
@@ -167,30 +171,33 @@ def main():
                     row[f"rel_diff_vs_{name}"] = rel_diff(mine, cupy.from_dlpack(ref).transpose(0, 2, 1, 3))
                 except Exception as exc:  # a version that refuses the call
                     row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        if step:  # GPU time alone (one synchronized call at a time) and host time per call, and gla_step's variants
+        if step:  # host-bound in a pipeline: GPU time alone (CUDA-graph replay), host time, gla_step variants
             gla_module = sys.modules["cuattn.gla"]
+            state_bytes = 2 * 4 * b * h * d * d
             fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent", **kwargs)  # noqa: E731
-            row["cuattn_step_gpu_ms"], row["cuattn_step_host_us"] = gpu_and_host_times(fn)
+            row["cuattn_step_host_us"] = host_us(fn)
             saved = gla_module.STEP_ROWS
             try:
                 for rows_per_thread in gla_module.STEP_ROWS_CHOICES:
                     gla_module.STEP_ROWS = rows_per_thread
-                    fn()
-                    row[f"cuattn_step_rows{rows_per_thread}_ms"] = time_calls(fn, **reps) * 1e3
-                    row[f"cuattn_step_rows{rows_per_thread}_gpu_ms"] = gpu_and_host_times(fn)[0]
+                    row[f"cuattn_step_rows{rows_per_thread}_graph_ms"] = cupy_graph_ms(fn)
             finally:
                 gla_module.STEP_ROWS = saved
+            row["cuattn_step_graph_ms"] = row[f"cuattn_step_rows{saved}_graph_ms"]
+            row["cuattn_step_graph_state_TBps"] = state_bytes / row["cuattn_step_graph_ms"] / 1e9
             if fla is not None and tensors is not None:
-                row["fla_fused_recurrent_gpu_ms"], row["fla_fused_recurrent_host_us"] = gpu_and_host_times(
-                    fla_fns["fla_fused_recurrent"])
+                ffn = fla_fns["fla_fused_recurrent"]
+                row["fla_fused_recurrent_host_us"] = host_us(ffn)
+                row["fla_fused_recurrent_graph_ms"] = torch_graph_ms(ffn)
+                row["fla_graph_state_TBps"] = state_bytes / row["fla_fused_recurrent_graph_ms"] / 1e9
         if "fla_chunk_ms" in row:
             row["speedup_chunk_vs_fla_chunk"] = row["fla_chunk_ms"] / row["cuattn_chunk_ms"]
         if "fla_fused_recurrent_ms" in row:
             row["speedup_recurrent_vs_fla_recurrent"] = row["fla_fused_recurrent_ms"] / row["cuattn_recurrent_ms"]
         best = min(row.get("cuattn_chunk_ms", np.inf), row["cuattn_recurrent_ms"])
         row["io_floor_fraction"] = row["io_floor_ms"] / best
-        if step:  # bytes of the state read and written per call
-            row["state_TBps"] = 2 * 4 * b * h * d * d / (row["cuattn_recurrent_ms"] * 1e-3) / 1e12
+        if step:  # bytes of the state read and written per call, over the GPU-only time
+            row["state_TBps"] = 2 * 4 * b * h * d * d / (row["cuattn_step_graph_ms"] * 1e-3) / 1e12
             row["state_fraction_of_copy_bandwidth"] = row["state_TBps"] * 1e12 / bandwidth
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -209,7 +216,7 @@ def main():
               f"{r.get('fla_chunk_ms', nan):9.3f} {r.get('speedup_chunk_vs_fla_chunk', nan):5.2f} "
               f"{r['cuattn_recurrent_ms']:9.3f} {r.get('fla_fused_recurrent_ms', nan):9.3f} "
               f"{r.get('speedup_recurrent_vs_fla_recurrent', nan):5.2f} {r['io_floor_ms']:8.3f} "
-              f"{r['io_floor_fraction']:10.2f}" + (f"  state {r['state_TBps']:.2f} TB/s" if "state_TBps" in r else ""))
+              f"{r['io_floor_fraction']:10.2f}" + (f"  state {r['state_TBps']:.2f} TB/s GPU-only" if "state_TBps" in r else ""))
 
 
 def plot(rows, meta, path):

@@ -19,66 +19,16 @@ import pstats
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cupy  # noqa: E402
-from common import run_metadata, time_calls  # noqa: E402
+from common import cupy_graph_ms, run_metadata, time_calls, torch_graph_ms  # noqa: E402
 from gla import fla_functions, make_inputs  # noqa: E402
 
 import cuattn  # noqa: E402
 
 GLA = sys.modules["cuattn.gla"]
-
-
-def cupy_graph_ms(fn, calls=20, replays=20):
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        fn()
-        stream.synchronize()
-        stream.begin_capture()
-        for _ in range(calls):
-            fn()
-        graph = stream.end_capture()
-        graph.launch()
-        stream.synchronize()
-        times = []
-        for _ in range(replays):
-            e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-            e0.record(stream)
-            graph.launch()
-            e1.record(stream)
-            e1.synchronize()
-            times.append(cupy.cuda.get_elapsed_time(e0, e1) / calls)
-    return float(np.median(times))
-
-
-def torch_graph_ms(fn, calls=20, replays=20):
-    import torch
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        graph.replay()
-        e1.record()
-        e1.synchronize()
-        times.append(e0.elapsed_time(e1) / calls)
-    return float(np.median(times))
 
 
 def step_rows(fla):
