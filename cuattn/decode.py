@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import device_properties, get_kernel, launch
 from .attention import _kernel_ready
@@ -30,11 +30,12 @@ MAX_GRID_Z = 65535
 # Split kernel: "tma" (sm_90) streams K/V with the bulk copy engine through a TMA_STAGES-deep
 # shared-memory ring filled by a producer warp; "regs" (any GPU, and the fallback where "tma"
 # cannot run) loads K/V straight into registers. Same math, key order and bit-identical results.
-# "mma" (sm_90, fp16/bf16, D <= 128; experimental, not yet measured) is "tma" with the scores and
-# value sums on tensor cores for up to 16 rows per block; elsewhere it falls back to "tma".
+# "mma" (sm_90, fp16/bf16, padded D 64 or 128, pages of a multiple of 64 keys; experimental) is
+# "tma" with the scores and value sums on tensor cores for up to 16 rows per block, its tiles
+# copied by tensor maps into 128-byte-swizzled shared memory; elsewhere it falls back to "tma".
 KERNEL = "tma"
 KERNELS = ("tma", "regs", "mma")
-MMA_HEAD_DIMS = (32, 64, 128)
+MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
@@ -88,16 +89,14 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
 
 
 def mma_shared_bytes(stages: int, padded: int) -> int:
-    """Dynamic shared memory of decode_split_mma: ring of padded rows, Q/merge buffer, barriers."""
-    row = (padded + 8) * 2
-    return 2 * MMA_TILE_KEYS * row * stages + MMA_ROWS * row * 2 + 16 * stages
+    """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
+    return 2 * MMA_TILE_KEYS * padded * 2 * stages + MMA_ROWS * (padded + 8) * 4 + 16 * stages
 
 
 def mma_config(padded: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
     stages (up to 8) as leave the shared memory for both."""
-    row = (padded + 8) * 2
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - MMA_ROWS * row * 2) // (2 * MMA_TILE_KEYS * row + 16))
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - MMA_ROWS * (padded + 8) * 4) // (2 * MMA_TILE_KEYS * padded * 2 + 16))
     return 2, stages
 
 
@@ -465,8 +464,9 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     num_rows = hq // hkv * sq
     props = device_properties()
     kernel = KERNEL
-    if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS):
-        kernel = "tma"  # tensor cores take 16-bit inputs; D <= 128
+    if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
+                            or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
+        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
     if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
         kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
     if kernel == "regs":
@@ -494,8 +494,8 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
     if kernel != "regs":
         # "tma": one bulk copy per tile of K and of V when its keys lie back to back (rows of D
-        # elements, and pages holding whole tiles), else one per key row; "mma" always copies
-        # rows (it pads them in shared memory) and ignores the flag
+        # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
+        # both caches (in place of the flag)
         whole_tiles = False
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
@@ -507,8 +507,13 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         # per row group, the number of splits written so far: the block that writes the last
         # one merges the group and sets the count back to 0 for the next call on this stream
         counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks)
+        if kernel == "mma":
+            name = _checks.dtype_name(q.dtype)
+            copy_arg = _tma.tensor_maps([(k_cache, name, MMA_TILE_KEYS), (v_cache, name, MMA_TILE_KEYS)])
+        else:
+            copy_arg = np.int32(whole_tiles)
         launches = [(split, (min(grid, items),), (160,),
-                     args + [np.int32(whole_tiles), np.int32(splits), o, lse, counters, np.int32(hq)], smem)]
+                     args + [copy_arg, np.int32(splits), o, lse, counters, np.int32(hq)], smem)]
     else:
         launches = [(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args, 0),
                     (get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),

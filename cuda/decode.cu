@@ -648,7 +648,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 }
 
 // ---------------------------------------------------------------- tensor-core kernel (sm_90)
-// decode_split_mma<T, kHeadDim, kPaged, kStages> (T = half_t / bf16_t, kHeadDim <= 128):
+// decode_split_mma<T, kHeadDim, kPaged, kStages> (T = half_t / bf16_t, kHeadDim = 64 or 128):
 // decode_split_tma's persistent producer/consumer structure and in-kernel merge, but the scores
 // and the value sums run on tensor cores (mma.sync m16n8k16), for up to 16 query rows per block
 // (a whole GQA group of up to 16 heads x tokens reads its kv head once). Warp w takes keys
@@ -656,25 +656,76 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 // k-steps with Q fragments held in registers, then the online softmax per row (rows g and g + 8
 // of lane 4 g + t), then O += P V with P split into P_hi + P_lo (both in T; P_lo = P - P_hi), so
 // the weights keep ~22 (fp16) or ~16 (bf16) bits instead of T's 11 or 8 and the result stays as
-// accurate as the FMA kernels'. K and V rows land in shared memory by one bulk copy per key row
-// into rows padded to kHeadDim + 8 elements (ldmatrix without bank conflicts); the pad columns
-// past D are zeroed once and never written, and a warp zeroes its V rows past the item's keys in
-// a tail tile (stale bytes from another row must not reach P V as 0 * NaN).
-// Shared memory: kStages x 2 x 64 x (kHeadDim + 8) x 2 bytes of ring, then max(Q 16 x
-// (kHeadDim + 8) x 2, merge 16 x (kHeadDim + 8) x 4) bytes (Q and the merge take turns), barriers.
-// Experimental: selected by cuattn.decode.KERNEL = "mma"; not the default until measured.
+// accurate as the FMA kernels'. K and V tiles land in shared memory by tensor copies (TMA, two
+// tensor maps built by cuattn._tma): one per 64-column box of 64 keys, 128-byte swizzled (16-byte
+// chunk c of row r at c ^ (r % 8): ldmatrix without bank conflicts), zero-filled past D and past
+// the cache's end; a paged cache needs pages of a multiple of 64 keys (the dispatcher checks).
+// A warp zeroes its V rows past the item's keys in a tail tile (another split's or stale bytes
+// must not reach P V as 0 * NaN; the K rows there are masked to -inf whatever they hold).
+// Shared memory: kStages x 2 x 64 x kHeadDim x 2 bytes of ring (1024-byte aligned), then
+// max(Q 16 x (kHeadDim + 8) x 2, merge 16 x (kHeadDim + 8) x 4) bytes (Q and the merge take
+// turns), barriers.
+// Experimental: selected by cuattn.decode.KERNEL = "mma"; not the default until measured faster.
 template <typename T, int kHeadDim>
 struct DecodeMmaShape {
     static constexpr int kWarps = 4, kThreads = 128, kRows = 16;
     static constexpr int kTile = 64;                                   // keys per stage (16 per warp)
-    static constexpr int kStride = kHeadDim + 8;                       // padded row, elements
-    static constexpr int kTileBytes = kTile * kStride * 2;             // one of K, V
+    static constexpr int kBoxes = kHeadDim / 64;                       // 64-column swizzle atoms per row
+    static constexpr int kBoxBytes = kTile * 128;                      // one box: 64 keys x 128 bytes
+    static constexpr int kTileBytes = kBoxes * kBoxBytes;              // one of K, V
+    static constexpr int kStride = kHeadDim + 8;                       // padded Q row, elements
     static constexpr int kQBytes = kRows * kStride * 2;
     static constexpr int kMergeBytes = kRows * (kHeadDim + 2 * kWarps) * 4;
     static constexpr int kSharedBytes = kQBytes > kMergeBytes ? kQBytes : kMergeBytes;
     static constexpr int kKTiles = kHeadDim / 16, kDTiles = kHeadDim / 8;
-    static_assert(kHeadDim % 32 == 0 && kHeadDim <= 128, "head dims 32, 64, 128");
+    static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64, 128 (whole 128-byte swizzle atoms)");
 };
+
+// Ring tiles written by tensor copies: boxes of 64 columns x 64 rows of 128 bytes, 16-byte chunk c
+// of row r at c ^ (r % 8). A lane's ldmatrix row r and chunk parity b (column 8 b of each 16-column
+// step) are fixed, so its address for the 16-column step at even chunk 2 m of box x is
+//     (tile + r * 128 + ((b ^ (r % 8)) << 4) + x * 8192) ^ (2 m << 4)
+// (the base has bits 4-6 = (b ^ r) and 2 m only flips bits 5-6): one XOR per step.
+__device__ __forceinline__ u32 swizzle_base(u32 tile, int r, int b) {
+    return tile + (u32)(r * 128 + ((b ^ (r & 7)) << 4));
+}
+__device__ __forceinline__ u32 swizzle_at(u32 base, int col) {  // col: a multiple of 16
+    return (base + (u32)((col >> 6) * 64 * 128)) ^ (u32)(((col & 63) >> 3) << 4);
+}
+
+// The producer of decode_split_mma (lane 0 of its warp): per tile, one tensor copy per 64-column
+// box of K and of V at (column, key, kv head, batch row) of a contiguous cache or (column, key in
+// page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits are whole
+// CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
+template <bool kPaged, int kTile, int kTileBytes, int kBoxes, int kStages>
+__device__ __forceinline__ void produce_tiles_tensor(const unsigned char* tmaps, const int* __restrict__ seqlens,
+                                                     const int* __restrict__ block_table, i64 bt_stride,
+                                                     int page_size, int num_items, int num_splits, int ys,
+                                                     int row_chunks, int chunk, u32 s_ring, u32 s_full,
+                                                     u32 s_empty) {
+    const void* kmap = tmaps;
+    const void* vmap = tmaps + 128;
+    int it = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+        const int kv_head = y / row_chunks;
+        const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
+        const int* pages = block_table + b * bt_stride;
+        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+            const int stage = it % kStages;
+            if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
+            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+            const u32 full = s_full + 8 * stage;
+            const int row = kPaged ? t0 % page_size : t0, outer = kPaged ? pages[t0 / page_size] : b;
+            mbar_expect_bytes(full, 2 * kTileBytes);  // whole boxes, zero-filled parts included
+#pragma unroll
+            for (int x = 0; x < kBoxes; ++x) {
+                tma_load_4d(dk + x * kTile * 128, kmap, 64 * x, row, kv_head, outer, full);
+                tma_load_4d(dv + x * kTile * 128, vmap, 64 * x, row, kv_head, outer, full);
+            }
+        }
+    }
+}
 
 __device__ __forceinline__ void st_shared_zero_16(u32 addr) {
     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
@@ -691,15 +742,15 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2,
-                 int /* whole_tiles: unused, rows are copied one by one into padded rows */,
+                 const unsigned char* __restrict__ tmaps,  // K and V tensor maps (128 bytes each)
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads) {
     using M = DecodeMmaShape<T, kHeadDim>;
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
-    constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps;
+    constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
     constexpr float kLog2e = 1.4426950408889634f;
 
-    extern __shared__ __align__(128) unsigned char smem[];
+    extern __shared__ __align__(1024) unsigned char smem[];
     const u32 s_ring = smem_addr(smem);
     unsigned char* s_shared = smem + 2 * kTileBytes * kStages;  // Q, then the merge, per item
     u16* sQ = reinterpret_cast<u16*>(s_shared);
@@ -708,21 +759,18 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const u32 s_empty = s_full + 8 * kStages;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int row_bytes = head_dim * 2;
     const int ys = num_kv_heads * row_chunks;
     const int num_items = num_splits * ys * batch;
 
-    // the pad columns [D, kHeadDim + 8) of every ring row stay zero: the copies write [0, D) only
-    for (int i = tid; i < 2 * kTileBytes * kStages / 16; i += 160) st_shared_zero_16(s_ring + 16 * i);
-    fence_proxy_async_shared();  // before the copy engine writes the same bytes
+    if (s_ring & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: tiles must align
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
     __syncthreads();
 
-    if (warp == kWarps) {  // producer: one bulk copy per key row (rows are padded in shared memory)
-        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, num_items, num_splits, ys,
-                                                             row_chunks, chunk, row_bytes, kStride * 2, false, s_ring,
-                                                             s_full, s_empty, lane);
+    if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
+        if (lane == 0)
+            produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(
+                tmaps, seqlens, block_table, bt_stride, page_size, num_items, num_splits, ys, row_chunks, chunk,
+                s_ring, s_full, s_empty);
         return;
     }
 
@@ -777,10 +825,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;
-            if (tail) {  // V rows of this warp's keys past the item hold another row's bytes
-                for (int i = lane; i < 16 * (kStride / 8); i += 32) {
-                    const int r = kb + i / (kStride / 8), c = (i % (kStride / 8)) * 8;
-                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)((r * kStride + c) * 2));
+            if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
+                for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
+                    const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;
+                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)(x * kTile * 128 + r * 128 + 16 * c));
                 }
                 __syncwarp();
             }
@@ -789,10 +837,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+            const u32 k_base = swizzle_base(dk, kb + b_row, b_col >> 3);
 #pragma unroll
             for (int kk = 0; kk < kKTiles; ++kk) {
                 u32 bb[4];
-                ldmatrix_x4(bb, dk + (u32)(((kb + b_row) * kStride + kk * 16 + b_col) * 2));
+                ldmatrix_x4(bb, swizzle_at(k_base, kk * 16));
                 Mma<T>::run(s[0], qf[kk], bb[0], bb[1]);
                 Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
             }
@@ -835,10 +884,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 p_hi[i] = Num<T>::pack2(ah, ch);
                 p_lo[i] = Num<T>::pack2(a - ah, c - ch);
             }
+            const u32 v_base = swizzle_base(dv, kb + t_row, t_col >> 3);
 #pragma unroll
             for (int dt = 0; dt < kDTiles; dt += 2) {
                 u32 bb[4];
-                ldmatrix_x4_trans(bb, dv + (u32)(((kb + t_row) * kStride + dt * 8 + t_col) * 2));
+                ldmatrix_x4_trans(bb, swizzle_at(v_base, dt * 8));
                 Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
                 Mma<T>::run(acc[dt], p_lo, bb[0], bb[1]);
