@@ -327,10 +327,11 @@ def _placeholder_on(device_id: int, dtype_name: str):
         return cupy.zeros(1, dtype=dtype_name)
 
 
-def _placeholder(dtype):
-    """A one-element device array passed for an unused pointer argument (never read)."""
+def _placeholder(dtype_name: str):
+    """A one-element device array ("float32" or "int32") passed for an unused pointer argument
+    (never read)."""
     cupy = require_cupy()
-    return _placeholder_on(cupy.cuda.Device().id, np.dtype(dtype).name)
+    return _placeholder_on(cupy.cuda.Device().id, dtype_name)
 
 
 def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
@@ -356,35 +357,24 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy)
                       for x, n in ((q, "q"), (k, "k"), (v, "v"), (gk, "gk")))
     of = o.reshape((-1, heads, seqlen, vdim))
-    dummy = _placeholder(cupy.float32)
+    dummy = _placeholder("float32")
     if initial_state is None:
         h0 = dummy
     else:
         h0 = cupy.ascontiguousarray(
             cupy.broadcast_to(initial_state.astype(cupy.float32, copy=False), sizes["state_shape"]))
     ht = final if final is not None else dummy
-    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder(cupy.int32)
 
     padded = padded_key_dim(kdim)
     type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
-
-    def strides(x):
-        return [np.int64(s // x.itemsize) for s in x.strides[:3]]
-
-    args_tail = []
-    for x in (qf, kf, vf, gf, of):
-        args_tail += strides(x)
+    # (batch, head, token) strides in elements of q, k, v, gk, o
+    tensor_strides = [[np.int64(st // x.itemsize) for st in x.strides[:3]] for x in (qf, kf, vf, gf, of)]
     use_h0, store_ht = np.int32(initial_state is not None), np.int32(final is not None)
-
-    def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
-        return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
-                np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
-                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
 
     if seqlen == 1 and not varlen:  # one token per sequence (generation): bound by the state's bytes
         rows = _step_rows(padded, STEP_ROWS)
         kernel = get_kernel("gla.cu", step_expression(type_name, padded, rows))
-        step_strides = [st for x in (qf, kf, vf, gf, of) for st in strides(x)[:2]]
+        step_strides = [st for x_strides in tensor_strides for st in x_strides[:2]]
         for s0 in range(0, num_seqs, MAX_GRID_Z):
             s1 = min(num_seqs, s0 + MAX_GRID_Z)
             args = [qf, kf, vf, gf, of, h0, ht, *step_strides, np.int32(kdim), np.int32(vdim), np.int32(s0),
@@ -392,8 +382,20 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
             launch(kernel, (-(-vdim // STEP_BLOCK_V), heads, s1 - s0), (32 * padded // rows,), args)
         return o, final
 
+    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder("int32")
+    args_tail = [st for x_strides in tensor_strides for st in x_strides]
+
+    def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
+        return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
+                np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
+                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
+
     if mode != "chunk" or type_name == "float":
-        if (RECURRENT_KERNEL or "tiled") == "tiled":
+        recurrent_kernel = RECURRENT_KERNEL or "tiled"
+        if recurrent_kernel not in ("tiled", "lane") or RECURRENT_TILE not in (None,) + TILED_TILES:
+            raise ValueError(f"cuattn.gla.RECURRENT_KERNEL must be 'tiled', 'lane' or None and RECURRENT_TILE one of "
+                             f"{TILED_TILES} or None; got {RECURRENT_KERNEL!r}, {RECURRENT_TILE!r}")
+        if recurrent_kernel == "tiled":
             tile = RECURRENT_TILE or _tiled_tile(padded, vdim, heads * num_seqs)
             kernel = get_kernel("gla.cu", tiled_expression(type_name, padded, tile))
             block_v, threads = tile, tiled_threads(padded, tile)
