@@ -19,16 +19,11 @@ PADDED_K = (32, 64, 128, 256)
 GPU_DIM_RANGE = (16, 256)
 CHUNK_STEP = 16       # tokens per chunk step (cuda/gla.cu: kC)
 CHUNK_WARP_COUNTS = (4, 8)  # a chunk block has 16 value columns per warp
-RECURRENT_BLOCK_V = 32  # value columns per block of gla_recurrent (one per lane)
 TILED_TILES = (32, 64, 128)  # value columns per block of gla_recurrent_tiled (4 per lane)
-# Recurrent-mode kernel: "tiled" (gla_recurrent_tiled, 4 value columns per lane) or "lane"
-# (gla_recurrent, one column per lane); None picks "tiled". Also used for float32 chunk mode.
-RECURRENT_KERNEL = None
 RECURRENT_TILE = None  # force gla_recurrent_tiled's value tile (32, 64 or 128); None: _tiled_tile
 STEP_BLOCK_V = 128  # value columns per block of the one-token kernel (cuda/gla.cu: gla_step)
 STEP_ROWS_CHOICES = (8, 16)  # state rows per thread of gla_step (compiled variants)
 STEP_ROWS = 16  # the one used (benchmarks/gla.py times both)
-THREADS = 128
 SCAN_THREADS = 256
 SCAN_EXPRESSION = "gla_chunk_scan"
 # Chunk-mode variant switches; None picks automatically (tests set them to force each variant).
@@ -53,10 +48,6 @@ def padded_key_dim(head_dim_k: int) -> int:
 
 def chunk_expression(type_name: str, padded: int, warps: int = 4, state_only: bool = False) -> str:
     return f"gla_chunk_mma<{type_name}, {padded}, {warps}, {'true' if state_only else 'false'}>"
-
-
-def recurrent_expression(type_name: str, padded: int) -> str:
-    return f"gla_recurrent<{type_name}, {padded}>"
 
 
 def tiled_expression(type_name: str, padded: int, tile: int) -> str:
@@ -105,7 +96,6 @@ def all_kernel_expressions() -> list[str]:
     for padded in PADDED_K:
         out += [chunk_expression(t, padded, w, so) for t in ("half_t", "bf16_t")
                 for w in CHUNK_WARP_COUNTS for so in (False, True)]
-        out += [recurrent_expression(t, padded) for t in ("half_t", "bf16_t", "float")]
         out += [step_expression(t, padded, r) for t in ("half_t", "bf16_t", "float")
                 for r in sorted({_step_rows(padded, c) for c in STEP_ROWS_CHOICES})]
         out += [tiled_expression(t, padded, tile) for t in ("half_t", "bf16_t", "float") for tile in TILED_TILES]
@@ -391,23 +381,16 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
                 np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
 
     if mode != "chunk" or type_name == "float":
-        recurrent_kernel = RECURRENT_KERNEL or "tiled"
-        if recurrent_kernel not in ("tiled", "lane") or RECURRENT_TILE not in (None,) + TILED_TILES:
-            raise ValueError(f"cuattn.gla.RECURRENT_KERNEL must be 'tiled', 'lane' or None and RECURRENT_TILE one of "
-                             f"{TILED_TILES} or None; got {RECURRENT_KERNEL!r}, {RECURRENT_TILE!r}")
-        if recurrent_kernel == "tiled":
-            tile = RECURRENT_TILE or _tiled_tile(padded, vdim, heads * num_seqs)
-            kernel = get_kernel("gla.cu", tiled_expression(type_name, padded, tile))
-            block_v, threads = tile, tiled_threads(padded, tile)
-        else:
-            kernel = get_kernel("gla.cu", recurrent_expression(type_name, padded))
-            block_v, threads = RECURRENT_BLOCK_V, THREADS
+        if RECURRENT_TILE not in (None,) + TILED_TILES:
+            raise ValueError(f"cuattn.gla.RECURRENT_TILE must be one of {TILED_TILES} or None; got {RECURRENT_TILE!r}")
+        tile = RECURRENT_TILE or _tiled_tile(padded, vdim, heads * num_seqs)
+        kernel = get_kernel("gla.cu", tiled_expression(type_name, padded, tile))
         for s0 in range(0, num_seqs, MAX_GRID_Z):
             s1 = min(num_seqs, s0 + MAX_GRID_Z)
             args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
                     np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), use_h0, store_ht,
                     np.int32(varlen), np.float32(sizes["scale"])]
-            launch(kernel, (-(-vdim // block_v), heads, s1 - s0), (threads,), args)
+            launch(kernel, (-(-vdim // tile), heads, s1 - s0), (tiled_threads(padded, tile),), args)
         return o, final
 
     max_len = int(np.max(np.diff(cu))) if varlen else seqlen

@@ -61,14 +61,8 @@
 // forms: S after segment j is diag(D_j) S_before + dS_j in exact arithmetic. The segment states
 // live in a float32 workspace (sequences x segments x H x K x V), written once and read twice.
 //
-// gla_recurrent<T, kK> (any T, exact FFMA): 4 warps; lane j owns value column j of a 32-column
-// tile, warp w owns key rows [w kK/4, (w+1) kK/4): kK/4 state registers per thread, kept for
-// the whole sequence (one launch per call). Tokens are staged 16 (8 for kK = 256) at a time in
-// shared memory as fp32 (q, k, E = expf(g), v); per token each thread updates its state slice
-// and a partial q.S (q, k, E read as float4 broadcasts: 3 shared loads per 4 channels), and the
-// 4 warps' partials are summed through shared memory.
-// A T = 1 call (token-by-token generation) reads and writes the state once: it is bound by
-// the state's bytes.
+// gla_recurrent_tiled<T, kK, kVTile> (any T, exact FFMA): the recurrent mode (and float32
+// chunk mode); see its own comment below. gla_step<T, kK, kRows>: calls with T = 1.
 
 #include "common.cuh"
 
@@ -389,100 +383,6 @@ gla_chunk_scan(float* __restrict__ states, const float* __restrict__ seg_decay, 
     if (store_ht) ht[state_off] = s;
 }
 
-template <typename T, int kK>
-__global__ void __launch_bounds__(128, kK > 128 ? 2 : 4)
-gla_recurrent(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-              const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
-              float* __restrict__ ht, const int* __restrict__ cu_seqlens,
-              i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
-              i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
-              int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
-              int varlen, float scale) {
-    constexpr int kWarps = 4, kThreads = 32 * kWarps;
-    constexpr int kSlice = kK / kWarps;          // key rows per warp
-    constexpr int kVTile = 32;                   // value columns per block (one per lane)
-    constexpr int kSteps = kK > 128 ? 8 : 16;    // tokens staged per round
-    static_assert(kSlice % 4 == 0, "the state slice is read from shared memory 4 floats at a time");
-    __shared__ __align__(16) float sQ[kSteps][kK];  // 16-byte aligned: read as float4
-    __shared__ __align__(16) float sK[kSteps][kK];
-    __shared__ __align__(16) float sE[kSteps][kK];
-    __shared__ float sV[kSteps][kVTile];
-    __shared__ float sO[kWarps][kSteps][kVTile];
-
-    const int vt = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    i64 bos, row;
-    int len;
-    gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
-    const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
-    const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
-    const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
-    const T* gb = g + row * g_sb + head * g_sh + bos * g_st;
-    T* ob = o + row * o_sb + head * o_sh + bos * o_st;
-
-    const int col = vt * kVTile + lane;
-    const bool col_ok = col < head_dim_v;
-    const int c0 = warp * kSlice;
-    const i64 state_off = ((i64)n * gridDim.y + head) * head_dim_k * head_dim_v;
-    float s[kSlice];
-#pragma unroll
-    for (int i = 0; i < kSlice; ++i)
-        s[i] = (use_h0 && col_ok && c0 + i < head_dim_k) ? h0[state_off + (i64)(c0 + i) * head_dim_v + col] : 0.f;
-
-    for (int t0 = 0; t0 < len; t0 += kSteps) {
-        const int steps = min(kSteps, len - t0);
-        __syncthreads();  // the previous round's shared memory is consumed
-        for (int i = tid; i < kSteps * kK; i += kThreads) {
-            const int r = i / kK, c = i % kK;
-            const bool ok = r < steps && c < head_dim_k;
-            const i64 off = (i64)(t0 + r);
-            sQ[r][c] = ok ? Num<T>::to_float(qb[off * q_st + c]) : 0.f;
-            sK[r][c] = ok ? Num<T>::to_float(kb[off * k_st + c]) : 0.f;
-            sE[r][c] = ok ? expf(Num<T>::to_float(gb[off * g_st + c])) : 1.f;
-        }
-        for (int i = tid; i < kSteps * kVTile; i += kThreads) {
-            const int r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
-            sV[r][j] = (r < steps && vc < head_dim_v) ? Num<T>::to_float(vb[(i64)(t0 + r) * v_st + vc]) : 0.f;
-        }
-        __syncthreads();
-        for (int r = 0; r < steps; ++r) {
-            const float vv = sV[r][lane];
-            float acc[4] = {0.f, 0.f, 0.f, 0.f};  // 4 partial sums: a shorter dependent chain
-#pragma unroll
-            for (int i = 0; i < kSlice; i += 4) {  // 16-byte broadcast loads: 3 per 4 channels
-                const float4 e4 = *reinterpret_cast<const float4*>(&sE[r][c0 + i]);
-                const float4 k4 = *reinterpret_cast<const float4*>(&sK[r][c0 + i]);
-                const float4 q4 = *reinterpret_cast<const float4*>(&sQ[r][c0 + i]);
-                s[i] = fmaf(s[i], e4.x, k4.x * vv);
-                s[i + 1] = fmaf(s[i + 1], e4.y, k4.y * vv);
-                s[i + 2] = fmaf(s[i + 2], e4.z, k4.z * vv);
-                s[i + 3] = fmaf(s[i + 3], e4.w, k4.w * vv);
-                acc[0] = fmaf(q4.x, s[i], acc[0]);
-                acc[1] = fmaf(q4.y, s[i + 1], acc[1]);
-                acc[2] = fmaf(q4.z, s[i + 2], acc[2]);
-                acc[3] = fmaf(q4.w, s[i + 3], acc[3]);
-            }
-            sO[warp][r][lane] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        }
-        __syncthreads();
-        for (int i = tid; i < steps * kVTile; i += kThreads) {
-            const int r = i / kVTile, j = i % kVTile, vc = vt * kVTile + j;
-            if (vc < head_dim_v) {
-                float acc = 0.f;
-#pragma unroll
-                for (int w = 0; w < kWarps; ++w) acc += sO[w][r][j];
-                ob[(i64)(t0 + r) * o_st + vc] = Num<T>::from_float(scale * acc);
-            }
-        }
-    }
-
-    if (store_ht && col_ok) {
-#pragma unroll
-        for (int i = 0; i < kSlice; ++i)
-            if (c0 + i < head_dim_k) ht[state_off + (i64)(c0 + i) * head_dim_v + col] = s[i];
-    }
-}
-
 // gla_step<T, kK, kRows>: a one-token call (T = 1, token-by-token generation) of either mode.
 // Such a call reads the state once and writes it once, so it is bound by the state's bytes: one
 // block per (128-column value tile, head, sequence), 32 lanes x kK / kRows row groups; a thread
@@ -576,8 +476,8 @@ gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__
 // reads q, k and E for its channels from shared memory, and the SM returns shared loads at one
 // 32-bit register per lane per cycle whatever the addresses (broadcasts included), so those
 // reads cost 3 registers per channel; 4 columns per lane spread them over 4 state elements each
-// (gla_recurrent, one column per lane, spends 3 register returns per state element and is
-// bound by them). Lanes: kColGroups = kVTile / 4 column groups x kLaneRows = 32 / kColGroups
+// (an earlier kernel with one column per lane spent 3 register returns per state element and
+// was bound by them: benchmarks/NOTES.md). Lanes: kColGroups = kVTile / 4 column groups x kLaneRows = 32 / kColGroups
 // channel groups per warp; channel group gi = warp * kLaneRows + lane row owns the float4
 // channel blocks (warp * kSlice / 4 + j) * kLaneRows + lane row, j < kSlice / 4, so the lane
 // rows of a warp read adjacent 16-byte blocks (no bank conflicts). The kGroups partial q S per

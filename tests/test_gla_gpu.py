@@ -145,16 +145,12 @@ def test_gpu_generation_step(cp, rng, dtype):
     assert rel_error(full, ro) < tol and rel_error(s_full, rs) < tol
 
 
-RECURRENT_KERNELS = [("lane", None), ("tiled", 32), ("tiled", 64), ("tiled", 128)]
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("kernel,tile", RECURRENT_KERNELS)
-def test_gpu_recurrent_kernels(cp, rng, monkeypatch, dtype, kernel, tile):
-    """Each recurrent kernel and forced value tile (automatic choice takes 32 on small inputs):
-    every padded K, partial value tiles and lane rows, rounds of tokens cut short, packed
-    sequences with empty and length-1 members, a state in and out."""
-    monkeypatch.setattr(gla_module, "RECURRENT_KERNEL", kernel)
+@pytest.mark.parametrize("tile", gla_module.TILED_TILES)
+def test_gpu_recurrent_tiles(cp, rng, monkeypatch, dtype, tile):
+    """The recurrent kernel with each value tile forced (the automatic choice takes 32 on small
+    inputs): every padded K, partial value tiles and lane rows, rounds of tokens cut short,
+    packed sequences with empty and length-1 members, a state in and out."""
     monkeypatch.setattr(gla_module, "RECURRENT_TILE", tile)
     tol = TOL[np.dtype(dtype)]
     for lead, kdim, vdim in [((2, 3, 37), 16, 24), ((1, 2, 50), 40, 136), ((1, 1, 21), 128, 128),
