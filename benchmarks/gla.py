@@ -14,7 +14,8 @@ reads and writes the fp32 state) over the device-to-device copy bandwidth measur
 run. The T=1 step is host-bound in such a pipeline (cuattn and fla each spend 110-200 us of
 host time per call against ~0.1 ms of GPU time), so its row also records host time per call and
 the GPU time alone: 20 calls captured in a CUDA graph and replayed (cupy_graph_ms,
-torch_graph_ms in common.py); state_TBps is over that GPU-only time. --variants also times
+torch_graph_ms in common.py); state_TBps is over that GPU-only time. On prefill rows chunk mode
+is also timed with the experimental prepass (cuattn_chunk_prepass_ms). --variants also times
 each forced chunk variant (4 or 8 warps, sequential or segmented; [ms, relative difference from
 the automatic choice] per variant). Results go to DIR/gla.json (default benchmarks/results/)
 and DIR/gla.png (matplotlib).
@@ -133,6 +134,16 @@ def main():
             fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
             fn()  # compile outside the timing
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
+        if not step:  # chunk mode with the experimental prepass (CHUNK_PREPASS), beside the default
+            gla_module = sys.modules["cuattn.gla"]
+            default_o = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
+            gla_module.CHUNK_PREPASS = True
+            try:
+                fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
+                row["rel_diff_chunk_prepass_vs_default"] = rel_diff(fn()[0], default_o)
+                row["cuattn_chunk_prepass_ms"] = time_calls(fn, **reps) * 1e3
+            finally:
+                gla_module.CHUNK_PREPASS = False
         if args.variants and not step:
             gla_module = sys.modules["cuattn.gla"]
             saved = gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN

@@ -32,6 +32,13 @@ SCAN_EXPRESSION = "gla_chunk_scan"
 # segmented 3-phase scheme with segments of that many tokens (see _chunk_plan).
 CHUNK_WARPS = None
 CHUNK_SEGMENT_LEN = None
+# CHUNK_PREPASS (experimental, off by default until measured): True runs phases 1-2 of every
+# 16-token step (decays and intra-step weights: they depend on q, k, g alone) in a parallel
+# prepass (gla_chunk_prep) that writes per-step records to a workspace, and the sequential
+# kernel reads them instead of recomputing (falls back when the workspace would pass
+# PREPASS_MAX_WORKSPACE bytes).
+CHUNK_PREPASS = False
+PREPASS_MAX_WORKSPACE = 2 << 30
 # Cost model of the automatic choice, in units of one 16-token step of one block: phase 1 of the
 # segmented scheme (state only, no W and no output) costs about this fraction of a full step,
 SEGMENT_PHASE1_COST = 0.35
@@ -46,8 +53,21 @@ def padded_key_dim(head_dim_k: int) -> int:
     return next(p for p in PADDED_K if p >= head_dim_k)
 
 
-def chunk_expression(type_name: str, padded: int, warps: int = 4, state_only: bool = False) -> str:
-    return f"gla_chunk_mma<{type_name}, {padded}, {warps}, {'true' if state_only else 'false'}>"
+def chunk_expression(type_name: str, padded: int, warps: int = 4, state_only: bool = False,
+                     prepped: bool = False) -> str:
+    flags = ", ".join("true" if f else "false" for f in (state_only, prepped))
+    return f"gla_chunk_mma<{type_name}, {padded}, {warps}, {flags}>"
+
+
+def prep_expression(type_name: str, padded: int) -> str:
+    return f"gla_chunk_prep<{type_name}, {padded}>"
+
+
+def prep_smem_bytes(padded: int) -> int:
+    """Dynamic shared memory of gla_chunk_prep (mirrors its layout comment in cuda/gla.cu)."""
+    stride_k = padded + 8
+    halves = (6 * CHUNK_STEP + CHUNK_STEP // 2) * stride_k + CHUNK_STEP * (CHUNK_STEP + 8)
+    return 2 * halves + 4 * (CHUNK_STEP * padded + padded)
 
 
 def tiled_expression(type_name: str, padded: int, tile: int) -> str:
@@ -82,10 +102,13 @@ def _step_rows(padded: int, rows: int) -> int:
     return max(min(rows, padded // 2), padded // 16)
 
 
-def chunk_smem_bytes(padded: int, warps: int = 4) -> int:
-    """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu)."""
+def chunk_smem_bytes(padded: int, warps: int = 4, prepped: bool = False) -> int:
+    """Dynamic shared memory of gla_chunk_mma (mirrors the layout comment in cuda/gla.cu): two
+    stages, then (unless prepped) the phase 1-2 buffers, then the segment's decay."""
     stride_k, stride_v, stride_w = padded + 8, 16 * warps + 8, CHUNK_STEP + 8
     stage = 3 * CHUNK_STEP * stride_k + CHUNK_STEP * stride_v
+    if prepped:
+        return 2 * 2 * stage + 4 * padded
     halves = 2 * stage + (3 * CHUNK_STEP + CHUNK_STEP // 2) * stride_k + CHUNK_STEP * stride_w
     return 2 * halves + 4 * (CHUNK_STEP * padded + 2 * padded)
 
@@ -94,8 +117,9 @@ def all_kernel_expressions() -> list[str]:
     """Every kernel variant the dispatcher can pick (compiled by the CI tests)."""
     out = [SCAN_EXPRESSION]
     for padded in PADDED_K:
-        out += [chunk_expression(t, padded, w, so) for t in ("half_t", "bf16_t")
-                for w in CHUNK_WARP_COUNTS for so in (False, True)]
+        out += [chunk_expression(t, padded, w, so, pp) for t in ("half_t", "bf16_t")
+                for w in CHUNK_WARP_COUNTS for so in (False, True) for pp in (False, True)]
+        out += [prep_expression(t, padded) for t in ("half_t", "bf16_t")]
         out += [step_expression(t, padded, r) for t in ("half_t", "bf16_t", "float")
                 for r in sorted({_step_rows(padded, c) for c in STEP_ROWS_CHOICES})]
         out += [tiled_expression(t, padded, tile) for t in ("half_t", "bf16_t", "float") for tile in TILED_TILES]
@@ -375,10 +399,12 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder("int32")
     args_tail = [st for x_strides in tensor_strides for st in x_strides]
 
+    prep_args = [dummy, dummy, dummy, dummy, np.int32(0)]  # no prepass records (replaced below when prepped)
+
     def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
         return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
                 np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
-                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len)]
+                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len), *prep_args]
 
     if mode != "chunk" or type_name == "float":
         if RECURRENT_TILE not in (None,) + TILED_TILES:
@@ -395,8 +421,26 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
 
     max_len = int(np.max(np.diff(cu))) if varlen else seqlen
     warps, seg_len = _chunk_plan(num_seqs, heads, kdim, vdim, max_len)
-    smem = chunk_smem_bytes(padded, warps)
-    full = get_kernel("gla.cu", chunk_expression(type_name, padded, warps), max_dynamic_smem=smem)
+    max_steps = -(-max_len // CHUNK_STEP)
+    record_bytes = CHUNK_STEP * (4 * padded + 2 * CHUNK_STEP) + 4 * padded
+    prepped = bool(CHUNK_PREPASS) and max_steps > 0 and num_seqs * heads * max_steps * record_bytes <= PREPASS_MAX_WORKSPACE
+    if prepped:  # every step's decays and W, in parallel, before the sequential kernels
+        records = (num_seqs, heads, max_steps)
+        ws_qd = cupy.empty(records + (CHUNK_STEP, padded), dtype=cupy.uint16)
+        ws_kd = cupy.empty(records + (CHUNK_STEP, padded), dtype=cupy.uint16)
+        ws_w = cupy.empty(records + (CHUNK_STEP, CHUNK_STEP), dtype=cupy.uint16)
+        ws_a = cupy.empty(records + (padded,), dtype=cupy.float32)
+        prep_smem = prep_smem_bytes(padded)
+        prep = get_kernel("gla.cu", prep_expression(type_name, padded), max_dynamic_smem=prep_smem)
+        for s0 in range(0, num_seqs, MAX_GRID_Z):
+            s1 = min(num_seqs, s0 + MAX_GRID_Z)
+            launch(prep, (max_steps, heads, s1 - s0), (128,),
+                   [qf, kf, gf, cu_dev, *tensor_strides[0], *tensor_strides[1], *tensor_strides[3], np.int32(seqlen),
+                    np.int32(kdim), np.int32(s0), np.int32(varlen), np.int32(max_steps), ws_qd, ws_kd, ws_w, ws_a],
+                   shared_mem=prep_smem)
+        prep_args[:] = [ws_qd, ws_kd, ws_w, ws_a, np.int32(max_steps)]
+    smem = chunk_smem_bytes(padded, warps, prepped)
+    full = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, prepped=prepped), max_dynamic_smem=smem)
     grid_x, threads = -(-vdim // (16 * warps)), 32 * warps
     if seg_len == 0:
         for s0 in range(0, num_seqs, MAX_GRID_Z):
@@ -408,7 +452,7 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     # Segmented: (1) every segment's state from zero and its decay, all in parallel; (2) a scan
     # over segments gives each one's starting state (and the final state); (3) every segment's
     # outputs from its starting state, all in parallel.
-    states_only = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, True), max_dynamic_smem=smem)
+    states_only = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, True, prepped), max_dynamic_smem=smem)
     scan = get_kernel("gla.cu", SCAN_EXPRESSION)
     min_seg = CHUNK_STEP * -(-max_len // (CHUNK_STEP * MAX_GRID_Z))  # at most MAX_GRID_Z segments
     seg_len = max(seg_len, min_seg)

@@ -87,7 +87,115 @@ __device__ __forceinline__ void gla_sequence(const int* cu_seqlens, int varlen, 
     }
 }
 
-template <typename T, int kK, int kWarps, bool kStateOnly>
+// Phases 1-2 of a chunk step of gla_chunk_mma (the work that depends on q, k and g alone), by
+// kThreads threads from the step's q, k, g rows in shared memory (rq, rk, rg: kC rows kK + 8
+// apart, zero-filled past the sequence and past K, so g = 0 and E = 1 there):
+//   1. sE (E = expf(g), fp32), sQd / sKd (q and k decayed to the step's start / end, T), sQh / sKh
+//      (the half-step products of W's lower-left block), sDecay = A_{C-1}, and sSegDecay (when
+//      not null) multiplied by A_{C-1};
+//   2. unless kStateOnly, W (kC x kC, T, rows kC + 8 apart).
+// Ends with the block synchronized (every output visible).
+template <typename T, int kK, int kThreads, bool kStateOnly>
+__device__ __forceinline__ void chunk_decays_and_weights(const u16* rq, const u16* rk, const u16* rg, u16* sQd,
+                                                         u16* sKd, u16* sQh, u16* sKh, u16* sW, float* sE,
+                                                         float* sDecay, float* sSegDecay, int head_dim_k) {
+    constexpr int kC = 16, kHalf = kC / 2, kStrideK = kK + 8, kStrideW = kC + 8, kKTiles = kK / 16;
+    constexpr int kParts = kThreads / kC;
+    constexpr bool kSplitDecay = kThreads >= 2 * kK;
+    static_assert(kParts == 8 || kParts == 16, "W is formed by 8 or 16 threads per token row");
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g8 = lane / 4, t4 = lane % 4;
+
+    // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}.
+    //    Item i < kK is channel i's q side (also E, A_{C-1} and the segment's decay),
+    //    item kK + c its k side; with kSplitDecay the two sides run on separate threads
+    //    (each takes its own expf of the same g: the same E bit for bit).
+    for (int i = tid; i < (kSplitDecay ? 2 * kK : kK); i += kThreads) {
+        const int c = i % kK;
+        const bool q_side = !kSplitDecay || i < kK, k_side = !kSplitDecay || i >= kK;
+        float e[kC];
+#pragma unroll
+        for (int t = 0; t < kC; ++t) e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
+        if (q_side) {
+            float prefix = 1.f, prefix_h = 1.f;
+#pragma unroll
+            for (int t = 0; t < kC; ++t) {
+                prefix *= e[t];
+                if (!kStateOnly) {
+                    sE[t * kK + c] = e[t];
+                    const float qv = gla_ld<T>(rq + t * kStrideK + c);
+                    sQd[t * kStrideK + c] = Num<T>::from_float(qv * prefix).bits;
+                    if (t >= kHalf) prefix_h *= e[t];
+                    sQh[t * kStrideK + c] = Num<T>::from_float(t >= kHalf ? qv * prefix_h : 0.f).bits;
+                }
+            }
+            sDecay[c] = prefix;
+            if (sSegDecay != nullptr) sSegDecay[c] *= prefix;
+        }
+        if (k_side) {
+            float suffix = 1.f, suffix_h = 1.f;
+#pragma unroll
+            for (int s = kC - 1; s >= 0; --s) {
+                const float kv = gla_ld<T>(rk + s * kStrideK + c);
+                sKd[s * kStrideK + c] = Num<T>::from_float(kv * suffix).bits;
+                suffix *= e[s];
+                if (!kStateOnly && s < kHalf) {
+                    sKh[s * kStrideK + c] = Num<T>::from_float(kv * suffix_h).bits;
+                    suffix_h *= e[s];
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (kStateOnly) return;
+
+    // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal).
+    //    Same-half pairs elementwise (running product walking s from t down to the half's
+    //    start); the block t >= 8 > s on tensor cores as (q_t P(7,t]) . (k_s P(s,7]).
+    {
+        const int t = tid / kParts, part = tid % kParts, base = t & kHalf;
+        float w[kHalf];
+#pragma unroll
+        for (int j = 0; j < kHalf; ++j) w[j] = 0.f;
+#pragma unroll 4
+        for (int c = part; c < head_dim_k; c += kParts) {  // unrolled: independent channels overlap
+            const float qc = gla_ld<T>(rq + t * kStrideK + c);
+            float f = 1.f;  // P(s, t), walking s downwards
+#pragma unroll
+            for (int j = kHalf - 1; j >= 0; --j) {
+                const int s = base + j;
+                if (s <= t) {
+                    w[j] = fmaf(qc * f, gla_ld<T>(rk + s * kStrideK + c), w[j]);
+                    f *= sE[s * kK + c];
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < kHalf; ++j) {
+#pragma unroll
+            for (int m = 1; m < kParts; m *= 2) w[j] += __shfl_xor_sync(0xffffffffu, w[j], m);
+            if (j == part) sW[t * kStrideW + base + j] = Num<T>::from_float(w[j]).bits;
+        }
+        if (t < kHalf && part < kHalf) sW[t * kStrideW + kHalf + part] = Num<T>::from_float(0.f).bits;
+        if (warp == 0) {  // rows 0..7 of sQh are zero, so c0/c1 (rows g) are unused
+            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int kk = 0; kk < kKTiles; kk += 2) {
+                u32 b[4];
+                ldmatrix_x4(b, smem_addr(sKh + (lane & 7) * kStrideK + kk * 16 + (lane >> 3) * 8));
+                u32 a[4];
+                ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + kk * 16 + (lane >> 4) * 8));
+                Mma<T>::run(acc, a, b[0], b[1]);
+                ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + (kk + 1) * 16 + (lane >> 4) * 8));
+                Mma<T>::run(acc, a, b[2], b[3]);
+            }
+            sW[(kHalf + g8) * kStrideW + 2 * t4] = Num<T>::from_float(acc[2]).bits;
+            sW[(kHalf + g8) * kStrideW + 2 * t4 + 1] = Num<T>::from_float(acc[3]).bits;
+        }
+    }
+    __syncthreads();
+}
+
+template <typename T, int kK, int kWarps, bool kStateOnly, bool kPrepped>
 __global__ void __launch_bounds__(32 * kWarps, (kWarps > 4 || kK > 128) ? 1 : (kK > 64 ? 3 : 4))
 gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
               const T* __restrict__ g, T* __restrict__ o, const float* __restrict__ h0,
@@ -95,7 +203,9 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
               i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st, i64 v_sb, i64 v_sh, i64 v_st,
               i64 g_sb, i64 g_sh, i64 g_st, i64 o_sb, i64 o_sh, i64 o_st,
               int seqlen, int head_dim_k, int head_dim_v, int seq0, int use_h0, int store_ht,
-              int varlen, float scale, float* __restrict__ seg_decay, int num_segments, int seg_len) {
+              int varlen, float scale, float* __restrict__ seg_decay, int num_segments, int seg_len,
+              const u16* __restrict__ ws_qd, const u16* __restrict__ ws_kd, const u16* __restrict__ ws_w,
+              const float* __restrict__ ws_a, int max_steps) {
     constexpr int kThreads = 32 * kWarps;
     constexpr int kC = 16;                      // tokens per step
     constexpr int kHalf = kC / 2;               // W's diagonal blocks are formed elementwise
@@ -104,11 +214,9 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     constexpr int kChunksK = kK / 8, kChunksV = kBlockV / 8;
     constexpr int kKTiles = kK / 16, kNTiles = kK / 8;
     constexpr int kStage = 3 * kC * kStrideK + kC * kStrideV;
-    constexpr int kParts = kThreads / kC;       // threads per token row of W
-    constexpr bool kSplitDecay = kThreads >= 2 * kK;  // q-side and k-side decays on separate threads
     static_assert(kWarps == 4 || kWarps == 8, "4 or 8 warps");
-    static_assert(kParts == 8 || kParts == 16, "W is formed by 8 or 16 threads per token row");
     static_assert(kK % 32 == 0, "padded key dim");
+    static_assert(kC * kStrideK >= kC * kStrideW + 2 * kK, "prepped: W and A_{C-1} fit the g rows of a stage");
 
     extern __shared__ __align__(16) u16 smem[];
     u16* sQd = smem + 2 * kStage;               // decayed q (T bits)
@@ -118,7 +226,8 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     u16* sW = sKh + kHalf * kStrideK;           // intra-step weights W[t][s]
     float* sE = reinterpret_cast<float*>(sW + kC * kStrideW);  // E[t][c]
     float* sDecay = sE + kC * kK;               // A_{C-1}[c]
-    float* sSegDecay = sDecay + kK;             // product of E over the segment so far (per channel)
+    // product of E over the segment so far (per channel); prepped: only the two stages precede it
+    float* sSegDecay = kPrepped ? reinterpret_cast<float*>(smem + 2 * kStage) : sDecay + kK;
 
     // Segmented launch (num_segments >= 1): blockIdx.z = local sequence * num_segments + segment j,
     // tokens [j seg_len, (j+1) seg_len) of the sequence; states are indexed by (local sequence,
@@ -131,11 +240,14 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     i64 bos, row;
     int len;
     gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    int step0 = 0;  // the sequence's step index of this block's first step (prepped records)
     if (segmented) {
         const int start = seg * seg_len;  // < 2^31: the caller checks num_segments * seg_len
         bos += start;
         len = min(max(len - start, 0), seg_len);
+        step0 = start / kC;
     }
+    const i64 rec0 = ((i64)n * gridDim.y + head) * max_steps + step0;
     const T* qb = q + row * q_sb + head * q_sh + bos * q_st;
     const T* kb = k + row * k_sb + head * k_sh + bos * k_st;
     const T* vb = v + row * v_sb + head * v_sh + bos * v_st;
@@ -147,14 +259,29 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         u16* dk = dq + kC * kStrideK;
         u16* dg = dk + kC * kStrideK;
         u16* dv = dg + kC * kStrideK;
-        for (int i = tid; i < kC * kChunksK; i += kThreads) {
-            const int r = i / kChunksK, c = i % kChunksK;
-            const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
-            const i64 off = (i64)(t0 + r);
-            const int so = r * kStrideK + c * 8;
-            cp_async_16(smem_addr(dq + so), valid ? qb + off * q_st + c * 8 : qb, valid);
-            cp_async_16(smem_addr(dk + so), valid ? kb + off * k_st + c * 8 : kb, valid);
-            cp_async_16(smem_addr(dg + so), valid ? gb + off * g_st + c * 8 : gb, valid);
+        if (kPrepped) {  // decayed q and k, W and A_{C-1} of the step, from gla_chunk_prep's records
+            const i64 rec = rec0 + t0 / kC;
+            for (int i = tid; i < kC * kChunksK; i += kThreads) {
+                const int r = i / kChunksK, c = i % kChunksK, so = r * kStrideK + c * 8;
+                cp_async_16(smem_addr(dq + so), ws_qd + (rec * kC + r) * kK + c * 8, true);
+                cp_async_16(smem_addr(dk + so), ws_kd + (rec * kC + r) * kK + c * 8, true);
+            }
+            for (int i = tid; i < 2 * kC + kK / 4; i += kThreads) {
+                if (i < 2 * kC)  // W rows: 16 elements = two 16-byte chunks
+                    cp_async_16(smem_addr(dg + (i / 2) * kStrideW + (i % 2) * 8), ws_w + (rec * kC + i / 2) * kC + (i % 2) * 8, true);
+                else  // A_{C-1}: kK floats after W's rows
+                    cp_async_16(smem_addr(dg + kC * kStrideW + 8 * (i - 2 * kC)), ws_a + rec * kK + 4 * (i - 2 * kC), true);
+            }
+        } else {
+            for (int i = tid; i < kC * kChunksK; i += kThreads) {
+                const int r = i / kChunksK, c = i % kChunksK;
+                const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
+                const i64 off = (i64)(t0 + r);
+                const int so = r * kStrideK + c * 8;
+                cp_async_16(smem_addr(dq + so), valid ? qb + off * q_st + c * 8 : qb, valid);
+                cp_async_16(smem_addr(dk + so), valid ? kb + off * k_st + c * 8 : kb, valid);
+                cp_async_16(smem_addr(dg + so), valid ? gb + off * g_st + c * 8 : gb, valid);
+            }
         }
         for (int i = tid; i < kC * kChunksV; i += kThreads) {
             const int r = i / kChunksV, c = i % kChunksV;
@@ -197,96 +324,20 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         const u16* rg = rk + kC * kStrideK;
         const u16* rv = rg + kC * kStrideK;
 
-        // 1. per channel: E, decayed q (prefix products), decayed k (suffix products), A_{C-1}.
-        //    Item i < kK is channel i's q side (also E, A_{C-1} and the segment's decay),
-        //    item kK + c its k side; with kSplitDecay the two sides run on separate threads
-        //    (each takes its own expf of the same g: the same E bit for bit).
-        for (int i = tid; i < (kSplitDecay ? 2 * kK : kK); i += kThreads) {
-            const int c = i % kK;
-            const bool q_side = !kSplitDecay || i < kK, k_side = !kSplitDecay || i >= kK;
-            float e[kC];
-#pragma unroll
-            for (int t = 0; t < kC; ++t) e[t] = expf(gla_ld<T>(rg + t * kStrideK + c));
-            if (q_side) {
-                float prefix = 1.f, prefix_h = 1.f;
-#pragma unroll
-                for (int t = 0; t < kC; ++t) {
-                    prefix *= e[t];
-                    if (!kStateOnly) {
-                        sE[t * kK + c] = e[t];
-                        const float qv = gla_ld<T>(rq + t * kStrideK + c);
-                        sQd[t * kStrideK + c] = Num<T>::from_float(qv * prefix).bits;
-                        if (t >= kHalf) prefix_h *= e[t];
-                        sQh[t * kStrideK + c] = Num<T>::from_float(t >= kHalf ? qv * prefix_h : 0.f).bits;
-                    }
-                }
-                sDecay[c] = prefix;
-                sSegDecay[c] *= prefix;
-            }
-            if (k_side) {
-                float suffix = 1.f, suffix_h = 1.f;
-#pragma unroll
-                for (int s = kC - 1; s >= 0; --s) {
-                    const float kv = gla_ld<T>(rk + s * kStrideK + c);
-                    sKd[s * kStrideK + c] = Num<T>::from_float(kv * suffix).bits;
-                    suffix *= e[s];
-                    if (!kStateOnly && s < kHalf) {
-                        sKh[s * kStrideK + c] = Num<T>::from_float(kv * suffix_h).bits;
-                        suffix_h *= e[s];
-                    }
-                }
-            }
+        // phases 1-2 (depend on q, k, g only): here, or read from the prepass's records
+        const u16 *pQd = sQd, *pKd = sKd, *pW = sW;
+        const float* pA = sDecay;
+        if (kPrepped) {
+            pQd = rq, pKd = rk, pW = rg, pA = reinterpret_cast<const float*>(rg + kC * kStrideW);
+            if (kStateOnly)
+                for (int c = tid; c < kK; c += kThreads) sSegDecay[c] *= pA[c];  // c's owner, as below
+        } else {
+            chunk_decays_and_weights<T, kK, kThreads, kStateOnly>(rq, rk, rg, sQd, sKd, sQh, sKh, sW, sE, sDecay,
+                                                                   sSegDecay, head_dim_k);
         }
-        __syncthreads();
 
         u32 a_v[4];  // v^T (value rows x tokens): o's and the state update's A operand
         if (!kStateOnly) {
-        // 2. W[t][s] = sum_c q_tc k_sc P_c(s, t) for s <= t (0 above the diagonal).
-        //    Same-half pairs elementwise (running product walking s from t down to the half's
-        //    start); the block t >= 8 > s on tensor cores as (q_t P(7,t]) . (k_s P(s,7]).
-        {
-            const int t = tid / kParts, part = tid % kParts, base = t & kHalf;
-            float w[kHalf];
-#pragma unroll
-            for (int j = 0; j < kHalf; ++j) w[j] = 0.f;
-#pragma unroll 4
-            for (int c = part; c < head_dim_k; c += kParts) {  // unrolled: independent channels overlap
-                const float qc = gla_ld<T>(rq + t * kStrideK + c);
-                float f = 1.f;  // P(s, t), walking s downwards
-#pragma unroll
-                for (int j = kHalf - 1; j >= 0; --j) {
-                    const int s = base + j;
-                    if (s <= t) {
-                        w[j] = fmaf(qc * f, gla_ld<T>(rk + s * kStrideK + c), w[j]);
-                        f *= sE[s * kK + c];
-                    }
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < kHalf; ++j) {
-#pragma unroll
-                for (int m = 1; m < kParts; m *= 2) w[j] += __shfl_xor_sync(0xffffffffu, w[j], m);
-                if (j == part) sW[t * kStrideW + base + j] = Num<T>::from_float(w[j]).bits;
-            }
-            if (t < kHalf && part < kHalf) sW[t * kStrideW + kHalf + part] = Num<T>::from_float(0.f).bits;
-            if (warp == 0) {  // rows 0..7 of sQh are zero, so c0/c1 (rows g) are unused
-                float acc[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-                for (int kk = 0; kk < kKTiles; kk += 2) {
-                    u32 b[4];
-                    ldmatrix_x4(b, smem_addr(sKh + (lane & 7) * kStrideK + kk * 16 + (lane >> 3) * 8));
-                    u32 a[4];
-                    ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + kk * 16 + (lane >> 4) * 8));
-                    Mma<T>::run(acc, a, b[0], b[1]);
-                    ldmatrix_x4(a, smem_addr(sQh + (lane & 15) * kStrideK + (kk + 1) * 16 + (lane >> 4) * 8));
-                    Mma<T>::run(acc, a, b[2], b[3]);
-                }
-                sW[(kHalf + g8) * kStrideW + 2 * t4] = Num<T>::from_float(acc[2]).bits;
-                sW[(kHalf + g8) * kStrideW + 2 * t4 + 1] = Num<T>::from_float(acc[3]).bits;
-            }
-        }
-        __syncthreads();
-
         // 3. o^T = S^T (q*A)^T + v^T W^T for this warp's 16 value rows
         ldmatrix_x4_trans(a_v, smem_addr(rv + x_row * kStrideV + warp * 16 + x_col));
         float acc_o[2][4];
@@ -296,7 +347,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             for (int j = 0; j < 4; ++j) acc_o[i][j] = 0.f;
         {
             u32 b[4];
-            ldmatrix_x4(b, smem_addr(sW + x_row * kStrideW + x_col));
+            ldmatrix_x4(b, smem_addr(pW + x_row * kStrideW + x_col));
             Mma<T>::run(acc_o[0], a_v, b[0], b[1]);
             Mma<T>::run(acc_o[1], a_v, b[2], b[3]);
         }
@@ -308,7 +359,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             a[2] = Num<T>::pack2(acc_s[2 * kk + 1][0], acc_s[2 * kk + 1][1]);
             a[3] = Num<T>::pack2(acc_s[2 * kk + 1][2], acc_s[2 * kk + 1][3]);
             u32 b[4];
-            ldmatrix_x4(b, smem_addr(sQd + x_row * kStrideK + kk * 16 + x_col));
+            ldmatrix_x4(b, smem_addr(pQd + x_row * kStrideK + kk * 16 + x_col));
             Mma<T>::run(acc_o[0], a, b[0], b[1]);
             Mma<T>::run(acc_o[1], a, b[2], b[3]);
         }
@@ -326,7 +377,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         // 4. S^T = S^T diag(A_{C-1}) + v^T (k*P)
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-            const float d0 = sDecay[nt * 8 + 2 * t4], d1 = sDecay[nt * 8 + 2 * t4 + 1];
+            const float d0 = pA[nt * 8 + 2 * t4], d1 = pA[nt * 8 + 2 * t4 + 1];
             acc_s[nt][0] *= d0;
             acc_s[nt][1] *= d1;
             acc_s[nt][2] *= d0;
@@ -335,7 +386,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
 #pragma unroll
         for (int dt = 0; dt < kNTiles; dt += 2) {
             u32 b[4];
-            ldmatrix_x4_trans(b, smem_addr(sKd + y_row * kStrideK + dt * 8 + y_col));
+            ldmatrix_x4_trans(b, smem_addr(pKd + y_row * kStrideK + dt * 8 + y_col));
             Mma<T>::run(acc_s[dt], a_v, b[0], b[1]);
             Mma<T>::run(acc_s[dt + 1], a_v, b[2], b[3]);
         }
@@ -354,6 +405,69 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         for (int c = tid; c < head_dim_k; c += kThreads)  // c's owner wrote sSegDecay[c] (no sync needed)
             seg_decay[state_idx * gridDim.y * head_dim_k + (i64)head * head_dim_k + c] = sSegDecay[c];
     }
+}
+
+// gla_chunk_prep<T, kK>: the chunk mode's prepass (cuattn.gla.CHUNK_PREPASS; experimental).
+// Phases 1-2 of a step depend on q, k and g only, so they need not sit in the sequential loop:
+// one 128-thread block per (step, head, sequence), all in parallel, runs them
+// (chunk_decays_and_weights, the same arithmetic as the loop's) and writes the step's record:
+// decayed q and k (kC x kK, T), W (kC x kC, T) and A_{C-1} (kK, fp32), at record
+// (sequence * heads + head) * max_steps + step of ws_qd / ws_kd / ws_w / ws_a. gla_chunk_mma<..,
+// kPrepped = true> then streams records instead of q, k, g. Columns past K hold zeros (q = k = 0,
+// E = 1), like the loop's; steps past a sequence's end are not written and never read.
+// Shared memory (16-bit units unless noted): q, k, g 3 x kC x (kK + 8); decayed q, k and
+// half-referenced q kC x (kK + 8) each, half-referenced k kHalf x (kK + 8); W kC x (kC + 8);
+// fp32 E kC x kK and A_{C-1} kK.
+template <typename T, int kK>
+__global__ void __launch_bounds__(128)
+gla_chunk_prep(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ g,
+               const int* __restrict__ cu_seqlens, i64 q_sb, i64 q_sh, i64 q_st, i64 k_sb, i64 k_sh, i64 k_st,
+               i64 g_sb, i64 g_sh, i64 g_st, int seqlen, int head_dim_k, int seq0, int varlen, int max_steps,
+               u16* __restrict__ ws_qd, u16* __restrict__ ws_kd, u16* __restrict__ ws_w, float* __restrict__ ws_a) {
+    constexpr int kThreads = 128, kC = 16, kHalf = kC / 2, kStrideK = kK + 8, kStrideW = kC + 8, kChunksK = kK / 8;
+    extern __shared__ __align__(16) u16 smem[];
+    u16* sq = smem;
+    u16* sk = sq + kC * kStrideK;
+    u16* sg = sk + kC * kStrideK;
+    u16* sQd = sg + kC * kStrideK;
+    u16* sKd = sQd + kC * kStrideK;
+    u16* sQh = sKd + kC * kStrideK;
+    u16* sKh = sQh + kC * kStrideK;
+    u16* sW = sKh + kHalf * kStrideK;
+    float* sE = reinterpret_cast<float*>(sW + kC * kStrideW);
+    float* sDecay = sE + kC * kK;
+
+    const int step = blockIdx.x, head = blockIdx.y, n = seq0 + blockIdx.z, tid = threadIdx.x;
+    i64 bos, row;
+    int len;
+    gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
+    const int t0 = step * kC;
+    if (t0 >= len) return;  // past this sequence (the grid covers the longest)
+    const T* qb = q + row * q_sb + head * q_sh + (bos + t0) * q_st;
+    const T* kb = k + row * k_sb + head * k_sh + (bos + t0) * k_st;
+    const T* gb = g + row * g_sb + head * g_sh + (bos + t0) * g_st;
+    for (int i = tid; i < kC * kChunksK; i += kThreads) {
+        const int r = i / kChunksK, c = i % kChunksK, so = r * kStrideK + c * 8;
+        const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
+        cp_async_16(smem_addr(sq + so), valid ? qb + (i64)r * q_st + c * 8 : qb, valid);
+        cp_async_16(smem_addr(sk + so), valid ? kb + (i64)r * k_st + c * 8 : kb, valid);
+        cp_async_16(smem_addr(sg + so), valid ? gb + (i64)r * g_st + c * 8 : gb, valid);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    chunk_decays_and_weights<T, kK, kThreads, false>(sq, sk, sg, sQd, sKd, sQh, sKh, sW, sE, sDecay, nullptr,
+                                                     head_dim_k);
+    const i64 rec = ((i64)n * gridDim.y + head) * max_steps + step;
+    for (int i = tid; i < kC * kChunksK; i += kThreads) {
+        const int r = i / kChunksK, c = i % kChunksK, so = r * kStrideK + c * 8;
+        *reinterpret_cast<uint4*>(ws_qd + (rec * kC + r) * kK + c * 8) = *reinterpret_cast<const uint4*>(sQd + so);
+        *reinterpret_cast<uint4*>(ws_kd + (rec * kC + r) * kK + c * 8) = *reinterpret_cast<const uint4*>(sKd + so);
+    }
+    if (tid < 2 * kC)
+        *reinterpret_cast<uint4*>(ws_w + (rec * kC + tid / 2) * kC + (tid % 2) * 8) =
+            *reinterpret_cast<const uint4*>(sW + (tid / 2) * kStrideW + (tid % 2) * 8);
+    for (int c = tid; c < kK; c += kThreads) ws_a[rec * kK + c] = sDecay[c];
 }
 
 // Phase 2 of the segmented chunk mode: a sequential scan over one sequence's segments,

@@ -29,18 +29,19 @@ TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32
 
 
 GLA = sys.modules["cuattn.gla"]  # the module (cuattn.gla is the function)
-CHUNK_VARIANTS = [(None, None), (4, 0), (8, 0), (4, 16), (8, 48)]  # (CHUNK_WARPS, CHUNK_SEGMENT_LEN)
+CHUNK_VARIANTS = [(None, None, False), (4, 0, False), (8, 0, False), (4, 16, False), (8, 48, False),
+                  (4, 0, True), (8, 48, True)]  # (CHUNK_WARPS, CHUNK_SEGMENT_LEN, CHUNK_PREPASS)
 RECURRENT_TILES = (64, 128)  # forced RECURRENT_TILE (the default sweep runs the automatic 32)
 
 
 def main():
     rng = np.random.default_rng(0)
     worst = 0.0
-    for warps, segment_len in CHUNK_VARIANTS:
-        GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = warps, segment_len
-        print(f"chunk variant: warps={warps} segment_len={segment_len}", flush=True)
+    for warps, segment_len, prepass in CHUNK_VARIANTS:
+        GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = warps, segment_len, prepass
+        print(f"chunk variant: warps={warps} segment_len={segment_len} prepass={prepass}", flush=True)
         worst = max(worst, sweep(rng))
-    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = None, None
+    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = None, None, False
     for tile in RECURRENT_TILES:
         GLA.RECURRENT_TILE = tile
         print(f"recurrent tile {tile}", flush=True)

@@ -241,25 +241,53 @@ def test_gpu_errors(cp):
         cuattn.gla(x, x, x, x, cu_seqlens=cp.asarray([0, 9], cp.int32))
 
 
-CHUNK_VARIANTS = [  # (warps, segment length) forced through cuattn.gla's switches; 0 = sequential
-    (4, 0), (8, 0), (4, 16), (8, 16), (4, 48), (8, 64), (8, 4096),
+CHUNK_VARIANTS = [  # (warps, segment length, prepass) forced through cuattn.gla's switches; 0 = sequential
+    (4, 0, False), (8, 0, False), (4, 16, False), (8, 16, False), (4, 48, False), (8, 64, False), (8, 4096, False),
+    (4, 0, True), (8, 0, True), (4, 48, True), (8, 64, True),
 ]
 
 
-def force_chunk_variant(monkeypatch, warps, segment_len):
+def force_chunk_variant(monkeypatch, warps, segment_len, prepass=False):
     monkeypatch.setattr(gla_module, "CHUNK_WARPS", warps)
     monkeypatch.setattr(gla_module, "CHUNK_SEGMENT_LEN", segment_len)
+    monkeypatch.setattr(gla_module, "CHUNK_PREPASS", prepass)
+
+
+@pytest.mark.parametrize("segment_len", [0, 32])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_gpu_chunk_prepass_bit_identical(cp, rng, monkeypatch, segment_len, varlen):
+    """With 4 warps the prepass runs the sequential kernel's phases 1-2 with the same thread
+    layout, so chunk mode with and without it agree bit for bit (sequential and segmented,
+    packed sequences with empty and short members, K and V not multiples of the tiles)."""
+    if varlen:
+        cu = np.array([0, 1, 18, 18, 95, 130], np.int32)
+        q, k, v, g = gla_inputs(rng, (1, 2, 133), 40, 72, "masked_-inf", BFLOAT16)
+        h0 = rng.standard_normal((5, 2, 40, 72)).astype(np.float32)
+    else:
+        cu = None
+        q, k, v, g = gla_inputs(rng, (2, 3, 150), 40, 72, "masked_-inf", BFLOAT16)
+        h0 = rng.standard_normal((2, 3, 40, 72)).astype(np.float32)
+    results = []
+    for prepass in (False, True):
+        force_chunk_variant(monkeypatch, 4, segment_len, prepass)
+        results.append(run(cp, q, k, v, g, mode="chunk", h0=h0, cu=cu, scale=-0.3))
+    (o1, s1), (o2, s2) = results
+    assert np.array_equal(o1, o2) and np.array_equal(s1, s2)
+    ro, rs = cuattn.reference.gla(q, k, v, g, scale=-0.3, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+    tol = TOL[np.dtype(BFLOAT16)]
+    assert rel_error(o2, ro) < tol and rel_error(s2, rs) < tol
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+@pytest.mark.parametrize("warps,segment_len,prepass", CHUNK_VARIANTS)
 @pytest.mark.parametrize("gates", GATES)
-def test_gpu_chunk_variants_match_reference(cp, rng, monkeypatch, dtype, warps, segment_len, gates):
-    """Every chunk variant (4/8 warps, sequential or segmented) against float64 and recurrent."""
+def test_gpu_chunk_variants_match_reference(cp, rng, monkeypatch, dtype, warps, segment_len, prepass, gates):
+    """Every chunk variant (4/8 warps, sequential or segmented, with or without the prepass)
+    against float64 and recurrent."""
     q, k, v, g = gla_inputs(rng, (2, 3, 150), 64, 64, gates, dtype)
     h0 = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
     orec, srec = run(cp, q, k, v, g, mode="recurrent", scale=-0.3, h0=h0)
-    force_chunk_variant(monkeypatch, warps, segment_len)
+    force_chunk_variant(monkeypatch, warps, segment_len, prepass)
     o, s = run(cp, q, k, v, g, mode="chunk", scale=-0.3, h0=h0)
     ro, rs = cuattn.reference.gla(q, k, v, g, scale=-0.3, initial_state=h0, output_final_state=True)
     tol = TOL[np.dtype(dtype)]
@@ -281,12 +309,12 @@ VARIANT_SHAPES = [  # (lead, K, V): padded K 32..256, partial value tiles for 64
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
+@pytest.mark.parametrize("warps,segment_len,prepass", CHUNK_VARIANTS)
 @pytest.mark.parametrize("lead,kdim,vdim", VARIANT_SHAPES)
-def test_gpu_chunk_variants_shapes(cp, rng, monkeypatch, dtype, warps, segment_len, lead, kdim, vdim):
+def test_gpu_chunk_variants_shapes(cp, rng, monkeypatch, dtype, warps, segment_len, prepass, lead, kdim, vdim):
     q, k, v, g = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
     h0 = rng.standard_normal(lead[:-1] + (kdim, vdim)).astype(np.float32)
-    force_chunk_variant(monkeypatch, warps, segment_len)
+    force_chunk_variant(monkeypatch, warps, segment_len, prepass)
     o, s = run(cp, q, k, v, g, mode="chunk", h0=h0)
     ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True)
     tol = TOL[np.dtype(dtype)]
@@ -296,14 +324,14 @@ def test_gpu_chunk_variants_shapes(cp, rng, monkeypatch, dtype, warps, segment_l
 
 
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
-def test_gpu_chunk_variants_cu_seqlens(cp, rng, monkeypatch, dtype, warps, segment_len):
+@pytest.mark.parametrize("warps,segment_len,prepass", CHUNK_VARIANTS)
+def test_gpu_chunk_variants_cu_seqlens(cp, rng, monkeypatch, dtype, warps, segment_len, prepass):
     lengths = [1, 17, 0, 33, 16, 5, 1, 70]  # empty and short members: empty segments in the scan
     cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     total = int(cu[-1]) + 3
     q, k, v, g = gla_inputs(rng, (1, 2, total), 64, 96, "masked_-0.1max", dtype)
     h0 = rng.standard_normal((len(lengths), 2, 64, 96)).astype(np.float32)
-    force_chunk_variant(monkeypatch, warps, segment_len)
+    force_chunk_variant(monkeypatch, warps, segment_len, prepass)
     o, s = run(cp, q, k, v, g, mode="chunk", h0=h0, cu=cu, scale=-1.0)
     ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu, scale=-1.0)
     tol = TOL[np.dtype(dtype)]
@@ -311,14 +339,14 @@ def test_gpu_chunk_variants_cu_seqlens(cp, rng, monkeypatch, dtype, warps, segme
     assert rel_error(o, ro) < tol and rel_error(s, rs) < tol, (rel_error(o, ro), rel_error(s, rs))
 
 
-@pytest.mark.parametrize("warps,segment_len", CHUNK_VARIANTS)
-def test_gpu_chunk_variants_reset_exact(cp, rng, monkeypatch, warps, segment_len):
+@pytest.mark.parametrize("warps,segment_len,prepass", CHUNK_VARIANTS)
+def test_gpu_chunk_variants_reset_exact(cp, rng, monkeypatch, warps, segment_len, prepass):
     """A -inf gate on every channel at token 100 cuts off the past exactly, in every variant:
     tokens from 100 on equal a fresh call (zero state) on them alone."""
     q, k, v, g = gla_inputs(rng, (1, 2, 260), 128, 128, "logsigmoid", BFLOAT16)
     g[..., 100, :] = -np.inf
     h0 = rng.standard_normal((1, 2, 128, 128)).astype(np.float32)
-    force_chunk_variant(monkeypatch, warps, segment_len)
+    force_chunk_variant(monkeypatch, warps, segment_len, prepass)
     o, s = run(cp, q, k, v, g, mode="chunk", h0=h0)
     tail = (Ellipsis, slice(100, None), slice(None))
     o_tail, s_tail = run(cp, q[tail], k[tail], v[tail], g[tail], mode="recurrent")
@@ -332,8 +360,8 @@ def test_gpu_chunk_variants_reset_exact(cp, rng, monkeypatch, warps, segment_len
 def test_gpu_chunk_variant_nan_stays_in_its_head(cp, rng, monkeypatch):
     q, k, v, g = gla_inputs(rng, (1, 2, 40), 64, 64, "logsigmoid", np.float16)
     k[0, 1, 20, 3] = np.nan
-    for warps, segment_len in CHUNK_VARIANTS:
-        force_chunk_variant(monkeypatch, warps, segment_len)
+    for warps, segment_len, prepass in CHUNK_VARIANTS:
+        force_chunk_variant(monkeypatch, warps, segment_len, prepass)
         o, _ = run(cp, q, k, v, g, mode="chunk", final=False)
         o = o.astype(np.float32)
         assert np.all(np.isfinite(o[0, 0])) and np.all(np.isfinite(o[0, 1, :20])) and np.all(np.isnan(o[0, 1, 20:]))
