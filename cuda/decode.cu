@@ -28,6 +28,11 @@
 //   "tma"; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
+// decode_split_mma<T, kHeadDim, kPaged, kStages> (sm_90, fp16/bf16, kHeadDim 64 or 128;
+//   experimental, KERNEL = "mma"): decode_split_tma's structure with the scores and value sums on
+//   tensor cores for up to 16 query rows per block; tiles arrive by tensor copies into
+//   128-byte-swizzled shared memory (see its own comment).
+//
 // decode_validate<I>: the value checks of cache_seqlens and the used block-table entries in one
 //   launch (the host reads back 8 bytes).
 //

@@ -61,6 +61,10 @@
 // forms: S after segment j is diag(D_j) S_before + dS_j in exact arithmetic. The segment states
 // live in a float32 workspace (sequences x segments x H x K x V), written once and read twice.
 //
+// gla_chunk_prep<T, kK> (experimental, cuattn.gla.CHUNK_PREPASS): phases 1-2 of every step in
+// parallel, written to a workspace that gla_chunk_mma<.., kPrepped = true> reads instead of
+// recomputing them in its sequential loop (see its own comment).
+//
 // gla_recurrent_tiled<T, kK, kVTile> (any T, exact FFMA): the recurrent mode (and float32
 // chunk mode); see its own comment below. gla_step<T, kK, kRows>: calls with T = 1.
 
