@@ -8,6 +8,9 @@ reads the same random inputs (torch tensors viewed by CuPy through DLPack, no co
 host overhead overlaps the GPU for everyone), at least 15 batches and 0.3 s, median per call.
 TFLOP/s = 4 * B * H * S * S * D / time, halved when causal. Results go to DIR/attention.json
 (default benchmarks/results/) and a plot attention.png when matplotlib is present.
+Each row also records the GPU time alone (`<impl>_graph`, TFLOP/s: 20 calls captured in a CUDA
+graph and replayed, so no host time between calls counts), which tells a slower kernel from a
+slower host path (`cuattn_host_us`) on short rows.
 --sweep also times alternative tile shapes of cuattn's kernel (for choosing MMA_TILES).
 """
 
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import bar_chart, host_time, run_metadata, time_calls  # noqa: E402
+from common import bar_chart, cupy_graph_ms, host_time, run_metadata, time_calls, torch_graph_ms  # noqa: E402
 
 import cuattn  # noqa: E402
 import cuattn.attention as _attention_module  # noqa: E402,F401
@@ -127,7 +130,15 @@ def main():
             if t is not None:
                 for name, fn in torch_impls(*t, causal).items():
                     row[name] = flops / time_calls(fn) / 1e12
+                    try:  # GPU time alone: calls replayed from a CUDA graph (no host work between them)
+                        row[f"{name}_graph"] = flops / (torch_graph_ms(fn) * 1e-3) / 1e12
+                    except Exception as exc:
+                        row[f"{name}_graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
                 row["rel_diff_vs_flash"] = check(*c, *t, causal)
+            try:
+                row["cuattn_graph"] = flops / (cupy_graph_ms(lambda: cuattn.attention(*c, causal=causal)) * 1e-3) / 1e12
+            except Exception as exc:
+                row["cuattn_graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
             if args.sweep and d in SWEEP:
                 saved, saved_short = dict(attn_mod.WGMMA_TILES), attn_mod.SHORT_KV
                 attn_mod.SHORT_KV = -1  # the swept tiles apply at every length
