@@ -11,7 +11,7 @@ import numpy as np
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import device_properties, get_kernel, launch
-from .attention import _kernel_ready
+from .attention import _kernel_ready, _tma_ready
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 256
@@ -509,7 +509,10 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks)
         if kernel == "mma":
             name = _checks.dtype_name(q.dtype)
-            copy_arg = _tma.tensor_maps([(k_cache, name, MMA_TILE_KEYS), (v_cache, name, MMA_TILE_KEYS)])
+            # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy, kept
+            # alive by these names until the launch is queued)
+            k_mapped, v_mapped = _tma_ready(k_cache, cupy), _tma_ready(v_cache, cupy)
+            copy_arg = _tma.tensor_maps([(k_mapped, name, MMA_TILE_KEYS), (v_mapped, name, MMA_TILE_KEYS)])
         else:
             copy_arg = np.int32(whole_tiles)
         launches = [(split, (min(grid, items),), (160,),
