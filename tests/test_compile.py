@@ -61,3 +61,43 @@ def test_generated_wgmma_header_is_current():
 
     gen = runpy.run_path(str(_cuda.source_dir() / "gen_wgmma.py"))
     assert (_cuda.source_dir() / "wgmma.cuh").read_text() == gen["main"](), "run python cuda/gen_wgmma.py"
+
+
+def _max_threads(source, expression, arch="sm_90a"):
+    """The block size a kernel variant was compiled for (__launch_bounds__ -> PTX .maxntid)."""
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(_cuda.load_source(source), source, [], [])
+    try:
+        nvrtc.addNameExpression(prog, expression)
+        nvrtc.compileProgram(prog, list(_cuda.BASE_OPTIONS) + [f"-arch={arch}"])
+        ptx, mangled = nvrtc.getPTX(prog), nvrtc.getLoweredName(prog, expression)
+    finally:
+        nvrtc.destroyProgram(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    mangled = mangled.decode() if isinstance(mangled, bytes) else mangled
+    entry = next(part for part in ptx.split(".entry ")[1:] if part.startswith(mangled + "("))
+    found = re.findall(r"\.maxntid\s+(\d+),\s*(\d+),\s*(\d+)", entry.split("{", 1)[0])
+    assert len(found) == 1, f"{expression}: expected one .maxntid for its entry, found {found}"
+    return int(found[0][0]) * int(found[0][1]) * int(found[0][2])
+
+
+def _gla_launch_shapes():
+    """(expression, threads the dispatcher launches it with) for the GLA kernels whose block size
+    the Python side works out from a mirror of the kernel's compile-time shape."""
+    gla = importlib.import_module("cuattn.gla")
+    out = []
+    for padded in gla.PADDED_K:
+        out += [(gla.tiled_expression("bf16_t", padded, tile), gla.tiled_threads(padded, tile))
+                for tile in gla.TILED_TILES]
+        out += [(gla.step_expression("bf16_t", padded, rows), 32 * padded // rows)
+                for rows in sorted({gla._step_rows(padded, c) for c in gla.STEP_ROWS_CHOICES})]
+        out += [(gla.prep_expression("bf16_t", padded), 128)]
+    return out
+
+
+@pytest.mark.parametrize("expression,threads", _gla_launch_shapes())
+def test_gla_launch_threads_match_launch_bounds(expression, threads):
+    """The Python mirrors of the kernels' shapes (tiled_threads, _step_rows) launch exactly the
+    block size each variant was compiled for: a mismatch would leave state rows unprocessed."""
+    assert _max_threads("gla.cu", expression) == threads
