@@ -5,24 +5,21 @@
 - GPU-only time of a T=1 call: 20 calls captured in a CUDA graph and replayed (no host work
   between kernels), for cuattn and flash-linear-attention's fused_recurrent_gla (when present);
   the batch of the ANCHORS row (128) and a larger one (1024), where host time no longer hides;
-- where cuattn's host time per T=1 call goes (cProfile, top functions by own time);
+- (where the host time of a call goes: benchmarks/host_profile.py; results/gla_step_probe.json
+  from 2026-11-23 still holds the cProfile table this script printed then);
 - the recurrent kernel's value tile on the K = V = 64 row (RECURRENT_TILE None / 32 / 64).
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
-import pstats
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cupy  # noqa: E402
 from common import cupy_graph_ms, run_metadata, time_calls, torch_graph_ms  # noqa: E402
 from gla import fla_functions, make_inputs  # noqa: E402
 
@@ -60,20 +57,8 @@ def step_rows(fla):
             except Exception as exc:
                 row["fla_graph_error"] = f"{type(exc).__name__}: {exc}"[:200]
             row["fla_pipeline_ms"] = time_calls(ffn) * 1e3
-        if b == 128:
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(200):
-                fn()
-            prof.disable()
-            cupy.cuda.Device().synchronize()
-            text = io.StringIO()
-            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(18)
-            row["cuattn_host_profile"] = text.getvalue()[-3500:]
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "cuattn_host_profile"}), flush=True)
-        if "cuattn_host_profile" in row:
-            print(row["cuattn_host_profile"], flush=True)
+        print(json.dumps(row), flush=True)
         del tensors, q, k, v, g, h0
     return rows
 

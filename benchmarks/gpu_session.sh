@@ -7,7 +7,7 @@
 # Stages: tests (pytest -m gpu, one op at a time), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
-# (benchmarks/gla_step_probe.py: GPU-only T=1 step time, host profile), host
+# (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), host
 # (benchmarks/host_profile.py: host vs GPU-only time per call of short calls). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
