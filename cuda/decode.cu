@@ -468,15 +468,15 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // The producer warp of the bulk-copy kernels: streams the key tiles of every work item of this
 // block (items blockIdx.x, blockIdx.x + gridDim.x, ...; split fastest) into the kStages-deep ring
 // (stage: K tile, then V tile, kTileBytes each), refilling a stage once its empty barrier says
-// every consumer is done with it. Shared-memory rows are dst_row_bytes apart; whole_tiles: one
-// copy per tile (keys contiguous in the cache and rows unpadded), else one per key row.
+// every consumer is done with it. Key rows are row_bytes apart in shared memory; whole_tiles:
+// one copy per tile (keys contiguous in the cache), else one per key row.
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
 __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ seqlens, const int* __restrict__ block_table,
                                               i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                                               i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
-                                              int row_chunks, int chunk, int row_bytes, int dst_row_bytes,
-                                              bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty, int lane) {
+                                              int row_chunks, int chunk, int row_bytes, bool whole_tiles,
+                                              u32 s_ring, u32 s_full, u32 s_empty, int lane) {
     int it = 0;
     for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
@@ -506,8 +506,8 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
                 for (int i = lane; i < nkeys; i += 32) {
                     const T *kp, *vp;
                     key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                    bulk_load(dk + i * dst_row_bytes, kp, row_bytes, full);
-                    bulk_load(dv + i * dst_row_bytes, vp, row_bytes, full);
+                    bulk_load(dk + i * row_bytes, kp, row_bytes, full);
+                    bulk_load(dv + i * row_bytes, vp, row_bytes, full);
                 }
             }
         }
@@ -592,7 +592,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == S::kWarps) {  // producer
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
                                                              v_ss, bt_stride, page_size, num_items, num_splits, ys,
-                                                             row_chunks, chunk, row_bytes, row_bytes, whole_tiles != 0,
+                                                             row_chunks, chunk, row_bytes, whole_tiles != 0,
                                                              s_ring, s_full, s_empty, lane);
         return;
     }
