@@ -399,12 +399,10 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder("int32")
     args_tail = [st for x_strides in tensor_strides for st in x_strides]
 
-    prep_args = [dummy, dummy, dummy, dummy, np.int32(0)]  # no prepass records (replaced below when prepped)
-
-    def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
+    def base_args(h0_arg, ht_arg, s0, use, store):  # the arguments the recurrent and chunk kernels share
         return [qf, kf, vf, gf, of, h0_arg, ht_arg, cu_dev, *args_tail,
                 np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), np.int32(use), np.int32(store),
-                np.int32(varlen), np.float32(sizes["scale"]), decay, np.int32(nseg), np.int32(seg_len), *prep_args]
+                np.int32(varlen), np.float32(sizes["scale"])]
 
     if mode != "chunk" or type_name == "float":
         if RECURRENT_TILE not in (None,) + TILED_TILES:
@@ -413,10 +411,8 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
         kernel = get_kernel("gla.cu", tiled_expression(type_name, padded, tile))
         for s0 in range(0, num_seqs, MAX_GRID_Z):
             s1 = min(num_seqs, s0 + MAX_GRID_Z)
-            args = [qf, kf, vf, gf, of, h0, ht, cu_dev, *args_tail,
-                    np.int32(seqlen), np.int32(kdim), np.int32(vdim), np.int32(s0), use_h0, store_ht,
-                    np.int32(varlen), np.float32(sizes["scale"])]
-            launch(kernel, (-(-vdim // tile), heads, s1 - s0), (tiled_threads(padded, tile),), args)
+            launch(kernel, (-(-vdim // tile), heads, s1 - s0), (tiled_threads(padded, tile),),
+                   base_args(h0, ht, s0, use_h0, store_ht))
         return o, final
 
     max_len = int(np.max(np.diff(cu))) if varlen else seqlen
@@ -438,7 +434,13 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
                    [qf, kf, gf, cu_dev, *tensor_strides[0], *tensor_strides[1], *tensor_strides[3], np.int32(seqlen),
                     np.int32(kdim), np.int32(s0), np.int32(varlen), np.int32(max_steps), ws_qd, ws_kd, ws_w, ws_a],
                    shared_mem=prep_smem)
-        prep_args[:] = [ws_qd, ws_kd, ws_w, ws_a, np.int32(max_steps)]
+        prep_args = [ws_qd, ws_kd, ws_w, ws_a, np.int32(max_steps)]
+    else:
+        prep_args = [dummy, dummy, dummy, dummy, np.int32(0)]  # no prepass records
+
+    def kernel_args(h0_arg, ht_arg, s0, use, store, decay, nseg, seg_len):
+        return base_args(h0_arg, ht_arg, s0, use, store) + [decay, np.int32(nseg), np.int32(seg_len), *prep_args]
+
     smem = chunk_smem_bytes(padded, warps, prepped)
     full = get_kernel("gla.cu", chunk_expression(type_name, padded, warps, prepped=prepped), max_dynamic_smem=smem)
     grid_x, threads = -(-vdim // (16 * warps)), 32 * warps
