@@ -91,6 +91,24 @@ __device__ __forceinline__ void gla_sequence(const int* cu_seqlens, int varlen, 
     }
 }
 
+// One 16-token step's q, k, g rows [t0, t0 + kC) of a sequence (qb, kb, gb: its token 0) into
+// shared memory rows kK + 8 apart with cp.async, zero-filled past len and past head_dim_k (so
+// g = 0 and E = 1 there), by kThreads threads.
+template <typename T, int kK, int kThreads>
+__device__ __forceinline__ void stage_qkg(u16* dq, u16* dk, u16* dg, const T* qb, const T* kb, const T* gb,
+                                          i64 q_st, i64 k_st, i64 g_st, int t0, int len, int head_dim_k) {
+    constexpr int kC = 16, kStrideK = kK + 8, kChunksK = kK / 8;
+    for (int i = threadIdx.x; i < kC * kChunksK; i += kThreads) {
+        const int r = i / kChunksK, c = i % kChunksK;
+        const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
+        const i64 off = (i64)(t0 + r);
+        const int so = r * kStrideK + c * 8;
+        cp_async_16(smem_addr(dq + so), valid ? qb + off * q_st + c * 8 : qb, valid);
+        cp_async_16(smem_addr(dk + so), valid ? kb + off * k_st + c * 8 : kb, valid);
+        cp_async_16(smem_addr(dg + so), valid ? gb + off * g_st + c * 8 : gb, valid);
+    }
+}
+
 // Phases 1-2 of a chunk step of gla_chunk_mma (the work that depends on q, k and g alone), by
 // kThreads threads from the step's q, k, g rows in shared memory (rq, rk, rg: kC rows kK + 8
 // apart, zero-filled past the sequence and past K, so g = 0 and E = 1 there):
@@ -277,15 +295,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
                     cp_async_16(smem_addr(dg + kC * kStrideW + 8 * (i - 2 * kC)), ws_a + rec * kK + 4 * (i - 2 * kC), true);
             }
         } else {
-            for (int i = tid; i < kC * kChunksK; i += kThreads) {
-                const int r = i / kChunksK, c = i % kChunksK;
-                const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
-                const i64 off = (i64)(t0 + r);
-                const int so = r * kStrideK + c * 8;
-                cp_async_16(smem_addr(dq + so), valid ? qb + off * q_st + c * 8 : qb, valid);
-                cp_async_16(smem_addr(dk + so), valid ? kb + off * k_st + c * 8 : kb, valid);
-                cp_async_16(smem_addr(dg + so), valid ? gb + off * g_st + c * 8 : gb, valid);
-            }
+            stage_qkg<T, kK, kThreads>(dq, dk, dg, qb, kb, gb, q_st, k_st, g_st, t0, len, head_dim_k);
         }
         for (int i = tid; i < kC * kChunksV; i += kThreads) {
             const int r = i / kChunksV, c = i % kChunksV;
@@ -447,16 +457,8 @@ gla_chunk_prep(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
     gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
     const int t0 = step * kC;
     if (t0 >= len) return;  // past this sequence (the grid covers the longest)
-    const T* qb = q + row * q_sb + head * q_sh + (bos + t0) * q_st;
-    const T* kb = k + row * k_sb + head * k_sh + (bos + t0) * k_st;
-    const T* gb = g + row * g_sb + head * g_sh + (bos + t0) * g_st;
-    for (int i = tid; i < kC * kChunksK; i += kThreads) {
-        const int r = i / kChunksK, c = i % kChunksK, so = r * kStrideK + c * 8;
-        const bool valid = (t0 + r < len) && (c * 8 < head_dim_k);
-        cp_async_16(smem_addr(sq + so), valid ? qb + (i64)r * q_st + c * 8 : qb, valid);
-        cp_async_16(smem_addr(sk + so), valid ? kb + (i64)r * k_st + c * 8 : kb, valid);
-        cp_async_16(smem_addr(sg + so), valid ? gb + (i64)r * g_st + c * 8 : gb, valid);
-    }
+    stage_qkg<T, kK, kThreads>(sq, sk, sg, q + row * q_sb + head * q_sh + bos * q_st, k + row * k_sb + head * k_sh + bos * k_st,
+                               g + row * g_sb + head * g_sh + bos * g_st, q_st, k_st, g_st, t0, len, head_dim_k);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -501,6 +503,18 @@ gla_chunk_scan(float* __restrict__ states, const float* __restrict__ seg_decay, 
     if (store_ht) ht[state_off] = s;
 }
 
+// One channel's 4 state columns: S = E S + k v, then a += q S (the recurrent kernel's FFMA order).
+__device__ __forceinline__ void recurrent_update(float4& st, float e, float kk, float qq, const float4& vv, float4& a) {
+    st.x = fmaf(st.x, e, kk * vv.x);
+    st.y = fmaf(st.y, e, kk * vv.y);
+    st.z = fmaf(st.z, e, kk * vv.z);
+    st.w = fmaf(st.w, e, kk * vv.w);
+    a.x = fmaf(qq, st.x, a.x);
+    a.y = fmaf(qq, st.y, a.y);
+    a.z = fmaf(qq, st.z, a.z);
+    a.w = fmaf(qq, st.w, a.w);
+}
+
 // gla_step<T, kK, kRows>: a one-token call (T = 1, token-by-token generation) of either mode.
 // Such a call reads the state once and writes it once, so it is bound by the state's bytes: one
 // block per (128-column value tile, head, sequence), 32 lanes x kK / kRows row groups; a thread
@@ -543,33 +557,23 @@ gla_step(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__
         sK[c] = ok ? Num<T>::to_float(kb[c]) : 0.f;
         sE[c] = ok ? expf(Num<T>::to_float(gb[c])) : 1.f;
     }
-    float vv[4] = {0.f, 0.f, 0.f, 0.f};
+    float4 vv = make_float4(0.f, 0.f, 0.f, 0.f);
     if (col_ok) {
         const T* vb = v + n * v_sb + head * v_sh + col;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) vv[j] = Num<T>::to_float(vb[j]);
+        vv = make_float4(Num<T>::to_float(vb[0]), Num<T>::to_float(vb[1]), Num<T>::to_float(vb[2]),
+                         Num<T>::to_float(vb[3]));
     }
     __syncthreads();
 
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
-        const float e = sE[r0 + i], kk = sK[r0 + i], qq = sQ[r0 + i];
-        s[i].x = fmaf(s[i].x, e, kk * vv[0]);
-        s[i].y = fmaf(s[i].y, e, kk * vv[1]);
-        s[i].z = fmaf(s[i].z, e, kk * vv[2]);
-        s[i].w = fmaf(s[i].w, e, kk * vv[3]);
-        acc[0] = fmaf(qq, s[i].x, acc[0]);
-        acc[1] = fmaf(qq, s[i].y, acc[1]);
-        acc[2] = fmaf(qq, s[i].z, acc[2]);
-        acc[3] = fmaf(qq, s[i].w, acc[3]);
-    }
+    for (int i = 0; i < kRows; ++i) recurrent_update(s[i], sE[r0 + i], sK[r0 + i], sQ[r0 + i], vv, acc);
     if (store_ht && col_ok) {
 #pragma unroll
         for (int i = 0; i < kRows; ++i)
             if (r0 + i < head_dim_k) *reinterpret_cast<float4*>(ht + state_off + (i64)(r0 + i) * head_dim_v) = s[i];
     }
-    sO[grp][lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    sO[grp][lane] = acc;
     __syncthreads();
     if (tid < 32 && col_ok) {
         float4 sum = sO[0][tid];
@@ -617,18 +621,6 @@ struct RecurrentShape {
     static_assert(kColGroups * kLaneRows == 32 && kSlice % 4 == 0 && kWarps >= 1, "lane layout");
     static_assert(kPer * kThreads == kSteps * kK && kPerV * kThreads == kSteps * kVTile, "staging");
 };
-
-// One channel's 4 state columns: S = E S + k v, then a += q S (the recurrent kernel's FFMA order).
-__device__ __forceinline__ void recurrent_update(float4& st, float e, float kk, float qq, const float4& vv, float4& a) {
-    st.x = fmaf(st.x, e, kk * vv.x);
-    st.y = fmaf(st.y, e, kk * vv.y);
-    st.z = fmaf(st.z, e, kk * vv.z);
-    st.w = fmaf(st.w, e, kk * vv.w);
-    a.x = fmaf(qq, st.x, a.x);
-    a.y = fmaf(qq, st.y, a.y);
-    a.z = fmaf(qq, st.z, a.z);
-    a.w = fmaf(qq, st.w, a.w);
-}
 
 // One round of gla_recurrent_tiled's tokens from global memory into registers (fp32; past the
 // sequence or past K: q = k = v = 0 and g = 0, so E = 1 and the state is unchanged).
