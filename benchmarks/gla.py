@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import bar_chart, cupy_graph_ms, run_metadata, time_calls, torch_graph_ms  # noqa: E402
+from common import bar_chart, cupy_graph_ms, host_time, run_metadata, time_calls, torch_graph_ms  # noqa: E402
 
 import cuattn  # noqa: E402
+
+GLA = sys.modules["cuattn.gla"]  # the module (cuattn.gla is the function)
 
 ROWS = [  # (B, T, H, K=V)
     (8, 2048, 16, 128),
@@ -47,13 +49,6 @@ ROWS = [  # (B, T, H, K=V)
 # switches: (CHUNK_WARPS, CHUNK_SEGMENT_LEN); segment length 0 = sequential, else segmented.
 CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 4096)]
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
-
-
-def host_us(fn, repeat=200):
-    """Median host microseconds per call (cupyx.profiler.benchmark's CPU time)."""
-    from cupyx.profiler import benchmark
-
-    return float(np.median(benchmark(fn, n_repeat=repeat, n_warmup=10).cpu_times)) * 1e6
 
 
 def copy_bandwidth():
@@ -135,28 +130,26 @@ def main():
             fn()  # compile outside the timing
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
         if not step:  # chunk mode with the experimental prepass (CHUNK_PREPASS), beside the default
-            gla_module = sys.modules["cuattn.gla"]
             default_o = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
-            gla_module.CHUNK_PREPASS = True
+            GLA.CHUNK_PREPASS = True
             try:
                 fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
                 row["rel_diff_chunk_prepass_vs_default"] = rel_diff(fn()[0], default_o)
                 row["cuattn_chunk_prepass_ms"] = time_calls(fn, **reps) * 1e3
             finally:
-                gla_module.CHUNK_PREPASS = False
+                GLA.CHUNK_PREPASS = False
         if args.variants and not step:
-            gla_module = sys.modules["cuattn.gla"]
-            saved = gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN
+            saved = GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN
             auto = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
             row["chunk_variants_ms"] = {}
             try:
                 for warps, seg in CHUNK_VARIANTS:
-                    gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN = warps, seg
+                    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = warps, seg
                     fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
                     diff = rel_diff(fn()[0], auto)
                     row["chunk_variants_ms"][f"warps{warps}_seg{seg}"] = [time_calls(fn, **reps) * 1e3, diff]
             finally:
-                gla_module.CHUNK_WARPS, gla_module.CHUNK_SEGMENT_LEN = saved
+                GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = saved
         if fla is not None and tensors is not None:
             chunk_gla, fused_recurrent_gla = fla
             tq, tk, tv, tg, th0 = tensors
@@ -173,22 +166,21 @@ def main():
                 except Exception as exc:  # a version that refuses the call
                     row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
         if step:  # host-bound in a pipeline: GPU time alone (CUDA-graph replay), host time, gla_step variants
-            gla_module = sys.modules["cuattn.gla"]
             state_bytes = 2 * 4 * b * h * d * d
             fn = lambda: cuattn.gla(q, k, v, g, mode="recurrent", **kwargs)  # noqa: E731
-            row["cuattn_step_host_us"] = host_us(fn)
-            saved = gla_module.STEP_ROWS
+            row["cuattn_step_host_us"] = host_time(fn) * 1e6
+            saved = GLA.STEP_ROWS
             try:
-                for rows_per_thread in gla_module.STEP_ROWS_CHOICES:
-                    gla_module.STEP_ROWS = rows_per_thread
+                for rows_per_thread in GLA.STEP_ROWS_CHOICES:
+                    GLA.STEP_ROWS = rows_per_thread
                     row[f"cuattn_step_rows{rows_per_thread}_graph_ms"] = cupy_graph_ms(fn)
             finally:
-                gla_module.STEP_ROWS = saved
+                GLA.STEP_ROWS = saved
             row["cuattn_step_graph_ms"] = row[f"cuattn_step_rows{saved}_graph_ms"]
             row["cuattn_step_graph_state_TBps"] = state_bytes / row["cuattn_step_graph_ms"] / 1e9
             if fla is not None and tensors is not None:
                 ffn = fla_fns["fla_fused_recurrent"]
-                row["fla_fused_recurrent_host_us"] = host_us(ffn)
+                row["fla_fused_recurrent_host_us"] = host_time(ffn) * 1e6
                 row["fla_fused_recurrent_graph_ms"] = torch_graph_ms(ffn)
                 row["fla_graph_state_TBps"] = state_bytes / row["fla_fused_recurrent_graph_ms"] / 1e9
         if "fla_chunk_ms" in row:

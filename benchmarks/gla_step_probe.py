@@ -21,11 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import cupy_graph_ms, run_metadata, time_calls, torch_graph_ms  # noqa: E402
-from gla import fla_functions, make_inputs  # noqa: E402
+from gla import GLA, fla_functions, make_inputs  # noqa: E402
 
 import cuattn  # noqa: E402
-
-GLA = sys.modules["cuattn.gla"]
 
 
 def step_rows(fla):

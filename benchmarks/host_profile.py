@@ -4,10 +4,10 @@
 
 A pipeline of short calls (the attention tie row, T=1 GLA steps, decode at small batch) runs at
 the host's pace once Python's per-call work exceeds the kernel's GPU time. For one shape per
-operation this prints and saves (DIR/host_profile.json): the median host microseconds per call
-(perf_counter, no synchronization), the GPU-only time per call (CUDA-graph replay, common.py),
-and the functions taking the most own time under cProfile (which inflates every Python call, so
-read its column as shares, not as microseconds).
+operation this prints and saves (DIR/host_profile.json): the host microseconds per call
+(common.host_time: wall time of queuing calls, the GPU not waited on), the GPU-only time per
+call (common.cupy_graph_ms: CUDA-graph replay), and the functions taking the most own time under
+cProfile (which inflates every Python call, so read its column as shares, not as microseconds).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import io
 import json
 import pstats
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cupy  # noqa: E402
-from common import cupy_graph_ms, run_metadata  # noqa: E402
+from common import cupy_graph_ms, host_time, run_metadata  # noqa: E402
 
 import cuattn  # noqa: E402
 from cuattn._checks import BFLOAT16  # noqa: E402
@@ -55,20 +54,6 @@ def cases():
                                                                 output_final_state=True, mode="recurrent"), True
 
 
-def host_us(fn, calls):
-    for _ in range(10):
-        fn()
-    cupy.cuda.Device().synchronize()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) % 20 == 0:  # keep the GPU queue short so launches never block on it
-            cupy.cuda.Device().synchronize()
-    return float(np.median(times)) * 1e6
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -78,7 +63,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, fn, capturable in cases():
-        row = {"case": name, "host_us": host_us(fn, args.calls)}
+        for _ in range(10):  # compile and warm up outside the measurements
+            fn()
+        row = {"case": name, "host_us": host_time(fn, args.calls) * 1e6}
         if capturable:
             row["gpu_only_us"] = cupy_graph_ms(fn) * 1e3
         prof = cProfile.Profile()
