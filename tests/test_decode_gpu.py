@@ -173,8 +173,10 @@ def test_gpu_matches_reference(cp, rng, dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("page_size", [16, 64, 256])
-def test_gpu_paged_identical_to_contiguous(cp, rng, dtype, page_size):
-    """Same keys through a shuffled block table: bit-identical (same arithmetic, same splits)."""
+def test_gpu_paged_identical_to_contiguous(cp, rng, dtype, page_size, split_kernel):
+    """Same keys through a shuffled block table: bit-identical (same arithmetic, same splits)
+    whenever both calls run the same kernel; "mma" hands pages smaller than its key tile to
+    "tma", so there both results are only checked against the reference."""
     q, k, v = draw(rng, (3, 16, 2, 128), dtype), draw(rng, (3, 4, 8192, 128), dtype), \
         draw(rng, (3, 4, 8192, 128), dtype)
     kp, vp, table = to_paged(rng, k, v, page_size)
@@ -182,7 +184,10 @@ def test_gpu_paged_identical_to_contiguous(cp, rng, dtype, page_size):
     table[1, -1] = -3  # entries past a row's length are never read
     o1, l1 = run(cp, q, k, v, cache_seqlens=lens, alibi_slopes="default")
     o2, l2 = run(cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
-    assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(l1, l2)
+    if split_kernel != "mma" or page_size % DECODE_MODULE.MMA_TILE_KEYS == 0:
+        assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(l1, l2)
+    else:
+        check(o1, l1, q, k, v, cache_seqlens=lens, alibi_slopes="default")
     check(o2, l2, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
 
 
