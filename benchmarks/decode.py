@@ -144,16 +144,18 @@ def main():
         for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
             cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
             row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
-        # the other split kernel (cuattn.decode.KERNELS), ALiBi, for comparison
+        # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
         saved_kernel = decode_module.KERNEL
-        for other in decode_module.KERNELS:
-            if other != saved_kernel:
-                decode_module.KERNEL = other
-                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                row[f"cuattn_alibi_{other}"] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-        decode_module.KERNEL = saved_kernel
-        row["kernel"] = saved_kernel
+        try:
+            for other in decode_module.KERNELS:
+                if other != saved_kernel:
+                    decode_module.KERNEL = other
+                    cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+                    row[f"cuattn_alibi_{other}"] = nbytes / time_calls(
+                        lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+        finally:
+            decode_module.KERNEL = saved_kernel
+        row["kernel"] = saved_kernel or "auto"  # KERNEL None: mma for row groups, tma for one row
         knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
         if args.sweep and knob:
             # the knob of the split kernel in use: split target (register kernel) or ring depth

@@ -1,6 +1,6 @@
 """Gated linear attention benchmark: cuattn chunk/recurrent vs flash-linear-attention.
 
-Run on a GPU machine:  python benchmarks/gla.py [--out DIR] [--quick] [--variants]
+Run on a GPU machine:  python benchmarks/gla.py [--out DIR] [--quick] [--variants] [--chunk-only]
 (with flash-linear-attention: pip install --no-deps .whl/fla_core-0.6.0-py3-none-any.whl)
 
 Rows are ANCHORS.md's GLA rows (bf16, K = V, gates logsigmoid(x) / 16), plus a T=1 generation
@@ -17,13 +17,16 @@ the GPU time alone: 20 calls captured in a CUDA graph and replayed (cupy_graph_m
 torch_graph_ms in common.py); state_TBps is over that GPU-only time. On prefill rows chunk mode
 is also timed with the experimental prepass (cuattn_chunk_prepass_ms). --variants also times
 each forced chunk variant (4 or 8 warps, sequential or segmented; [ms, relative difference from
-the automatic choice] per variant). Results go to DIR/gla.json (default benchmarks/results/)
+the automatic choice] per variant, each without and with the prepass); --chunk-only skips
+recurrent mode and the T=1 row (a variant sweep's JSON then goes to DIR/gla.json too: use its
+own --out). Results go to DIR/gla.json (default benchmarks/results/)
 and DIR/gla.png (matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -47,7 +50,8 @@ ROWS = [  # (B, T, H, K=V)
 ]
 # Chunk-mode variants timed on each prefill row with --variants, forced through cuattn.gla's
 # switches: (CHUNK_WARPS, CHUNK_SEGMENT_LEN); segment length 0 = sequential, else segmented.
-CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 256), (4, 1024), (8, 256), (8, 1024), (8, 4096)]
+# Each is timed without and with the prepass (CHUNK_PREPASS).
+CHUNK_VARIANTS = [(4, 0), (8, 0), (4, 512), (4, 1024), (4, 2048), (8, 512), (8, 1024), (8, 2048), (8, 4096)]
 STEP_ROW = (128, 1, 16, 128)  # token-by-token generation: T=1 with a state in and out (268 MB of state traffic)
 
 
@@ -101,6 +105,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--variants", action="store_true",
                         help="also time every forced chunk variant (CHUNK_VARIANTS) on the prefill rows")
+    parser.add_argument("--chunk-only", action="store_true",
+                        help="chunk mode and fla's chunk_gla on the prefill rows only (for variant sweeps)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,14 +123,14 @@ def main():
     bandwidth = copy_bandwidth()
     meta["copy_bandwidth_TBps"] = bandwidth / 1e12
     rows = []
-    for b, t, h, d in ROWS + [STEP_ROW]:
+    for b, t, h, d in ROWS + ([] if args.chunk_only else [STEP_ROW]):
         step = (b, t, h, d) == STEP_ROW
         tensors, (q, k, v, g, h0) = make_inputs(b, t, h, d, with_state=step)
         row = dict(B=b, T=t, H=h, K=d, V=d, kind="step" if step else "prefill")
         io_bytes = 2 * b * t * h * d * 5 + (2 * 4 * b * h * d * d if step else 0)
         row["io_floor_ms"] = io_bytes / bandwidth * 1e3
         kwargs = dict(initial_state=h0, output_final_state=step)
-        modes = ["recurrent"] if step else ["chunk", "recurrent"]
+        modes = ["recurrent"] if step else ["chunk"] if args.chunk_only else ["chunk", "recurrent"]
         for mode in modes:
             fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
             fn()  # compile outside the timing
@@ -139,22 +145,25 @@ def main():
             finally:
                 GLA.CHUNK_PREPASS = False
         if args.variants and not step:
-            saved = GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN
+            saved = GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS
             auto = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
             row["chunk_variants_ms"] = {}
             try:
-                for warps, seg in CHUNK_VARIANTS:
-                    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = warps, seg
+                for (warps, seg), prep in itertools.product(CHUNK_VARIANTS, (False, True)):
+                    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = warps, seg, prep
                     fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
                     diff = rel_diff(fn()[0], auto)
-                    row["chunk_variants_ms"][f"warps{warps}_seg{seg}"] = [time_calls(fn, **reps) * 1e3, diff]
+                    row["chunk_variants_ms"][f"warps{warps}_seg{seg}_prep{int(prep)}"] = [time_calls(fn, **reps) * 1e3, diff]
+                    print(f"  variant warps {warps} segment {seg} prepass {prep}: "
+                          f"{row['chunk_variants_ms'][f'warps{warps}_seg{seg}_prep{int(prep)}'][0]:.3f} ms", flush=True)
             finally:
-                GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN = saved
+                GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = saved
         if fla is not None and tensors is not None:
             chunk_gla, fused_recurrent_gla = fla
             tq, tk, tv, tg, th0 = tensors
-            fla_fns = {"fla_fused_recurrent": lambda: fused_recurrent_gla(tq, tk, tv, gk=tg, initial_state=th0,
-                                                                          output_final_state=step)}
+            fla_fns = {} if args.chunk_only else {
+                "fla_fused_recurrent": lambda: fused_recurrent_gla(tq, tk, tv, gk=tg, initial_state=th0,
+                                                                   output_final_state=step)}
             if not step:
                 fla_fns["fla_chunk"] = lambda: chunk_gla(tq, tk, tv, tg, initial_state=th0, output_final_state=step)
             for name, fn in fla_fns.items():
@@ -187,7 +196,7 @@ def main():
             row["speedup_chunk_vs_fla_chunk"] = row["fla_chunk_ms"] / row["cuattn_chunk_ms"]
         if "fla_fused_recurrent_ms" in row:
             row["speedup_recurrent_vs_fla_recurrent"] = row["fla_fused_recurrent_ms"] / row["cuattn_recurrent_ms"]
-        best = min(row.get("cuattn_chunk_ms", np.inf), row["cuattn_recurrent_ms"])
+        best = min(row.get("cuattn_chunk_ms", np.inf), row.get("cuattn_recurrent_ms", np.inf))
         row["io_floor_fraction"] = row["io_floor_ms"] / best
         if step:  # bytes of the state read and written per call, over the GPU-only time
             row["state_TBps"] = 2 * 4 * b * h * d * d / (row["cuattn_step_graph_ms"] * 1e-3) / 1e12
@@ -207,7 +216,7 @@ def main():
     for r in rows:
         print(f"{r['B']:3} {r['T']:5} {r['H']:3} {r['K']:4} {r.get('cuattn_chunk_ms', nan):9.3f} "
               f"{r.get('fla_chunk_ms', nan):9.3f} {r.get('speedup_chunk_vs_fla_chunk', nan):5.2f} "
-              f"{r['cuattn_recurrent_ms']:9.3f} {r.get('fla_fused_recurrent_ms', nan):9.3f} "
+              f"{r.get('cuattn_recurrent_ms', nan):9.3f} {r.get('fla_fused_recurrent_ms', nan):9.3f} "
               f"{r.get('speedup_recurrent_vs_fla_recurrent', nan):5.2f} {r['io_floor_ms']:8.3f} "
               f"{r['io_floor_fraction']:10.2f}" + (f"  state {r['state_TBps']:.2f} TB/s GPU-only" if "state_TBps" in r else ""))
 

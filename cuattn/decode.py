@@ -33,7 +33,10 @@ MAX_GRID_Z = 65535
 # "mma" (sm_90, fp16/bf16, padded D 64 or 128, pages of a multiple of 64 keys; experimental) is
 # "tma" with the scores and value sums on tensor cores for up to 16 rows per block, its tiles
 # copied by tensor maps into 128-byte-swizzled shared memory; elsewhere it falls back to "tma".
-KERNEL = "tma"
+# KERNEL None picks per call: "mma" where a block serves several rows (GQA groups, Sq > 1), "tma"
+# for one row per block (H100, 2026-11-23, benchmarks/results/decode.json: B 16 32/8 L 33001
+# 3.02 vs 2.88 TB/s, paged 2.77 vs 2.63; one row per block 2.86-3.06 vs 2.87-3.07).
+KERNEL = None
 KERNELS = ("tma", "regs", "mma")
 MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
@@ -73,11 +76,16 @@ def alibi_slopes(num_heads):
     return np.asarray(slopes, dtype=np.float32)
 
 
+def _kernel_setting() -> str | None:
+    """cuattn.decode.KERNEL after checking it (None: chosen per call)."""
+    if KERNEL is not None and KERNEL not in KERNELS:
+        raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
+    return KERNEL
+
+
 def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
                      stages: int | None = None) -> str:
-    kernel = KERNEL if kernel is None else kernel
-    if kernel not in KERNELS:
-        raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS}; got {kernel!r}")
+    kernel = kernel or _kernel_setting() or ("mma" if rows > 1 else "tma")
     p = "true" if paged else "false"
     if kernel == "tma":
         if stages is None:
@@ -463,7 +471,7 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     padded = min(p for p in HEAD_DIMS if p >= d)
     num_rows = hq // hkv * sq
     props = device_properties()
-    kernel = KERNEL
+    kernel = _kernel_setting() or ("mma" if num_rows > 1 else "tma")
     if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
                             or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
         kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page

@@ -268,6 +268,9 @@ def test_split_kernel_switch(monkeypatch):
                            ("mma", "decode_split_mma<half_t, 128, true, ")):
         monkeypatch.setattr(mod, "KERNEL", kernel)
         assert mod.split_expression("half_t", 128, 4, True).startswith(prefix)
+    monkeypatch.setattr(mod, "KERNEL", None)  # automatic: tensor cores for row groups, bulk copies for one row
+    assert mod.split_expression("half_t", 128, 4, True).startswith("decode_split_mma<half_t, 128, true, ")
+    assert mod.split_expression("half_t", 128, 1, False).startswith("decode_split_tma<half_t, 128, 1, false, ")
     monkeypatch.setattr(mod, "KERNEL", "other")
     with pytest.raises(ValueError, match="KERNEL"):
         mod.split_expression("half_t", 128, 4, True)
