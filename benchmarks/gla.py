@@ -15,7 +15,8 @@ run. The T=1 step is host-bound in such a pipeline (cuattn and fla each spend 11
 host time per call against ~0.1 ms of GPU time), so its row also records host time per call and
 the GPU time alone: 20 calls captured in a CUDA graph and replayed (cupy_graph_ms,
 torch_graph_ms in common.py); state_TBps is over that GPU-only time. On prefill rows chunk mode
-is also timed with the experimental prepass (cuattn_chunk_prepass_ms). --variants also times
+is also timed with the prepass forced on and off (cuattn_chunk_prepass_ms,
+cuattn_chunk_no_prepass_ms; the default picks by K). --variants also times
 each forced chunk variant (4 or 8 warps, sequential or segmented; [ms, relative difference from
 the automatic choice] per variant, each without and with the prepass); --chunk-only skips
 recurrent mode and the T=1 row (a variant sweep's JSON then goes to DIR/gla.json too: use its
@@ -135,15 +136,16 @@ def main():
             fn = lambda mode=mode: cuattn.gla(q, k, v, g, mode=mode, **kwargs)  # noqa: E731
             fn()  # compile outside the timing
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
-        if not step:  # chunk mode with the experimental prepass (CHUNK_PREPASS), beside the default
+        if not step:  # chunk mode with the prepass forced on and off (CHUNK_PREPASS), beside the default
             default_o = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
-            GLA.CHUNK_PREPASS = True
             try:
-                fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
-                row["rel_diff_chunk_prepass_vs_default"] = rel_diff(fn()[0], default_o)
-                row["cuattn_chunk_prepass_ms"] = time_calls(fn, **reps) * 1e3
+                for prep, name in ((True, "prepass"), (False, "no_prepass")):
+                    GLA.CHUNK_PREPASS = prep
+                    fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
+                    row[f"rel_diff_chunk_{name}_vs_default"] = rel_diff(fn()[0], default_o)
+                    row[f"cuattn_chunk_{name}_ms"] = time_calls(fn, **reps) * 1e3
             finally:
-                GLA.CHUNK_PREPASS = False
+                GLA.CHUNK_PREPASS = None
         if args.variants and not step:
             saved = GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS
             auto = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]

@@ -32,16 +32,21 @@ SCAN_EXPRESSION = "gla_chunk_scan"
 # segmented 3-phase scheme with segments of that many tokens (see _chunk_plan).
 CHUNK_WARPS = None
 CHUNK_SEGMENT_LEN = None
-# CHUNK_PREPASS (experimental, off by default until measured): True runs phases 1-2 of every
-# 16-token step (decays and intra-step weights: they depend on q, k, g alone) in a parallel
-# prepass (gla_chunk_prep) that writes per-step records to a workspace, and the sequential
-# kernel reads them instead of recomputing (falls back when the workspace would pass
-# PREPASS_MAX_WORKSPACE bytes).
-CHUNK_PREPASS = False
+# CHUNK_PREPASS: True runs phases 1-2 of every 16-token step (decays and intra-step weights:
+# they depend on q, k, g alone) in a parallel prepass (gla_chunk_prep) that writes per-step
+# records to a workspace (CHUNK_STEP * (4 K + 32) + 4 K bytes per step, head and sequence), and
+# the sequential kernel reads them instead of recomputing; False recomputes them in the sequential
+# loop; None (default) uses the prepass for padded K > 64 (H100 sweep, 2026-11-23, results/
+# gla_chunk_sweep.json: K = 128 rows 0.32 vs 0.41 ms and 0.79 vs 1.24 ms; K = 64 0.65 vs
+# 0.53 ms: there the workspace traffic costs more than the phases it saves). Falls back to no
+# prepass when the workspace would pass PREPASS_MAX_WORKSPACE bytes.
+CHUNK_PREPASS = None
 PREPASS_MAX_WORKSPACE = 2 << 30
 # Cost model of the automatic choice, in units of one 16-token step of one block: phase 1 of the
-# segmented scheme (state only, no W and no output) costs about this fraction of a full step,
+# segmented scheme (state only, no W and no output) costs about this fraction of a full step
+# (with the prepass both passes stream the same records, so phase 1 costs a full step),
 SEGMENT_PHASE1_COST = 0.35
+SEGMENT_PHASE1_COST_PREPPED = 1.0
 # the scan and the two extra launches about this many steps, and a split must win by this factor.
 SEGMENT_FIXED_COST = 8
 SEGMENT_MIN_GAIN = 1.15
@@ -133,15 +138,27 @@ def _chunk_blocks_per_sm(padded: int, warps: int) -> int:
     return 3 if padded > 64 else 4
 
 
-def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int) -> tuple[int, int]:
+def _use_prepass(padded: int, records: int) -> bool:
+    """Whether chunk mode runs the prepass (CHUNK_PREPASS; None: padded K > 64) for ``records``
+    16-token steps (sequences x heads x steps); never when its workspace would pass
+    PREPASS_MAX_WORKSPACE."""
+    want = padded > 64 if CHUNK_PREPASS is None else bool(CHUNK_PREPASS)
+    record_bytes = CHUNK_STEP * (4 * padded + 2 * CHUNK_STEP) + 4 * padded
+    return want and records > 0 and records * record_bytes <= PREPASS_MAX_WORKSPACE
+
+
+def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int,
+                prepped: bool = False) -> tuple[int, int]:
     """(warps, segment length) of the chunk mode: CHUNK_WARPS / CHUNK_SEGMENT_LEN when set.
 
-    Automatic: 8 warps (one block covers 128 value columns, so the per-step decay and W work
-    is not repeated per 64-column tile) when V > 64, else 4. Sequential (segment length 0)
-    unless too few blocks fill the GPU: then the segment length that minimizes
-    waves x steps per segment x (1 + phase-1 cost), if it wins by SEGMENT_MIN_GAIN.
+    Automatic: without the prepass, 8 warps (one block covers 128 value columns, so the
+    per-step decay and W work is not repeated per 64-column tile) when V > 64, else 4; with it
+    (no such work left in the loop), 4. Sequential (segment length 0) unless too few blocks fill
+    the GPU: then the segment length that minimizes waves x steps per segment x (1 + phase-1
+    cost), if it wins by SEGMENT_MIN_GAIN (waves of one block per SM with the prepass, of the
+    launch bound's blocks per SM without).
     """
-    warps = CHUNK_WARPS if CHUNK_WARPS is not None else (8 if vdim > 64 else 4)
+    warps = CHUNK_WARPS if CHUNK_WARPS is not None else (8 if vdim > 64 and not prepped else 4)
     if warps not in CHUNK_WARP_COUNTS:
         raise ValueError(f"cuattn.gla.CHUNK_WARPS must be one of {CHUNK_WARP_COUNTS} or None; got {warps!r}")
     if CHUNK_SEGMENT_LEN is not None:
@@ -154,7 +171,9 @@ def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int) -
         return warps, 0
     padded = padded_key_dim(kdim)
     base = num_seqs * heads * -(-vdim // (16 * warps))
-    slots = device_properties()["num_sms"] * _chunk_blocks_per_sm(padded, warps)
+    # with the prepass the loop streams its records, and blocks sharing an SM share its bandwidth:
+    # count one block per SM (H100: 64 -> 128 blocks of row 2 gained 1.14x, not 2x)
+    slots = device_properties()["num_sms"] * (1 if prepped else _chunk_blocks_per_sm(padded, warps))
     best_cost, best_seg = -(-base // slots) * steps, 0
     state_bytes = 4 * heads * kdim * vdim * min(num_seqs, MAX_GRID_Z)
     for parts in range(2, min(steps, 256) + 1):
@@ -162,7 +181,8 @@ def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int) -
         nseg = -(-steps // per)
         if nseg * state_bytes > SEGMENT_MAX_WORKSPACE:
             break
-        cost = -(-base * nseg // slots) * per * (1 + SEGMENT_PHASE1_COST) + SEGMENT_FIXED_COST
+        phase1 = SEGMENT_PHASE1_COST_PREPPED if prepped else SEGMENT_PHASE1_COST
+        cost = -(-base * nseg // slots) * per * (1 + phase1) + SEGMENT_FIXED_COST
         if cost * SEGMENT_MIN_GAIN < best_cost:
             best_cost, best_seg = cost, per * CHUNK_STEP
     return warps, best_seg
@@ -240,8 +260,10 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
         S_t = diag(exp(gk_t)) S_{t-1} + k_t^T v_t        o_t = scale * q_t S_t
 
     ``mode='chunk'`` runs 16-token steps on tensor cores (intra-step weights plus state passing;
-    long sequences with few heads are split into segments processed in parallel, joined by a
-    scan over the segments' states);
+    for K > 64 each step's decays and intra-step weights come from a parallel prepass that
+    needs a temporary workspace of about 9 KB per 16 tokens per head at K = 128, at most
+    ``cuattn.gla.PREPASS_MAX_WORKSPACE`` bytes; long sequences with few heads are split into
+    segments processed in parallel, joined by a scan over the segments' states);
     ``mode='recurrent'`` runs one token at a time with the state kept on chip (also the way to
     generate token by token: T=1 with a state in and out). Both compute the same function and
     agree to rounding for every gate in [-inf, 0]: a gate of -inf (or anything whose exp
@@ -416,10 +438,9 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
         return o, final
 
     max_len = int(np.max(np.diff(cu))) if varlen else seqlen
-    warps, seg_len = _chunk_plan(num_seqs, heads, kdim, vdim, max_len)
     max_steps = -(-max_len // CHUNK_STEP)
-    record_bytes = CHUNK_STEP * (4 * padded + 2 * CHUNK_STEP) + 4 * padded
-    prepped = bool(CHUNK_PREPASS) and max_steps > 0 and num_seqs * heads * max_steps * record_bytes <= PREPASS_MAX_WORKSPACE
+    prepped = _use_prepass(padded, num_seqs * heads * max_steps)
+    warps, seg_len = _chunk_plan(num_seqs, heads, kdim, vdim, max_len, prepped)
     if prepped:  # every step's decays and W, in parallel, before the sequential kernels
         records = (num_seqs, heads, max_steps)
         ws_qd = cupy.empty(records + (CHUNK_STEP, padded), dtype=cupy.uint16)

@@ -29,7 +29,7 @@ TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32
 
 
 GLA = sys.modules["cuattn.gla"]  # the module (cuattn.gla is the function)
-CHUNK_VARIANTS = [(None, None, False), (4, 0, False), (8, 0, False), (4, 16, False), (8, 48, False),
+CHUNK_VARIANTS = [(None, None, None), (None, None, False), (4, 0, False), (8, 0, False), (4, 16, False), (8, 48, False),
                   (4, 0, True), (8, 48, True)]  # (CHUNK_WARPS, CHUNK_SEGMENT_LEN, CHUNK_PREPASS)
 RECURRENT_TILES = (64, 128)  # forced RECURRENT_TILE (the default sweep runs the automatic 32)
 
@@ -41,7 +41,7 @@ def main():
         GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = warps, segment_len, prepass
         print(f"chunk variant: warps={warps} segment_len={segment_len} prepass={prepass}", flush=True)
         worst = max(worst, sweep(rng))
-    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = None, None, False
+    GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = None, None, None
     for tile in RECURRENT_TILES:
         GLA.RECURRENT_TILE = tile
         print(f"recurrent tile {tile}", flush=True)

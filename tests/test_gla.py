@@ -194,6 +194,20 @@ def test_chunk_plan(monkeypatch):
     warps, seg = plan(4, 16, 128, 128, 8192)
     assert warps == 8 and seg > 0 and seg % 16 == 0 and seg < 8192
     assert plan(4, 16, 128, 128, 1) == (8, 0)
+    # With the prepass (K > 64 by default): 4 warps and no segments for the ANCHORS rows (both
+    # passes of the segmented scheme stream the records: H100 sweep 0.79 ms sequential vs
+    # 0.88 ms at best segmented on row 2), segments still for a few heads of a long sequence.
+    assert plan(8, 16, 128, 128, 2048, True) == (4, 0)
+    assert plan(4, 16, 128, 128, 8192, True) == (4, 0)
+    warps, seg = plan(1, 4, 128, 128, 65536, True)
+    assert warps == 4 and 0 < seg < 65536
+    assert gla_module._use_prepass(128, 10) and not gla_module._use_prepass(64, 10)
+    assert not gla_module._use_prepass(128, 0)
+    assert not gla_module._use_prepass(128, gla_module.PREPASS_MAX_WORKSPACE // 1000)
+    monkeypatch.setattr(gla_module, "CHUNK_PREPASS", True)
+    assert gla_module._use_prepass(64, 10)
+    monkeypatch.setattr(gla_module, "CHUNK_PREPASS", False)
+    assert not gla_module._use_prepass(128, 10)
     monkeypatch.setattr(gla_module, "CHUNK_WARPS", 4)
     monkeypatch.setattr(gla_module, "CHUNK_SEGMENT_LEN", 48)
     assert plan(8, 16, 128, 128, 2048) == (4, 48)
