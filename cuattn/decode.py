@@ -30,7 +30,7 @@ MAX_GRID_Z = 65535
 # Split kernel: "tma" (sm_90) streams K/V with the bulk copy engine through a TMA_STAGES-deep
 # shared-memory ring filled by a producer warp; "regs" (any GPU, and the fallback where "tma"
 # cannot run) loads K/V straight into registers. Same math, key order and bit-identical results.
-# "mma" (sm_90, fp16/bf16, padded D 64 or 128, pages of a multiple of 64 keys; experimental) is
+# "mma" (sm_90, fp16/bf16, padded D 64 or 128, pages of a multiple of 64 keys) is
 # "tma" with the scores and value sums on tensor cores for up to 16 rows per block, its tiles
 # copied by tensor maps into 128-byte-swizzled shared memory; elsewhere it falls back to "tma".
 # KERNEL None picks per call: "mma" where a block serves several rows (GQA groups, Sq > 1), "tma"

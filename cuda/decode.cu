@@ -29,7 +29,7 @@
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
 // decode_split_mma<T, kHeadDim, kPaged, kStages> (sm_90, fp16/bf16, kHeadDim 64 or 128;
-//   experimental, KERNEL = "mma"): decode_split_tma's structure with the scores and value sums on
+//   KERNEL = "mma", the default for row groups): decode_split_tma's structure with the scores and value sums on
 //   tensor cores for up to 16 query rows per block; tiles arrive by tensor copies into
 //   128-byte-swizzled shared memory (see its own comment).
 //

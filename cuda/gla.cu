@@ -61,7 +61,7 @@
 // forms: S after segment j is diag(D_j) S_before + dS_j in exact arithmetic. The segment states
 // live in a float32 workspace (sequences x segments x H x K x V), written once and read twice.
 //
-// gla_chunk_prep<T, kK> (experimental, cuattn.gla.CHUNK_PREPASS): phases 1-2 of every step in
+// gla_chunk_prep<T, kK> (cuattn.gla.CHUNK_PREPASS; on by default for padded K > 64): phases 1-2 of every step in
 // parallel, written to a workspace that gla_chunk_mma<.., kPrepped = true> reads instead of
 // recomputing them in its sequential loop (see its own comment).
 //
@@ -421,7 +421,7 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
     }
 }
 
-// gla_chunk_prep<T, kK>: the chunk mode's prepass (cuattn.gla.CHUNK_PREPASS; experimental).
+// gla_chunk_prep<T, kK>: the chunk mode's prepass (cuattn.gla.CHUNK_PREPASS).
 // Phases 1-2 of a step depend on q, k and g only, so they need not sit in the sequential loop:
 // one 128-thread block per (step, head, sequence), all in parallel, runs them
 // (chunk_decays_and_weights, the same arithmetic as the loop's) and writes the step's record:
