@@ -138,6 +138,7 @@ def main():
             row[f"cuattn_{mode}_ms"] = time_calls(fn, **reps) * 1e3
         if not step:  # chunk mode with the prepass forced on and off (CHUNK_PREPASS), beside the default
             default_o = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
+            saved = GLA.CHUNK_PREPASS
             try:
                 for prep, name in ((True, "prepass"), (False, "no_prepass")):
                     GLA.CHUNK_PREPASS = prep
@@ -145,7 +146,7 @@ def main():
                     row[f"rel_diff_chunk_{name}_vs_default"] = rel_diff(fn()[0], default_o)
                     row[f"cuattn_chunk_{name}_ms"] = time_calls(fn, **reps) * 1e3
             finally:
-                GLA.CHUNK_PREPASS = None
+                GLA.CHUNK_PREPASS = saved
         if args.variants and not step:
             saved = GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS
             auto = cuattn.gla(q, k, v, g, mode="chunk", **kwargs)[0]
@@ -155,9 +156,9 @@ def main():
                     GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = warps, seg, prep
                     fn = lambda: cuattn.gla(q, k, v, g, mode="chunk", **kwargs)  # noqa: E731
                     diff = rel_diff(fn()[0], auto)
-                    row["chunk_variants_ms"][f"warps{warps}_seg{seg}_prep{int(prep)}"] = [time_calls(fn, **reps) * 1e3, diff]
-                    print(f"  variant warps {warps} segment {seg} prepass {prep}: "
-                          f"{row['chunk_variants_ms'][f'warps{warps}_seg{seg}_prep{int(prep)}'][0]:.3f} ms", flush=True)
+                    ms = time_calls(fn, **reps) * 1e3
+                    row["chunk_variants_ms"][f"warps{warps}_seg{seg}_prep{int(prep)}"] = [ms, diff]
+                    print(f"  variant warps {warps} segment {seg} prepass {prep}: {ms:.3f} ms", flush=True)
             finally:
                 GLA.CHUNK_WARPS, GLA.CHUNK_SEGMENT_LEN, GLA.CHUNK_PREPASS = saved
         if fla is not None and tensors is not None:

@@ -76,16 +76,17 @@ def alibi_slopes(num_heads):
     return np.asarray(slopes, dtype=np.float32)
 
 
-def _kernel_setting() -> str | None:
-    """cuattn.decode.KERNEL after checking it (None: chosen per call)."""
+def _kernel_choice(rows: int) -> str:
+    """cuattn.decode.KERNEL after checking it; None picks "mma" for several rows per block, else
+    "tma" (before the per-launch fallbacks of _decode_cuda)."""
     if KERNEL is not None and KERNEL not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
-    return KERNEL
+    return KERNEL or ("mma" if rows > 1 else "tma")
 
 
 def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
                      stages: int | None = None) -> str:
-    kernel = kernel or _kernel_setting() or ("mma" if rows > 1 else "tma")
+    kernel = kernel or _kernel_choice(rows)
     p = "true" if paged else "false"
     if kernel == "tma":
         if stages is None:
@@ -471,7 +472,7 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     padded = min(p for p in HEAD_DIMS if p >= d)
     num_rows = hq // hkv * sq
     props = device_properties()
-    kernel = _kernel_setting() or ("mma" if num_rows > 1 else "tma")
+    kernel = _kernel_choice(num_rows)
     if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
                             or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
         kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page

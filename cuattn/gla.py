@@ -176,12 +176,12 @@ def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int,
     slots = device_properties()["num_sms"] * (1 if prepped else _chunk_blocks_per_sm(padded, warps))
     best_cost, best_seg = -(-base // slots) * steps, 0
     state_bytes = 4 * heads * kdim * vdim * min(num_seqs, MAX_GRID_Z)
+    phase1 = SEGMENT_PHASE1_COST_PREPPED if prepped else SEGMENT_PHASE1_COST
     for parts in range(2, min(steps, 256) + 1):
         per = -(-steps // parts)
         nseg = -(-steps // per)
         if nseg * state_bytes > SEGMENT_MAX_WORKSPACE:
             break
-        phase1 = SEGMENT_PHASE1_COST_PREPPED if prepped else SEGMENT_PHASE1_COST
         cost = -(-base * nseg // slots) * per * (1 + phase1) + SEGMENT_FIXED_COST
         if cost * SEGMENT_MIN_GAIN < best_cost:
             best_cost, best_seg = cost, per * CHUNK_STEP
