@@ -44,6 +44,34 @@
 #include "common.cuh"
 #include "hopper.cuh"
 
+// Timeline probe (benchmarks/decode_probe.py --trace; compiled in only with -DCUATTN_DECODE_TRACE):
+// thread 0 of each persistent block stamps %globaltimer (ns) at points of its first 16 items into
+// decode_trace[(block * 16 + item number) * 8 + slot]: 0 item start, 1 first tile landed, 2 key
+// loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id.
+#ifdef CUATTN_DECODE_TRACE
+__device__ unsigned long long decode_trace[1024 * 16 * 8];
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ unsigned int sm_id() {
+    unsigned int r;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+    return r;
+}
+#define DECODE_TRACE(item, slot, value)                                                     \
+    do {                                                                                    \
+        const int n_ = ((item) - (int)blockIdx.x) / (int)gridDim.x;                         \
+        if (threadIdx.x == 0 && blockIdx.x < 1024 && n_ < 16)                               \
+            decode_trace[((size_t)blockIdx.x * 16 + n_) * 8 + (slot)] = (value);            \
+    } while (0)
+#else
+#define DECODE_TRACE(item, slot, value) \
+    do {                                \
+    } while (0)
+#endif
+
 // 16-byte global load that bypasses L1 allocation: K/V are read exactly once. volatile keeps the
 // compiler from speculating it past the bounds check that guards it.
 __device__ __forceinline__ uint4 ld_stream_16(const void* p) {
@@ -610,12 +638,15 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             const int len = seqlens[b];
             key0 = split * chunk;
             key1 = min(len, key0 + chunk);
+            DECODE_TRACE(item, 0, global_ns());
+            DECODE_TRACE(item, 5, sm_id());
             st.init(q, slopes, q_sb, q_sh, q_ss, b, kv_head, row0, num_rows, seqlen_q, group, len, head_dim, cl,
                     scale_log2);
         }
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+            if (t0 == key0) DECODE_TRACE(item, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
 #pragma unroll
@@ -636,6 +667,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }, t0, slot, key1);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
+        DECODE_TRACE(item, 2, global_ns());
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
             const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
@@ -643,11 +675,13 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                  ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
             const int rows_here = min(kRows, num_rows - row0);
             st.finish(s_merge, ConsumerSync(), o_part, lse_part, part_row, rows_here, head_dim, tid, cl);
+            DECODE_TRACE(item, 3, global_ns());
             // the block that writes the last split of these rows merges them (no second launch)
             merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
                              part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
                              b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
                              num_q_heads, tid);
+            DECODE_TRACE(item, 4, global_ns());
         }
     }
 }
@@ -792,6 +826,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const int len = seqlens[b];
         const int key0 = split * chunk, key1 = min(len, key0 + chunk);
         const int rows_here = min(kRows, num_rows - row0);
+        DECODE_TRACE(item, 0, global_ns());
+        DECODE_TRACE(item, 5, sm_id());
 
         // Q rows of this item (zeros past rows_here and past D), then its fragments
         named_barrier(1, 128);  // the previous item's merge is done with this buffer
@@ -828,6 +864,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+            if (t0 == key0) DECODE_TRACE(item, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
@@ -903,6 +940,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
 
+        DECODE_TRACE(item, 2, global_ns());
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
         float* s_acc = s_merge;
         float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kHeadDim);
@@ -949,10 +987,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * s_inv[r];
         }
         // the block that writes the last split of these rows merges them (no second launch)
+        DECODE_TRACE(item, 3, global_ns());
         merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
                          part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
                          b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
                          tid);
+        DECODE_TRACE(item, 4, global_ns());
     }
 }
 

@@ -1,0 +1,261 @@
+"""Decode diagnostics: why a row runs short of the copy ceiling (geometry, partition, host sync).
+
+Run on a GPU machine:  python benchmarks/decode_probe.py [--out DIR]
+
+Three questions, each answered by timing cuattn.decode (fp16, ALiBi "default", D 128, one query
+token, GQA group 4) with benchmarks/common.time_calls, the whole call and its split kernel replayed
+alone (the launches recorded from one call):
+
+1. geometry: B 1 / Hkv 8 / L 131072 (benchmarks/decode.py's weakest contiguous row) against
+   layouts of the same bytes (B 4 / L 32768, B 2 / Hkv 16 / L 32768, L 130000, the cache sliced
+   from a longer allocation so that head strides are not a power of two) and torch cuDNN on the
+   base layout. A layout effect (all split starts a power of two apart) shows as a gap between
+   the base and the sliced or odd-length cache.
+2. partition: the base row with plan_persistent's (splits, keys per split) overridden: equal
+   items one round (the default), fewer items than blocks, two and more rounds.
+3. host sync: the paged row (B 16 / Hkv 8 / L 32768, 256-key pages) and the same cache contiguous
+   with and without cache_seqlens (the value check's host synchronization), each whole call vs
+   its split kernel alone.
+With --trace, instead: a timeline of single calls (cuda/decode.cu built with
+-DCUATTN_DECODE_TRACE: each block's thread 0 stamps %globaltimer at the start of each work item,
+its first landed tile, the end of its key loop, the partial written and the merge check done),
+summarized per case: launch skew, first-tile latency, streaming time per item (spread = unequal
+bandwidth between SMs), the partial's write, the merge, and the tail after the median block.
+Prints one line per case and writes DIR/decode_probe.json (DIR/decode_trace.json with --trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cupy  # noqa: E402
+from common import run_metadata, time_calls  # noqa: E402
+from decode import paged_copy  # noqa: E402
+
+import cuattn  # noqa: E402
+
+module = sys.modules["cuattn.decode"]
+REPS = dict(min_batches=10, min_seconds=0.2)
+
+
+def split_alone(call):
+    """Seconds of the call's longest launch replayed alone (its split kernel)."""
+    recorded = []
+    real = module.launch
+    module.launch = lambda *a, **kw: (recorded.append((a, kw)), real(*a, **kw))
+    try:
+        call()
+    finally:
+        module.launch = real
+    cupy.cuda.Device().synchronize()
+    return max(time_calls(lambda a=a, kw=kw: real(*a, **kw), **REPS) for a, kw in recorded), len(recorded)
+
+
+def measure(name, call, nbytes, results, **extra):
+    call()
+    whole = time_calls(call, **REPS)
+    alone, launches = split_alone(call)
+    rec = dict(case=name, call_us=whole * 1e6, kernel_us=alone * 1e6, call_tbs=nbytes / whole / 1e12,
+               kernel_tbs=nbytes / alone / 1e12, launches=launches, **extra)
+    results.append(rec)
+    print(f"{name:58s} call {rec['call_us']:7.1f} us {rec['call_tbs']:5.2f} TB/s | kernel alone "
+          f"{rec['kernel_us']:7.1f} us {rec['kernel_tbs']:5.2f} TB/s | launches {launches} {extra or ''}", flush=True)
+    return rec
+
+
+def cache(b, hkv, length, d, pad=0):
+    rng = cupy.random.default_rng(1)
+    k = rng.standard_normal((b, hkv, length + pad, d), dtype=cupy.float32).astype(cupy.float16)
+    v = rng.standard_normal((b, hkv, length + pad, d), dtype=cupy.float32).astype(cupy.float16)
+    return k[:, :, :length], v[:, :, :length]
+
+
+def query(b, hq, d):
+    return cupy.random.default_rng(2).standard_normal((b, hq, 1, d), dtype=cupy.float32).astype(cupy.float16)
+
+
+def torch_cudnn(q, k, v):
+    try:
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+    except Exception:
+        return None
+    tq, tk, tv = (torch.from_dlpack(x) for x in (q, k, v))
+
+    def fn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return sdpa(tq, tk, tv, enable_gqa=True)
+    try:
+        fn()
+    except Exception as exc:
+        print("cudnn unavailable:", str(exc)[:100])
+        return None
+    return fn
+
+
+def trace_call(call):
+    """Per-item stamps (blocks x 16 items x 6 slots, ns, int64; rows of unused items are 0) of the
+    last of 5 back-to-back calls, with the trace build of the split kernel."""
+    from cuattn import _cuda
+
+    saved_options, seen = module.TMA_OPTIONS, []
+    real_get = module.get_kernel
+    module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_TRACE",)
+    module.get_kernel = lambda name, expr, options=(), **kw: (seen.append((name, expr, tuple(options))),
+                                                              real_get(name, expr, options, **kw))[1]
+    try:
+        call()
+        name, expr, options = [x for x in seen if "-DCUATTN_DECODE_TRACE" in x[2]][-1]
+        ptr = _cuda._module(name, (expr,), options).get_global("decode_trace")
+        buf = cupy.ndarray((1024, 16, 8), cupy.uint64, ptr)
+        buf.fill(0)
+        for _ in range(5):
+            call()
+        cupy.cuda.Device().synchronize()
+        return buf.get().astype(np.int64)[:, :, :6], expr
+    finally:
+        module.TMA_OPTIONS, module.get_kernel = saved_options, real_get
+
+
+def summarize(name, trace, expr, nbytes):
+    used = trace[:, :, 0] > 0
+    t0 = trace[:, :, 0][used].min()
+    st = np.where(used[..., None], trace - t0, 0)
+    st[..., 5] = trace[..., 5]
+    items = st[used]  # (n, 6) in ns from the first start
+    blocks = np.nonzero(used.any(axis=1))[0]
+    block_end = np.array([st[b, used[b], 4].max() for b in blocks])
+    block_start = np.array([st[b, 0, 0] for b in blocks])
+    us = 1e-3
+    q = lambda x: [round(float(v) * us, 2) for v in np.percentile(x, [0, 10, 50, 90, 100])]  # noqa: E731
+    rec = dict(case=name, kernel=expr, blocks=len(blocks), items=int(used.sum()), span_us=float(block_end.max() * us),
+               tbs_in_span=nbytes / (block_end.max() * 1e-9) / 1e12, start_skew_us=q(block_start),
+               first_tile_us=q(items[:, 1] - items[:, 0]), stream_us=q(items[:, 2] - items[:, 1]),
+               write_partial_us=q(items[:, 3] - items[:, 2]), merge_check_us=q(items[:, 4] - items[:, 3]),
+               block_end_us=q(block_end), tail_after_median_block_us=float((block_end.max() - np.median(block_end)) * us))
+    slow = blocks[np.argsort(block_end)[-3:]]
+    rec["slowest_blocks"] = [dict(block=int(b), sm=int(st[b, 0, 5]), end_us=float(st[b, used[b], 4].max() * us),
+                                  stream_us=float((st[b, used[b], 2] - st[b, used[b], 1]).sum() * us)) for b in slow]
+    print(f"{name}: {expr}\n  span {rec['span_us']:.1f} us ({rec['tbs_in_span']:.2f} TB/s) blocks {len(blocks)} "
+          f"items {rec['items']}; percentiles 0/10/50/90/100 in us:\n"
+          + "".join(f"    {k:22s} {rec[k]}\n" for k in ("start_skew_us", "first_tile_us", "stream_us",
+                                                         "write_partial_us", "merge_check_us", "block_end_us"))
+          + f"    tail after the median block {rec['tail_after_median_block_us']:.1f} us; slowest {rec['slowest_blocks']}",
+          flush=True)
+    return rec
+
+
+def trace_main(out):
+    results = []
+    d = 128
+    saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
+    cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None
+        ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None),
+        ("B1 32/8 L131072 tma", 1, 32, 8, 131072, "tma", None),
+        ("B1 32/8 L131072 mma chunk 8192", 1, 32, 8, 131072, "mma", (16, 8192)),
+        ("B1 32/8 L131072 mma chunk 2048", 1, 32, 8, 131072, "mma", (64, 2048)),
+        ("B1 32/32 L33001 tma", 1, 32, 32, 33001, "tma", None),
+        ("B16 32/8 L33001 mma", 16, 32, 8, 33001, "mma", None),
+        ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None),
+    ]
+    for name, b, hq, hkv, length, kern, fixed in cases:
+        k, v = cache(b, hkv, length, d)
+        q = query(b, hq, d)
+        module.KERNEL = kern
+        if fixed:
+            module.plan_persistent = lambda *a, f=fixed: f
+        try:
+            trace, expr = trace_call(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"))
+        finally:
+            module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
+        results.append(summarize(name, trace, expr, 2 * k.size * 2))
+        del k, v, q
+        cupy.get_default_memory_pool().free_all_blocks()
+    (out / "decode_trace.json").write_text(json.dumps(dict(meta=run_metadata(unit="us"), rows=results), indent=1))
+    print(f"wrote {out / 'decode_trace.json'}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--kernels", default="mma,tma")
+    parser.add_argument("--trace", action="store_true", help="timelines of single calls instead of timings")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.trace:
+        return trace_main(out)
+    results = []
+    d = 128
+    kernels = args.kernels.split(",")
+    saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
+
+    print("-- 1. geometry (same bytes as B1 Hq32/Hkv8 L131072)")
+    layouts = [("B1 Hkv8 L131072", 1, 8, 131072, 0), ("B1 Hkv8 L131072 sliced (stride L+320)", 1, 8, 131072, 320),
+               ("B1 Hkv8 L130000", 1, 8, 130000, 0), ("B4 Hkv8 L32768", 4, 8, 32768, 0),
+               ("B2 Hkv16 L32768 (Hq 64)", 2, 16, 32768, 0)]
+    for name, b, hkv, length, pad in layouts:
+        k, v = cache(b, hkv, length, d, pad)
+        q = query(b, 4 * hkv, d)
+        nbytes = 2 * k.size * 2
+        for kern in kernels:
+            module.KERNEL = kern
+            measure(f"{name} [{kern}]", lambda: cuattn.decode(q, k, v, alibi_slopes="default"), nbytes, results,
+                    plan=module.plan_persistent(b, hkv, 1, length, 264))
+        module.KERNEL = saved_kernel
+        fn = torch_cudnn(q, k, v)
+        if fn is not None:
+            t = time_calls(fn, **REPS)
+            results.append(dict(case=f"{name} [torch cudnn]", call_us=t * 1e6, call_tbs=nbytes / t / 1e12))
+            print(f"{name + ' [torch cudnn]':58s} call {t * 1e6:7.1f} us {nbytes / t / 1e12:5.2f} TB/s", flush=True)
+        del k, v, q
+        cupy.get_default_memory_pool().free_all_blocks()
+
+    print("-- 2. partition of B1 Hkv8 L131072 (grid 264: 2 blocks x 132 SMs)")
+    k, v = cache(1, 8, 131072, d)
+    q = query(1, 32, d)
+    nbytes = 2 * k.size * 2
+    for kern in kernels:
+        module.KERNEL = kern
+        for chunk in (8192, 4224, 4096, 2048, 1408, 1024, 512):
+            splits = -(-131072 // chunk)
+            module.plan_persistent = lambda *a, s=splits, c=chunk: (s, c)
+            try:
+                measure(f"chunk {chunk} ({splits} splits, {8 * splits} items) [{kern}]",
+                        lambda: cuattn.decode(q, k, v, alibi_slopes="default"), nbytes, results)
+            finally:
+                module.plan_persistent = saved_plan
+    module.KERNEL = saved_kernel
+    del k, v, q
+    cupy.get_default_memory_pool().free_all_blocks()
+
+    print("-- 3. paged row and the value check's host sync (B16 Hq32/Hkv8 L32768)")
+    k, v = cache(16, 8, 32768, d)
+    q = query(16, 32, d)
+    nbytes = 2 * k.size * 2
+    kp, vp, table = paged_copy(k, v, 256, np.random.default_rng(0))
+    lens = cupy.full((16,), 32768, dtype=cupy.int32)
+    for kern in kernels:
+        module.KERNEL = kern
+        measure(f"paged 256-key pages [{kern}]", lambda: cuattn.decode(q, kp, vp, block_table=table, alibi_slopes="default"),
+                nbytes, results)
+        measure(f"contiguous, cache_seqlens given [{kern}]",
+                lambda: cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default"), nbytes, results)
+        measure(f"contiguous, no cache_seqlens [{kern}]", lambda: cuattn.decode(q, k, v, alibi_slopes="default"),
+                nbytes, results)
+    module.KERNEL = saved_kernel
+    (out / "decode_probe.json").write_text(json.dumps(dict(meta=run_metadata(unit="us, TB/s"), rows=results), indent=1))
+    print(f"wrote {out / 'decode_probe.json'}")
+
+
+if __name__ == "__main__":
+    main()
