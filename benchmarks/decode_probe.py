@@ -121,7 +121,7 @@ def trace_call(call):
         for _ in range(5):
             call()
         cupy.cuda.Device().synchronize()
-        return buf.get().astype(np.int64)[:, :, :6], expr
+        return buf.get().astype(np.int64)[:, :, :7], expr
     finally:
         module.TMA_OPTIONS, module.get_kernel = saved_options, real_get
 
@@ -131,6 +131,7 @@ def summarize(name, trace, expr, nbytes):
     t0 = trace[:, :, 0][used].min()
     st = np.where(used[..., None], trace - t0, 0)
     st[..., 5] = trace[..., 5]
+    st[..., 6] = np.where(trace[..., 6] > 0, st[..., 6], st[..., 2])  # slot 6: mma only
     items = st[used]  # (n, 6) in ns from the first start
     blocks = np.nonzero(used.any(axis=1))[0]
     block_end = np.array([st[b, used[b], 4].max() for b in blocks])
@@ -140,15 +141,28 @@ def summarize(name, trace, expr, nbytes):
     rec = dict(case=name, kernel=expr, blocks=len(blocks), items=int(used.sum()), span_us=float(block_end.max() * us),
                tbs_in_span=nbytes / (block_end.max() * 1e-9) / 1e12, start_skew_us=q(block_start),
                first_tile_us=q(items[:, 1] - items[:, 0]), stream_us=q(items[:, 2] - items[:, 1]),
-               write_partial_us=q(items[:, 3] - items[:, 2]), merge_check_us=q(items[:, 4] - items[:, 3]),
+               warps_done_us=q(items[:, 6] - items[:, 2]), write_partial_us=q(items[:, 3] - items[:, 6]), merge_check_us=q(items[:, 4] - items[:, 3]),
                block_end_us=q(block_end), tail_after_median_block_us=float((block_end.max() - np.median(block_end)) * us))
     slow = blocks[np.argsort(block_end)[-3:]]
     rec["slowest_blocks"] = [dict(block=int(b), sm=int(st[b, 0, 5]), end_us=float(st[b, used[b], 4].max() * us),
                                   stream_us=float((st[b, used[b], 2] - st[b, used[b], 1]).sum() * us)) for b in slow]
+    # every item: block, SM, stamps 0-4 and 6 (us from the first start), for offline looks
+    rec["raw"] = [[int(b), int(st[b, n, 5])] + [round(float(st[b, n, j]) * us, 3) for j in (0, 1, 2, 3, 4, 6)]
+                  for b, n in zip(*np.nonzero(used))]
+    sm_of = st[:, 0, 5]
+    per_sm = {}
+    for b in blocks:
+        per_sm.setdefault(int(sm_of[b]), []).append(float((st[b, used[b], 2] - st[b, used[b], 1]).sum() * us))
+    counts = {}
+    for sm, times in per_sm.items():
+        counts.setdefault(len(times), []).append(np.mean(times))
+    rec["stream_us_by_blocks_per_sm"] = {n: [len(v), round(float(np.mean(v)), 1), round(float(np.min(v)), 1),
+                                             round(float(np.max(v)), 1)] for n, v in sorted(counts.items())}
     print(f"{name}: {expr}\n  span {rec['span_us']:.1f} us ({rec['tbs_in_span']:.2f} TB/s) blocks {len(blocks)} "
           f"items {rec['items']}; percentiles 0/10/50/90/100 in us:\n"
           + "".join(f"    {k:22s} {rec[k]}\n" for k in ("start_skew_us", "first_tile_us", "stream_us",
-                                                         "write_partial_us", "merge_check_us", "block_end_us"))
+                                                         "warps_done_us", "write_partial_us", "merge_check_us", "block_end_us"))
+          + f"    stream time per block by blocks on its SM: n -> [SMs, mean, min, max] {rec['stream_us_by_blocks_per_sm']}\n"
           + f"    tail after the median block {rec['tail_after_median_block_us']:.1f} us; slowest {rec['slowest_blocks']}",
           flush=True)
     return rec

@@ -99,13 +99,19 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
 
 def mma_shared_bytes(stages: int, padded: int) -> int:
     """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
-    return 2 * MMA_TILE_KEYS * padded * 2 * stages + MMA_ROWS * (padded + 8) * 4 + 16 * stages
+    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + 16 * stages
+
+
+def _mma_merge_bytes(padded: int) -> int:
+    """DecodeMmaShape::kSharedBytes: the larger of Q (16 rows of padded + 8 halves) and the merge
+    (16 rows of padded + 8 floats, then a max and a sum per warp and row)."""
+    return max(MMA_ROWS * (padded + 8) * 2, (MMA_ROWS * (padded + 8) + 2 * 4 * MMA_ROWS) * 4)
 
 
 def mma_config(padded: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
     stages (up to 8) as leave the shared memory for both."""
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - MMA_ROWS * (padded + 8) * 4) // (2 * MMA_TILE_KEYS * padded * 2 + 16))
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2 + 16))
     return 2, stages
 
 

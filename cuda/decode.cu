@@ -47,7 +47,8 @@
 // Timeline probe (benchmarks/decode_probe.py --trace; compiled in only with -DCUATTN_DECODE_TRACE):
 // thread 0 of each persistent block stamps %globaltimer (ns) at points of its first 16 items into
 // decode_trace[(block * 16 + item number) * 8 + slot]: 0 item start, 1 first tile landed, 2 key
-// loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id.
+// loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id, 6 (mma) every warp's
+// key loop done.
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -418,69 +419,102 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
 // kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 16 kStages.
-// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 of (b, kv_head) into o and
-// lse (the decode_merge math), by the 128 consumer threads of a decode_split_tma block. Partials
-// written by other blocks are read through L2 (__ldcg) after the caller's fence.
+// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 (rows_here <= 16) of (b, kv_head)
+// into o and lse (the decode_merge math), by 128 threads (the consumers of a persistent block, or a
+// decode_merge block). Partials written by other blocks are read through L2 (__ldcg) after the
+// caller's fence. The partials sit in L2 and the merge is latency-bound (it often runs while
+// other blocks stream HBM), so every load of a pass is issued before its values are used: pass 1,
+// warp w takes rows w, w + 4, w + 8, w + 12 together (lanes stride over the splits): max of the
+// split lse values (and NaN flags), then the sum of exp(lse - max); pass 2, a thread takes 4
+// columns of one row and sums exp(lse_s - max) * o_s over the splits in split order, 8 splits'
+// loads in flight. s_red: >= 2 * rows_here floats of shared memory, free on entry and exit.
 template <typename T>
 __device__ __forceinline__ void merge_rows(const float* o_part, const float* lse_part, T* __restrict__ o,
                                            float* __restrict__ lse, float* s_red, i64 part_row, i64 split_stride,
                                            int num_splits, int rows_here, int row0, int b, int kv_head, int group,
                                            int seqlen_q, int head_dim, int num_q_heads, int tid) {
+    constexpr int kRowsPerWarp = 4, kInFlight = 8;
     const int lane = tid % 32, warp = tid / 32;
-    for (int r = 0; r < rows_here; ++r) {
-        const i64 pr0 = part_row + r;
-        float mx = -CUATTN_INF, nan = 0.f;
-        for (int s = tid; s < num_splits; s += 128) {
-            const float x = __ldcg(lse_part + s * split_stride + pr0);
-            nan = x != x ? 1.f : nan;
-            mx = fmaxf(mx, x);
+    float* s_max = s_red;              // per row: max lse over the splits, NaN if a partial is NaN
+    float* s_sum = s_red + rows_here;  // per row: sum of exp(lse - max)
+    float mx[kRowsPerWarp], nan[kRowsPerWarp], sum[kRowsPerWarp];
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) { mx[k] = -CUATTN_INF; nan[k] = 0.f; sum[k] = 0.f; }
+    for (int s = lane; s < num_splits; s += 32) {
+#pragma unroll
+        for (int k = 0; k < kRowsPerWarp; ++k) {
+            const int r = warp + 4 * k;
+            if (r < rows_here) {
+                const float x = __ldcg(lse_part + s * split_stride + part_row + r);
+                nan[k] = x != x ? 1.f : nan[k];
+                mx[k] = fmaxf(mx[k], x);
+            }
         }
-        mx = warp_max(mx);
-        nan = warp_max(nan);
-        if (lane == 0) { s_red[warp] = mx; s_red[4 + warp] = nan; }
-        named_barrier(1, 128);
-        mx = fmaxf(fmaxf(s_red[0], s_red[1]), fmaxf(s_red[2], s_red[3]));
-        const bool any_nan = fmaxf(fmaxf(s_red[4], s_red[5]), fmaxf(s_red[6], s_red[7])) > 0.f;
-        float sum = 0.f;
-        for (int s = tid; s < num_splits; s += 128) sum += __expf(__ldcg(lse_part + s * split_stride + pr0) - mx);
-        sum = warp_sum(sum);
-        named_barrier(1, 128);  // everyone has read s_red
-        if (lane == 0) s_red[warp] = sum;
-        named_barrier(1, 128);
-        sum = (s_red[0] + s_red[1]) + (s_red[2] + s_red[3]);
-        named_barrier(1, 128);  // s_red is free for the next row
+    }
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) { mx[k] = warp_max(mx[k]); nan[k] = warp_max(nan[k]); }
+    for (int s = lane; s < num_splits; s += 32) {
+#pragma unroll
+        for (int k = 0; k < kRowsPerWarp; ++k) {
+            const int r = warp + 4 * k;
+            if (r < rows_here) sum[k] += __expf(__ldcg(lse_part + s * split_stride + part_row + r) - mx[k]);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+        const int r = warp + 4 * k;
+        sum[k] = warp_sum(sum[k]);
+        if (lane == 0 && r < rows_here) {
+            s_max[r] = nan[k] > 0.f ? __int_as_float(0x7fc00000) : mx[k];
+            s_sum[r] = sum[k];
+        }
+    }
+    named_barrier(1, 128);
+    const int vecs = head_dim / 4;  // head_dim is a multiple of 8
+    for (int i = tid; i < rows_here * vecs; i += 128) {
+        const int r = i / vecs, c = (i - r * vecs) * 4;
         const int row = row0 + r, g = row / seqlen_q, t = row % seqlen_q;
-        const i64 out_row = ((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t;
-        T* out = o + out_row * head_dim;
-        if (any_nan || mx == -CUATTN_INF) {  // NaN input, or a row that sees no key
-            const float fill = any_nan ? __int_as_float(0x7fc00000) : 0.f;
-            for (int col = tid; col < head_dim; col += 128) out[col] = Num<T>::from_float(fill);
-            if (tid == 0) lse[out_row] = any_nan ? fill : -CUATTN_INF;
+        T* out = o + (((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t) * head_dim + c;
+        const float m = s_max[r];
+        if (m != m || m == -CUATTN_INF) {  // NaN input, or a row that sees no key
+            const T fill = Num<T>::from_float(m != m ? m : 0.f);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[e] = fill;
             continue;
         }
-        const float inv = 1.f / sum;
-        for (int col = tid; col < head_dim; col += 128) {
-            float acc[4] = {0.f, 0.f, 0.f, 0.f};
-            int s = 0;
-            for (; s + 4 <= num_splits; s += 4) {
+        const i64 pr = part_row + r;
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
+            float x[kInFlight];
+            float4 y[kInFlight];
 #pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    const i64 pr = (s + u) * split_stride + pr0;
-                    const float w = __expf(__ldcg(lse_part + pr) - mx);
-                    const float y = __ldcg(o_part + pr * head_dim + col);
-                    acc[u] = w > 0.f ? fmaf(w, y, acc[u]) : acc[u];
+            for (int u = 0; u < kInFlight; ++u) {  // past the last split: reload it, weight 0 below
+                const i64 p = min(s0 + u, num_splits - 1) * split_stride + pr;
+                x[u] = __ldcg(lse_part + p);
+                y[u] = __ldcg(reinterpret_cast<const float4*>(o_part + p * head_dim + c));
+            }
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) {
+                const float w = s0 + u < num_splits ? __expf(x[u] - m) : 0.f;
+                if (w > 0.f) {  // a split that saw no key (lse -inf) adds nothing, whatever its o holds
+                    acc[0] = fmaf(w, y[u].x, acc[0]);
+                    acc[1] = fmaf(w, y[u].y, acc[1]);
+                    acc[2] = fmaf(w, y[u].z, acc[2]);
+                    acc[3] = fmaf(w, y[u].w, acc[3]);
                 }
             }
-            for (; s < num_splits; ++s) {
-                const i64 pr = s * split_stride + pr0;
-                const float w = __expf(__ldcg(lse_part + pr) - mx);
-                const float y = __ldcg(o_part + pr * head_dim + col);
-                acc[0] = w > 0.f ? fmaf(w, y, acc[0]) : acc[0];
-            }
-            out[col] = Num<T>::from_float(((acc[0] + acc[1]) + (acc[2] + acc[3])) * inv);
         }
-        if (tid == 0) lse[out_row] = mx + __logf(sum);
+        const float inv = 1.f / s_sum[r];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) out[e] = Num<T>::from_float(acc[e] * inv);
     }
+    if (tid < rows_here) {
+        const int row = row0 + tid, g = row / seqlen_q, t = row % seqlen_q;
+        const float m = s_max[tid];
+        lse[((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t] =
+            m != m ? m : (m == -CUATTN_INF ? -CUATTN_INF : m + __logf(s_sum[tid]));
+    }
+    named_barrier(1, 128);  // s_red is free again
 }
 
 // Barriers of a kStages ring: full[s] completes on the producer's arrival plus the bytes it
@@ -714,7 +748,9 @@ struct DecodeMmaShape {
     static constexpr int kTileBytes = kBoxes * kBoxBytes;              // one of K, V
     static constexpr int kStride = kHeadDim + 8;                       // padded Q row, elements
     static constexpr int kQBytes = kRows * kStride * 2;
-    static constexpr int kMergeBytes = kRows * (kHeadDim + 2 * kWarps) * 4;
+    static constexpr int kAccStride = kHeadDim + 8;                    // merge rows, floats (64-bit stores
+                                                                       // without bank conflicts)
+    static constexpr int kMergeBytes = (kRows * kAccStride + 2 * kWarps * kRows) * 4;
     static constexpr int kSharedBytes = kQBytes > kMergeBytes ? kQBytes : kMergeBytes;
     static constexpr int kKTiles = kHeadDim / 16, kDTiles = kHeadDim / 8;
     static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64, 128 (whole 128-byte swizzle atoms)");
@@ -942,12 +978,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 
         DECODE_TRACE(item, 2, global_ns());
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
+        constexpr int kAcc = M::kAccStride;
         float* s_acc = s_merge;
-        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kHeadDim);
-        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kHeadDim + kWarps * kRows);
+        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kAcc);
+        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kAcc + kWarps * kRows);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
         named_barrier(1, 128);  // every warp is done with sQ (its fragments are in registers)
+        DECODE_TRACE(item, 6, global_ns());
         if (tq == 0) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) { s_m[warp][g + 8 * h] = m[h]; s_l[warp][g + 8 * h] = l[h]; }
@@ -957,16 +995,26 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
         for (int h = 0; h < 2; ++h)
             merge_warp_stats<kWarps, kRows>(s_m, s_l, g + 8 * h, m[h], factor[h], total[h], block_max[h]);
+        // warp by warp (a fixed order), the real rows only: lane (g, tq) holds columns 2 tq, 2 tq + 1
+        // of each 8-column tile for rows g (h = 0) and g + 8 (h = 1)
         for (int w = 0; w < kWarps; ++w) {
             if (warp == w) {
 #pragma unroll
-                for (int dt = 0; dt < kDTiles; ++dt)
+                for (int h = 0; h < 2; ++h) {
+                    if (g + 8 * h < rows_here) {
+                        float* row_acc = s_acc + (g + 8 * h) * kAcc + 2 * tq;
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int r = g + 8 * (e >> 1), col = dt * 8 + 2 * tq + (e & 1);
-                        const float x = acc[dt][e] * factor[e >> 1];
-                        s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
+                        for (int dt = 0; dt < kDTiles; ++dt) {
+                            float2 x = make_float2(acc[dt][2 * h] * factor[h], acc[dt][2 * h + 1] * factor[h]);
+                            float2* p = reinterpret_cast<float2*>(row_acc + dt * 8);
+                            if (w > 0) {
+                                const float2 before = *p;
+                                x = make_float2(before.x + x.x, before.y + x.y);
+                            }
+                            *p = x;
+                        }
                     }
+                }
             }
             named_barrier(1, 128);
         }
@@ -984,7 +1032,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         named_barrier(1, 128);
         for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
             const int r = i / head_dim, col = i % head_dim;
-            o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * s_inv[r];
+            o_part[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
         }
         // the block that writes the last split of these rows merges them (no second launch)
         DECODE_TRACE(item, 3, global_ns());
@@ -1003,7 +1051,7 @@ __global__ void __launch_bounds__(128)
 decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part, T* __restrict__ o,
              float* __restrict__ lse, int num_splits, int batch, int num_q_heads, int num_kv_heads,
              int seqlen_q, int head_dim, int group, int num_rows, int rows_per_block, int row_chunks) {
-    __shared__ float s_red[8];
+    __shared__ float s_red[32];  // merge_rows: 2 floats per row (<= 8 rows)
     const int y = blockIdx.x % (num_kv_heads * row_chunks), b = blockIdx.x / (num_kv_heads * row_chunks);
     const int kv_head = y / row_chunks, row0 = (y % row_chunks) * rows_per_block;
     const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
