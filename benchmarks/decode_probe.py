@@ -103,8 +103,9 @@ def torch_cudnn(q, k, v):
 
 
 def trace_call(call):
-    """Per-item stamps (blocks x 16 items x 6 slots, ns, int64; rows of unused items are 0) of the
-    last of 5 back-to-back calls, with the trace build of the split kernel."""
+    """Per-item stamps (blocks x 16 items x 7 slots, ns, int64; rows of unused items are 0) of the
+    last of 5 back-to-back calls (the buffer cleared before it), with the trace build of the split
+    kernel."""
     from cuattn import _cuda
 
     saved_options, seen = module.TMA_OPTIONS, []
@@ -117,9 +118,10 @@ def trace_call(call):
         name, expr, options = [x for x in seen if "-DCUATTN_DECODE_TRACE" in x[2]][-1]
         ptr = _cuda._module(name, (expr,), options).get_global("decode_trace")
         buf = cupy.ndarray((1024, 16, 8), cupy.uint64, ptr)
-        buf.fill(0)
-        for _ in range(5):
+        for _ in range(4):
             call()
+        buf.fill(0)  # the last call's stamps only (blocks take different numbers of items per call)
+        call()
         cupy.cuda.Device().synchronize()
         return buf.get().astype(np.int64)[:, :, :7], expr
     finally:

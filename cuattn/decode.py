@@ -47,6 +47,7 @@ TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
 TMA_OPTIONS = ("-arch=sm_90a",)
 SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
+RING_STAGE_EXTRA = 24     # bytes per ring stage besides its tiles: full and empty barriers, item header
 
 
 def alibi_slopes(num_heads):
@@ -99,7 +100,7 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
 
 def mma_shared_bytes(stages: int, padded: int) -> int:
     """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
-    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + 16 * stages
+    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
 
 
 def _mma_merge_bytes(padded: int) -> int:
@@ -111,7 +112,8 @@ def _mma_merge_bytes(padded: int) -> int:
 def mma_config(padded: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
     stages (up to 8) as leave the shared memory for both."""
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2 + 16))
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
+                                                                            + RING_STAGE_EXTRA))
     return 2, stages
 
 
@@ -121,8 +123,8 @@ def tma_tile_keys(padded: int, itemsize: int) -> int:
 
 
 def tma_shared_bytes(stages: int, rows: int, padded: int) -> int:
-    """Dynamic shared memory of decode_split_tma: ring, merge buffer, barriers."""
-    return 2 * TMA_TILE_BYTES * stages + rows * (padded + 8) * 4 + 16 * stages
+    """Dynamic shared memory of decode_split_tma: ring, merge buffer, barriers and stage headers."""
+    return 2 * TMA_TILE_BYTES * stages + rows * (padded + 8) * 4 + RING_STAGE_EXTRA * stages
 
 
 def merge_expression(type_name: str) -> str:
@@ -277,7 +279,9 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     Notes
     -----
     With ``cache_seqlens`` or ``block_table`` given, the GPU path checks their values with one
-    small kernel and one host synchronization (an 8-byte copy) before launching.
+    small kernel and waits for its 8-byte result before returning (or raising). On Hopper the
+    attention kernel is queued before that wait and skips all work when the check fails, so the
+    GPU does not idle while the host waits; elsewhere the wait comes before the launch.
 
     Examples
     --------
@@ -372,7 +376,8 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     resident = 3 if n <= 8 else 2 if n <= 32 else 1
     if TMA_STAGES is not None:
         return min(resident, SMEM_PER_SM // (tma_shared_bytes(TMA_STAGES, rows, padded) + 1024)), TMA_STAGES
-    stages = min(8, (SMEM_PER_SM // resident - 1024 - tma_shared_bytes(0, rows, padded)) // (2 * TMA_TILE_BYTES + 16))
+    stages = min(8, (SMEM_PER_SM // resident - 1024 - tma_shared_bytes(0, rows, padded))
+                 // (2 * TMA_TILE_BYTES + RING_STAGE_EXTRA))
     return resident, stages
 
 
@@ -381,9 +386,11 @@ TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge
 
 @functools.lru_cache(maxsize=256)
 def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int, grid: int) -> tuple[int, int]:
-    """(number of splits, keys per split) for the persistent kernel's `grid` blocks: the split
-    count whose items (B x Hkv x row chunks x splits, dealt round-robin) give the shortest
-    longest block, counting TMA_ITEM_OVERHEAD keys per item; chunks are whole CHUNK_ALIGN keys."""
+    """(number of splits, keys per split) for the persistent kernels' `grid` blocks, which take
+    their items (B x Hkv x row chunks x splits) one by one from a shared counter: the split count
+    with the shortest expected time, an item taking (keys + TMA_ITEM_OVERHEAD) and the blocks
+    ending on average half an item apart once there are more items than blocks; chunks are whole
+    CHUNK_ALIGN keys."""
     length = max(1, length)
     base = batch * num_kv_heads * row_chunks
     max_splits = max(1, -(-length // MIN_CHUNK))
@@ -393,7 +400,8 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
         splits = -(-length // chunk)
         if splits != s:
             continue
-        cost = -(-base * splits // grid) * (chunk + TMA_ITEM_OVERHEAD)
+        rounds = base * splits / grid
+        cost = (chunk + TMA_ITEM_OVERHEAD) * (rounds + 0.5 if rounds > 1 else 1.0)
         if best is None or cost < best[0]:
             best = (cost, splits, chunk)
     return best[1], best[2]
@@ -414,9 +422,10 @@ _COUNTERS: dict = {}
 
 
 def _split_counters(device_id: int, stream_ptr: int, n: int):
-    """Zeroed int32 split counters for decode_split_tma, one buffer per (device, stream): each
-    launch leaves them zero again (the merging block resets its count), and launches on one
-    stream run in order, so the buffer needs no memset per call."""
+    """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): n per
+    row group (splits written), then the work counter and the blocks done. Each launch leaves
+    them zero again (the merging block resets its group's count, the last block out the other
+    two), and launches on one stream run in order, so the buffer needs no memset per call."""
     cupy = require_cupy()
     buf = _COUNTERS.get((device_id, stream_ptr))
     if buf is None or buf.size < n:
@@ -438,6 +447,7 @@ def _device_slopes(device_id: int, num_heads: int, default: bool):
 
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes):
     cupy = require_cupy()
+    import cupyx
     d = sizes["head_dim"]
     if d < 8 or d > MAX_HEAD_DIM or d % 8:
         raise ValueError(f"head dim D={d} is not supported on the GPU: it takes multiples of 8 up to "
@@ -452,16 +462,18 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
              else cupy.ascontiguousarray(block_table))
     check_values = cache_seqlens is not None or block_table is not None
 
-    def validate():
-        # one fused check kernel and one 8-byte copy (the only host synchronization); called
-        # after all host-side preparation, right before the launches, so that the GPU idles only
-        # for the check and one launch while the host waits
+    def check_kernel():
+        """Queue decode_validate; its two flags (bad length, bad page) on the device."""
         flags = cupy.zeros(2, dtype=cupy.int32)
         cols = max(1, table.shape[1])
         launch(get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * cols // 256))),), (256,),
                [lens, table, np.int32(batch), np.int32(table.shape[1]), np.int32(sizes["cache_len"]),
                 np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]), flags])
-        raise_for_flags(flags.get(), sizes)
+        return flags
+
+    def validate():
+        # one fused check kernel and one 8-byte copy (a host synchronization) before the launches
+        raise_for_flags(check_kernel().get(), sizes)
 
     o = cupy.empty((batch, hq, sq, d), dtype=q.dtype)
     lse = cupy.empty((batch, hq, sq), dtype=cupy.float32)
@@ -521,7 +533,7 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         items = splits * hkv * row_chunks * batch
         # per row group, the number of splits written so far: the block that writes the last
         # one merges the group and sets the count back to 0 for the next call on this stream
-        counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks)
+        counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks + 2)
         if kernel == "mma":
             name = _checks.dtype_name(q.dtype)
             # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy, kept
@@ -530,8 +542,22 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
             copy_arg = _tma.tensor_maps([(k_mapped, name, MMA_TILE_KEYS), (v_mapped, name, MMA_TILE_KEYS)])
         else:
             copy_arg = np.int32(whole_tiles)
-        launches = [(split, (min(grid, items),), (160,),
-                     args + [copy_arg, np.int32(splits), o, lse, counters, np.int32(hq)], smem)]
+        split_args = args + [copy_arg, np.int32(splits), o, lse, counters, np.int32(hq)]
+        grid_dims = (min(grid, items),)
+        if check_values:
+            # the split kernel is queued before the host waits for the value check: it reads the
+            # check's flags first and does nothing when they are set (then this call raises), so
+            # the GPU never idles for the host's round trip
+            flags = check_kernel()
+            flags_host = cupyx.empty_pinned((2,), dtype=np.int32)
+            flags.get(out=flags_host, blocking=False)
+            checked = cupy.cuda.Event(block=False, disable_timing=True)
+            checked.record()
+            launch(split, grid_dims, (160,), split_args + [flags], shared_mem=smem)
+            checked.synchronize()
+            raise_for_flags(flags_host, sizes)
+            return o, lse
+        launches = [(split, grid_dims, (160,), split_args + [_constant_int32(device_id, 2, 0)], smem)]
     else:
         launches = [(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args, 0),
                     (get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),

@@ -21,11 +21,12 @@
 //   Traffic: K and V of the chunk once; partials (num_splits * rows * D * 4 bytes) are small.
 //
 // decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90, kRows <= 4): decode_split's math
-//   and key order (bit-identical for the same split of the keys), persistent, with K and V
-//   streamed by the bulk copy engine into a kStages-deep shared-memory ring (16 KB per stage)
-//   filled by a producer warp; the block that writes a row group's last split merges it
-//   (merge_rows), so there is no second launch. The default on Hopper (cuattn/decode.py KERNEL =
-//   "tma"; "regs" selects decode_split + decode_merge everywhere).
+//   and key order (bit-identical for the same split of the keys), persistent (as many blocks as
+//   the SMs hold, taking work items from a shared counter: take_item), with K and V streamed by
+//   the bulk copy engine into a kStages-deep shared-memory ring (16 KB per stage) filled by a
+//   producer warp; the block that writes a row group's last split merges it (merge_rows), so
+//   there is no second launch. The default on Hopper for one row per block (cuattn/decode.py
+//   KERNEL = None; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
 // decode_split_mma<T, kHeadDim, kPaged, kStages> (sm_90, fp16/bf16, kHeadDim 64 or 128;
@@ -45,10 +46,10 @@
 #include "hopper.cuh"
 
 // Timeline probe (benchmarks/decode_probe.py --trace; compiled in only with -DCUATTN_DECODE_TRACE):
-// thread 0 of each persistent block stamps %globaltimer (ns) at points of its first 16 items into
-// decode_trace[(block * 16 + item number) * 8 + slot]: 0 item start, 1 first tile landed, 2 key
-// loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id, 6 (mma) every warp's
-// key loop done.
+// thread 0 of each persistent block stamps %globaltimer (ns) at points of its first 16 items (n: the
+// block's item number) into decode_trace[(block * 16 + n) * 8 + slot]: 0 item start, 1 first tile
+// landed, 2 key loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id, 6 (mma)
+// every warp's key loop done, 7 the item.
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -61,14 +62,13 @@ __device__ __forceinline__ unsigned int sm_id() {
     asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
     return r;
 }
-#define DECODE_TRACE(item, slot, value)                                                     \
+#define DECODE_TRACE(n, slot, value)                                                        \
     do {                                                                                    \
-        const int n_ = ((item) - (int)blockIdx.x) / (int)gridDim.x;                         \
-        if (threadIdx.x == 0 && blockIdx.x < 1024 && n_ < 16)                               \
-            decode_trace[((size_t)blockIdx.x * 16 + n_) * 8 + (slot)] = (value);            \
+        if (threadIdx.x == 0 && blockIdx.x < 1024 && (n) < 16)                              \
+            decode_trace[((size_t)blockIdx.x * 16 + (n)) * 8 + (slot)] = (value);           \
     } while (0)
 #else
-#define DECODE_TRACE(item, slot, value) \
+#define DECODE_TRACE(n, slot, value) \
     do {                                \
     } while (0)
 #endif
@@ -409,8 +409,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
 // ---------------------------------------------------------------- bulk-copy kernel (sm_90)
 // decode_split_tma<T, kHeadDim, kRows, kPaged, kStages>: decode_split's math, key order and
-// results (bit-identical), persistent (a grid of as many blocks as the SMs hold, each looping
-// over work items), with K and V streamed by the copy engine: one producer warp (warp 4) fills a
+// results (bit-identical), persistent (a grid of as many blocks as the SMs hold, each taking work
+// items from a shared counter until none is left: take_item), with K and V streamed by the copy engine: one producer warp (warp 4) fills a
 // kStages-deep ring of tiles (kTile = kSlots * kUnroll keys of K and of V, 16 KB per stage) with
 // 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
 // pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
@@ -418,85 +418,58 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
-// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 16 kStages.
-// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 (rows_here <= 16) of (b, kv_head)
-// into o and lse (the decode_merge math), by 128 threads (the consumers of a persistent block, or a
-// decode_merge block). Partials written by other blocks are read through L2 (__ldcg) after the
-// caller's fence. The partials sit in L2 and the merge is latency-bound (it often runs while
-// other blocks stream HBM), so every load of a pass is issued before its values are used: pass 1,
-// warp w takes rows w, w + 4, w + 8, w + 12 together (lanes stride over the splits): max of the
-// split lse values (and NaN flags), then the sum of exp(lse - max); pass 2, a thread takes 4
-// columns of one row and sums exp(lse_s - max) * o_s over the splits in split order, 8 splits'
-// loads in flight. s_red: >= 2 * rows_here floats of shared memory, free on entry and exit.
+// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, item headers).
+// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 of (b, kv_head) into o and lse
+// (the decode_merge math), by 128 threads (the consumers of a persistent block, or a decode_merge
+// block). Partials written by other blocks are read through L2 (__ldcg) after the caller's fence.
+// The merge is bound by L2 latency (it often runs while other blocks stream HBM, when one round
+// trip takes microseconds), so it is one pass with kInFlight splits' loads issued together: a
+// thread takes 4 columns of one row and keeps an online log-sum-exp over the splits in split
+// order (running max m, sum l of exp(lse_s - m), acc of exp(lse_s - m) o_s; one rescale per
+// kInFlight splits, none when the first ones hold the max). Every thread of a row computes the
+// same m and l; the one with the first columns writes lse.
 template <typename T>
 __device__ __forceinline__ void merge_rows(const float* o_part, const float* lse_part, T* __restrict__ o,
-                                           float* __restrict__ lse, float* s_red, i64 part_row, i64 split_stride,
-                                           int num_splits, int rows_here, int row0, int b, int kv_head, int group,
-                                           int seqlen_q, int head_dim, int num_q_heads, int tid) {
-    constexpr int kRowsPerWarp = 4, kInFlight = 8;
-    const int lane = tid % 32, warp = tid / 32;
-    float* s_max = s_red;              // per row: max lse over the splits, NaN if a partial is NaN
-    float* s_sum = s_red + rows_here;  // per row: sum of exp(lse - max)
-    float mx[kRowsPerWarp], nan[kRowsPerWarp], sum[kRowsPerWarp];
-#pragma unroll
-    for (int k = 0; k < kRowsPerWarp; ++k) { mx[k] = -CUATTN_INF; nan[k] = 0.f; sum[k] = 0.f; }
-    for (int s = lane; s < num_splits; s += 32) {
-#pragma unroll
-        for (int k = 0; k < kRowsPerWarp; ++k) {
-            const int r = warp + 4 * k;
-            if (r < rows_here) {
-                const float x = __ldcg(lse_part + s * split_stride + part_row + r);
-                nan[k] = x != x ? 1.f : nan[k];
-                mx[k] = fmaxf(mx[k], x);
-            }
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < kRowsPerWarp; ++k) { mx[k] = warp_max(mx[k]); nan[k] = warp_max(nan[k]); }
-    for (int s = lane; s < num_splits; s += 32) {
-#pragma unroll
-        for (int k = 0; k < kRowsPerWarp; ++k) {
-            const int r = warp + 4 * k;
-            if (r < rows_here) sum[k] += __expf(__ldcg(lse_part + s * split_stride + part_row + r) - mx[k]);
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < kRowsPerWarp; ++k) {
-        const int r = warp + 4 * k;
-        sum[k] = warp_sum(sum[k]);
-        if (lane == 0 && r < rows_here) {
-            s_max[r] = nan[k] > 0.f ? __int_as_float(0x7fc00000) : mx[k];
-            s_sum[r] = sum[k];
-        }
-    }
-    named_barrier(1, 128);
+                                           float* __restrict__ lse, i64 part_row, i64 split_stride, int num_splits,
+                                           int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
+                                           int head_dim, int num_q_heads, int tid) {
+    constexpr int kInFlight = 16;
     const int vecs = head_dim / 4;  // head_dim is a multiple of 8
     for (int i = tid; i < rows_here * vecs; i += 128) {
         const int r = i / vecs, c = (i - r * vecs) * 4;
-        const int row = row0 + r, g = row / seqlen_q, t = row % seqlen_q;
-        T* out = o + (((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t) * head_dim + c;
-        const float m = s_max[r];
-        if (m != m || m == -CUATTN_INF) {  // NaN input, or a row that sees no key
-            const T fill = Num<T>::from_float(m != m ? m : 0.f);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) out[e] = fill;
-            continue;
-        }
         const i64 pr = part_row + r;
-        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        float m = -CUATTN_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+        bool any_nan = false;
         for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
             float x[kInFlight];
             float4 y[kInFlight];
 #pragma unroll
-            for (int u = 0; u < kInFlight; ++u) {  // past the last split: reload it, weight 0 below
+            for (int u = 0; u < kInFlight; ++u) {  // past the last split: reload it, skipped below
                 const i64 p = min(s0 + u, num_splits - 1) * split_stride + pr;
                 x[u] = __ldcg(lse_part + p);
                 y[u] = __ldcg(reinterpret_cast<const float4*>(o_part + p * head_dim + c));
+            }
+            float cm = m;
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) {
+                if (s0 + u < num_splits) {
+                    any_nan = any_nan || x[u] != x[u];
+                    cm = fmaxf(cm, x[u]);
+                }
+            }
+            if (cm == -CUATTN_INF) continue;  // no split so far saw a key
+            if (cm != m) {                    // m = -inf gives scale 0 on l = acc = 0
+                const float scale = __expf(m - cm);
+                l *= scale;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[e] *= scale;
+                m = cm;
             }
 #pragma unroll
             for (int u = 0; u < kInFlight; ++u) {
                 const float w = s0 + u < num_splits ? __expf(x[u] - m) : 0.f;
                 if (w > 0.f) {  // a split that saw no key (lse -inf) adds nothing, whatever its o holds
+                    l += w;
                     acc[0] = fmaf(w, y[u].x, acc[0]);
                     acc[1] = fmaf(w, y[u].y, acc[1]);
                     acc[2] = fmaf(w, y[u].z, acc[2]);
@@ -504,17 +477,21 @@ __device__ __forceinline__ void merge_rows(const float* o_part, const float* lse
                 }
             }
         }
-        const float inv = 1.f / s_sum[r];
+        const int row = row0 + r, g = row / seqlen_q, t = row % seqlen_q;
+        const i64 out_row = ((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t;
+        T* out = o + out_row * head_dim + c;
+        const float nan = __int_as_float(0x7fc00000);
+        if (any_nan || m == -CUATTN_INF) {  // NaN input, or a row that sees no key
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[e] = Num<T>::from_float(any_nan ? nan : 0.f);
+            if (c == 0) lse[out_row] = any_nan ? nan : -CUATTN_INF;
+            continue;
+        }
+        const float inv = 1.f / l;
 #pragma unroll
         for (int e = 0; e < 4; ++e) out[e] = Num<T>::from_float(acc[e] * inv);
+        if (c == 0) lse[out_row] = m + __logf(l);
     }
-    if (tid < rows_here) {
-        const int row = row0 + tid, g = row / seqlen_q, t = row % seqlen_q;
-        const float m = s_max[tid];
-        lse[((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t] =
-            m != m ? m : (m == -CUATTN_INF ? -CUATTN_INF : m + __logf(s_sum[tid]));
-    }
-    named_barrier(1, 128);  // s_red is free again
 }
 
 // Barriers of a kStages ring: full[s] completes on the producer's arrival plus the bytes it
@@ -527,23 +504,73 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
-// The producer warp of the bulk-copy kernels: streams the key tiles of every work item of this
-// block (items blockIdx.x, blockIdx.x + gridDim.x, ...; split fastest) into the kStages-deep ring
-// (stage: K tile, then V tile, kTileBytes each), refilling a stage once its empty barrier says
-// every consumer is done with it. Key rows are row_bytes apart in shared memory; whole_tiles:
-// one copy per tile (keys contiguous in the cache), else one per key row.
+// Work distribution of the persistent kernels. Items (split, kv head x row chunk, batch row), split
+// fastest, are handed out in order from a global counter (counters[num_groups]; the blocks of
+// faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
+// shares per block would leave those idle). A block's producer takes an item, then streams its
+// tiles; each ring stage carries the item it belongs to in a header (s_hdr, one int per stage,
+// written before the stage's arrival). A stage with no bytes (a plain arrival) carries an item
+// with no keys, or -1: no more work. `bad` (the value checks of cache_seqlens and block_table,
+// decode_validate's flags): nonzero means no work at all (the host raises). The last block out
+// sets the counter (and counters[num_groups + 1], the blocks out) back to 0 for the next launch.
+__device__ __forceinline__ int take_item(int* work, int num_items, bool stop) {
+    const int item = stop ? num_items : atomicAdd(work, 1);
+    return item < num_items ? item : -1;
+}
+__device__ __forceinline__ void st_shared_s32(u32 addr, int x) {
+    asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
+}
+__device__ __forceinline__ int ld_shared_s32(u32 addr) {
+    int x;
+    asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(x) : "r"(addr) : "memory");
+    return x;
+}
+// a header-only stage (no bytes): the producer's lane 0 publishes `item` and arrives
+__device__ __forceinline__ void push_header(u32 s_full, u32 s_empty, u32 s_hdr, int it, int stages, int item) {
+    const int stage = it % stages;
+    if (it >= stages) mbar_wait(s_empty + 8 * stage, ((it / stages) - 1) & 1);
+    st_shared_s32(s_hdr + 4 * stage, item);
+    mbar_arrive(s_full + 8 * stage);
+}
+// consumers, after the last item: the last block out resets the work counters (thread 0)
+__device__ __forceinline__ void release_work(int* work, int tid) {
+    if (tid == 0 && atomicAdd(work + 1, 1) == (int)gridDim.x - 1) {
+        work[0] = 0;
+        work[1] = 0;
+    }
+}
+
+// The producer warp of the bulk-copy kernels: takes work items (take_item) and streams each one's
+// key tiles into the kStages-deep ring (stage: K tile, then V tile, kTileBytes each), refilling a
+// stage once its empty barrier says every consumer is done with it. Key rows are row_bytes apart
+// in shared memory; whole_tiles: one copy per tile (keys contiguous in the cache), else one per
+// key row.
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
 __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ seqlens, const int* __restrict__ block_table,
                                               i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                                               i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
                                               int row_chunks, int chunk, int row_bytes, bool whole_tiles,
-                                              u32 s_ring, u32 s_full, u32 s_empty, int lane) {
+                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work, bool stop,
+                                              int lane) {
     int it = 0;
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+    while (true) {
+        int item = 0;
+        if (lane == 0) item = take_item(work, num_items, stop);
+        item = __shfl_sync(0xffffffffu, item, 0);
+        int split = 0, y = 0, b = 0, key0 = 0, key1 = 0;
+        if (item >= 0) {
+            split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            key0 = split * chunk;
+            key1 = min(seqlens[b], key0 + chunk);
+        }
+        if (item < 0 || key0 >= key1) {  // no more work, or an item with no keys
+            if (lane == 0) push_header(s_full, s_empty, s_hdr, it, kStages, item);
+            ++it;
+            if (item < 0) break;
+            continue;
+        }
         const int kv_head = y / row_chunks;
-        const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
         const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
         const int* pages = block_table + b * bt_stride;
@@ -553,6 +580,7 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
             const int nkeys = min(kTile, key1 - t0);
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const u32 full = s_full + 8 * stage;
+            if (lane == 0) st_shared_s32(s_hdr + 4 * stage, item);  // before the arrival below
             if (whole_tiles) {  // the tile is contiguous in K and in V
                 if (lane == 0) {
                     const u32 bytes = (u32)(nkeys * row_bytes);
@@ -596,10 +624,10 @@ __device__ __forceinline__ void merge_if_last(const float* o_part, const float* 
     }
     named_barrier(1, 128);
     const bool last = s_flag[0] != 0;
-    named_barrier(1, 128);  // s_merge is free again for the merge's reductions
+    named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
     if (last) {
         __threadfence();
-        merge_rows<T>(o_part, lse_part, o, lse, s_merge, part_row0, split_stride, num_splits, rows_here, row0, b,
+        merge_rows<T>(o_part, lse_part, o, lse, part_row0, split_stride, num_splits, rows_here, row0, b,
                       kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
     }
 }
@@ -626,36 +654,39 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads) {
+                 int num_q_heads, const int* __restrict__ bad) {
     using S = DecodeShape<T, kHeadDim, kRows>;
     using TS = DecodeTmaShape<T, kHeadDim, kRows>;
     constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
     constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
     constexpr int kTile = TS::kTile, kTileBytes = TS::kTileBytes;
 
-    // [ring: kStages x (K tile, V tile)] [merge: kRows (kHeadDim + 2 kWarps) floats] [full][empty]
+    // [ring: kStages x (K tile, V tile)] [merge: kRows (kHeadDim + 2 kWarps) floats] [full][empty][hdr]
     extern __shared__ __align__(128) unsigned char smem[];
     float* s_merge = reinterpret_cast<float*>(smem + 2 * kTileBytes * kStages);
     const u32 s_ring = smem_addr(smem);
     const u32 s_full = s_ring + 2 * kTileBytes * kStages + TS::kMergeBytes;
     const u32 s_empty = s_full + 8 * kStages;
+    const u32 s_hdr = s_empty + 8 * kStages;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row_bytes = head_dim * (int)sizeof(T);
     const int ys = num_kv_heads * row_chunks;
     const int num_items = num_splits * ys * batch;
+    int* work = counters + batch * ys;
 
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
 
-    // Work items (split, kv head x row chunk, batch row), split fastest; block i takes items
-    // i, i + gridDim.x, ...; the ring position `it` runs on across items, so the producer streams
-    // the next item's first tiles while the consumers merge and write the previous one.
+    // Work items (split, kv head x row chunk, batch row), split fastest, taken one by one (take_item);
+    // the ring position `it` runs on across items, so the producer streams the next item's first
+    // tiles while the consumers merge and write the previous one.
     if (warp == S::kWarps) {  // producer
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
                                                              v_ss, bt_stride, page_size, num_items, num_splits, ys,
                                                              row_chunks, chunk, row_bytes, whole_tiles != 0,
-                                                             s_ring, s_full, s_empty, lane);
+                                                             s_ring, s_full, s_empty, s_hdr, work,
+                                                             (bad[0] | bad[1]) != 0, lane);
         return;
     }
 
@@ -663,7 +694,10 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
     const int cl = lane % kLanesPerKey;
     int it = 0;
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+    for (int n = 0;; ++n) {
+        const int item = (mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1),
+                          ld_shared_s32(s_hdr + 4 * (it % kStages)));
+        if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         DecodeState<T, kHeadDim, kRows> st;
         int key0, key1;
         {
@@ -672,15 +706,17 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             const int len = seqlens[b];
             key0 = split * chunk;
             key1 = min(len, key0 + chunk);
-            DECODE_TRACE(item, 0, global_ns());
-            DECODE_TRACE(item, 5, sm_id());
+            DECODE_TRACE(n, 0, global_ns());
+            DECODE_TRACE(n, 5, sm_id());
+            DECODE_TRACE(n, 7, item);
             st.init(q, slopes, q_sb, q_sh, q_ss, b, kv_head, row0, num_rows, seqlen_q, group, len, head_dim, cl,
                     scale_log2);
         }
+        if (key0 >= key1) mbar_arrive(s_empty + 8 * (it++ % kStages));  // its header-only stage
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            if (t0 == key0) DECODE_TRACE(item, 1, global_ns());
+            if (t0 == key0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
 #pragma unroll
@@ -701,7 +737,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }, t0, slot, key1);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
-        DECODE_TRACE(item, 2, global_ns());
+        DECODE_TRACE(n, 2, global_ns());
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
             const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
@@ -709,15 +745,16 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                  ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
             const int rows_here = min(kRows, num_rows - row0);
             st.finish(s_merge, ConsumerSync(), o_part, lse_part, part_row, rows_here, head_dim, tid, cl);
-            DECODE_TRACE(item, 3, global_ns());
+            DECODE_TRACE(n, 3, global_ns());
             // the block that writes the last split of these rows merges them (no second launch)
             merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
                              part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
                              b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
                              num_q_heads, tid);
-            DECODE_TRACE(item, 4, global_ns());
+            DECODE_TRACE(n, 4, global_ns());
         }
     }
+    release_work(work, tid);
 }
 
 // ---------------------------------------------------------------- tensor-core kernel (sm_90)
@@ -736,9 +773,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 // A warp zeroes its V rows past the item's keys in a tail tile (another split's or stale bytes
 // must not reach P V as 0 * NaN; the K rows there are masked to -inf whatever they hold).
 // Shared memory: kStages x 2 x 64 x kHeadDim x 2 bytes of ring (1024-byte aligned), then
-// max(Q 16 x (kHeadDim + 8) x 2, merge 16 x (kHeadDim + 8) x 4) bytes (Q and the merge take
-// turns), barriers.
-// Experimental: selected by cuattn.decode.KERNEL = "mma"; not the default until measured faster.
+// max(Q 16 x (kHeadDim + 8) x 2, merge (16 x (kHeadDim + 8) + 8 x 16) x 4) bytes (Q and the merge
+// take turns), barriers and item headers (24 bytes per stage).
 template <typename T, int kHeadDim>
 struct DecodeMmaShape {
     static constexpr int kWarps = 4, kThreads = 128, kRows = 16;
@@ -777,20 +813,31 @@ __device__ __forceinline__ void produce_tiles_tensor(const unsigned char* tmaps,
                                                      const int* __restrict__ block_table, i64 bt_stride,
                                                      int page_size, int num_items, int num_splits, int ys,
                                                      int row_chunks, int chunk, u32 s_ring, u32 s_full,
-                                                     u32 s_empty) {
+                                                     u32 s_empty, u32 s_hdr, int* work, bool stop) {
     const void* kmap = tmaps;
     const void* vmap = tmaps + 128;
     int it = 0;
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+    while (true) {
+        const int item = take_item(work, num_items, stop);
+        int split = 0, y = 0, b = 0, key0 = 0, key1 = 0;
+        if (item >= 0) {
+            split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            key0 = split * chunk;
+            key1 = min(seqlens[b], key0 + chunk);
+        }
+        if (item < 0 || key0 >= key1) {  // no more work, or an item with no keys
+            push_header(s_full, s_empty, s_hdr, it++, kStages, item);
+            if (item < 0) break;
+            continue;
+        }
         const int kv_head = y / row_chunks;
-        const int key0 = split * chunk, key1 = min(seqlens[b], key0 + chunk);
         const int* pages = block_table + b * bt_stride;
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const u32 full = s_full + 8 * stage;
+            st_shared_s32(s_hdr + 4 * stage, item);  // before the arrival below
             const int row = kPaged ? t0 % page_size : t0, outer = kPaged ? pages[t0 / page_size] : b;
             mbar_expect_bytes(full, 2 * kTileBytes);  // whole boxes, zero-filled parts included
 #pragma unroll
@@ -819,7 +866,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2,
                  const unsigned char* __restrict__ tmaps,  // K and V tensor maps (128 bytes each)
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads) {
+                 int num_q_heads, const int* __restrict__ bad) {
     using M = DecodeMmaShape<T, kHeadDim>;
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
@@ -832,10 +879,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     float* s_merge = reinterpret_cast<float*>(s_shared);
     const u32 s_full = s_ring + 2 * kTileBytes * kStages + M::kSharedBytes;
     const u32 s_empty = s_full + 8 * kStages;
+    const u32 s_hdr = s_empty + 8 * kStages;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int ys = num_kv_heads * row_chunks;
     const int num_items = num_splits * ys * batch;
+    int* work = counters + batch * ys;
 
     if (s_ring & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: tiles must align
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
@@ -845,7 +894,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         if (lane == 0)
             produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 tmaps, seqlens, block_table, bt_stride, page_size, num_items, num_splits, ys, row_chunks, chunk,
-                s_ring, s_full, s_empty);
+                s_ring, s_full, s_empty, s_hdr, work, (bad[0] | bad[1]) != 0);
         return;
     }
 
@@ -856,14 +905,18 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int g = lane / 4, tq = lane % 4;
     const int kb = warp * 16;  // this warp's first key of a tile
     int it = 0;
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+    for (int n = 0;; ++n) {
+        const int item = (mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1),
+                          ld_shared_s32(s_hdr + 4 * (it % kStages)));
+        if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
         const int len = seqlens[b];
         const int key0 = split * chunk, key1 = min(len, key0 + chunk);
         const int rows_here = min(kRows, num_rows - row0);
-        DECODE_TRACE(item, 0, global_ns());
-        DECODE_TRACE(item, 5, sm_id());
+        DECODE_TRACE(n, 0, global_ns());
+        DECODE_TRACE(n, 5, sm_id());
+        DECODE_TRACE(n, 7, item);
 
         // Q rows of this item (zeros past rows_here and past D), then its fragments
         named_barrier(1, 128);  // the previous item's merge is done with this buffer
@@ -897,10 +950,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
+        if (key0 >= key1) mbar_arrive(s_empty + 8 * (it++ % kStages));  // its header-only stage
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            if (t0 == key0) DECODE_TRACE(item, 1, global_ns());
+            if (t0 == key0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
@@ -976,7 +1030,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
 
-        DECODE_TRACE(item, 2, global_ns());
+        DECODE_TRACE(n, 2, global_ns());
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
         constexpr int kAcc = M::kAccStride;
         float* s_acc = s_merge;
@@ -985,7 +1039,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
         named_barrier(1, 128);  // every warp is done with sQ (its fragments are in registers)
-        DECODE_TRACE(item, 6, global_ns());
+        DECODE_TRACE(n, 6, global_ns());
         if (tq == 0) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) { s_m[warp][g + 8 * h] = m[h]; s_l[warp][g + 8 * h] = l[h]; }
@@ -1035,13 +1089,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             o_part[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
         }
         // the block that writes the last split of these rows merges them (no second launch)
-        DECODE_TRACE(item, 3, global_ns());
+        DECODE_TRACE(n, 3, global_ns());
         merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
                          part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
                          b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
                          tid);
-        DECODE_TRACE(item, 4, global_ns());
+        DECODE_TRACE(n, 4, global_ns());
     }
+    release_work(work, tid);
 }
 
 // decode_merge<T>: the register kernel's second launch: one 128-thread block per (batch row, kv
@@ -1051,11 +1106,10 @@ __global__ void __launch_bounds__(128)
 decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part, T* __restrict__ o,
              float* __restrict__ lse, int num_splits, int batch, int num_q_heads, int num_kv_heads,
              int seqlen_q, int head_dim, int group, int num_rows, int rows_per_block, int row_chunks) {
-    __shared__ float s_red[32];  // merge_rows: 2 floats per row (<= 8 rows)
     const int y = blockIdx.x % (num_kv_heads * row_chunks), b = blockIdx.x / (num_kv_heads * row_chunks);
     const int kv_head = y / row_chunks, row0 = (y % row_chunks) * rows_per_block;
     const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-    merge_rows<T>(o_part, lse_part, o, lse, s_red, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
+    merge_rows<T>(o_part, lse_part, o, lse, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
                   min(rows_per_block, num_rows - row0), row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
                   threadIdx.x);
 }

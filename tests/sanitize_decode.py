@@ -49,6 +49,7 @@ def main():
         rng = np.random.default_rng(0)
         w, f = sweep(rng, kernel)
         worst, failures = max(worst, w), failures + f
+        failures += bad_values(kernel)
     cp.cuda.Device().synchronize()
     print(f"{failures} failures, worst norm-wise error {worst:.2e}")
     sys.exit(1 if failures else 0)
@@ -92,6 +93,29 @@ def sweep(rng, kernel):
                 print(f"{kernel:4} {np.dtype(dtype).name:9} B{batch} Hq{hq} Hkv{hkv} Sq{sq} L{length_p} D{d} "
                       f"{'paged' if paged else 'contig'} err {err:.2e} {'ok' if ok else 'FAIL'}", flush=True)
     return worst, failures
+
+
+def bad_values(kernel):
+    """Lengths past the cache and pages far out of range raise ValueError, and no kernel touches
+    memory with them (the persistent kernels are queued before the check's result and must skip
+    all work: memcheck reports any read they make). Returns the number of failures."""
+    failures = 0
+    q = cp.ones((2, 8, 1, 128), cp.float16)
+    pages = cp.ones((8, 2, 64, 128), cp.float16)
+    for table, lens in (([[0, 1], [2, 1 << 20]], None), ([[0, 1], [2, 3]], [128, 1 << 20]),
+                        ([[0, -(1 << 20)], [2, 3]], [128, 100])):
+        kw = dict(block_table=cp.array(table, cp.int32), alibi_slopes="default")
+        if lens is not None:
+            kw["cache_seqlens"] = cp.array(lens, cp.int32)
+        try:
+            cuattn.decode(q, pages, pages, **kw)
+        except ValueError as exc:
+            print(f"{kernel:4} bad values raise: {exc}", flush=True)
+        else:
+            print(f"{kernel:4} bad values {table} {lens}: no ValueError FAIL", flush=True)
+            failures += 1
+    cp.cuda.Device().synchronize()
+    return failures
 
 
 if __name__ == "__main__":

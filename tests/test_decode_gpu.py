@@ -304,8 +304,11 @@ def test_gpu_errors(cp):
                       cp.ones((1, 2, 5, 20), cp.float16))
 
 
-def test_gpu_value_checks_come_before_the_attention_launches(cp, monkeypatch):
-    """Bad lengths or pages raise after the check kernel and before any split or merge launch."""
+def test_gpu_value_checks_come_before_the_attention_launches(cp, rng, monkeypatch, split_kernel):
+    """Bad lengths or pages raise after the check kernel. The register kernel is not launched;
+    the persistent kernels are queued right after the check (so the GPU need not wait for the
+    host) and skip all work on its flags: the work counters are back to zero and the next calls
+    are right (tests/sanitize_decode.py runs such calls under memcheck)."""
     launched = []
     real_launch = DECODE_MODULE.launch
     monkeypatch.setattr(DECODE_MODULE, "launch", lambda kernel, *a, **kw: (launched.append(kernel), real_launch(kernel, *a, **kw)))
@@ -314,7 +317,20 @@ def test_gpu_value_checks_come_before_the_attention_launches(cp, monkeypatch):
     validate = DECODE_MODULE.get_kernel("decode.cu", DECODE_MODULE.VALIDATE_EXPRESSION)
     with pytest.raises(ValueError, match="pages outside"):
         cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 4]], cp.int32))
-    assert launched == [validate]
+    persistent = split_kernel != "regs" and DECODE_MODULE.device_properties()["cc"] >= 90
+    assert launched[0] is validate and len(launched) == (2 if persistent else 1)
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32),
+                      cache_seqlens=cp.array([16, 1 << 30], cp.int32))
+    cp.cuda.Device().synchronize()
+    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
+    assert counters is None or not bool(cp.any(counters))
+    qr = draw(rng, (2, 4, 1, 64), np.float16)
+    kr, vr = draw(rng, (4, 2, 8, 64), np.float16), draw(rng, (4, 2, 8, 64), np.float16)
+    table = np.array([[3, 1], [0, 2]], np.int32)
+    got = cuattn.decode(cp.asarray(qr), cp.asarray(kr), cp.asarray(vr), block_table=cp.asarray(table))
+    ref = cuattn.reference.decode(qr, kr, vr, block_table=table)
+    assert rel_error(got, ref) < 2e-3
     launched.clear()
     o = cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32))
     assert launched[0] is validate and len(launched) >= 2
