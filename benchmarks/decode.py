@@ -11,7 +11,8 @@ default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype.
 in the JSON; its TB/s still counts the Hkv bytes). The paged row times cuattn on a shuffled
 block table of 256-key pages against torch on the equivalent contiguous cache.
 Timing (as benchmarks/attention.py): 10 warm-up calls, then CUDA events around batches of
-calls (about 2 ms of GPU work each), at least 15 batches and 0.3 s, median per call.
+calls (about 2 ms of GPU work each), at least 15 batches and 0.3 s, median per call; cuattn's
+host time per call (Python checks and the launch, GPU not waited on) is recorded beside it.
 Results go to DIR/decode.json (default benchmarks/results/) and DIR/decode.png (matplotlib).
 """
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import bar_chart, run_metadata, time_calls  # noqa: E402
+from common import bar_chart, host_time, run_metadata, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -144,6 +145,9 @@ def main():
         for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
             cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
             row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
+        # Python and launch work per call (GPU not waited on): under the GPU time, calls queue
+        # back to back and the GPU never waits for the host
+        row["cuattn_host_us"] = host_time(lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)) * 1e6
         # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
         saved_kernel = decode_module.KERNEL
         try:
