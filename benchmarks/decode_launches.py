@@ -28,6 +28,19 @@ import cuattn  # noqa: E402
 ROWS = [row[:5] for row in DECODE_ROWS if not row[5]]  # benchmarks/decode.py's contiguous rows
 
 
+def recorded_launches(call):
+    """The (args, kwargs) of every launch one call makes, through cuattn.decode's launch helper."""
+    module = sys.modules["cuattn.decode"]
+    recorded = []
+    real_launch = module.launch
+    module.launch = lambda *a, **kw: (recorded.append((a, kw)), real_launch(*a, **kw))
+    try:
+        call()
+    finally:
+        module.launch = real_launch
+    return recorded
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     module = sys.modules["cuattn.decode"]
@@ -46,13 +59,8 @@ def main():
             return cuattn.decode(q, k, v, alibi_slopes="default")
 
         call()  # compile
-        recorded = []
+        recorded = recorded_launches(call)
         real_launch = module.launch
-        module.launch = lambda *a, **kw: (recorded.append((a, kw)), real_launch(*a, **kw))
-        try:
-            call()
-        finally:
-            module.launch = real_launch
         whole = time_calls(call, min_batches=8, min_seconds=0.2)
         alone = [time_calls(lambda a=a, kw=kw: real_launch(*a, **kw), min_batches=8, min_seconds=0.2)
                  for a, kw in recorded]

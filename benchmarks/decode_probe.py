@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cupy  # noqa: E402
 from common import run_metadata, time_calls  # noqa: E402
 from decode import paged_copy  # noqa: E402
+from decode_launches import recorded_launches  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -47,16 +48,10 @@ REPS = dict(min_batches=10, min_seconds=0.2)
 
 
 def split_alone(call):
-    """Seconds of the call's longest launch replayed alone (its split kernel)."""
-    recorded = []
-    real = module.launch
-    module.launch = lambda *a, **kw: (recorded.append((a, kw)), real(*a, **kw))
-    try:
-        call()
-    finally:
-        module.launch = real
+    """Seconds of the call's longest launch replayed alone (its split kernel), and the launch count."""
+    recorded = recorded_launches(call)
     cupy.cuda.Device().synchronize()
-    return max(time_calls(lambda a=a, kw=kw: real(*a, **kw), **REPS) for a, kw in recorded), len(recorded)
+    return max(time_calls(lambda a=a, kw=kw: module.launch(*a, **kw), **REPS) for a, kw in recorded), len(recorded)
 
 
 def measure(name, call, nbytes, results, **extra):
@@ -80,6 +75,12 @@ def cache(b, hkv, length, d, pad=0):
 
 def query(b, hq, d):
     return cupy.random.default_rng(2).standard_normal((b, hq, 1, d), dtype=cupy.float32).astype(cupy.float16)
+
+
+def inputs(b, hq, hkv, length, d, pad=0):
+    """q, K and V caches, and the bytes of K and V."""
+    k, v = cache(b, hkv, length, d, pad)
+    return query(b, hq, d), k, v, 2 * k.size * k.itemsize
 
 
 def torch_cudnn(q, k, v):
@@ -184,8 +185,7 @@ def trace_main(out):
         ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None),
     ]
     for name, b, hq, hkv, length, kern, fixed in cases:
-        k, v = cache(b, hkv, length, d)
-        q = query(b, hq, d)
+        q, k, v, nbytes = inputs(b, hq, hkv, length, d)
         module.KERNEL = kern
         if fixed:
             module.plan_persistent = lambda *a, f=fixed: f
@@ -193,7 +193,7 @@ def trace_main(out):
             trace, expr = trace_call(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"))
         finally:
             module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
-        results.append(summarize(name, trace, expr, 2 * k.size * 2))
+        results.append(summarize(name, trace, expr, nbytes))
         del k, v, q
         cupy.get_default_memory_pool().free_all_blocks()
     (out / "decode_trace.json").write_text(json.dumps(dict(meta=run_metadata(unit="us"), rows=results), indent=1))
@@ -220,9 +220,7 @@ def main():
                ("B1 Hkv8 L130000", 1, 8, 130000, 0), ("B4 Hkv8 L32768", 4, 8, 32768, 0),
                ("B2 Hkv16 L32768 (Hq 64)", 2, 16, 32768, 0)]
     for name, b, hkv, length, pad in layouts:
-        k, v = cache(b, hkv, length, d, pad)
-        q = query(b, 4 * hkv, d)
-        nbytes = 2 * k.size * 2
+        q, k, v, nbytes = inputs(b, 4 * hkv, hkv, length, d, pad)
         for kern in kernels:
             module.KERNEL = kern
             measure(f"{name} [{kern}]", lambda: cuattn.decode(q, k, v, alibi_slopes="default"), nbytes, results,
@@ -237,9 +235,7 @@ def main():
         cupy.get_default_memory_pool().free_all_blocks()
 
     print("-- 2. partition of B1 Hkv8 L131072 (grid 264: 2 blocks x 132 SMs)")
-    k, v = cache(1, 8, 131072, d)
-    q = query(1, 32, d)
-    nbytes = 2 * k.size * 2
+    q, k, v, nbytes = inputs(1, 32, 8, 131072, d)
     for kern in kernels:
         module.KERNEL = kern
         for chunk in (8192, 4224, 4096, 2048, 1408, 1024, 512):
@@ -255,9 +251,7 @@ def main():
     cupy.get_default_memory_pool().free_all_blocks()
 
     print("-- 3. paged row and the value check's host sync (B16 Hq32/Hkv8 L32768)")
-    k, v = cache(16, 8, 32768, d)
-    q = query(16, 32, d)
-    nbytes = 2 * k.size * 2
+    q, k, v, nbytes = inputs(16, 32, 8, 32768, d)
     kp, vp, table = paged_copy(k, v, 256, np.random.default_rng(0))
     lens = cupy.full((16,), 32768, dtype=cupy.int32)
     for kern in kernels:

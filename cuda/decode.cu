@@ -540,27 +540,25 @@ __device__ __forceinline__ void release_work(int* work, int tid) {
     }
 }
 
-// The producer warp of the bulk-copy kernels: takes work items (take_item) and streams each one's
-// key tiles into the kStages-deep ring (stage: K tile, then V tile, kTileBytes each), refilling a
-// stage once its empty barrier says every consumer is done with it. Key rows are row_bytes apart
-// in shared memory; whole_tiles: one copy per tile (keys contiguous in the cache), else one per
-// key row.
-template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
-__device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
-                                              const int* __restrict__ seqlens, const int* __restrict__ block_table,
-                                              i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
-                                              i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
-                                              int row_chunks, int chunk, int row_bytes, bool whole_tiles,
-                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work, bool stop,
-                                              int lane) {
+// The producers' walk over their items (both persistent kernels): takes items (take_item) until
+// none is left; for each tile of an item's keys it waits for its ring stage to be free, publishes
+// the item in the stage's header and calls copy(stage, b, kv_head, t0, key1), which arrives on the
+// stage's full barrier with the bytes it copies; items with no keys and the final -1 get a
+// header-only stage. Lane 0 takes the items and writes the headers; kWarp: the whole warp calls
+// (the item is broadcast, copy may spread its copies over the lanes), else lane 0 alone.
+template <int kTile, int kStages, bool kWarp, typename Copy>
+__device__ __forceinline__ void walk_items(const int* __restrict__ seqlens, int num_items, int num_splits, int ys,
+                                           int row_chunks, int chunk, u32 s_full, u32 s_empty, u32 s_hdr,
+                                           int* work, bool stop, int lane, Copy copy) {
     int it = 0;
     while (true) {
         int item = 0;
         if (lane == 0) item = take_item(work, num_items, stop);
-        item = __shfl_sync(0xffffffffu, item, 0);
-        int split = 0, y = 0, b = 0, key0 = 0, key1 = 0;
+        if (kWarp) item = __shfl_sync(0xffffffffu, item, 0);
+        int y = 0, b = 0, key0 = 0, key1 = 0;
         if (item >= 0) {
-            split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+            const int split = item % num_splits;
+            y = (item / num_splits) % ys, b = item / (num_splits * ys);
             key0 = split * chunk;
             key1 = min(seqlens[b], key0 + chunk);
         }
@@ -570,38 +568,54 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
             if (item < 0) break;
             continue;
         }
-        const int kv_head = y / row_chunks;
-        const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
-        const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
-        const int* pages = block_table + b * bt_stride;
         for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
             const int stage = it % kStages;
             if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
-            const int nkeys = min(kTile, key1 - t0);
-            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const u32 full = s_full + 8 * stage;
-            if (lane == 0) st_shared_s32(s_hdr + 4 * stage, item);  // before the arrival below
-            if (whole_tiles) {  // the tile is contiguous in K and in V
-                if (lane == 0) {
-                    const u32 bytes = (u32)(nkeys * row_bytes);
-                    const T *kp, *vp;
-                    key_rows<T, kPaged>(kbase, vbase, pages, t0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                    mbar_expect_bytes(full, 2 * bytes);
-                    bulk_load(dk, kp, bytes, full);
-                    bulk_load(dv, vp, bytes, full);
-                }
-            } else {  // one copy per key row, spread over the warp
-                if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
-                __syncwarp();
-                for (int i = lane; i < nkeys; i += 32) {
-                    const T *kp, *vp;
-                    key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                    bulk_load(dk + i * row_bytes, kp, row_bytes, full);
-                    bulk_load(dv + i * row_bytes, vp, row_bytes, full);
-                }
-            }
+            if (lane == 0) st_shared_s32(s_hdr + 4 * stage, item);  // before copy's arrival
+            copy(stage, b, y / row_chunks, t0, key1);
         }
     }
+}
+
+// The producer warp of the bulk-copy kernels (walk_items): a stage is a K tile, then a V tile,
+// kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile
+// (keys contiguous in the cache), else one per key row, spread over the warp.
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
+__device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
+                                              const int* __restrict__ seqlens, const int* __restrict__ block_table,
+                                              i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
+                                              i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
+                                              int row_chunks, int chunk, int row_bytes, bool whole_tiles,
+                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work, bool stop,
+                                              int lane) {
+    walk_items<kTile, kStages, true>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
+                                     work, stop, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+        const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
+        const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
+        const int* pages = block_table + b * bt_stride;
+        const int nkeys = min(kTile, key1 - t0);
+        const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+        const u32 full = s_full + 8 * stage;
+        if (whole_tiles) {  // the tile is contiguous in K and in V
+            if (lane == 0) {
+                const u32 bytes = (u32)(nkeys * row_bytes);
+                const T *kp, *vp;
+                key_rows<T, kPaged>(kbase, vbase, pages, t0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                mbar_expect_bytes(full, 2 * bytes);
+                bulk_load(dk, kp, bytes, full);
+                bulk_load(dv, vp, bytes, full);
+            }
+        } else {  // one copy per key row, spread over the warp
+            if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+            __syncwarp();
+            for (int i = lane; i < nkeys; i += 32) {
+                const T *kp, *vp;
+                key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                bulk_load(dk + i * row_bytes, kp, row_bytes, full);
+                bulk_load(dv + i * row_bytes, vp, row_bytes, full);
+            }
+        }
+    });
 }
 
 // After a consumer block wrote its partial of rows row0 .. row0 + rows_here - 1 of (b, kv head):
@@ -804,7 +818,7 @@ __device__ __forceinline__ u32 swizzle_at(u32 base, int col) {  // col: a multip
     return (base + (u32)((col >> 6) * 64 * 128)) ^ (u32)(((col & 63) >> 3) << 4);
 }
 
-// The producer of decode_split_mma (lane 0 of its warp): per tile, one tensor copy per 64-column
+// The producer of decode_split_mma (lane 0 of its warp, walk_items): per tile, one tensor copy per 64-column
 // box of K and of V at (column, key, kv head, batch row) of a contiguous cache or (column, key in
 // page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits are whole
 // CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
@@ -816,37 +830,19 @@ __device__ __forceinline__ void produce_tiles_tensor(const unsigned char* tmaps,
                                                      u32 s_empty, u32 s_hdr, int* work, bool stop) {
     const void* kmap = tmaps;
     const void* vmap = tmaps + 128;
-    int it = 0;
-    while (true) {
-        const int item = take_item(work, num_items, stop);
-        int split = 0, y = 0, b = 0, key0 = 0, key1 = 0;
-        if (item >= 0) {
-            split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            key0 = split * chunk;
-            key1 = min(seqlens[b], key0 + chunk);
-        }
-        if (item < 0 || key0 >= key1) {  // no more work, or an item with no keys
-            push_header(s_full, s_empty, s_hdr, it++, kStages, item);
-            if (item < 0) break;
-            continue;
-        }
-        const int kv_head = y / row_chunks;
-        const int* pages = block_table + b * bt_stride;
-        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
-            const int stage = it % kStages;
-            if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
-            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const u32 full = s_full + 8 * stage;
-            st_shared_s32(s_hdr + 4 * stage, item);  // before the arrival below
-            const int row = kPaged ? t0 % page_size : t0, outer = kPaged ? pages[t0 / page_size] : b;
-            mbar_expect_bytes(full, 2 * kTileBytes);  // whole boxes, zero-filled parts included
+    walk_items<kTile, kStages, false>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
+                                      work, stop, 0, [&](int stage, int b, int kv_head, int t0, int) {
+        const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+        const u32 full = s_full + 8 * stage;
+        const int row = kPaged ? t0 % page_size : t0;
+        const int outer = kPaged ? block_table[b * bt_stride + t0 / page_size] : b;
+        mbar_expect_bytes(full, 2 * kTileBytes);  // whole boxes, zero-filled parts included
 #pragma unroll
-            for (int x = 0; x < kBoxes; ++x) {
-                tma_load_4d(dk + x * kTile * 128, kmap, 64 * x, row, kv_head, outer, full);
-                tma_load_4d(dv + x * kTile * 128, vmap, 64 * x, row, kv_head, outer, full);
-            }
+        for (int x = 0; x < kBoxes; ++x) {
+            tma_load_4d(dk + x * kTile * 128, kmap, 64 * x, row, kv_head, outer, full);
+            tma_load_4d(dv + x * kTile * 128, vmap, 64 * x, row, kv_head, outer, full);
         }
-    }
+    });
 }
 
 __device__ __forceinline__ void st_shared_zero_16(u32 addr) {
