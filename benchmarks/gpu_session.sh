@@ -7,7 +7,9 @@
 # Stages: tests (pytest -m gpu, one op at a time), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
-# (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), host
+# (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
+# (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
+# per-item timelines of the persistent kernels), host
 # (benchmarks/host_profile.py: host vs GPU-only time per call of short calls). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -51,6 +53,9 @@ for stage in "${stages[@]}"; do
             timeout "$(limit bench-gla 400)" python3 benchmarks/gla.py --out "$OUT" >"$log" 2>&1 ;;
         launches) timeout "$(limit launches 200)" python3 benchmarks/decode_launches.py >"$log" 2>&1 ;;
         host) timeout "$(limit host 200)" python3 benchmarks/host_profile.py --out "$OUT" >"$log" 2>&1 ;;
+        probe-decode)
+            timeout "$(limit probe-decode 200)" python3 benchmarks/decode_probe.py --out "$OUT" >"$log" 2>&1
+            timeout "$(limit probe-decode 200)" python3 benchmarks/decode_probe.py --trace --out "$OUT" >>"$log" 2>&1 ;;
         probe-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
                 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1
