@@ -186,7 +186,8 @@ def check_seqlens(cache_seqlens, sizes):
 
 
 def validate_values(xp, cache_seqlens, block_table, sizes):
-    """Range checks of cache_seqlens and the used block_table entries (one host sync on the GPU)."""
+    """Range checks of cache_seqlens and the used block_table entries, with NumPy (the CPU and
+    reference paths; the GPU path runs the decode_validate kernel)."""
     if cache_seqlens is None and block_table is None:
         return
     length = sizes["cache_len"]
