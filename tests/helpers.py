@@ -54,6 +54,22 @@ def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
     return q, k, v, gla_gates(rng, lead + (kdim,), gates, dtype)
 
 
+def to_paged(rng, k, v, page_size):
+    """The cache (B, Hkv, L, D), L a multiple of page_size, as pages of page_size keys in shuffled
+    order (num_pages, Hkv, page_size, D), plus its block table (B, L // page_size) int32."""
+    batch, hkv, length, d = k.shape
+    max_pages = length // page_size
+    table = rng.permutation(batch * max_pages).astype(np.int32).reshape(batch, max_pages)
+
+    def paged(x):
+        out = np.empty((batch * max_pages, hkv, page_size, d), x.dtype)
+        out[table.reshape(-1)] = x.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(
+            -1, hkv, page_size, d)
+        return out
+
+    return paged(k), paged(v), table
+
+
 def poison(cp, *shapes, itemsize=4):
     """Fill memory-pool blocks the size of these shapes (of ``itemsize``-byte elements) with NaN
     and free them: the next allocations of those sizes reuse them, so an element a kernel

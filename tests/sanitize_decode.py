@@ -25,7 +25,7 @@ import cupy as cp  # noqa: E402
 import cuattn  # noqa: E402
 import cuattn.decode  # noqa: E402,F401
 from cuattn._checks import BFLOAT16  # noqa: E402
-from helpers import rel_error  # noqa: E402
+from helpers import rel_error, to_paged  # noqa: E402
 
 TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
 
@@ -72,15 +72,7 @@ def sweep(rng, kernel):
                 kw = dict(cache_seqlens=lens_np, alibi_slopes="default")
                 kd, vd = k, v
                 if paged and length_p > 0:
-                    pages = length_p // page
-                    table = rng.permutation(batch * pages).astype(np.int32).reshape(batch, pages)
-                    kd = np.empty((batch * pages, hkv, page, d), dtype)
-                    vd = np.empty_like(kd)
-                    for b in range(batch):
-                        for p in range(pages):
-                            kd[table[b, p]] = k[b, :, p * page:(p + 1) * page]
-                            vd[table[b, p]] = v[b, :, p * page:(p + 1) * page]
-                    kw["block_table"] = table
+                    kd, vd, kw["block_table"] = to_paged(rng, k, v, page)
                 elif paged:
                     continue
                 dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cuattn
-from helpers import elementwise_mismatches, lse_error, rel_error
+from helpers import elementwise_mismatches, lse_error, rel_error, to_paged
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 SLACK = {np.float32: 1e-4, np.float64: 1e-10}
@@ -21,21 +21,6 @@ def make(rng, batch, hq, hkv, sq, length, d, dtype=np.float64):
     k = rng.standard_normal((batch, hkv, length, d)).astype(dtype)
     v = rng.standard_normal((batch, hkv, length, d)).astype(dtype)
     return q, k, v
-
-
-def to_paged(rng, k, v, page_size):
-    """The same cache as pages of ``page_size`` keys in shuffled order, plus its block table."""
-    batch, hkv, length, d = k.shape
-    max_pages = length // page_size
-    order = rng.permutation(batch * max_pages).astype(np.int32)
-    table = order.reshape(batch, max_pages)
-    kp = np.empty((batch * max_pages, hkv, page_size, d), k.dtype)
-    vp = np.empty_like(kp)
-    for b in range(batch):
-        for p in range(max_pages):
-            kp[table[b, p]] = k[b, :, p * page_size:(p + 1) * page_size]
-            vp[table[b, p]] = v[b, :, p * page_size:(p + 1) * page_size]
-    return kp, vp, table
 
 
 # --- default slopes ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import UNIT_ROUNDOFF, elementwise_mismatches, lse_error, poison, rel_error
+from helpers import UNIT_ROUNDOFF, elementwise_mismatches, lse_error, poison, rel_error, to_paged
 
 pytestmark = pytest.mark.gpu
 
@@ -39,19 +39,6 @@ def split_kernel(request, monkeypatch):
 
 def draw(rng, shape, dtype):
     return rng.standard_normal(shape).astype(np.float32).astype(dtype)
-
-
-def to_paged(rng, k, v, page_size):
-    """The same cache as pages of ``page_size`` keys in shuffled order, plus its block table."""
-    batch, hkv, length, d = k.shape
-    max_pages = length // page_size
-    table = rng.permutation(batch * max_pages).astype(np.int32).reshape(batch, max_pages)
-    pages = k.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
-    vpages = v.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
-    kp, vp = np.empty_like(pages), np.empty_like(vpages)
-    kp[table.reshape(-1)] = pages
-    vp[table.reshape(-1)] = vpages
-    return kp, vp, table
 
 
 def check(o, lse, q, k, v, **kw):
