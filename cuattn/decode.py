@@ -532,8 +532,8 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
         smem = tma_shared_bytes(stages, rows, padded) if kernel == "tma" else mma_shared_bytes(stages, padded)
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
-        # per row group, the number of splits written so far: the block that writes the last
-        # one merges the group and sets the count back to 0 for the next call on this stream
+        # per row group, the number of splits written so far (the block that writes the last one
+        # merges the group and sets the count back to 0), then the work counters (_split_counters)
         counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks + 2)
         if kernel == "mma":
             name = _checks.dtype_name(q.dtype)
