@@ -188,7 +188,7 @@ def trace_main(out):
         q, k, v, nbytes = inputs(b, hq, hkv, length, d)
         module.KERNEL = kern
         if fixed:
-            module.plan_persistent = lambda *a, f=fixed: f
+            module.plan_persistent = lambda *a, f=fixed, **kw: f
         try:
             trace, expr = trace_call(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"))
         finally:
@@ -240,7 +240,7 @@ def main():
         module.KERNEL = kern
         for chunk in (8192, 4224, 4096, 2048, 1408, 1024, 512):
             splits = -(-131072 // chunk)
-            module.plan_persistent = lambda *a, s=splits, c=chunk: (s, c)
+            module.plan_persistent = lambda *a, s=splits, c=chunk, **kw: (s, c)
             try:
                 measure(f"chunk {chunk} ({splits} splits, {8 * splits} items) [{kern}]",
                         lambda: cuattn.decode(q, k, v, alibi_slopes="default"), nbytes, results)

@@ -19,7 +19,8 @@ from ._backend import require_cupy
 
 _DTYPES = {"float16": 6, "bfloat16": 9}  # CUtensorMapDataType
 _SWIZZLE_128B = 3
-_L2_PROMOTION_256B = 3
+# CUtensorMapL2promotion: 0 none, 1 64 B, 2 128 B, 3 256 B (how much the L2 fetches per request)
+L2_PROMOTION = 3
 _CACHE_SIZE = 64
 _cache: collections.OrderedDict = collections.OrderedDict()
 
@@ -52,7 +53,7 @@ def encode(x, dtype_name: str, box_rows: int) -> bytes:
     out = (ctypes.c_uint8 * 128)()
     status = _encode_fn()(
         ctypes.addressof(out), _DTYPES[dtype_name], 4, ctypes.c_void_p(x.data.ptr), dims, strides,
-        box, elem, 0, _SWIZZLE_128B, _L2_PROMOTION_256B, 0,
+        box, elem, 0, _SWIZZLE_128B, L2_PROMOTION, 0,
     )
     if status != 0:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed ({status}) for shape {x.shape}, strides {x.strides}")
@@ -63,7 +64,7 @@ def tensor_maps(specs):
     """Device array holding the tensor maps of ``specs`` [(array, dtype_name, box_rows), ...]."""
     cupy = require_cupy()
     # the copy to the device is ordered on the current stream only: reuse a map on that stream
-    key = (cupy.cuda.get_current_stream().ptr,) + tuple((x.data.ptr, x.shape, x.strides, name, rows)
+    key = (cupy.cuda.get_current_stream().ptr, L2_PROMOTION) + tuple((x.data.ptr, x.shape, x.strides, name, rows)
                                                        for x, name, rows in specs)
     maps = _cache.get(key)
     if maps is None:

@@ -505,16 +505,22 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 }
 
 // Work distribution of the persistent kernels. Items (split, kv head x row chunk, batch row), split
-// fastest, are handed out in order from a global counter (counters[num_groups]; the blocks of
-// faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
+// fastest: block i's first item is item i (no round trip before its first copy), the rest are handed
+// out in order from a global counter (counters[num_groups]: item gridDim.x + the count; the blocks
+// of faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
 // shares per block would leave those idle). A block's producer takes an item, then streams its
 // tiles; each ring stage carries the item it belongs to in a header (s_hdr, one int per stage,
 // written before the stage's arrival). A stage with no bytes (a plain arrival) carries an item
 // with no keys, or -1: no more work. `bad` (the value checks of cache_seqlens and block_table,
-// decode_validate's flags): nonzero means no work at all (the host raises). The last block out
-// sets the counter (and counters[num_groups + 1], the blocks out) back to 0 for the next launch.
-__device__ __forceinline__ int take_item(int* work, int num_items, bool stop) {
-    const int item = stop ? num_items : atomicAdd(work, 1);
+// decode_validate's flags): nonzero means no work at all (the host raises). Every block ends on
+// one take past the last item, so a launch (grid <= items) makes exactly num_items takes from the
+// counter: the one that reads num_items - 1 is the last and sets it back to 0 for the next launch.
+__device__ __forceinline__ int take_item(int* work, int num_items, bool stop, bool first) {
+    if (stop) return -1;
+    if (first) return (int)blockIdx.x;  // the host launches at most num_items blocks
+    const int taken = atomicAdd(work, 1);
+    if (taken == num_items - 1) *work = 0;  // the launch's last take: ready for the next launch
+    const int item = (int)gridDim.x + taken;
     return item < num_items ? item : -1;
 }
 __device__ __forceinline__ void st_shared_s32(u32 addr, int x) {
@@ -532,14 +538,6 @@ __device__ __forceinline__ void push_header(u32 s_full, u32 s_empty, u32 s_hdr, 
     st_shared_s32(s_hdr + 4 * stage, item);
     mbar_arrive(s_full + 8 * stage);
 }
-// consumers, after the last item: the last block out resets the work counters (thread 0)
-__device__ __forceinline__ void release_work(int* work, int tid) {
-    if (tid == 0 && atomicAdd(work + 1, 1) == (int)gridDim.x - 1) {
-        work[0] = 0;
-        work[1] = 0;
-    }
-}
-
 // The producers' walk over their items (both persistent kernels): takes items (take_item) until
 // none is left; for each tile of an item's keys it waits for its ring stage to be free, publishes
 // the item in the stage's header and calls copy(stage, b, kv_head, t0, key1), which arrives on the
@@ -551,9 +549,9 @@ __device__ __forceinline__ void walk_items(const int* __restrict__ seqlens, int 
                                            int row_chunks, int chunk, u32 s_full, u32 s_empty, u32 s_hdr,
                                            int* work, bool stop, int lane, Copy copy) {
     int it = 0;
-    while (true) {
+    for (bool first = true;; first = false) {
         int item = 0;
-        if (lane == 0) item = take_item(work, num_items, stop);
+        if (lane == 0) item = take_item(work, num_items, stop, first);
         if (kWarp) item = __shfl_sync(0xffffffffu, item, 0);
         int y = 0, b = 0, key0 = 0, key1 = 0;
         if (item >= 0) {
@@ -620,7 +618,7 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
 
 // After a consumer block wrote its partial of rows row0 .. row0 + rows_here - 1 of (b, kv head):
 // count the split, and when it was the group's last, merge the group (merge_rows) into o and lse
-// and reset the count for the next launch on this stream. s_merge: shared memory for the
+// and reset the count for the next launch on this stream (one split: merged at once, uncounted). s_merge: shared memory for the
 // last-split flag (one int), free on entry and on exit. The 128 consumer threads call it together.
 template <typename T>
 __device__ __forceinline__ void merge_if_last(const float* o_part, const float* lse_part, T* __restrict__ o,
@@ -629,6 +627,12 @@ __device__ __forceinline__ void merge_if_last(const float* o_part, const float* 
                                               int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
                                               int head_dim, int num_q_heads, int tid) {
     __threadfence();
+    if (num_splits == 1) {  // the rows' only split: no count, no other block's partial to wait for
+        named_barrier(1, 128);
+        merge_rows<T>(o_part, lse_part, o, lse, part_row0, split_stride, num_splits, rows_here, row0, b, kv_head,
+                      group, seqlen_q, head_dim, num_q_heads, tid);
+        return;
+    }
     named_barrier(1, 128);
     int* s_flag = reinterpret_cast<int*>(s_merge);
     if (tid == 0) {
@@ -768,7 +772,6 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             DECODE_TRACE(n, 4, global_ns());
         }
     }
-    release_work(work, tid);
 }
 
 // ---------------------------------------------------------------- tensor-core kernel (sm_90)
@@ -1092,7 +1095,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                          tid);
         DECODE_TRACE(n, 4, global_ns());
     }
-    release_work(work, tid);
 }
 
 // decode_merge<T>: the register kernel's second launch: one 128-thread block per (batch row, kv

@@ -305,3 +305,22 @@ def test_plan_persistent_covers_every_key_and_balances(batch, hkv, row_chunks, l
     even = batch * hkv * row_chunks * (max(length, 1) + splits * mod.TMA_ITEM_OVERHEAD) / grid
     expected = even + 0.5 * item if items > grid else item
     assert expected <= max(1.15 * even, item)
+
+
+@pytest.mark.parametrize("batch,hkv,row_chunks,length,sms,expect", [
+    (8, 16, 1, 33001, 132, (1, 33024)),   # B8 Hkv16 D256: one item per SM, no split
+    (1, 32, 1, 33001, 132, (4, 8320)),    # B1 Hkv32: 128 items of 8320 keys
+    (1, 8, 1, 131072, 132, (16, 8192)),   # B1 Hkv8: 128 items
+    (16, 32, 1, 4096, 132, None),         # 512 rows: more than one item per SM whatever the split
+    (128, 1, 1, 1000, 132, None),         # short items: the cost model's choice
+])
+def test_plan_persistent_one_item_per_sm(batch, hkv, row_chunks, length, sms, expect):
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    plan = mod.plan_persistent(batch, hkv, row_chunks, length, 3 * sms, sms)
+    if expect is None:
+        assert plan == mod.plan_persistent(batch, hkv, row_chunks, length, 3 * sms)
+    else:
+        assert plan == expect
+        assert 0.9 * sms < batch * hkv * row_chunks * plan[0] <= sms

@@ -333,7 +333,7 @@ def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq
     if split_kernel != "tma":
         pytest.skip("compares both kernels once")
     plan = DECODE_MODULE.plan
-    monkeypatch.setattr(DECODE_MODULE, "plan_persistent", lambda b, hkv_, chunks, length, grid: plan(
+    monkeypatch.setattr(DECODE_MODULE, "plan_persistent", lambda b, hkv_, chunks, length, grid, sms=0: plan(
         dict(batch=b, num_q_heads=hq, num_kv_heads=hkv_, seqlen_q=sq, cache_len=length), 132)[2:])
     q, k, v = (draw(rng, s, dtype) for s in ((2, hq, sq, d), (2, hkv, length, d), (2, hkv, length, d)))
     kw = dict(cache_seqlens=np.array([length, max(0, length // 3)], np.int32), alibi_slopes="default")
