@@ -505,23 +505,22 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 }
 
 // Work distribution of the persistent kernels. Items (split, kv head x row chunk, batch row), split
-// fastest: block i's first item is item i (no round trip before its first copy), the rest are handed
-// out in order from a global counter (counters[num_groups]: item gridDim.x + the count; the blocks
-// of faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
-// shares per block would leave those idle). A block's producer takes an item, then streams its
-// tiles; each ring stage carries the item it belongs to in a header (s_hdr, one int per stage,
-// written before the stage's arrival). A stage with no bytes (a plain arrival) carries an item
-// with no keys, or -1: no more work. `bad` (the value checks of cache_seqlens and block_table,
-// decode_validate's flags): nonzero means no work at all (the host raises). Every block ends on
-// one take past the last item, so a launch (grid <= items) makes exactly num_items takes from the
-// counter: the one that reads num_items - 1 is the last and sets it back to 0 for the next launch.
-__device__ __forceinline__ int take_item(int* work, int num_items, bool stop, bool first) {
+// fastest, are handed out in order from a global counter (counters[num_groups]; the blocks of
+// faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
+// shares per block would leave those idle; and a block that is not resident yet, e.g. while
+// another stream's kernel holds its SM, takes nothing until it runs). A block's producer takes an
+// item, then streams its tiles; each ring stage carries the item it belongs to in a header (s_hdr,
+// one int per stage, written before the stage's arrival). A stage with no bytes (a plain arrival)
+// carries an item with no keys, or -1: no more work. `bad` (the value checks of cache_seqlens and
+// block_table, decode_validate's flags): nonzero means no work at all (the host raises). Every
+// block ends on one take past the last item, so a launch makes exactly num_items + gridDim.x
+// takes: the one that reads the last of those counts sets the counter back to 0 for the next
+// launch on this stream (no block has to count its way out).
+__device__ __forceinline__ int take_item(int* work, int num_items, bool stop) {
     if (stop) return -1;
-    if (first) return (int)blockIdx.x;  // the host launches at most num_items blocks
     const int taken = atomicAdd(work, 1);
-    if (taken == num_items - 1) *work = 0;  // the launch's last take: ready for the next launch
-    const int item = (int)gridDim.x + taken;
-    return item < num_items ? item : -1;
+    if (taken == num_items + (int)gridDim.x - 1) *work = 0;  // the launch's last take
+    return taken < num_items ? taken : -1;
 }
 __device__ __forceinline__ void st_shared_s32(u32 addr, int x) {
     asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
@@ -549,9 +548,9 @@ __device__ __forceinline__ void walk_items(const int* __restrict__ seqlens, int 
                                            int row_chunks, int chunk, u32 s_full, u32 s_empty, u32 s_hdr,
                                            int* work, bool stop, int lane, Copy copy) {
     int it = 0;
-    for (bool first = true;; first = false) {
+    while (true) {
         int item = 0;
-        if (lane == 0) item = take_item(work, num_items, stop, first);
+        if (lane == 0) item = take_item(work, num_items, stop);
         if (kWarp) item = __shfl_sync(0xffffffffu, item, 0);
         int y = 0, b = 0, key0 = 0, key1 = 0;
         if (item >= 0) {
