@@ -9,7 +9,8 @@
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
 # (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
-# per-item timelines of the persistent kernels), host
+# per-item timelines of the persistent kernels), timeline-decode (benchmarks/decode_timeline.py:
+# CUPTI kernel records of back-to-back calls vs torch cuDNN and flash, and the read ceiling), host
 # (benchmarks/host_profile.py: host vs GPU-only time per call of short calls). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -56,6 +57,8 @@ for stage in "${stages[@]}"; do
         probe-decode)
             timeout "$(limit probe-decode 200)" python3 benchmarks/decode_probe.py --out "$OUT" >"$log" 2>&1
             timeout "$(limit probe-decode 200)" python3 benchmarks/decode_probe.py --trace --out "$OUT" >>"$log" 2>&1 ;;
+        timeline-decode)
+            timeout "$(limit timeline-decode 200)" python3 benchmarks/decode_timeline.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
                 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1
