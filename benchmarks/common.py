@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 import cupy
+
+
+def results_parser(doc: str, calls: int | None = None) -> argparse.ArgumentParser:
+    """The command line of a benchmark script: --out DIR (default benchmarks/results/) and, when
+    `calls` is given, --calls N with that default."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    if calls is not None:
+        parser.add_argument("--calls", type=int, default=calls)
+    return parser
+
+
+def out_dir(args) -> Path:
+    """args.out as a Path, created if missing."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):

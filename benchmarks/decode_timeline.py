@@ -19,7 +19,6 @@ Writes DIR/decode_timeline.json (default benchmarks/results/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import run_metadata  # noqa: E402
+from common import out_dir, results_parser, run_metadata  # noqa: E402
 from decode import PAGE_SIZE, ROWS, make_inputs, paged_copy, torch_impls  # noqa: E402
 
 import cuattn  # noqa: E402
@@ -129,12 +128,8 @@ def summarize(events, calls, nbytes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--calls", type=int, default=30)
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args = results_parser(__doc__, calls=30).parse_args()
+    out = out_dir(args)
     rng = np.random.default_rng(0)
     rows = []
     for b, hq, hkv, d, length, paged in ROWS:

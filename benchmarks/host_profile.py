@@ -12,7 +12,6 @@ cProfile (which inflates every Python call, so read its column as shares, not as
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cupy  # noqa: E402
-from common import cupy_graph_ms, host_time, run_metadata  # noqa: E402
+from common import cupy_graph_ms, host_time, out_dir, results_parser, run_metadata  # noqa: E402
 
 import cuattn  # noqa: E402
 from cuattn._checks import BFLOAT16  # noqa: E402
@@ -55,12 +54,8 @@ def cases():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--calls", type=int, default=300)
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args = results_parser(__doc__, calls=300).parse_args()
+    out = out_dir(args)
     rows = []
     for name, fn, capturable in cases():
         for _ in range(10):  # compile and warm up outside the measurements
