@@ -42,7 +42,7 @@ def main():
         if key == "kernel":
             module.KERNEL = value
         elif key == "splits":
-            chunk = -(-(-(-length // int(value))) // module.CHUNK_ALIGN) * module.CHUNK_ALIGN
+            chunk = module.split_chunk(length, int(value))
             module.plan_persistent = lambda *a, f=(-(-length // chunk), chunk), **kw: f
         elif key == "promotion":
             _tma.L2_PROMOTION = int(value)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import out_dir, results_parser, run_metadata  # noqa: E402
+from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
 from decode import PAGE_SIZE, ROWS, make_inputs, paged_copy, torch_impls  # noqa: E402
 
 import cuattn  # noqa: E402
@@ -67,8 +67,6 @@ extern "C" __global__ void stream_read(const uint4* __restrict__ a, const uint4*
 
 def read_ceiling(k, v):
     """TB/s of the best plain streaming read of k and v (16-byte non-caching loads), over grid sizes."""
-    from common import time_calls
-
     kern = cupy.RawKernel(READ_SOURCE, "stream_read")
     sink = cupy.zeros(1, cupy.uint32)
     n = k.nbytes // 16

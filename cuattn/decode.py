@@ -330,6 +330,12 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     return (o, lse) if return_lse else o
 
 
+def split_chunk(length: int, splits: int) -> int:
+    """Keys per split when `length` keys are cut into `splits` pieces of whole CHUNK_ALIGN keys
+    (the last piece may be shorter, and rounding can leave fewer pieces than asked for)."""
+    return -(-(-(-length // splits)) // CHUNK_ALIGN) * CHUNK_ALIGN
+
+
 def plan(sizes, num_sms):
     """(rows per block, row chunks, number of splits, keys per split) for a launch of the
     register kernel."""
@@ -341,10 +347,7 @@ def plan(sizes, num_sms):
     max_splits = max(1, -(-length // MIN_CHUNK))
     splits = max(1, min(-(-BLOCKS_PER_SM * num_sms // base), max_splits))
 
-    def chunk_of(s):
-        return -(-(-(-length // s)) // CHUNK_ALIGN) * CHUNK_ALIGN
-
-    chunk = chunk_of(splits)
+    chunk = split_chunk(length, splits)
     if WAVE_AWARE:
         # up to twice the splits, when that fills the last wave of resident blocks >= 2% better
         cap = num_sms * (4 if rows <= 4 else 2)
@@ -355,7 +358,7 @@ def plan(sizes, num_sms):
 
         best = fill(chunk)
         for s in range(splits + 1, min(2 * splits, max_splits) + 1):
-            c = chunk_of(s)
+            c = split_chunk(length, s)
             if fill(c) > best + 0.02:
                 chunk, best = c, fill(c)
     return rows, row_chunks, -(-length // chunk), chunk
@@ -393,9 +396,9 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
     their items (B x Hkv x row chunks x splits) one by one from a shared counter.
 
     When split counts give one item of at least ONE_PER_SM_MIN_KEYS keys to each of 90-100% of
-    the `sms` SMs, the largest of them (the launch then has a block per item, one per SM: measured on an H100,
-    1-2% faster than three blocks per SM with a third of the keys each, e.g. B 8 x Hkv 16 at
-    D 256, L 33001, and no slower elsewhere); else the split count with the shortest expected
+    the `sms` SMs, the largest of them (the launch then has a block per item, one per SM:
+    measured on an H100, 1-2% faster than three blocks per SM with a third of the keys each,
+    e.g. B 8 x Hkv 16 at D 256, L 33001, and no slower elsewhere); else the split count with the shortest expected
     time, an item taking (keys + TMA_ITEM_OVERHEAD) and the blocks ending on average half an
     item apart once there are more items than blocks. Chunks are whole CHUNK_ALIGN keys."""
     length = max(1, length)
@@ -404,7 +407,7 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
     best = None
     one_per_sm = None
     for s in range(1, max_splits + 1):
-        chunk = -(-(-(-length // s)) // CHUNK_ALIGN) * CHUNK_ALIGN
+        chunk = split_chunk(length, s)
         splits = -(-length // chunk)
         if splits != s:
             continue

@@ -617,8 +617,8 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
 
 // After a consumer block wrote its partial of rows row0 .. row0 + rows_here - 1 of (b, kv head):
 // count the split, and when it was the group's last, merge the group (merge_rows) into o and lse
-// and reset the count for the next launch on this stream (one split: merged at once, uncounted). s_merge: shared memory for the
-// last-split flag (one int), free on entry and on exit. The 128 consumer threads call it together.
+// and reset the count for the next launch on this stream (one split: merged at once, uncounted).
+// s_merge: shared memory for the last-split flag (one int), free on entry and on exit. The 128 consumer threads call it together.
 template <typename T>
 __device__ __forceinline__ void merge_if_last(const float* o_part, const float* lse_part, T* __restrict__ o,
                                               float* __restrict__ lse, int* __restrict__ counters, float* s_merge,
