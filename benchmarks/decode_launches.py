@@ -29,16 +29,30 @@ ROWS = [row[:5] for row in DECODE_ROWS if not row[5]]  # benchmarks/decode.py's 
 
 
 def recorded_launches(call):
-    """The (args, kwargs) of every launch one call makes, through cuattn.decode's launch helper."""
+    """Every launch one call makes, as replayable no-argument functions (through cuattn.decode's
+    launch_packed: each records its packed launch, stream and slot values; the call's outputs are
+    kept alive by the replays, which write them again)."""
     module = sys.modules["cuattn.decode"]
     recorded = []
-    real_launch = module.launch
-    module.launch = lambda *a, **kw: (recorded.append((a, kw)), real_launch(*a, **kw))
+    real_launch = module.launch_packed
+    module.launch_packed = lambda packed, stream, values=(): (recorded.append((packed, stream, list(values))),
+                                                             real_launch(packed, stream, values))
     try:
-        call()
+        out = call()
     finally:
-        module.launch = real_launch
-    return recorded
+        module.launch_packed = real_launch
+    return [Replay(packed, stream, values, out) for packed, stream, values in recorded]
+
+
+class Replay:
+    """One recorded launch: calling it launches it again with the same arguments."""
+
+    def __init__(self, packed, stream, values, keep):
+        self.packed, self.stream, self.values, self._keep = packed, stream, values, keep
+        self.grid = packed.grid
+
+    def __call__(self):
+        self.packed(self.stream, self.values)
 
 
 def main():
@@ -60,11 +74,9 @@ def main():
 
         call()  # compile
         recorded = recorded_launches(call)
-        real_launch = module.launch
         whole = time_calls(call, min_batches=8, min_seconds=0.2)
-        alone = [time_calls(lambda a=a, kw=kw: real_launch(*a, **kw), min_batches=8, min_seconds=0.2)
-                 for a, kw in recorded]
-        parts = ", ".join(f"grid {a[1]}: {t * 1e6:.1f} us" for (a, _), t in zip(recorded, alone))
+        alone = [time_calls(replay, min_batches=8, min_seconds=0.2) for replay in recorded]
+        parts = ", ".join(f"grid {r.grid}: {t * 1e6:.1f} us" for r, t in zip(recorded, alone))
         split = max(alone)
         print(f"B{b} Hq{hq}/Hkv{hkv} D{d} L{length}: call {whole * 1e6:.1f} us = {nbytes / whole / 1e12:.2f} TB/s; "
               f"launches {parts}; longest alone {nbytes / split / 1e12:.2f} TB/s; host {host_time(call) * 1e6:.0f} us",

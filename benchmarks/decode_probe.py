@@ -51,7 +51,7 @@ def split_alone(call):
     """Seconds of the call's longest launch replayed alone (its split kernel), and the launch count."""
     recorded = recorded_launches(call)
     cupy.cuda.Device().synchronize()
-    return max(time_calls(lambda a=a, kw=kw: module.launch(*a, **kw), **REPS) for a, kw in recorded), len(recorded)
+    return max(time_calls(replay, **REPS) for replay in recorded), len(recorded)
 
 
 def measure(name, call, nbytes, results, **extra):

@@ -14,7 +14,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from ._backend import require_cupy
 
@@ -108,6 +111,61 @@ def _properties_of(device_id: int) -> dict:
 def launch(kernel, grid, block, args, shared_mem: int = 0):
     """Launch on CuPy's current stream."""
     kernel(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=int(shared_mem))
+
+
+class PackedLaunch:
+    """A kernel launch whose arguments are packed once into cuLaunchKernel's parameter array.
+
+    ``args`` holds CuPy arrays (their pointers, fixed: the arrays are kept alive here), NumPy
+    scalars (their bytes, fixed) and strings: slots, whose values (device pointers or
+    non-negative int32 values, as Python ints) each call passes in ``values``, in slot order.
+    A call writes only those slots and launches through the driver, skipping CuPy's conversion of
+    every argument (about 0.7 us an argument on a slow host: 25 us for a 36-argument kernel).
+    """
+
+    def __init__(self, kernel, grid, block, args, shared_mem: int = 0):
+        cupy = require_cupy()
+        from cupy.cuda import driver
+
+        self._launch = driver.launchKernel
+        self.kernel = kernel
+        self.function = kernel.kernel.ptr  # CUfunction on the current device
+        self.grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+        self.block = tuple(int(b) for b in block) + (1,) * (3 - len(block))
+        self.shared_mem = int(shared_mem)
+        n = len(args)
+        self._values = np.zeros(max(n, 1), dtype=np.uint64)  # one 8-byte cell per argument
+        raw = self._values.view(np.uint8)
+        self._params = self._values.ctypes.data + 8 * np.arange(max(n, 1), dtype=np.uint64)
+        self._params_ptr = self._params.ctypes.data
+        self._keep = []
+        self.slots, index = [], []
+        for i, a in enumerate(args):
+            if isinstance(a, str):
+                self.slots.append(a)
+                index.append(i)
+            elif isinstance(a, cupy.ndarray):
+                self._values[i] = a.data.ptr
+                self._keep.append(a)
+            elif isinstance(a, np.generic):
+                b = np.frombuffer(a.tobytes(), dtype=np.uint8)
+                raw[8 * i:8 * i + b.size] = b
+            else:
+                raise TypeError(f"kernel argument {i}: {type(a).__name__} (a CuPy array, NumPy scalar or slot name)")
+        self._index = np.array(index, dtype=np.intp)
+        self._lock = threading.Lock()
+
+    def __call__(self, stream_ptr: int, values=()):
+        with self._lock:  # the cells are shared: one launch at a time reads them
+            if len(values):
+                self._values[self._index] = values
+            self._launch(self.function, *self.grid, *self.block, self.shared_mem, stream_ptr,
+                                self._params_ptr, 0)
+
+
+def launch_packed(packed: PackedLaunch, stream_ptr: int, values=()):
+    """Launch a PackedLaunch with its slot values (tests wrap this to see what is launched)."""
+    packed(stream_ptr, values)
 
 
 def compile_ptx_report(name: str, name_expressions, arch: str, extra_options=()) -> str:

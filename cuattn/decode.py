@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import itertools
 import math
 import numbers
+import sys
 
 import numpy as np
 
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
-from ._cuda import device_properties, get_kernel, launch
+from ._cuda import PackedLaunch, device_properties, get_kernel, launch_packed
 from .attention import _kernel_ready, _tma_ready
 
 LOG2E = 1.4426950408889634
@@ -280,9 +283,16 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     Notes
     -----
     With ``cache_seqlens`` or ``block_table`` given, the GPU path checks their values with one
-    small kernel and waits for its 8-byte result before returning (or raising). On Hopper the
-    attention kernel is queued before that wait and skips all work when the check fails, so the
-    GPU does not idle while the host waits; elsewhere the wait comes before the launch.
+    small kernel, which writes its two flags straight into pinned host memory, and waits for it
+    before returning (or raising). On Hopper the attention kernel is queued before that wait and
+    skips all work when the check fails, so the GPU does not idle while the host waits; elsewhere
+    the wait comes before the launch.
+
+    GPU calls remember their launch plan (kernel choice, split, packed kernel arguments, scratch)
+    per layout: shapes, strides, dtypes, 16-byte alignment, scale, return_lse, device and current
+    stream (the latest ``MAX_PLANS``). A call that matches one skips the argument checks and the
+    planning: it allocates the output and queues the launches, ~10-20 us of host time instead of
+    ~100-150 us. Module settings (``KERNEL``, ``TMA_STAGES``, ...) are part of the match.
 
     Examples
     --------
@@ -296,6 +306,12 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     >>> o.shape, lse.shape
     ((2, 8, 1, 64), (2, 8, 1))
     """
+    key = _plan_key(q, k_cache, v_cache, cache_seqlens, alibi_slopes, scale, block_table, return_lse, backend)
+    if key is not None:
+        cached = _PLANS.get(key)
+        if cached is not None:  # checked and planned before: only the launches
+            o, lse = cached(q, k_cache, v_cache, cache_seqlens, block_table, alibi_slopes)
+            return (o, lse) if return_lse else o
     arrays = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "cache_seqlens": cache_seqlens,
               "block_table": block_table}
     if alibi_slopes is not None and not isinstance(alibi_slopes, str):
@@ -326,7 +342,8 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
         o, lse = decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes)
     else:
         _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
-        o, lse = _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes)
+        o, lse = _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse,
+                              key)
     return (o, lse) if return_lse else o
 
 
@@ -458,127 +475,286 @@ def _device_slopes(device_id: int, num_heads: int, default: bool):
         return out
 
 
-def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes):
+class _CheckFlags:
+    """The value check's flags of one (device, stream): two int32 in device memory that
+    decode_validate sets to the failing call's generation (so they need no zeroing between
+    calls), and the generation counter of the calls on that stream."""
+
+    def __init__(self, device_id: int):
+        cupy = require_cupy()
+        with cupy.cuda.Device(device_id):
+            self.flags = cupy.zeros(2, dtype=cupy.int32)
+            cupy.cuda.get_current_stream().synchronize()
+        self._count = itertools.count(1)
+
+    def next_generation(self) -> int:
+        return next(self._count) % 0x7FFFFFFF + 1  # 1 .. 2**31 - 1 (0 is a clean flag)
+
+
+_CHECK_FLAGS: dict = {}
+_HOST_FLAGS: dict = {}  # device id -> free (pinned host flags, their NumPy view, event) triples
+
+
+def _check_flags(device_id: int, stream_ptr: int) -> _CheckFlags:
+    flags = _CHECK_FLAGS.get((device_id, stream_ptr))
+    if flags is None:
+        flags = _CHECK_FLAGS.setdefault((device_id, stream_ptr), _CheckFlags(device_id))
+    return flags
+
+
+def _take_host_flags(device_id: int):
+    """Two int32 of mapped pinned host memory (the kernel writes them through the same address:
+    unified addressing) and an event, from a pool (one per call in flight)."""
     cupy = require_cupy()
-    import cupyx
-    d = sizes["head_dim"]
-    if d < 8 or d > MAX_HEAD_DIM or d % 8:
-        raise ValueError(f"head dim D={d} is not supported on the GPU: it takes multiples of 8 up to "
-                         f"{MAX_HEAD_DIM} (use backend='cpu' on NumPy arrays for other sizes)")
-    batch, hq, hkv, sq = sizes["batch"], sizes["num_q_heads"], sizes["num_kv_heads"], sizes["seqlen_q"]
-    if batch > MAX_GRID_Z:
-        raise ValueError(f"q's batch ({batch}) must be at most {MAX_GRID_Z} on the GPU")
-    device_id = cupy.cuda.Device().id
-    lens = (_constant_int32(device_id, batch, sizes["cache_len"]) if cache_seqlens is None
-            else cupy.ascontiguousarray(cache_seqlens))
-    table = (_constant_int32(device_id, batch, 0).reshape(batch, 1) if block_table is None
-             else cupy.ascontiguousarray(block_table))
-    check_values = cache_seqlens is not None or block_table is not None
+    free = _HOST_FLAGS.setdefault(device_id, [])
+    try:
+        return free.pop()
+    except IndexError:
+        runtime = cupy.cuda.runtime
+        ptr = runtime.hostAlloc(8, runtime.hostAllocMapped | runtime.hostAllocPortable)
+        view = np.ctypeslib.as_array((ctypes.c_int32 * 2).from_address(ptr))
+        return ptr, view, cupy.cuda.Event(block=False, disable_timing=True)
 
-    def check_kernel():
-        """Queue decode_validate; its two flags (bad length, bad page) on the device."""
-        flags = cupy.zeros(2, dtype=cupy.int32)
-        cols = max(1, table.shape[1])
-        launch(get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * cols // 256))),), (256,),
-               [lens, table, np.int32(batch), np.int32(table.shape[1]), np.int32(sizes["cache_len"]),
-                np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]), flags])
-        return flags
 
-    def validate():
-        # one fused check kernel and one 8-byte copy (a host synchronization) before the launches
-        raise_for_flags(check_kernel().get(), sizes)
+def _settings() -> tuple:
+    """The module settings a launch plan depends on (tests and benchmarks change them)."""
+    return (KERNEL, TMA_STAGES, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION,
+            plan, plan_persistent)
 
-    o = cupy.empty((batch, hq, sq, d), dtype=q.dtype)
-    lse = cupy.empty((batch, hq, sq), dtype=cupy.float32)
-    if lse.size == 0:
-        if check_values:
-            validate()
-        return o, lse
-    q, k_cache, v_cache = (_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
-    if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
-        slope_arr = _device_slopes(cupy.cuda.Device().id, hq, slopes is not None)
-    else:
-        slope_arr = cupy.ascontiguousarray(slopes)
-    type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
-    padded = min(p for p in HEAD_DIMS if p >= d)
-    num_rows = hq // hkv * sq
-    props = device_properties()
-    kernel = _kernel_choice(num_rows)
-    if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
-                            or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
-        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
-    if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
-        kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
-    if kernel == "regs":
-        stages = None
-        rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
-    else:  # persistent: as many blocks as the SMs hold
-        if kernel == "mma":
-            rows, (resident, stages) = MMA_ROWS, mma_config(padded)
+
+_PLANS: dict = {}
+MAX_PLANS = 64
+
+
+def _plan_key(q, k_cache, v_cache, cache_seqlens, alibi_slopes, scale, block_table, return_lse, backend):
+    """What a cached _DecodePlan must match, or None where the call takes the full path (inputs
+    other than CuPy arrays, unusual argument types). Everything the argument checks look at is
+    in it (shapes, strides, dtypes, 16-byte alignment of the data), so a hit skips them."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None or (backend is not None and backend != "cuda") or type(return_lse) is not bool:
+        return None
+    nd = cupy.ndarray
+    if type(q) is not nd or type(k_cache) is not nd or type(v_cache) is not nd:
+        return None
+    key = [q.shape, q.strides, q.dtype, q.data.ptr & 15, k_cache.shape, k_cache.strides, k_cache.dtype,
+           k_cache.data.ptr & 15, v_cache.shape, v_cache.strides, v_cache.dtype, v_cache.data.ptr & 15]
+    for x in (cache_seqlens, block_table):
+        if x is None:
+            key.append(None)
+        elif type(x) is nd:
+            key.append((x.shape, x.strides, x.dtype))
         else:
-            rows = rows_per_block(sizes)
-            resident, stages = tma_config(rows, padded, q.dtype.itemsize)
-        row_chunks = -(-num_rows // rows)
-        grid = resident * props["num_sms"]
-        splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
-    o_part = cupy.empty((splits, batch, hkv, num_rows, d), dtype=cupy.float32)
-    lse_part = cupy.empty((splits, batch, hkv, num_rows), dtype=cupy.float32)
+            return None
+    if alibi_slopes is None or (type(alibi_slopes) is str and alibi_slopes == "default"):
+        key.append(alibi_slopes)
+    elif type(alibi_slopes) is nd:
+        key.append((alibi_slopes.shape, alibi_slopes.strides, alibi_slopes.dtype))
+    else:
+        return None
+    if scale is not None and type(scale) is not float and type(scale) is not int:
+        return None
+    key += [scale, return_lse, cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr, _settings()]
+    return tuple(key)
 
-    def strides(x):
-        return [np.int64(s // x.itemsize) for s in x.strides[:3]]
 
-    args = [q, k_cache, v_cache, lens, table, slope_arr, o_part, lse_part, *strides(q), *strides(k_cache),
-            *strides(v_cache), np.int64(table.shape[1]), np.int32(sizes["page_size"]), np.int32(batch),
-            np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
-            np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
-    expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
-    if kernel != "regs":
+def _remember(key, plan_):
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
+    _PLANS[key] = plan_
+
+
+class _DecodePlan:
+    """Everything about a GPU decode call that its shapes, strides and dtypes fix: the kernels,
+    their launch configuration and packed arguments, scratch buffers. A call then allocates the
+    output, writes the pointers of its arrays into the packed arguments and launches (see
+    decode: calls that match a cached plan skip the argument checks and the planning).
+
+    Scratch (the splits' partials; lse when it is not returned) belongs to the plan, which belongs
+    to one stream, and launches on a stream run in order: no allocation per call."""
+
+    def __init__(self, q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse):
+        cupy = require_cupy()
+        d = sizes["head_dim"]
+        if d < 8 or d > MAX_HEAD_DIM or d % 8:
+            raise ValueError(f"head dim D={d} is not supported on the GPU: it takes multiples of 8 up to "
+                             f"{MAX_HEAD_DIM} (use backend='cpu' on NumPy arrays for other sizes)")
+        batch, hq, hkv, sq = sizes["batch"], sizes["num_q_heads"], sizes["num_kv_heads"], sizes["seqlen_q"]
+        if batch > MAX_GRID_Z:
+            raise ValueError(f"q's batch ({batch}) must be at most {MAX_GRID_Z} on the GPU")
+        self.sizes = sizes
+        self.device_id = device_id = cupy.cuda.Device().id
+        self.stream_ptr = stream_ptr = cupy.cuda.get_current_stream().ptr
+        self.dtype = q.dtype
+        self.o_shape, self.lse_shape = (batch, hq, sq, d), (batch, hq, sq)
+        self.return_lse = return_lse
+        # per-call copies: unaligned rows (_kernel_ready), strided lengths / tables / slopes
+        self.copy_qkv = tuple(_kernel_ready(x, n, cupy) is not x for x, n in
+                              ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
+        self.copy_lens = cache_seqlens is not None and not cache_seqlens.flags.c_contiguous
+        self.copy_table = block_table is not None and not block_table.flags.c_contiguous
+        self.slopes_given = slopes is not None and not isinstance(slopes, np.ndarray)
+        self.copy_slopes = self.slopes_given and not slopes.flags.c_contiguous
+        self.checked = cache_seqlens is not None or block_table is not None
+        lens = (_constant_int32(device_id, batch, sizes["cache_len"]) if cache_seqlens is None else "lens")
+        table = _constant_int32(device_id, batch, 0).reshape(batch, 1) if block_table is None else "table"
+        table_cols = 1 if block_table is None else block_table.shape[1]
+        self.check = None
+        if self.checked:
+            self.flags = _check_flags(device_id, stream_ptr)
+            self.check = PackedLaunch(
+                get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * max(1, table_cols) // 256))),),
+                (256,), [lens, table, np.int32(batch), np.int32(table_cols), np.int32(sizes["cache_len"]),
+                         np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]),
+                         "generation", self.flags.flags, "host_flags"])
+        self.launches = []
+        self.check_first = True  # wait for the check before the launches (the register kernel)
+        if batch * hq * sq == 0:
+            return
+        if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
+            slope_arr = _device_slopes(device_id, hq, slopes is not None)
+        else:
+            slope_arr = "slopes"
+        type_name = TYPE_NAMES[_checks.dtype_name(q.dtype)]
+        padded = min(p for p in HEAD_DIMS if p >= d)
+        num_rows = hq // hkv * sq
+        props = device_properties()
+        kernel = _kernel_choice(num_rows)
+        if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
+                                or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
+            kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
+        if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
+            kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
+        self.kernel = kernel
+        if kernel == "regs":
+            stages = None
+            rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
+        else:  # persistent: as many blocks as the SMs hold
+            if kernel == "mma":
+                rows, (resident, stages) = MMA_ROWS, mma_config(padded)
+            else:
+                rows = rows_per_block(sizes)
+                resident, stages = tma_config(rows, padded, q.dtype.itemsize)
+            row_chunks = -(-num_rows // rows)
+            grid = resident * props["num_sms"]
+            splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
+        # scratch: the splits' partial outputs and lse, then lse when the caller does not want it
+        part = splits * batch * hkv * num_rows
+        self.scratch = cupy.empty(part * d + part + (0 if return_lse else batch * hq * sq), dtype=cupy.float32)
+        o_part, lse_part = self.scratch[:part * d], self.scratch[part * d:part * (d + 1)]
+        lse_out = "lse" if return_lse else self.scratch[part * (d + 1):]
+
+        def strides(x):
+            return [np.int64(st // x.itemsize) for st in x.strides[:3]]
+
+        args = ["q", "k", "v", lens, table, slope_arr, o_part, lse_part, *strides(q), *strides(k_cache),
+                *strides(v_cache), np.int64(table_cols), np.int32(sizes["page_size"]), np.int32(batch),
+                np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
+                np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
+        expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
+        self.tensor_maps = None
+        if kernel == "regs":
+            self.launches = [
+                PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
+                PackedLaunch(get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),
+                             [o_part, lse_part, "o", lse_out, np.int32(splits), np.int32(batch), np.int32(hq),
+                              np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
+                              np.int32(rows), np.int32(row_chunks)])]
+            return
         # "tma": one bulk copy per tile of K and of V when its keys lie back to back (rows of D
         # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
         # both caches (in place of the flag)
-        whole_tiles = False
+        self.check_first = False  # the persistent kernels skip all work when the check fails
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
             dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
             whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
-        smem = tma_shared_bytes(stages, rows, padded) if kernel == "tma" else mma_shared_bytes(stages, padded)
+            copy_arg = np.int32(whole_tiles)
+            smem = tma_shared_bytes(stages, rows, padded)
+        else:
+            # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)
+            self.tensor_maps = (_checks.dtype_name(q.dtype),
+                                tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
+            self._maps = (None, None)
+            copy_arg = "tmaps"
+            smem = mma_shared_bytes(stages, padded)
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
         # per row group, the number of splits written so far (the block that writes the last one
         # merges the group and sets the count back to 0), then the work counter (_split_counters)
-        counters = _split_counters(device_id, cupy.cuda.get_current_stream().ptr, batch * hkv * row_chunks + 1)
-        if kernel == "mma":
-            name = _checks.dtype_name(q.dtype)
-            # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy, kept
-            # alive by these names until the launch is queued)
-            k_mapped, v_mapped = _tma_ready(k_cache, cupy), _tma_ready(v_cache, cupy)
-            copy_arg = _tma.tensor_maps([(k_mapped, name, MMA_TILE_KEYS), (v_mapped, name, MMA_TILE_KEYS)])
-        else:
-            copy_arg = np.int32(whole_tiles)
-        split_args = args + [copy_arg, np.int32(splits), o, lse, counters, np.int32(hq)]
-        grid_dims = (min(grid, items),)
-        if check_values:
-            # the split kernel is queued before the host waits for the value check: it reads the
-            # check's flags first and does nothing when they are set (then this call raises), so
-            # the GPU never idles for the host's round trip
-            flags = check_kernel()
-            flags_host = cupyx.empty_pinned((2,), dtype=np.int32)
-            flags.get(out=flags_host, blocking=False)
-            checked = cupy.cuda.Event(block=False, disable_timing=True)
-            checked.record()
-            launch(split, grid_dims, (160,), split_args + [flags], shared_mem=smem)
-            checked.synchronize()
-            raise_for_flags(flags_host, sizes)
-            return o, lse
-        launches = [(split, grid_dims, (160,), split_args + [_constant_int32(device_id, 2, 0)], smem)]
-    else:
-        launches = [(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args, 0),
-                    (get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),
-                     [o_part, lse_part, o, lse, np.int32(splits), np.int32(batch), np.int32(hq), np.int32(hkv),
-                      np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows), np.int32(rows),
-                      np.int32(row_chunks)], 0)]
-    if check_values:
-        validate()
-    for kern, grid_dims, block, kargs, shared in launches:
-        launch(kern, grid_dims, block, kargs, shared_mem=shared)
-    return o, lse
+        counters = _split_counters(device_id, stream_ptr, batch * hkv * row_chunks + 1)
+        flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
+        self.launches = [PackedLaunch(split, (min(grid, items),), (160,),
+                                      args + [copy_arg, np.int32(splits), "o", lse_out, counters, np.int32(hq), flags,
+                                              "generation" if self.checked else np.int32(1)], smem)]
+
+    def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
+        """Queue the call: (o, lse); lse is None unless the plan returns it."""
+        cupy = require_cupy()
+        o = cupy.empty(self.o_shape, dtype=self.dtype)
+        lse = cupy.empty(self.lse_shape, dtype=cupy.float32) if self.return_lse else None
+        if any(self.copy_qkv):  # rows not on 16-byte boundaries: aligned copies
+            q, k_cache, v_cache = (cupy.ascontiguousarray(x) if c else x
+                                   for x, c in zip((q, k_cache, v_cache), self.copy_qkv))
+        values = {"q": q.data.ptr, "k": k_cache.data.ptr, "v": v_cache.data.ptr, "o": o.data.ptr}
+        if lse is not None:
+            values["lse"] = lse.data.ptr
+        keep = []  # per-call copies stay alive until their launches are queued
+        if self.slopes_given:
+            keep.append(cupy.ascontiguousarray(slopes) if self.copy_slopes else slopes)
+            values["slopes"] = keep[-1].data.ptr
+        if self.tensor_maps is not None:
+            values["tmaps"] = self._tensor_maps(k_cache, v_cache, keep, cupy)
+        host = None
+        if self.checked:
+            if cache_seqlens is not None:
+                keep.append(cupy.ascontiguousarray(cache_seqlens) if self.copy_lens else cache_seqlens)
+                values["lens"] = keep[-1].data.ptr
+            if block_table is not None:
+                keep.append(cupy.ascontiguousarray(block_table) if self.copy_table else block_table)
+                values["table"] = keep[-1].data.ptr
+            values["generation"] = self.flags.next_generation()
+            host = _take_host_flags(self.device_id)
+            host[1][:] = 0
+            values["host_flags"] = host[0]
+            launch_packed(self.check, self.stream_ptr, [values[n] for n in self.check.slots])
+            host[2].record()
+            if self.check_first:
+                self._wait(host)
+                host = None
+        for packed in self.launches:
+            launch_packed(packed, self.stream_ptr, [values[n] for n in packed.slots])
+        if host is not None:
+            self._wait(host)  # after queuing: the GPU does not idle while the host waits
+        return o, lse
+
+    def _tensor_maps(self, k_cache, v_cache, keep, cupy):
+        """Device pointer of the K and V tensor maps (made once per cache address)."""
+        kv = (k_cache.data.ptr, v_cache.data.ptr)
+        cached_kv, maps = self._maps
+        if cached_kv != kv:
+            name, copies = self.tensor_maps
+            k_m, v_m = (cupy.ascontiguousarray(x) if c else x for x, c in zip((k_cache, v_cache), copies))
+            keep += [k_m, v_m]
+            maps = _tma.tensor_maps([(k_m, name, MMA_TILE_KEYS), (v_m, name, MMA_TILE_KEYS)])
+            if not any(copies):  # a per-call copy has a new address every time
+                self._maps = (kv, maps)
+        keep.append(maps)
+        return maps.data.ptr
+
+    def _wait(self, host):
+        """Wait for the value check; raise for its flags (after clearing them on the device)."""
+        ptr, view, event = host
+        event.synchronize()
+        bad = (int(view[0]), int(view[1]))
+        _HOST_FLAGS[self.device_id].append(host)
+        if bad[0] or bad[1]:
+            self.flags.flags.fill(0)  # queued behind this call's launches
+            raise_for_flags(bad, self.sizes)
+
+
+def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse, key=None):
+    """Plan the call (remembered under `key` when given) and queue it."""
+    plan_ = _DecodePlan(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse)
+    if key is not None:
+        _remember(key, plan_)
+    return plan_(q, k_cache, v_cache, cache_seqlens, block_table, slopes)

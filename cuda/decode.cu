@@ -35,7 +35,7 @@
 //   128-byte-swizzled shared memory (see its own comment).
 //
 // decode_validate<I>: the value checks of cache_seqlens and the used block-table entries in one
-//   launch (the host reads back 8 bytes).
+//   launch, flags to the split kernels (device memory) and to the host (mapped pinned memory).
 //
 // decode_merge<T> (after decode_split only): one block per (batch row, kv head, row chunk) merges
 //   the splits' partials with weights exp(lse_s - max): a split with lse -inf weighs 0; all -inf
@@ -511,8 +511,8 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // another stream's kernel holds its SM, takes nothing until it runs). A block's producer takes an
 // item, then streams its tiles; each ring stage carries the item it belongs to in a header (s_hdr,
 // one int per stage, written before the stage's arrival). A stage with no bytes (a plain arrival)
-// carries an item with no keys, or -1: no more work. `bad` (the value checks of cache_seqlens and
-// block_table, decode_validate's flags): nonzero means no work at all (the host raises). Every
+// carries an item with no keys, or -1: no more work. `stop` (decode_validate's flags hold
+// this call's generation: a bad length or page) means no work at all (the host raises). Every
 // block ends on one take past the last item, so a launch makes exactly num_items + gridDim.x
 // takes: the one that reads the last of those counts sets the counter back to 0 for the next
 // launch on this stream (no block has to count its way out).
@@ -671,7 +671,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads, const int* __restrict__ bad) {
+                 int num_q_heads, const int* __restrict__ bad, int generation) {
     using S = DecodeShape<T, kHeadDim, kRows>;
     using TS = DecodeTmaShape<T, kHeadDim, kRows>;
     constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
@@ -703,7 +703,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                                              v_ss, bt_stride, page_size, num_items, num_splits, ys,
                                                              row_chunks, chunk, row_bytes, whole_tiles != 0,
                                                              s_ring, s_full, s_empty, s_hdr, work,
-                                                             (bad[0] | bad[1]) != 0, lane);
+                                                             (bad[0] == generation) | (bad[1] == generation), lane);
         return;
     }
 
@@ -864,7 +864,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2,
                  const unsigned char* __restrict__ tmaps,  // K and V tensor maps (128 bytes each)
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads, const int* __restrict__ bad) {
+                 int num_q_heads, const int* __restrict__ bad, int generation) {
     using M = DecodeMmaShape<T, kHeadDim>;
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
@@ -892,7 +892,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         if (lane == 0)
             produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 tmaps, seqlens, block_table, bt_stride, page_size, num_items, num_splits, ys, row_chunks, chunk,
-                s_ring, s_full, s_empty, s_hdr, work, (bad[0] | bad[1]) != 0);
+                s_ring, s_full, s_empty, s_hdr, work, (bad[0] == generation) | (bad[1] == generation));
         return;
     }
 
@@ -1111,25 +1111,34 @@ decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_par
                   threadIdx.x);
 }
 
-// decode_validate<I>: the value checks of cache_seqlens and the block table in one launch, so the
-// host pays one small kernel and one 8-byte copy. flags (zeroed by the caller): flags[0] = 1 when
-// a length lies outside [0, cache_len]; flags[1] = 1 when a used page (index < ceil(len /
-// page_size)) lies outside [0, num_pages). Every writer stores the same 1, so plain stores do.
+// decode_validate<I>: the value checks of cache_seqlens and the block table in one launch. A
+// length outside [0, cache_len] sets flag 0, a used page (index < ceil(len / page_size)) outside
+// [0, num_pages) flag 1: in `flags` (device memory, read by the split kernels) to `generation`
+// (the call's number on this stream, so nobody has to zero them between calls) and in
+// `host_flags` (mapped pinned host memory, zeroed by the host before the launch, read after an
+// event behind this kernel) to 1. Every writer stores the same value, so plain stores do.
 template <typename I>
 __global__ void __launch_bounds__(256)
 decode_validate(const I* __restrict__ lens, const I* __restrict__ table, int batch, int max_pages,
-                int cache_len, int page_size, int num_pages, int paged, I* __restrict__ flags) {
+                int cache_len, int page_size, int num_pages, int paged, int generation, I* __restrict__ flags,
+                I* __restrict__ host_flags) {
     const int cols = max_pages > 0 ? max_pages : 1;
     const i64 total = (i64)batch * cols;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
         const int b = (int)(i / cols), p = (int)(i % cols);
         const I len = lens[b];
-        if (p == 0 && (len < 0 || len > cache_len)) flags[0] = 1;
+        if (p == 0 && (len < 0 || len > cache_len)) {
+            flags[0] = generation;
+            host_flags[0] = 1;
+        }
         if (paged && p < max_pages && len > 0) {
             const i64 used = ((i64)len + page_size - 1) / page_size;
             if (p < used) {
                 const I e = table[(i64)b * max_pages + p];
-                if (e < 0 || e >= num_pages) flags[1] = 1;
+                if (e < 0 || e >= num_pages) {
+                    flags[1] = generation;
+                    host_flags[1] = 1;
+                }
             }
         }
     }

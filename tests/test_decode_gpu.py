@@ -197,6 +197,49 @@ def test_gpu_concurrent_streams_and_repeated_calls(cp, rng):
             check(o.get(), lse.get(), q, k, v, alibi_slopes="default")
 
 
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+def test_gpu_repeated_layout_reuses_its_plan(cp, rng, split_kernel, paged):
+    """Calls with one layout share one launch plan (checked and planned once), yet each gets its
+    own data right: new queries, lengths, cache arrays (new addresses: new tensor maps) and block
+    tables, queued back to back without a sync; a bad length or page through the cached plan
+    still raises, and the calls after it are right again."""
+    b, hq, hkv, length, d = 3, 16, 4, 4096, 128
+
+    def inputs():
+        q, k, v = draw(rng, (b, hq, 1, d), np.float16), draw(rng, (b, hkv, length, d), np.float16), \
+            draw(rng, (b, hkv, length, d), np.float16)
+        kw = dict(cache_seqlens=rng.integers(1, length + 1, b).astype(np.int32), alibi_slopes="default")
+        if paged:
+            k, v, kw["block_table"] = to_paged(rng, k, v, 64)
+        return q, k, v, kw
+
+    def queue(q, k, v, kw):
+        return cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(v), return_lse=True,
+                             **{n: cp.asarray(x) if isinstance(x, np.ndarray) else x for n, x in kw.items()})
+
+    first = inputs()
+    results = [(first, queue(*first))]
+    plans = dict(DECODE_MODULE._PLANS)
+    for _ in range(3):
+        args = inputs()
+        results.append((args, queue(*args)))
+    assert DECODE_MODULE._PLANS == plans  # no new plan: the same objects under the same keys
+    for (q, k, v, kw), (o, lse) in results:
+        check(o.get(), lse.get(), q, k, v, **kw)
+    q, k, v, kw = inputs()
+    bad = dict(kw, cache_seqlens=np.array([length, length + 1, 5], np.int32))
+    with pytest.raises(ValueError, match="cache_seqlens must lie"):
+        queue(q, k, v, bad)
+    if paged:
+        kw["block_table"][1, 0] = kw["block_table"].max() + 1
+        with pytest.raises(ValueError, match="pages outside"):
+            queue(q, k, v, kw)
+        kw["block_table"][1, 0] = 0
+    o, lse = queue(q, k, v, kw)
+    check(o.get(), lse.get(), q, k, v, **kw)
+    assert DECODE_MODULE._PLANS == plans
+
+
 @pytest.mark.kernels_inside
 def test_gpu_paged_long(cp, rng, monkeypatch):
     q, k, v = draw(rng, (2, 32, 1, 128), np.float16), draw(rng, (2, 8, 33024, 128), np.float16), \
@@ -297,8 +340,9 @@ def test_gpu_value_checks_come_before_the_attention_launches(cp, rng, monkeypatc
     host) and skip all work on its flags: the work counters are back to zero and the next calls
     are right (tests/sanitize_decode.py runs such calls under memcheck)."""
     launched = []
-    real_launch = DECODE_MODULE.launch
-    monkeypatch.setattr(DECODE_MODULE, "launch", lambda kernel, *a, **kw: (launched.append(kernel), real_launch(kernel, *a, **kw)))
+    real_launch = DECODE_MODULE.launch_packed
+    monkeypatch.setattr(DECODE_MODULE, "launch_packed",
+                        lambda packed, *a: (launched.append(packed.kernel), real_launch(packed, *a)))
     q = cp.ones((2, 4, 1, 64), cp.float16)
     pages = cp.ones((4, 2, 8, 64), cp.float16)
     validate = DECODE_MODULE.get_kernel("decode.cu", DECODE_MODULE.VALIDATE_EXPRESSION)
