@@ -2,7 +2,8 @@
 
 Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--sweep]
 
-Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row.
+Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row and
+two short calls (per-layer sizes whose reads take 45-90 us, where host time per call shows).
 Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
@@ -41,6 +42,10 @@ ROWS = [  # (B, Hq, Hkv, D, L, paged)
     (64, 32, 32, 128, 2048, False),
     (8, 16, 16, 256, 33001, False),
     (16, 32, 8, 128, 32768, True),
+    # short calls (per-layer sizes, 45-90 us of reads; not ANCHORS.md rows): host time per call
+    # shows here, for torch as for cuattn
+    (4, 32, 4, 64, 32768, False),
+    (8, 32, 8, 128, 8192, False),
 ]
 PAGE_SIZE = 256
 SWEEP_BLOCKS_PER_SM = (4, 8, 16, 32, 64)

@@ -685,7 +685,7 @@ class _DecodePlan:
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         self.launches = [PackedLaunch(split, (min(grid, items),), (160,),
                                       args + [copy_arg, np.int32(splits), "o", lse_out, counters, np.int32(hq), flags,
-                                              "generation" if self.checked else np.int32(1)], smem)]
+                                              "generation" if self.checked else np.int32(0)], smem)]
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
         """Queue the call: (o, lse); lse is None unless the plan returns it."""

@@ -511,16 +511,26 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // another stream's kernel holds its SM, takes nothing until it runs). A block's producer takes an
 // item, then streams its tiles; each ring stage carries the item it belongs to in a header (s_hdr,
 // one int per stage, written before the stage's arrival). A stage with no bytes (a plain arrival)
-// carries an item with no keys, or -1: no more work. `stop` (decode_validate's flags hold
-// this call's generation: a bad length or page) means no work at all (the host raises). Every
-// block ends on one take past the last item, so a launch makes exactly num_items + gridDim.x
+// carries an item with no keys, or -1: no more work. A failed value check (decode_validate's
+// flags hold this call's generation: a bad length or page) means no work at all (first_take; the
+// host raises). Every block ends on one take past the last item, so a launch makes exactly num_items + gridDim.x
 // takes: the one that reads the last of those counts sets the counter back to 0 for the next
 // launch on this stream (no block has to count its way out).
-__device__ __forceinline__ int take_item(int* work, int num_items, bool stop) {
-    if (stop) return -1;
+__device__ __forceinline__ int take_item(int* work, int num_items) {
     const int taken = atomicAdd(work, 1);
     if (taken == num_items + (int)gridDim.x - 1) *work = 0;  // the launch's last take
     return taken < num_items ? taken : -1;
+}
+// A block's first take, sent together with the loads of the value check's flags (one round trip
+// before the first copy, not two; generation 0: no check, no loads). A failed check (a flag
+// holding this call's generation) makes the block take on until the counter runs out, doing no
+// work: the launch still makes its num_items + gridDim.x takes, so the counter is reset as usual.
+__device__ __forceinline__ int first_take(int* work, int num_items, const int* __restrict__ bad, int generation) {
+    const int f0 = generation != 0 ? bad[0] : 0, f1 = generation != 0 ? bad[1] : 0;
+    int item = take_item(work, num_items);
+    if (generation != 0 && (f0 == generation || f1 == generation))
+        while (item >= 0) item = take_item(work, num_items);
+    return item;
 }
 __device__ __forceinline__ void st_shared_s32(u32 addr, int x) {
     asm volatile("st.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
@@ -546,11 +556,12 @@ __device__ __forceinline__ void push_header(u32 s_full, u32 s_empty, u32 s_hdr, 
 template <int kTile, int kStages, bool kWarp, typename Copy>
 __device__ __forceinline__ void walk_items(const int* __restrict__ seqlens, int num_items, int num_splits, int ys,
                                            int row_chunks, int chunk, u32 s_full, u32 s_empty, u32 s_hdr,
-                                           int* work, bool stop, int lane, Copy copy) {
+                                           int* work, const int* __restrict__ bad, int generation, int lane,
+                                           Copy copy) {
     int it = 0;
-    while (true) {
+    for (bool first = true;; first = false) {
         int item = 0;
-        if (lane == 0) item = take_item(work, num_items, stop);
+        if (lane == 0) item = first ? first_take(work, num_items, bad, generation) : take_item(work, num_items);
         if (kWarp) item = __shfl_sync(0xffffffffu, item, 0);
         int y = 0, b = 0, key0 = 0, key1 = 0;
         if (item >= 0) {
@@ -583,10 +594,10 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
                                               i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                                               i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
                                               int row_chunks, int chunk, int row_bytes, bool whole_tiles,
-                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work, bool stop,
-                                              int lane) {
+                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work,
+                                              const int* __restrict__ bad, int generation, int lane) {
     walk_items<kTile, kStages, true>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
-                                     work, stop, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+                                     work, bad, generation, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
         const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
         const int* pages = block_table + b * bt_stride;
@@ -702,8 +713,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
                                                              v_ss, bt_stride, page_size, num_items, num_splits, ys,
                                                              row_chunks, chunk, row_bytes, whole_tiles != 0,
-                                                             s_ring, s_full, s_empty, s_hdr, work,
-                                                             (bad[0] == generation) | (bad[1] == generation), lane);
+                                                             s_ring, s_full, s_empty, s_hdr, work, bad, generation,
+                                                             lane);
         return;
     }
 
@@ -829,11 +840,12 @@ __device__ __forceinline__ void produce_tiles_tensor(const unsigned char* tmaps,
                                                      const int* __restrict__ block_table, i64 bt_stride,
                                                      int page_size, int num_items, int num_splits, int ys,
                                                      int row_chunks, int chunk, u32 s_ring, u32 s_full,
-                                                     u32 s_empty, u32 s_hdr, int* work, bool stop) {
+                                                     u32 s_empty, u32 s_hdr, int* work, const int* __restrict__ bad,
+                                                     int generation) {
     const void* kmap = tmaps;
     const void* vmap = tmaps + 128;
     walk_items<kTile, kStages, false>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
-                                      work, stop, 0, [&](int stage, int b, int kv_head, int t0, int) {
+                                      work, bad, generation, 0, [&](int stage, int b, int kv_head, int t0, int) {
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const u32 full = s_full + 8 * stage;
         const int row = kPaged ? t0 % page_size : t0;
@@ -889,10 +901,13 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     __syncthreads();
 
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
-        if (lane == 0)
+        if (lane == 0) {
+            prefetch_tensormap(tmaps);  // the maps' fetch overlaps the first take
+            prefetch_tensormap(tmaps + 128);
             produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 tmaps, seqlens, block_table, bt_stride, page_size, num_items, num_splits, ys, row_chunks, chunk,
-                s_ring, s_full, s_empty, s_hdr, work, (bad[0] == generation) | (bad[1] == generation));
+                s_ring, s_full, s_empty, s_hdr, work, bad, generation);
+        }
         return;
     }
 

@@ -27,6 +27,11 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const void* tmap, int col, 
         "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
         ::"r"(dst), "l"(tmap), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(bar) : "memory");
 }
+// Fetch a tensor map (128 bytes in global memory) into the copy engine's descriptor cache ahead of
+// its first copy, so that copy does not wait for it.
+__device__ __forceinline__ void prefetch_tensormap(const void* tmap) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(tmap) : "memory");
+}
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
     asm volatile(
         "{\n.reg .pred done;\nWAIT:\n"
