@@ -171,7 +171,7 @@ def summarize(name, trace, expr, nbytes):
     return rec
 
 
-def trace_main(out):
+def trace_main(out, only=""):
     results = []
     d = 128
     saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
@@ -185,6 +185,8 @@ def trace_main(out):
         ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None),
     ]
     for name, b, hq, hkv, length, kern, fixed in cases:
+        if only not in name:
+            continue
         q, k, v, nbytes = inputs(b, hq, hkv, length, d)
         module.KERNEL = kern
         if fixed:
@@ -205,11 +207,12 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--kernels", default="mma,tma")
     parser.add_argument("--trace", action="store_true", help="timelines of single calls instead of timings")
+    parser.add_argument("--only", default="", help="with --trace: the cases whose name contains this text")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.trace:
-        return trace_main(out)
+        return trace_main(out, args.only)
     results = []
     d = 128
     kernels = args.kernels.split(",")

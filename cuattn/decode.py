@@ -518,8 +518,8 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION,
-            plan, plan_persistent)
+    return (KERNEL, TMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+            _tma.L2_PROMOTION, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
