@@ -124,7 +124,7 @@ class PackedLaunch:
     """
 
     def __init__(self, kernel, grid, block, args, shared_mem: int = 0):
-        cupy = require_cupy()
+        import cupy
         from cupy.cuda import driver
 
         self._launch = driver.launchKernel

@@ -1,0 +1,50 @@
+"""cuattn._cuda.PackedLaunch packs kernel arguments as cuLaunchKernel reads them (no GPU needed:
+the driver call is replaced by a recorder)."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+cupy = pytest.importorskip("cupy")
+
+from cuattn import _cuda  # noqa: E402
+
+
+class FakeKernel:
+    """Stands in for a CuPy RawKernel: .kernel.ptr is the CUfunction handle."""
+
+    class kernel:  # noqa: N801 - mirrors RawKernel.kernel
+        ptr = 0xF00D
+
+
+def cell(params_ptr, i, ctype):
+    """What the driver reads for argument i: the value behind params[i]."""
+    address = ctypes.c_uint64.from_address(params_ptr + 8 * i).value
+    return ctype.from_address(address).value
+
+
+@pytest.mark.parametrize("values", [[0x7F12_3456_7890, 5], [1 << 40, 2_000_000_000]])
+def test_packed_arguments_and_slots(values):
+    rng = np.random.default_rng()
+    i32, i64, f32 = int(rng.integers(-2**31, 2**31)), int(rng.integers(-2**62, 2**62)), float(rng.standard_normal())
+    packed = _cuda.PackedLaunch(FakeKernel(), (3, 2), (128,),
+                                ["ptr", np.int32(i32), np.int64(i64), np.float32(f32), "gen"], shared_mem=4096)
+    assert packed.slots == ["ptr", "gen"] and packed.grid == (3, 2, 1) and packed.block == (128, 1, 1)
+    seen = []
+    packed._launch = lambda *args: seen.append((args, [
+        cell(args[9], 0, ctypes.c_uint64), cell(args[9], 1, ctypes.c_int32), cell(args[9], 2, ctypes.c_int64),
+        cell(args[9], 3, ctypes.c_float), cell(args[9], 4, ctypes.c_int32)]))
+    packed(stream_ptr=77, values=values)
+    (args, cells), = seen
+    assert args[:9] == (0xF00D, 3, 2, 1, 128, 1, 1, 4096, 77) and args[10] == 0
+    assert cells[0] == values[0] and cells[4] == values[1]
+    assert cells[1] == i32 and cells[2] == i64 and cells[3] == np.float32(f32)
+    # a second call rewrites only the slots
+    packed(stream_ptr=0, values=[values[0] + 16, 9])
+    assert seen[1][1][0] == values[0] + 16 and seen[1][1][4] == 9 and seen[1][1][1:4] == cells[1:4]
+
+
+def test_unsupported_argument_is_a_type_error():
+    with pytest.raises(TypeError, match="kernel argument 1"):
+        _cuda.PackedLaunch(FakeKernel(), (1,), (32,), ["x", 3.5])
