@@ -513,9 +513,9 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // one int per stage, written before the stage's arrival). A stage with no bytes (a plain arrival)
 // carries an item with no keys, or -1: no more work. A failed value check (decode_validate's
 // flags hold this call's generation: a bad length or page) means no work at all (first_take; the
-// host raises). Every block ends on one take past the last item, so a launch makes exactly num_items + gridDim.x
-// takes: the one that reads the last of those counts sets the counter back to 0 for the next
-// launch on this stream (no block has to count its way out).
+// host raises). Every block ends on one take past the last item, so a launch makes exactly
+// num_items + gridDim.x takes: the one that reads the last of those counts sets the counter back
+// to 0 for the next launch on this stream (no block has to count its way out).
 __device__ __forceinline__ int take_item(int* work, int num_items) {
     const int taken = atomicAdd(work, 1);
     if (taken == num_items + (int)gridDim.x - 1) *work = 0;  // the launch's last take
