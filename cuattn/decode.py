@@ -49,6 +49,14 @@ TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leav
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
 TMA_OPTIONS = ("-arch=sm_90a",)
+# Work stealing in the persistent kernels ("tma", "mma"): blocks that run out of items take the
+# rest of unfinished ones, GRAIN_BYTES of K and V at a time (see decode.cu, walk_work). Results
+# then depend on which block took which keys: they can differ in the last bits from call to call.
+# False: every item is streamed by the block that took it (bit-reproducible results).
+STEAL = True
+GRAIN_BYTES = 65536
+OWNER_GRAINS = 0        # tests: owners stop after this many grains (0: never), thieves take the rest
+MAX_GRAINS = 16384      # grains per item (the claim words count them in 16 bits)
 SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
 RING_STAGE_EXTRA = 24     # bytes per ring stage besides its tiles: full and empty barriers, item header
 
@@ -453,17 +461,76 @@ _COUNTERS: dict = {}
 
 
 def _split_counters(device_id: int, stream_ptr: int, n: int):
-    """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): n per
-    row group (splits written), then the work counter. Each launch leaves them zero again (the
-    merging block resets its group's count, the launch's last take of an item the work counter),
-    and launches on one stream run in order, so the buffer needs no memset per call."""
+    """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): per row
+    group a 64-bit count of its partials (owners << 32 | keys) and the number of thieves'
+    partials, then the work counter, the pool's count and the blocks out (decode.cu, Work). Each
+    launch leaves them zero again (the merging block resets its group's counts, the launch's last
+    take the work counter, the last block out the pool's), and launches on one stream run in
+    order, so the buffer needs no memset per call. A plan keeps the buffer it got."""
     cupy = require_cupy()
     buf = _COUNTERS.get((device_id, stream_ptr))
     if buf is None or buf.size < n:
         with cupy.cuda.Device(device_id):
             buf = cupy.zeros(max(n, 1024), dtype=cupy.int32)
+            cupy.cuda.get_current_stream().synchronize()  # zeroed before any stream uses it
         _COUNTERS[(device_id, stream_ptr)] = buf
     return buf
+
+
+class _StealState:
+    """Work stealing's buffers of one (device, stream) (decode.cu, walk_work): a 64-bit claim word
+    per item (tagged with the launch number, so they need no reset), the row groups' lists of
+    thieves' partials, the pool those partials go to; and the launch counter. They grow as plans
+    need (a plan keeps the buffers it got: launches on one stream run in order)."""
+
+    def __init__(self):
+        self.words = self.lists = self.pool = None
+        self._count = itertools.count(1)
+
+    def next_launch(self) -> int:
+        return next(self._count) % 0xFFFFFFFF + 1  # 1 .. 2**32 - 1 (0: a word never claimed)
+
+    def buffers(self, device_id: int, items: int, list_entries: int, pool_floats: int):
+        cupy = require_cupy()
+        with cupy.cuda.Device(device_id):
+            if self.words is None or self.words.size < items:
+                self.words = cupy.zeros(max(items, 1024), dtype=cupy.uint64)
+                cupy.cuda.get_current_stream().synchronize()
+            if self.lists is None or self.lists.size < list_entries:
+                self.lists = cupy.empty(max(list_entries, 1024), dtype=cupy.int32)
+            if self.pool is None or self.pool.size < pool_floats:
+                self.pool = cupy.empty(max(pool_floats, 1024), dtype=cupy.float32)
+        return self.words, self.lists, self.pool
+
+
+_STEAL: dict = {}
+
+
+def _steal_state(device_id: int, stream_ptr: int) -> _StealState:
+    state = _STEAL.get((device_id, stream_ptr))
+    if state is None:
+        state = _STEAL.setdefault((device_id, stream_ptr), _StealState())
+    return state
+
+
+def steal_plan(chunk: int, padded: int, itemsize: int, items: int, grid: int) -> tuple[int, int, int]:
+    """(keys per grain, pool slots, scan window) of work stealing for a persistent launch; a grain
+    of `chunk` keys or more means no stealing. Grains are whole CHUNK_ALIGN keys (whole ring tiles
+    of both kernels), about GRAIN_BYTES of K and V, at most MAX_GRAINS per item. The pool has
+    room for 2 grid thieves' partials beyond the grid (a thief takes a slot only while grid are
+    left); OWNER_GRAINS (tests) makes it hold every grain, and thieves look at every item."""
+    if not STEAL:
+        return chunk, 1, 1
+    align = CHUNK_ALIGN
+    grain = max(align, -(-GRAIN_BYTES // (2 * padded * itemsize) // align) * align,
+                -(-(-(-chunk // MAX_GRAINS)) // align) * align)
+    if OWNER_GRAINS:
+        pool = grid + items * -(-chunk // grain) + 64
+        if pool > 32767:
+            raise ValueError(f"cuattn.decode.OWNER_GRAINS={OWNER_GRAINS} needs a pool of {pool} partials here "
+                             "(at most 32767; it is a test setting: use smaller shapes)")
+        return grain, pool, items
+    return grain, min(32767, 3 * grid), 2 * grid
 
 
 @functools.lru_cache(maxsize=64)
@@ -520,7 +587,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
-            _tma.L2_PROMOTION, plan, plan_persistent, get_kernel)
+            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
@@ -608,6 +675,7 @@ class _DecodePlan:
                          np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]),
                          "generation", self.flags.flags, "host_flags"])
         self.launches = []
+        self.steal = None  # _StealState of the persistent kernels
         self.check_first = True  # wait for the check before the launches (the register kernel)
         if batch * hq * sq == 0:
             return
@@ -679,13 +747,18 @@ class _DecodePlan:
             smem = mma_shared_bytes(stages, padded)
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
-        # per row group, the number of splits written so far (the block that writes the last one
-        # merges the group and sets the count back to 0), then the work counter (_split_counters)
-        counters = _split_counters(device_id, stream_ptr, batch * hkv * row_chunks + 1)
+        groups = batch * hkv * row_chunks
+        blocks = min(grid, items)
+        counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
-        self.launches = [PackedLaunch(split, (min(grid, items),), (160,),
+        grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)
+        self.steal = _steal_state(device_id, stream_ptr)
+        words, lists, pool = self.steal.buffers(device_id, items, groups * pool_cap, pool_cap * rows * (d + 1))
+        self.launches = [PackedLaunch(split, (blocks,), (160,),
                                       args + [copy_arg, np.int32(splits), "o", lse_out, counters, np.int32(hq), flags,
-                                              "generation" if self.checked else np.int32(0)], smem)]
+                                              "generation" if self.checked else np.int32(0), words, lists, pool,
+                                              np.int32(grain), np.int32(pool_cap), np.int32(window),
+                                              np.int32(OWNER_GRAINS), "launch"], smem)]
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
         """Queue the call: (o, lse); lse is None unless the plan returns it."""
@@ -721,6 +794,8 @@ class _DecodePlan:
             if self.check_first:
                 self._wait(host)
                 host = None
+        if self.steal is not None:
+            values["launch"] = self.steal.next_launch()
         for packed in self.launches:
             launch_packed(packed, self.stream_ptr, [values[n] for n in packed.slots])
         if host is not None:

@@ -419,45 +419,71 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
 // kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, item headers).
-// Merge the num_splits partials of rows row0 .. row0 + rows_here - 1 of (b, kv_head) into o and lse
+// Where the partials of one row group lie: the owners' (one per split: row part_row + s * split_stride
+// of o_part / lse_part, s < num_splits) and the stolen ranges' (pool slots, rows_cap rows each,
+// listed in list[0 .. num_parts - num_splits); see walk_work).
+struct PartialSet {
+    const float* o_part;
+    const float* lse_part;
+    i64 part_row, split_stride;
+    int num_splits;
+    const float* pool_o;
+    const float* pool_lse;
+    const int* list;
+    int rows_cap;
+};
+
+// Merge the num_parts partials of rows row0 .. row0 + rows_here - 1 of (b, kv_head) into o and lse
 // (the decode_merge math), by 128 threads (the consumers of a persistent block, or a decode_merge
 // block). Partials written by other blocks are read through L2 (__ldcg) after the caller's fence.
 // The merge is bound by L2 latency (it often runs while other blocks stream HBM, when one round
-// trip takes microseconds), so it is one pass with kInFlight splits' loads issued together: a
-// thread takes 4 columns of one row and keeps an online log-sum-exp over the splits in split
-// order (running max m, sum l of exp(lse_s - m), acc of exp(lse_s - m) o_s; one rescale per
-// kInFlight splits, none when the first ones hold the max). Every thread of a row computes the
-// same m and l; the one with the first columns writes lse.
+// trip takes microseconds), so it is one pass with kInFlight partials' loads issued together: a
+// thread takes 4 columns of one row and keeps an online log-sum-exp over the partials in order
+// (running max m, sum l of exp(lse_p - m), acc of exp(lse_p - m) o_p; one rescale per kInFlight
+// partials, none when the first ones hold the max). Every thread of a row computes the same m and
+// l; the one with the first columns writes lse.
 template <typename T>
-__device__ __forceinline__ void merge_rows(const float* o_part, const float* lse_part, T* __restrict__ o,
-                                           float* __restrict__ lse, i64 part_row, i64 split_stride, int num_splits,
-                                           int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
-                                           int head_dim, int num_q_heads, int tid) {
+__device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, T* __restrict__ o,
+                                           float* __restrict__ lse, int rows_here, int row0, int b, int kv_head,
+                                           int group, int seqlen_q, int head_dim, int num_q_heads, int tid) {
     constexpr int kInFlight = 16;
     const int vecs = head_dim / 4;  // head_dim is a multiple of 8
     for (int i = tid; i < rows_here * vecs; i += 128) {
         const int r = i / vecs, c = (i - r * vecs) * 4;
-        const i64 pr = part_row + r;
         float m = -CUATTN_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
         bool any_nan = false;
-        for (int s0 = 0; s0 < num_splits; s0 += kInFlight) {
+        for (int s0 = 0; s0 < num_parts; s0 += kInFlight) {
             float x[kInFlight];
             float4 y[kInFlight];
+            int slot[kInFlight];
 #pragma unroll
-            for (int u = 0; u < kInFlight; ++u) {  // past the last split: reload it, skipped below
-                const i64 p = min(s0 + u, num_splits - 1) * split_stride + pr;
-                x[u] = __ldcg(lse_part + p);
-                y[u] = __ldcg(reinterpret_cast<const float4*>(o_part + p * head_dim + c));
+            for (int u = 0; u < kInFlight; ++u) {  // past the last partial: reload it, skipped below
+                const int p = min(s0 + u, num_parts - 1);
+                slot[u] = p < ps.num_splits ? -1 : __ldcg(ps.list + (p - ps.num_splits));
+            }
+#pragma unroll
+            for (int u = 0; u < kInFlight; ++u) {
+                const int p = min(s0 + u, num_parts - 1);
+                const float *lp, *op;
+                if (slot[u] < 0) {
+                    const i64 row = p * ps.split_stride + ps.part_row + r;
+                    lp = ps.lse_part + row, op = ps.o_part + row * head_dim + c;
+                } else {
+                    const i64 row = (i64)slot[u] * ps.rows_cap + r;
+                    lp = ps.pool_lse + row, op = ps.pool_o + row * head_dim + c;
+                }
+                x[u] = __ldcg(lp);
+                y[u] = __ldcg(reinterpret_cast<const float4*>(op));
             }
             float cm = m;
 #pragma unroll
             for (int u = 0; u < kInFlight; ++u) {
-                if (s0 + u < num_splits) {
+                if (s0 + u < num_parts) {
                     any_nan = any_nan || x[u] != x[u];
                     cm = fmaxf(cm, x[u]);
                 }
             }
-            if (cm == -CUATTN_INF) continue;  // no split so far saw a key
+            if (cm == -CUATTN_INF) continue;  // no partial so far saw a key
             if (cm != m) {                    // m = -inf gives scale 0 on l = acc = 0
                 const float scale = __expf(m - cm);
                 l *= scale;
@@ -467,8 +493,8 @@ __device__ __forceinline__ void merge_rows(const float* o_part, const float* lse
             }
 #pragma unroll
             for (int u = 0; u < kInFlight; ++u) {
-                const float w = s0 + u < num_splits ? __expf(x[u] - m) : 0.f;
-                if (w > 0.f) {  // a split that saw no key (lse -inf) adds nothing, whatever its o holds
+                const float w = s0 + u < num_parts ? __expf(x[u] - m) : 0.f;
+                if (w > 0.f) {  // a partial that saw no key (lse -inf) adds nothing, whatever its o holds
                     l += w;
                     acc[0] = fmaf(w, y[u].x, acc[0]);
                     acc[1] = fmaf(w, y[u].y, acc[1]);
@@ -505,17 +531,64 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 }
 
 // Work distribution of the persistent kernels. Items (split, kv head x row chunk, batch row), split
-// fastest, are handed out in order from a global counter (counters[num_groups]; the blocks of
-// faster SMs take more of them: on an H100 some SMs stream ~25% faster than others, so equal
-// shares per block would leave those idle; and a block that is not resident yet, e.g. while
-// another stream's kernel holds its SM, takes nothing until it runs). A block's producer takes an
-// item, then streams its tiles; each ring stage carries the item it belongs to in a header (s_hdr,
-// one int per stage, written before the stage's arrival). A stage with no bytes (a plain arrival)
-// carries an item with no keys, or -1: no more work. A failed value check (decode_validate's
-// flags hold this call's generation: a bad length or page) means no work at all (first_take; the
-// host raises). Every block ends on one take past the last item, so a launch makes exactly
-// num_items + gridDim.x takes: the one that reads the last of those counts sets the counter back
-// to 0 for the next launch on this stream (no block has to count its way out).
+// fastest, are handed out in order from a global counter (the blocks of faster SMs take more of
+// them: on an H100 some SMs stream ~25% faster than others, so equal shares per block would leave
+// those idle; and a block that is not resident yet, e.g. while another stream's kernel holds its
+// SM, takes nothing until it runs). A block's producer takes an item, then streams its tiles; each
+// ring stage carries a header (walk_work). A failed value check (decode_validate's flags hold this
+// call's generation: a bad length or page) means no work at all (first_take; the host raises).
+// Every block ends on one take past the last item, so a launch makes exactly num_items +
+// gridDim.x takes: the one that reads the last of those counts sets the counter back to 0 for the
+// next launch on this stream (no block has to count its way out).
+//
+// Work stealing (grain < chunk): when the counter runs dry, the blocks that are done take what is
+// left of the unfinished items, so the launch ends when the work does, not when its slowest SM
+// does. An item's keys are `grains` pieces of `grain` keys. Its owner (the block that took it)
+// claims them from the front, one ahead of the one it streams; thieves claim them from the back.
+// Both claim by one atomic add on the item's 64-bit word (launch number << 32 | grains taken from
+// the back << 16 | grains taken from the front); a claim holds when front + back < grains before
+// it, so every grain goes to exactly one block. The owner starts the word (atomicExch: launch
+// number, grain 0 taken), and thieves only touch words of this launch. The owner's grains make
+// one partial (its split's rows of the partials); a thief's grains of one item make one partial
+// in a pool slot (allocated from a per-launch count; the slot goes into the row group's list).
+// A row group is merged by the block that completes it: every owner's partial written and every
+// key of the row counted (done: owners << 32 | keys, per row group).
+struct Work {
+    const int* __restrict__ seqlens;
+    int num_items, num_splits, ys, row_chunks, chunk, grain, nrg;
+    // zero between launches: done (u64, per row group), thieves' partials (per row group), the
+    // work counter, the pool's count, blocks out
+    int* counters;
+    const int* __restrict__ bad;
+    int generation;
+    unsigned long long* words;  // per item (see above)
+    int* lists;                 // per row group: pool_cap entries
+    int pool_cap, window, owner_grains;
+    unsigned launch;
+    __device__ __forceinline__ unsigned long long* done() const {
+        return reinterpret_cast<unsigned long long*>(counters);
+    }
+    __device__ __forceinline__ int* thieves() const { return counters + 2 * nrg; }
+    __device__ __forceinline__ int* work() const { return counters + 3 * nrg; }
+    __device__ __forceinline__ int* pool_used() const { return counters + 3 * nrg + 1; }
+    __device__ __forceinline__ int* exits() const { return counters + 3 * nrg + 2; }
+    __device__ __forceinline__ bool stealing() const { return grain < chunk; }
+};
+
+struct ItemRange {
+    int split, y, b, key0, key1, grains;
+};
+__device__ __forceinline__ ItemRange item_range(const Work& w, int item) {
+    ItemRange r;
+    r.split = item % w.num_splits;
+    r.y = (item / w.num_splits) % w.ys;
+    r.b = item / (w.num_splits * w.ys);
+    r.key0 = r.split * w.chunk;
+    r.key1 = min(w.seqlens[r.b], r.key0 + w.chunk);
+    r.grains = r.key1 > r.key0 ? (r.key1 - r.key0 + w.grain - 1) / w.grain : 0;
+    return r;
+}
+
 __device__ __forceinline__ int take_item(int* work, int num_items) {
     const int taken = atomicAdd(work, 1);
     if (taken == num_items + (int)gridDim.x - 1) *work = 0;  // the launch's last take
@@ -540,64 +613,147 @@ __device__ __forceinline__ int ld_shared_s32(u32 addr) {
     asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(x) : "r"(addr) : "memory");
     return x;
 }
-// a header-only stage (no bytes): the producer's lane 0 publishes `item` and arrives
-__device__ __forceinline__ void push_header(u32 s_full, u32 s_empty, u32 s_hdr, int it, int stages, int item) {
-    const int stage = it % stages;
-    if (it >= stages) mbar_wait(s_empty + 8 * stage, ((it / stages) - 1) & 1);
-    st_shared_s32(s_hdr + 4 * stage, item);
-    mbar_arrive(s_full + 8 * stage);
-}
-// The producers' walk over their items (both persistent kernels): takes items (take_item) until
-// none is left; for each tile of an item's keys it waits for its ring stage to be free, publishes
-// the item in the stage's header and calls copy(stage, b, kv_head, t0, key1), which arrives on the
-// stage's full barrier with the bytes it copies; items with no keys and the final -1 get a
-// header-only stage. Lane 0 takes the items and writes the headers; kWarp: the whole warp calls
-// (the item is broadcast, copy may spread its copies over the lanes), else lane 0 alone.
-template <int kTile, int kStages, bool kWarp, typename Copy>
-__device__ __forceinline__ void walk_items(const int* __restrict__ seqlens, int num_items, int num_splits, int ys,
-                                           int row_chunks, int chunk, u32 s_full, u32 s_empty, u32 s_hdr,
-                                           int* work, const int* __restrict__ bad, int generation, int lane,
-                                           Copy copy) {
+
+// Stage headers: (item, code), two ints per stage at s_hdr + 8 * stage. item -1: no more work.
+// code >= 0: a tile of `item` whose first key is `code`; -1 / -2: the end of the owner's partial of
+// `item` (-2: some of its grains went to thieves); <= -3: the end of a thief's partial of `item`,
+// -3 - code = its pool slot | its index in the row group's list << 16.
+constexpr int kOwnerEnd = -1, kOwnerEndStolen = -2;
+
+// The producer warp of both persistent kernels: takes items and streams them, then steals. For
+// each tile it waits for the tile's ring stage to be free, publishes the header and calls
+// copy(stage, b, kv_head, t0, key1) (the whole warp calls; copy arrives on the stage's full
+// barrier with the bytes it copies); ends of partials and of the work get header-only stages.
+// Lane 0 makes the atomic claims and writes the headers; the warp scans for victims.
+template <int kTile, int kStages, typename Copy>
+__device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty, u32 s_hdr, int lane, Copy copy) {
+    constexpr unsigned kAll = 0xffffffffu;
     int it = 0;
-    for (bool first = true;; first = false) {
-        int item = 0;
-        if (lane == 0) item = first ? first_take(work, num_items, bad, generation) : take_item(work, num_items);
-        if (kWarp) item = __shfl_sync(0xffffffffu, item, 0);
-        int y = 0, b = 0, key0 = 0, key1 = 0;
-        if (item >= 0) {
-            const int split = item % num_splits;
-            y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            key0 = split * chunk;
-            key1 = min(seqlens[b], key0 + chunk);
+    auto next_stage = [&](int item, int code) {  // the next ring stage, free, with its header
+        const int stage = it % kStages;
+        if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
+        if (lane == 0) {
+            st_shared_s32(s_hdr + 8 * stage, item);
+            st_shared_s32(s_hdr + 8 * stage + 4, code);
         }
-        if (item < 0 || key0 >= key1) {  // no more work, or an item with no keys
-            if (lane == 0) push_header(s_full, s_empty, s_hdr, it, kStages, item);
-            ++it;
-            if (item < 0) break;
-            continue;
+        ++it;
+        return stage;
+    };
+    auto mark = [&](int item, int code) {  // a header-only stage
+        const int stage = next_stage(item, code);
+        if (lane == 0) mbar_arrive(s_full + 8 * stage);
+    };
+    auto stream_grain = [&](int item, const ItemRange& r, int g) {
+        const int k0 = r.key0 + g * w.grain, k1 = min(r.key1, k0 + w.grain);
+        for (int t0 = k0; t0 < k1; t0 += kTile) {
+            const int stage = next_stage(item, t0);
+            copy(stage, r.b, r.y / w.row_chunks, t0, k1);
         }
-        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
-            const int stage = it % kStages;
-            if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
-            if (lane == 0) st_shared_s32(s_hdr + 4 * stage, item);  // before copy's arrival
-            copy(stage, b, y / row_chunks, t0, key1);
+    };
+
+    int item = 0;
+    if (lane == 0) item = first_take(w.work(), w.num_items, w.bad, w.generation);
+    item = __shfl_sync(kAll, item, 0);
+    while (item >= 0) {  // the owner's items
+        const ItemRange r = item_range(w, item);
+        const bool shared = w.stealing() && r.grains > 1;
+        bool stolen = false;
+        if (r.grains > 0) {
+            unsigned long long* word = w.words + item;
+            if (shared && lane == 0) atomicExch(word, ((unsigned long long)w.launch << 32) | 1ull);  // grain 0
+            for (int g = 0, claimed = 1; g >= 0;) {
+                const bool ask = shared && (w.owner_grains == 0 || claimed < w.owner_grains);
+                unsigned long long got = 0;
+                if (ask && lane == 0) got = atomicAdd(word, 1ull);  // the next grain, asked while this one streams
+                stream_grain(item, r, g);
+                g = -1;
+                if (ask) {
+                    got = __shfl_sync(kAll, got, 0);
+                    const int f = (int)(got & 0xffffu), s = (int)((got >> 16) & 0xffffu);
+                    if (f + s < r.grains) {
+                        g = f;
+                        ++claimed;
+                    } else {
+                        stolen = s > 0;
+                    }
+                } else {
+                    stolen = shared;  // owner_grains (tests): the rest is the thieves'
+                }
+            }
+        }
+        mark(item, stolen ? kOwnerEndStolen : kOwnerEnd);
+        if (lane == 0) item = take_item(w.work(), w.num_items);
+        item = __shfl_sync(kAll, item, 0);
+    }
+    while (w.stealing()) {  // thief: the item of the last `window` with the most unclaimed grains
+        unsigned long long best = 0;  // unclaimed << 48 | a tie-break hash << 32 | item
+        for (int i = max(0, w.num_items - w.window) + lane; i < w.num_items; i += 32) {
+            const unsigned long long c = __ldcg(w.words + i);
+            if ((unsigned)(c >> 32) != w.launch) continue;  // not started in this launch
+            const int left = item_range(w, i).grains - (int)(c & 0xffffu) - (int)((c >> 16) & 0xffffu);
+            const unsigned tie = (((unsigned)i ^ (blockIdx.x * 0x9e3779b9u)) * 0x85ebca6bu) >> 16;
+            const unsigned long long key =
+                left > 0 ? ((unsigned long long)left << 48) | ((unsigned long long)tie << 32) | (unsigned)i : 0ull;
+            best = key > best ? key : best;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const unsigned long long other = __shfl_xor_sync(kAll, best, o);
+            best = other > best ? other : best;
+        }
+        if (best == 0) break;
+        const int victim = (int)(best & 0xffffffffu);
+        // room in the pool for this partial, whatever the other thieves allocate meanwhile (each
+        // holds at most one steal without a slot)
+        int room = 0;
+        if (lane == 0) room = __ldcg(w.pool_used()) + (int)gridDim.x <= w.pool_cap;
+        if (!__shfl_sync(kAll, room, 0)) break;
+        const ItemRange r = item_range(w, victim);
+        unsigned long long* word = w.words + victim;
+        unsigned long long got = 0;
+        if (lane == 0) got = atomicAdd(word, 1ull << 16);
+        got = __shfl_sync(kAll, got, 0);
+        int f = (int)(got & 0xffffu), s = (int)((got >> 16) & 0xffffu);
+        if (f + s >= r.grains) continue;  // claimed meanwhile: look again
+        int ref = 0;
+        if (lane == 0) {
+            const int slot = atomicAdd(w.pool_used(), 1);
+            const int index = atomicAdd(w.thieves() + r.b * w.ys + r.y, 1);
+            ref = slot | (index << 16);
+        }
+        for (int g = r.grains - 1 - s; g >= 0;) {
+            const bool ask = f + s + 1 < r.grains;  // a grain was left after this one when last seen
+            if (ask && lane == 0) got = atomicAdd(word, 1ull << 16);
+            stream_grain(victim, r, g);
+            g = -1;
+            if (ask) {
+                got = __shfl_sync(kAll, got, 0);
+                f = (int)(got & 0xffffu), s = (int)((got >> 16) & 0xffffu);
+                if (f + s < r.grains) g = r.grains - 1 - s;
+            }
+        }
+        mark(victim, -3 - __shfl_sync(kAll, ref, 0));
+    }
+    mark(-1, 0);
+    if (w.stealing() && lane == 0) {  // the last producer out sets the pool's count back to 0
+        __threadfence();
+        if (atomicAdd(w.exits(), 1) == (int)gridDim.x - 1) {
+            *w.pool_used() = 0;
+            *w.exits() = 0;
         }
     }
 }
 
-// The producer warp of the bulk-copy kernels (walk_items): a stage is a K tile, then a V tile,
+// The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
 // kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile
 // (keys contiguous in the cache), else one per key row, spread over the warp.
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
-__device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* __restrict__ v,
-                                              const int* __restrict__ seqlens, const int* __restrict__ block_table,
-                                              i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
-                                              i64 bt_stride, int page_size, int num_items, int num_splits, int ys,
-                                              int row_chunks, int chunk, int row_bytes, bool whole_tiles,
-                                              u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr, int* work,
-                                              const int* __restrict__ bad, int generation, int lane) {
-    walk_items<kTile, kStages, true>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
-                                     work, bad, generation, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+__device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
+                                              const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
+                                              i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
+                                              int row_bytes, bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty,
+                                              u32 s_hdr, int lane) {
+    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
         const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
         const int* pages = block_table + b * bt_stride;
@@ -626,37 +782,44 @@ __device__ __forceinline__ void produce_tiles(const T* __restrict__ k, const T* 
     });
 }
 
-// After a consumer block wrote its partial of rows row0 .. row0 + rows_here - 1 of (b, kv head):
-// count the split, and when it was the group's last, merge the group (merge_rows) into o and lse
-// and reset the count for the next launch on this stream (one split: merged at once, uncounted).
-// s_merge: shared memory for the last-split flag (one int), free on entry and on exit. The 128 consumer threads call it together.
+// After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
+// (b, kv head): an owner's partial of a row group with one split and no thieves is merged at once,
+// uncounted; else it is counted (done: owners << 32 | keys), and the block that completes the row
+// group (all num_splits owners, all len keys) merges it (merge_rows, num_splits + the thieves'
+// partials) and sets its counts back to 0 for the next launch on this stream. A thief's partial
+// goes into the row group's list first (list_slot: its pool slot; list_index: where). s_merge:
+// shared memory for one int, free on entry and on exit. The 128 consumer threads call it together.
 template <typename T>
-__device__ __forceinline__ void merge_if_last(const float* o_part, const float* lse_part, T* __restrict__ o,
-                                              float* __restrict__ lse, int* __restrict__ counters, float* s_merge,
-                                              i64 part_row0, i64 split_stride, int counter, int num_splits,
+__device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __restrict__ o,
+                                              float* __restrict__ lse, float* s_merge, bool owner, bool alone,
+                                              int keys, int len, int rg, int list_slot, int list_index,
                                               int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
                                               int head_dim, int num_q_heads, int tid) {
+    int* list = w.lists + (i64)rg * w.pool_cap;
+    ps.list = list;
+    if (!owner && tid == 0) list[list_index] = list_slot;
     __threadfence();
-    if (num_splits == 1) {  // the rows' only split: no count, no other block's partial to wait for
+    named_barrier(1, 128);
+    int parts = 1;  // alone: the rows' only partial, no count, no other block's partial to wait for
+    if (!alone) {
+        int* s_flag = reinterpret_cast<int*>(s_merge);
+        if (tid == 0) {
+            const unsigned long long add = (owner ? 1ull << 32 : 0ull) + (unsigned)keys;
+            const unsigned long long total = ((unsigned long long)w.num_splits << 32) + (unsigned)len;
+            int last = 0;
+            if (atomicAdd(w.done() + rg, add) + add == total) {  // the last: ready for the next launch
+                w.done()[rg] = 0;
+                last = w.num_splits + atomicExch(w.thieves() + rg, 0);
+            }
+            s_flag[0] = last;
+        }
         named_barrier(1, 128);
-        merge_rows<T>(o_part, lse_part, o, lse, part_row0, split_stride, num_splits, rows_here, row0, b, kv_head,
-                      group, seqlen_q, head_dim, num_q_heads, tid);
-        return;
+        parts = s_flag[0];
+        named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
+        if (parts) __threadfence();
     }
-    named_barrier(1, 128);
-    int* s_flag = reinterpret_cast<int*>(s_merge);
-    if (tid == 0) {
-        const bool is_last = atomicAdd(counters + counter, 1) == num_splits - 1;
-        if (is_last) counters[counter] = 0;  // ready for the next launch on this stream
-        s_flag[0] = is_last;
-    }
-    named_barrier(1, 128);
-    const bool last = s_flag[0] != 0;
-    named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
-    if (last) {
-        __threadfence();
-        merge_rows<T>(o_part, lse_part, o, lse, part_row0, split_stride, num_splits, rows_here, row0, b,
-                      kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
+    if (parts) {
+        merge_rows<T>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
     }
 }
 
@@ -673,6 +836,36 @@ struct DecodeTmaShape {
     static constexpr int kMergeBytes = S::kMergeFloats * 4;
 };
 
+// The kernel arguments of work stealing, after `generation` in both persistent kernels
+#define DECODE_STEAL_PARAMS                                                                                 \
+    unsigned long long *__restrict__ words, int *__restrict__ lists, float *__restrict__ pool, int grain, \
+        int pool_cap, int window, int owner_grains, unsigned launch
+
+__device__ __forceinline__ Work make_work(const int* seqlens, int batch, int ys, int row_chunks, int num_splits,
+                                          int chunk, int* counters, const int* bad, int generation,
+                                          unsigned long long* words, int* lists, int grain, int pool_cap,
+                                          int window, int owner_grains, unsigned launch) {
+    Work w;
+    w.seqlens = seqlens;
+    w.num_items = num_splits * ys * batch;
+    w.num_splits = num_splits;
+    w.ys = ys;
+    w.row_chunks = row_chunks;
+    w.chunk = chunk;
+    w.grain = grain;
+    w.nrg = batch * ys;
+    w.counters = counters;
+    w.bad = bad;
+    w.generation = generation;
+    w.words = words;
+    w.lists = lists;
+    w.pool_cap = pool_cap;
+    w.window = window;
+    w.owner_grains = owner_grains;
+    w.launch = launch;
+    return w;
+}
+
 template <typename T, int kHeadDim, int kRows, bool kPaged, int kStages>
 __global__ void __launch_bounds__(160, (DecodeTmaShape<T, kHeadDim, kRows>::kMinBlocks))
 decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -682,7 +875,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads, const int* __restrict__ bad, int generation) {
+                 int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using S = DecodeShape<T, kHeadDim, kRows>;
     using TS = DecodeTmaShape<T, kHeadDim, kRows>;
     constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
@@ -700,51 +893,47 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row_bytes = head_dim * (int)sizeof(T);
     const int ys = num_kv_heads * row_chunks;
-    const int num_items = num_splits * ys * batch;
-    int* work = counters + batch * ys;
+    // the work's arguments (built where used: not held in registers through the consumers' loop)
+#define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, counters, bad, generation, words, \
+                              lists, grain, pool_cap, window, owner_grains, launch)
 
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
 
-    // Work items (split, kv head x row chunk, batch row), split fastest, taken one by one (take_item);
-    // the ring position `it` runs on across items, so the producer streams the next item's first
-    // tiles while the consumers merge and write the previous one.
+    // The ring position `it` runs on across items and partials, so the producer streams the next
+    // partial's first tiles while the consumers merge and write the previous one.
     if (warp == S::kWarps) {  // producer
-        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(k, v, seqlens, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, num_items, num_splits, ys,
-                                                             row_chunks, chunk, row_bytes, whole_tiles != 0,
-                                                             s_ring, s_full, s_empty, s_hdr, work, bad, generation,
-                                                             lane);
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss,
+                                                             bt_stride, page_size, row_bytes, whole_tiles != 0,
+                                                             s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
-    // consumers
+    // consumers: a partial is the tiles of one item up to its end record (walk_work's headers)
     const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
     const int cl = lane % kLanesPerKey;
-    int it = 0;
-    for (int n = 0;; ++n) {
-        const int item = (mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1),
-                          ld_shared_s32(s_hdr + 4 * (it % kStages)));
+    const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
+    for (int it = 0, n = 0;; ++n) {
+        mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
+        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
+        const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
+        const int len = seqlens[b];
+        const int key1 = min(len, split * chunk + chunk);
+        DECODE_TRACE(n, 0, global_ns());
+        DECODE_TRACE(n, 5, sm_id());
+        DECODE_TRACE(n, 7, item);
         DecodeState<T, kHeadDim, kRows> st;
-        int key0, key1;
-        {
-            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
-            const int len = seqlens[b];
-            key0 = split * chunk;
-            key1 = min(len, key0 + chunk);
-            DECODE_TRACE(n, 0, global_ns());
-            DECODE_TRACE(n, 5, sm_id());
-            DECODE_TRACE(n, 7, item);
-            st.init(q, slopes, q_sb, q_sh, q_ss, b, kv_head, row0, num_rows, seqlen_q, group, len, head_dim, cl,
-                    scale_log2);
-        }
-        if (key0 >= key1) mbar_arrive(s_empty + 8 * (it++ % kStages));  // its header-only stage
-        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+        st.init(q, slopes, q_sb, q_sh, q_ss, b, y / row_chunks, (y % row_chunks) * kRows, num_rows, seqlen_q, group,
+                len, head_dim, cl, scale_log2);
+        int keys = 0, code;
+        for (;; ++it) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            if (t0 == key0) DECODE_TRACE(n, 1, global_ns());
+            code = ld_shared_s32(s_hdr + 8 * stage + 4);
+            if (code < 0) break;
+            const int t0 = code;
+            if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
 #pragma unroll
@@ -763,22 +952,32 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 return valid ? ld_shared_16(dv + (u32)((u * kSlots + slot) * row_bytes + col * (int)sizeof(T)))
                              : make_uint4(0, 0, 0, 0);
             }, t0, slot, key1);
+            keys += min(kTile, key1 - t0);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
+        mbar_arrive(s_empty + 8 * (it++ % kStages));  // the end record: a header-only stage
         DECODE_TRACE(n, 2, global_ns());
         {  // recomputed here rather than kept live through the key loop (registers)
-            const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
-            const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
-            const i64 part_row = (i64)split * batch * num_kv_heads * num_rows +
-                                 ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+            const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
+            const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
             const int rows_here = min(kRows, num_rows - row0);
-            st.finish(s_merge, ConsumerSync(), o_part, lse_part, part_row, rows_here, head_dim, tid, cl);
+            const bool owner = code >= kOwnerEndStolen;
+            const int ref = owner ? 0 : -3 - code;
+            const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
+            const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
+            // the owner's partial in its split's rows, a thief's in its pool slot
+            if (owner)
+                st.finish(s_merge, ConsumerSync(), o_part, lse_part, split2 * split_stride + group_row, rows_here,
+                          head_dim, tid, cl);
+            else
+                st.finish(s_merge, ConsumerSync(), pool, const_cast<float*>(pool_lse), (i64)(ref & 0xffff) * kRows,
+                          rows_here, head_dim, tid, cl);
             DECODE_TRACE(n, 3, global_ns());
-            // the block that writes the last split of these rows merges them (no second launch)
-            merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
-                             part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
-                             b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
-                             num_q_heads, tid);
+            // the block that completes these rows merges them (no second launch)
+            const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
+            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, owner && num_splits == 1 && code == kOwnerEnd,
+                             keys, seqlens[b2], b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head,
+                             group, seqlen_q, head_dim, num_q_heads, tid);
             DECODE_TRACE(n, 4, global_ns());
         }
     }
@@ -831,21 +1030,19 @@ __device__ __forceinline__ u32 swizzle_at(u32 base, int col) {  // col: a multip
     return (base + (u32)((col >> 6) * 64 * 128)) ^ (u32)(((col & 63) >> 3) << 4);
 }
 
-// The producer of decode_split_mma (lane 0 of its warp, walk_items): per tile, one tensor copy per 64-column
-// box of K and of V at (column, key, kv head, batch row) of a contiguous cache or (column, key in
-// page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits are whole
-// CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
+// The producer of decode_split_mma (walk_work; lane 0 issues the copies): per tile, one tensor copy
+// per 64-column box of K and of V at (column, key, kv head, batch row) of a contiguous cache or
+// (column, key in page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits
+// and grains are whole CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
 template <bool kPaged, int kTile, int kTileBytes, int kBoxes, int kStages>
-__device__ __forceinline__ void produce_tiles_tensor(const unsigned char* tmaps, const int* __restrict__ seqlens,
+__device__ __forceinline__ void produce_tiles_tensor(const Work w, const unsigned char* tmaps,
                                                      const int* __restrict__ block_table, i64 bt_stride,
-                                                     int page_size, int num_items, int num_splits, int ys,
-                                                     int row_chunks, int chunk, u32 s_ring, u32 s_full,
-                                                     u32 s_empty, u32 s_hdr, int* work, const int* __restrict__ bad,
-                                                     int generation) {
+                                                     int page_size, u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr,
+                                                     int lane) {
     const void* kmap = tmaps;
     const void* vmap = tmaps + 128;
-    walk_items<kTile, kStages, false>(seqlens, num_items, num_splits, ys, row_chunks, chunk, s_full, s_empty, s_hdr,
-                                      work, bad, generation, 0, [&](int stage, int b, int kv_head, int t0, int) {
+    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int) {
+        if (lane != 0) return;
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const u32 full = s_full + 8 * stage;
         const int row = kPaged ? t0 % page_size : t0;
@@ -876,7 +1073,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2,
                  const unsigned char* __restrict__ tmaps,  // K and V tensor maps (128 bytes each)
                  int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
-                 int num_q_heads, const int* __restrict__ bad, int generation) {
+                 int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using M = DecodeMmaShape<T, kHeadDim>;
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
@@ -893,8 +1090,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int ys = num_kv_heads * row_chunks;
-    const int num_items = num_splits * ys * batch;
-    int* work = counters + batch * ys;
 
     if (s_ring & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: tiles must align
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
@@ -904,10 +1099,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         if (lane == 0) {
             prefetch_tensormap(tmaps);  // the maps' fetch overlaps the first take
             prefetch_tensormap(tmaps + 128);
-            produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(
-                tmaps, seqlens, block_table, bt_stride, page_size, num_items, num_splits, ys, row_chunks, chunk,
-                s_ring, s_full, s_empty, s_hdr, work, bad, generation);
         }
+        produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(DECODE_WORK, tmaps, block_table, bt_stride, page_size,
+                                                                         s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
@@ -917,22 +1111,23 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int t_row = (lane & 7) + (((lane >> 3) & 1) << 3), t_col = (lane >> 4) * 8;  // V (trans)
     const int g = lane / 4, tq = lane % 4;
     const int kb = warp * 16;  // this warp's first key of a tile
-    int it = 0;
-    for (int n = 0;; ++n) {
-        const int item = (mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1),
-                          ld_shared_s32(s_hdr + 4 * (it % kStages)));
+    const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
+    // a partial is the tiles of one item up to its end record (walk_work's headers)
+    for (int it = 0, n = 0;; ++n) {
+        mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
+        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
         const int len = seqlens[b];
-        const int key0 = split * chunk, key1 = min(len, key0 + chunk);
+        const int key1 = min(len, split * chunk + chunk);
         const int rows_here = min(kRows, num_rows - row0);
         DECODE_TRACE(n, 0, global_ns());
         DECODE_TRACE(n, 5, sm_id());
         DECODE_TRACE(n, 7, item);
 
         // Q rows of this item (zeros past rows_here and past D), then its fragments
-        named_barrier(1, 128);  // the previous item's merge is done with this buffer
+        named_barrier(1, 128);  // the previous partial's merge is done with this buffer
         for (int i = tid; i < kRows * (kHeadDim / 8); i += M::kThreads) {
             const int r = i / (kHeadDim / 8), c = (i % (kHeadDim / 8)) * 8;
             uint4 val = make_uint4(0, 0, 0, 0);
@@ -963,11 +1158,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
-        if (key0 >= key1) mbar_arrive(s_empty + 8 * (it++ % kStages));  // its header-only stage
-        for (int t0 = key0; t0 < key1; t0 += kTile, ++it) {
+        int keys = 0, code;
+        for (;; ++it) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            if (t0 == key0) DECODE_TRACE(n, 1, global_ns());
+            code = ld_shared_s32(s_hdr + 8 * stage + 4);
+            if (code < 0) break;
+            const int t0 = code;
+            if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
@@ -1040,8 +1238,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 Mma<T>::run(acc[dt + 1], p_lo, bb[2], bb[3]);
             }
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
+            keys += min(kTile, key1 - t0);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
         }
+        mbar_arrive(s_empty + 8 * (it++ % kStages));  // the end record: a header-only stage
+        const bool owner = code >= kOwnerEndStolen;
+        const int ref = owner ? 0 : -3 - code;
+        const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+        const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
 
         DECODE_TRACE(n, 2, global_ns());
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
@@ -1085,7 +1289,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             named_barrier(1, 128);
         }
-        const i64 part_row = (i64)split * batch * num_kv_heads * num_rows + ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+        // the owner's partial in its split's rows, a thief's in its pool slot
+        float* out_o = owner ? o_part : pool;
+        float* out_lse = owner ? lse_part : const_cast<float*>(pool_lse);
+        const i64 part_row = owner ? split * split_stride + group_row : (i64)(ref & 0xffff) * kRows;
         // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
         float* s_inv = s_m[0];  // s_m is read by now (the barriers of the loop above)
         if (warp == 0 && tq == 0) {
@@ -1093,20 +1300,20 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int h = 0; h < 2; ++h) {
                 const int r = g + 8 * h;
                 s_inv[r] = total[h] > 0.f ? 1.f / total[h] : (total[h] == 0.f ? 0.f : total[h]);
-                if (r < rows_here) lse_part[part_row + r] = lse_from_log2(block_max[h], total[h]);
+                if (r < rows_here) out_lse[part_row + r] = lse_from_log2(block_max[h], total[h]);
             }
         }
         named_barrier(1, 128);
         for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
             const int r = i / head_dim, col = i % head_dim;
-            o_part[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
+            out_o[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
         }
-        // the block that writes the last split of these rows merges them (no second launch)
+        // the block that completes these rows merges them (no second launch)
         DECODE_TRACE(n, 3, global_ns());
-        merge_if_last<T>(o_part, lse_part, o, lse, counters, s_merge,
-                         part_row - (i64)split * batch * num_kv_heads * num_rows, (i64)batch * num_kv_heads * num_rows,
-                         b * ys + y, num_splits, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
-                         tid);
+        const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
+        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, owner && num_splits == 1 && code == kOwnerEnd, keys, len,
+                         b * ys + y, ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
+                         num_q_heads, tid);
         DECODE_TRACE(n, 4, global_ns());
     }
 }
@@ -1121,9 +1328,10 @@ decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_par
     const int y = blockIdx.x % (num_kv_heads * row_chunks), b = blockIdx.x / (num_kv_heads * row_chunks);
     const int kv_head = y / row_chunks, row0 = (y % row_chunks) * rows_per_block;
     const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-    merge_rows<T>(o_part, lse_part, o, lse, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
-                  min(rows_per_block, num_rows - row0), row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
-                  threadIdx.x);
+    const PartialSet ps{o_part, lse_part, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
+                        nullptr, nullptr, nullptr, 0};
+    merge_rows<T>(ps, num_splits, o, lse, min(rows_per_block, num_rows - row0), row0, b, kv_head, group, seqlen_q,
+                  head_dim, num_q_heads, threadIdx.x);
 }
 
 // decode_validate<I>: the value checks of cache_seqlens and the block table in one launch. A

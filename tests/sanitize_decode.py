@@ -7,7 +7,8 @@
 Covers the three dtypes, every padded head dim (32..256, with D tails), every row-block size
 (1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
 with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
-with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one).
+with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
+the persistent ones again with work stealing forced (fp16: OWNER_GRAINS).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -44,22 +45,28 @@ CASES = [
 def main():
     decode_module = sys.modules["cuattn.decode"]
     worst, failures = 0.0, 0
+    saved_grain = decode_module.GRAIN_BYTES
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
         w, f = sweep(rng, kernel)
         worst, failures = max(worst, w), failures + f
+        if kernel != "regs":  # work stealing forced: owners keep one grain of 128 keys, thieves take the rest
+            decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = 1, 1
+            w, f = sweep(rng, kernel + "+steal", (np.float16,))
+            worst, failures = max(worst, w), failures + f
+            decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = 0, saved_grain
         failures += bad_values(kernel)
     cp.cuda.Device().synchronize()
     print(f"{failures} failures, worst norm-wise error {worst:.2e}")
     sys.exit(1 if failures else 0)
 
 
-def sweep(rng, kernel):
+def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32)):
     worst, failures = 0.0, 0
-    for dtype in (np.float16, BFLOAT16, np.float32):
+    for dtype in dtypes:
         for batch, hq, hkv, sq, length, d, lens in CASES:
-            page = 64 if kernel == "mma" else 50  # "mma" takes pages of whole 64-key tiles (else "tma" runs)
+            page = 64 if kernel.startswith("mma") else 50  # "mma" takes pages of whole 64-key tiles (else "tma" runs)
             for paged in (False, True):
                 if paged and length % page:
                     length_p = -(-length // page) * page

@@ -324,3 +324,37 @@ def test_plan_persistent_one_item_per_sm(batch, hkv, row_chunks, length, sms, ex
     else:
         assert plan == expect
         assert 0.9 * sms < batch * hkv * row_chunks * plan[0] <= sms
+
+
+@pytest.mark.parametrize("chunk,padded,itemsize", [(33024, 128, 2), (8192, 64, 2), (4096, 256, 4), (128, 32, 2),
+                                                   (1 << 24, 128, 2), (256, 128, 2)])
+def test_steal_plan_grains(monkeypatch, chunk, padded, itemsize):
+    """Grains are whole CHUNK_ALIGN keys (whole ring tiles of both kernels), about GRAIN_BYTES of
+    K and V unless that makes more than MAX_GRAINS per item (the claim words count them in 16
+    bits); the pool leaves room for the grid's pending steals; STEAL off means one grain an item."""
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    grid = 264
+    grain, pool, window = mod.steal_plan(chunk, padded, itemsize, 128, grid)
+    assert grain % mod.CHUNK_ALIGN == 0 and grain >= mod.CHUNK_ALIGN
+    assert -(-chunk // grain) <= mod.MAX_GRAINS
+    if chunk < mod.MAX_GRAINS * mod.CHUNK_ALIGN:
+        per_key = 2 * padded * itemsize
+        assert grain == max(mod.CHUNK_ALIGN, -(-mod.GRAIN_BYTES // per_key // mod.CHUNK_ALIGN) * mod.CHUNK_ALIGN)
+    assert grid < pool <= 32767 and window >= grid
+    monkeypatch.setattr(mod, "STEAL", False)
+    assert mod.steal_plan(chunk, padded, itemsize, 128, grid)[0] >= chunk  # no stealing
+
+
+def test_steal_plan_owner_grains_needs_a_pool(monkeypatch):
+    """The test setting OWNER_GRAINS leaves every grain but the owners' to thieves: the pool must
+    hold them all (and thieves look at every item), else a clear error."""
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    monkeypatch.setattr(mod, "OWNER_GRAINS", 1)
+    grain, pool, window = mod.steal_plan(4096, 128, 2, 24, 264)
+    assert pool >= 264 + 24 * (4096 // grain) and window == 24
+    with pytest.raises(ValueError, match="OWNER_GRAINS"):
+        mod.steal_plan(1 << 20, 128, 2, 1024, 264)

@@ -160,10 +160,12 @@ def test_gpu_matches_reference(cp, rng, dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("page_size", [16, 64, 256])
-def test_gpu_paged_identical_to_contiguous(cp, rng, dtype, page_size, split_kernel):
+def test_gpu_paged_identical_to_contiguous(cp, rng, monkeypatch, dtype, page_size, split_kernel):
     """Same keys through a shuffled block table: bit-identical (same arithmetic, same splits)
-    whenever both calls run the same kernel; "mma" hands pages smaller than its key tile to
-    "tma", so there both results are only checked against the reference."""
+    whenever both calls run the same kernel without work stealing (which makes the split of the
+    keys depend on timing); "mma" hands pages smaller than its key tile to "tma", so there both
+    results are only checked against the reference."""
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     q, k, v = draw(rng, (3, 16, 2, 128), dtype), draw(rng, (3, 4, 8192, 128), dtype), \
         draw(rng, (3, 4, 8192, 128), dtype)
     kp, vp, table = to_paged(rng, k, v, page_size)
@@ -373,9 +375,11 @@ def test_gpu_value_checks_come_before_the_attention_launches(cp, rng, monkeypatc
                                                 (12, 4, 3, 777, 72), (6, 3, 2, 64, 32)], ids=str)
 def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq, hkv, sq, length, d):
     """The two split kernels do the same math in the same order: identical bits (given the same
-    split of the keys: the persistent kernel takes the register kernel's plan here)."""
+    split of the keys: the persistent kernel takes the register kernel's plan here, and does not
+    steal)."""
     if split_kernel != "tma":
         pytest.skip("compares both kernels once")
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     plan = DECODE_MODULE.plan
     monkeypatch.setattr(DECODE_MODULE, "plan_persistent", lambda b, hkv_, chunks, length, grid, sms=0: plan(
         dict(batch=b, num_q_heads=hq, num_kv_heads=hkv_, seqlen_q=sq, cache_len=length), 132)[2:])
@@ -386,3 +390,64 @@ def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq
     o2, l2 = run(cp, q, k, v, **kw)
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(l1, l2)
+
+
+# --- work stealing (the persistent kernels) ---------------------------------------------------
+
+STEAL_CASES = [
+    # (B, Hq, Hkv, Sq, L, D, lens, paged page size or 0)
+    (3, 8, 8, 1, 5000, 128, [5000, 1, 0], 0),
+    (2, 32, 8, 1, 9001, 128, [9001, 4097], 0),
+    (4, 12, 4, 3, 3000, 64, [3000, 129, 0, 2048], 0),
+    (2, 16, 2, 1, 6000, 256, [6000, 3000], 0),
+    (3, 6, 3, 2, 4100, 32, [4100, 130, 2], 0),
+    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64),
+    (2, 8, 8, 2, 7008, 128, [7008, 6999], 16),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("owner_grains", [1, 2])
+@pytest.mark.parametrize("case", STEAL_CASES, ids=str)
+def test_gpu_thieves_take_the_rest(cp, rng, monkeypatch, split_kernel, dtype, owner_grains, case):
+    """Owners stop after `owner_grains` grains of 128 keys (OWNER_GRAINS, a test setting), so
+    thieves stream every other grain into pool partials and the row merges count them: the
+    results still match the reference, twice in a row (the counts are back to zero), and the
+    zero-between-launches counters are all zero afterwards."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel does not steal")
+    b, hq, hkv, sq, length, d, lens, page = case
+    monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", owner_grains)
+    monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    for _ in range(2):
+        o, lse = run(cp, q, k, v, **kw)
+        compare(o, lse, *ref, q.dtype)
+    cp.cuda.Device().synchronize()
+    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
+    assert counters is None or not bool(cp.any(counters))
+
+
+@pytest.mark.parametrize("steal", [True, False])
+def test_gpu_default_stealing_matches_reference(cp, rng, monkeypatch, split_kernel, steal):
+    """Rows that leave SMs idle or finishing at different times (one long row, more row groups
+    than SMs, ragged lengths): right with and without stealing, over repeated calls; without it
+    repeated calls give identical bits."""
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", steal)
+    for b, hq, hkv, length, d in [(1, 32, 8, 65536, 128), (24, 32, 8, 4096, 128), (20, 8, 8, 3000, 64)]:
+        q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+        lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+        lens[0] = length
+        kw = dict(cache_seqlens=lens, alibi_slopes="default")
+        ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+        first = None
+        for _ in range(3):
+            o, lse = run(cp, q, k, v, **kw)
+            compare(o, lse, *ref, q.dtype)
+            if not steal and first is not None:
+                assert np.array_equal(o, first)
+            first = o
