@@ -596,12 +596,15 @@ __device__ __forceinline__ int take_item(int* work, int num_items) {
 }
 // A block's first take, sent together with the loads of the value check's flags (one round trip
 // before the first copy, not two; generation 0: no check, no loads). A failed check (a flag
-// holding this call's generation) makes the block take on until the counter runs out, doing no
-// work: the launch still makes its num_items + gridDim.x takes, so the counter is reset as usual.
-__device__ __forceinline__ int first_take(int* work, int num_items, const int* __restrict__ bad, int generation) {
+// holding this call's generation: `failed`) makes the block take on until the counter runs out,
+// doing no work: the launch still makes its num_items + gridDim.x takes, so the counter is reset
+// as usual.
+__device__ __forceinline__ int first_take(int* work, int num_items, const int* __restrict__ bad, int generation,
+                                          int& failed) {
     const int f0 = generation != 0 ? bad[0] : 0, f1 = generation != 0 ? bad[1] : 0;
     int item = take_item(work, num_items);
-    if (generation != 0 && (f0 == generation || f1 == generation))
+    failed = generation != 0 && (f0 == generation || f1 == generation);
+    if (failed)
         while (item >= 0) item = take_item(work, num_items);
     return item;
 }
@@ -651,16 +654,18 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         }
     };
 
-    int item = 0;
-    if (lane == 0) item = first_take(w.work(), w.num_items, w.bad, w.generation);
+    int item = 0, failed = 0;
+    if (lane == 0) item = first_take(w.work(), w.num_items, w.bad, w.generation, failed);
     item = __shfl_sync(kAll, item, 0);
+    failed = __shfl_sync(kAll, failed, 0);
     while (item >= 0) {  // the owner's items
         const ItemRange r = item_range(w, item);
         const bool shared = w.stealing() && r.grains > 1;
         bool stolen = false;
+        unsigned long long* word = w.words + item;
+        // started (thieves wait for every item of their window to be), grain 0 the owner's
+        if (w.stealing() && lane == 0) atomicExch(word, ((unsigned long long)w.launch << 32) | 1ull);
         if (r.grains > 0) {
-            unsigned long long* word = w.words + item;
-            if (shared && lane == 0) atomicExch(word, ((unsigned long long)w.launch << 32) | 1ull);  // grain 0
             for (int g = 0, claimed = 1; g >= 0;) {
                 const bool ask = shared && (w.owner_grains == 0 || claimed < w.owner_grains);
                 unsigned long long got = 0;
@@ -685,11 +690,18 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         if (lane == 0) item = take_item(w.work(), w.num_items);
         item = __shfl_sync(kAll, item, 0);
     }
-    while (w.stealing()) {  // thief: the item of the last `window` with the most unclaimed grains
+    // thief: the item of the last `window` with the most unclaimed grains, once every item there
+    // has started (all are taken by now; blocks that had none, e.g. a grid larger than the work,
+    // wait for their owners' first claims)
+    while (w.stealing() && !failed) {
         unsigned long long best = 0;  // unclaimed << 48 | a tie-break hash << 32 | item
+        int pending = 0;
         for (int i = max(0, w.num_items - w.window) + lane; i < w.num_items; i += 32) {
             const unsigned long long c = __ldcg(w.words + i);
-            if ((unsigned)(c >> 32) != w.launch) continue;  // not started in this launch
+            if ((unsigned)(c >> 32) != w.launch) {  // not started yet
+                pending = 1;
+                continue;
+            }
             const int left = item_range(w, i).grains - (int)(c & 0xffffu) - (int)((c >> 16) & 0xffffu);
             const unsigned tie = (((unsigned)i ^ (blockIdx.x * 0x9e3779b9u)) * 0x85ebca6bu) >> 16;
             const unsigned long long key =
@@ -701,7 +713,11 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
             const unsigned long long other = __shfl_xor_sync(kAll, best, o);
             best = other > best ? other : best;
         }
-        if (best == 0) break;
+        if (best == 0) {
+            if (!__any_sync(kAll, pending)) break;
+            __nanosleep(1000);
+            continue;
+        }
         const int victim = (int)(best & 0xffffffffu);
         // room in the pool for this partial, whatever the other thieves allocate meanwhile (each
         // holds at most one steal without a slot)
