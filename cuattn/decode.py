@@ -49,11 +49,16 @@ TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leav
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
 TMA_OPTIONS = ("-arch=sm_90a",)
-# Work stealing in the persistent kernels ("tma", "mma"): blocks that run out of items take the
-# rest of unfinished ones, GRAIN_BYTES of K and V at a time (see decode.cu, walk_work). Results
-# then depend on which block took which keys: they can differ in the last bits from call to call.
-# False: every item is streamed by the block that took it (bit-reproducible results).
-STEAL = True
+# Work stealing in the persistent kernels ("tma", "mma"), opt-in: blocks that run out of items
+# take the rest of unfinished ones, GRAIN_BYTES of K and V at a time (decode.cu, walk_work).
+# Results then depend on which block took which keys: they can differ in the last bits from call
+# to call. Off (the default), every item is streamed by the block that took it and results are
+# bit-reproducible. Measured on an H100 (benchmarks/decode_steal_probe.py, results/
+# decode_steal_probe.json, 2026-11-23): +0.2-0.6% on rows of one item per SM (B1 32/32, B16 32/8,
+# D 256, paged), -0.3 to -2% on rows of many items per block (B16 32/32 L4096, B64 L2048, the
+# short calls): the slow SMs' lag at the end of a call is mostly made up by the remaining blocks
+# streaming faster once the others are done, so there is little left to balance.
+STEAL = False
 GRAIN_BYTES = 65536
 STEAL_FULL_GRID = False  # launch every resident block even where items are fewer (the rest only steal)
 OWNER_GRAINS = 0        # tests: owners stop after this many grains (0: never), thieves take the rest
@@ -303,6 +308,11 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     planning: it allocates the output and queues the launches (measured on the benchmark
     machine's host: 17-28 us a call instead of 93-185 us). Module settings (``KERNEL``,
     ``TMA_STAGES``, ...) are part of the match.
+
+    GPU results are bit-reproducible: the same inputs and layout give the same bits on every
+    call. Setting ``cuattn.decode.STEAL = True`` lets blocks that run out of work take the rest
+    of unfinished ones on Hopper (work stealing); results then vary in the last bits from call
+    to call, for at most a few tenths of a percent of speed (see the comment at ``STEAL``).
 
     Examples
     --------

@@ -22,10 +22,11 @@
 //
 // decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90, kRows <= 4): decode_split's math
 //   and key order (bit-identical for the same split of the keys), persistent (as many blocks as
-//   the SMs hold, taking work items from a shared counter: take_item), with K and V streamed by
-//   the bulk copy engine into a kStages-deep shared-memory ring (16 KB per stage) filled by a
-//   producer warp; the block that writes a row group's last split merges it (merge_rows), so
-//   there is no second launch. The default on Hopper for one row per block (cuattn/decode.py
+//   the SMs hold, taking work items from a shared counter: take_item; optionally stealing the
+//   rest of unfinished items at the end: walk_work), with K and V streamed by the bulk copy
+//   engine into a kStages-deep shared-memory ring (16 KB per stage) filled by a producer warp;
+//   the block that completes a row group merges it (count_partial, merge_rows), so there is no
+//   second launch. The default on Hopper for one row per block (cuattn/decode.py
 //   KERNEL = None; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
@@ -39,8 +40,8 @@
 //
 // decode_merge<T> (after decode_split only): one block per (batch row, kv head, row chunk) merges
 //   the splits' partials with weights exp(lse_s - max): a split with lse -inf weighs 0; all -inf
-//   gives zeros and lse -inf; a NaN lse (NaN input) gives NaN for that row only. decode_split_tma
-//   does the same merge (merge_rows) in the block that finishes a row group's last split.
+//   gives zeros and lse -inf; a NaN lse (NaN input) gives NaN for that row only. The persistent
+//   kernels do the same merge (merge_rows) in the block that completes a row group.
 
 #include "common.cuh"
 #include "hopper.cuh"
@@ -409,8 +410,9 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
 // ---------------------------------------------------------------- bulk-copy kernel (sm_90)
 // decode_split_tma<T, kHeadDim, kRows, kPaged, kStages>: decode_split's math, key order and
-// results (bit-identical), persistent (a grid of as many blocks as the SMs hold, each taking work
-// items from a shared counter until none is left: take_item), with K and V streamed by the copy engine: one producer warp (warp 4) fills a
+// results (bit-identical without stealing), persistent (a grid of as many blocks as the SMs hold,
+// each taking work items from a shared counter until none is left: walk_work), with K and V
+// streamed by the copy engine: one producer warp (warp 4) fills a
 // kStages-deep ring of tiles (kTile = kSlots * kUnroll keys of K and of V, 16 KB per stage) with
 // 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
 // pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
@@ -418,7 +420,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
-// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, item headers).
+// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers).
 // Where the partials of one row group lie: the owners' (one per split: row part_row + s * split_stride
 // of o_part / lse_part, s < num_splits) and the stolen ranges' (pool slots, rows_cap rows each,
 // listed in list[0 .. num_parts - num_splits); see walk_work).
