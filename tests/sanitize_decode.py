@@ -52,10 +52,10 @@ def main():
         w, f = sweep(rng, kernel)
         worst, failures = max(worst, w), failures + f
         if kernel != "regs":  # work stealing forced: owners keep one grain of 128 keys, thieves take the rest
-            decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = 1, 1
+            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = True, 1, 1
             w, f = sweep(rng, kernel + "+steal", (np.float16,))
             worst, failures = max(worst, w), failures + f
-            decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = 0, saved_grain
+            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
         failures += bad_values(kernel)
     cp.cuda.Device().synchronize()
     print(f"{failures} failures, worst norm-wise error {worst:.2e}")

@@ -335,6 +335,7 @@ def test_steal_plan_grains(monkeypatch, chunk, padded, itemsize):
     import sys
 
     mod = sys.modules["cuattn.decode"]
+    monkeypatch.setattr(mod, "STEAL", True)
     grid = 264
     grain, pool, window = mod.steal_plan(chunk, padded, itemsize, 128, grid)
     assert grain % mod.CHUNK_ALIGN == 0 and grain >= mod.CHUNK_ALIGN
@@ -353,6 +354,7 @@ def test_steal_plan_owner_grains_needs_a_pool(monkeypatch):
     import sys
 
     mod = sys.modules["cuattn.decode"]
+    monkeypatch.setattr(mod, "STEAL", True)
     monkeypatch.setattr(mod, "OWNER_GRAINS", 1)
     grain, pool, window = mod.steal_plan(4096, 128, 2, 24, 264)
     assert pool >= 264 + 24 * (4096 // grain) and window == 24

@@ -417,6 +417,7 @@ def test_gpu_thieves_take_the_rest(cp, rng, monkeypatch, split_kernel, dtype, ow
     if split_kernel == "regs":
         pytest.skip("the register kernel does not steal")
     b, hq, hkv, sq, length, d, lens, page = case
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
     monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", owner_grains)
     monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
     q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
@@ -435,8 +436,8 @@ def test_gpu_thieves_take_the_rest(cp, rng, monkeypatch, split_kernel, dtype, ow
 @pytest.mark.parametrize("steal", [True, False])
 def test_gpu_default_stealing_matches_reference(cp, rng, monkeypatch, split_kernel, steal):
     """Rows that leave SMs idle or finishing at different times (one long row, more row groups
-    than SMs, ragged lengths): right with and without stealing, over repeated calls; without it
-    repeated calls give identical bits."""
+    than SMs, ragged lengths): right with and without stealing (STEAL, opt-in), over repeated
+    calls; without it (the default) repeated calls give identical bits."""
     monkeypatch.setattr(DECODE_MODULE, "STEAL", steal)
     for b, hq, hkv, length, d in [(1, 32, 8, 65536, 128), (24, 32, 8, 4096, 128), (20, 8, 8, 3000, 64)]:
         q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
