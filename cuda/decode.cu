@@ -554,7 +554,8 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // one partial (its split's rows of the partials); a thief's grains of one item make one partial
 // in a pool slot (allocated from a per-launch count; the slot goes into the row group's list).
 // A row group is merged by the block that completes it: every owner's partial written and every
-// key of the row counted (done: owners << 32 | keys, per row group).
+// key of the row counted (done: thieves' partials << 48 | owners' << 32 | keys, per row group;
+// one atomic tells the last block how many partials there are).
 struct Work {
     const int* __restrict__ seqlens;
     int num_items, num_splits, ys, row_chunks, chunk, grain, nrg;
@@ -802,9 +803,9 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
 // (b, kv head): an owner's partial of a row group with one split and no thieves is merged at once,
-// uncounted; else it is counted (done: owners << 32 | keys), and the block that completes the row
-// group (all num_splits owners, all len keys) merges it (merge_rows, num_splits + the thieves'
-// partials) and sets its counts back to 0 for the next launch on this stream. A thief's partial
+// uncounted; else it is counted (done: thieves << 48 | owners << 32 | keys), and the block that
+// completes the row group (all num_splits owners, all len keys) merges it (merge_rows, num_splits
+// + the thieves' partials) and sets its counts back to 0 for the next launch on this stream. A thief's partial
 // goes into the row group's list first (list_slot: its pool slot; list_index: where). s_merge:
 // shared memory for one int, free on entry and on exit. The 128 consumer threads call it together.
 template <typename T>
@@ -822,12 +823,15 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
     if (!alone) {
         int* s_flag = reinterpret_cast<int*>(s_merge);
         if (tid == 0) {
-            const unsigned long long add = (owner ? 1ull << 32 : 0ull) + (unsigned)keys;
-            const unsigned long long total = ((unsigned long long)w.num_splits << 32) + (unsigned)len;
+            constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
+            const unsigned long long done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) +
+                                            (owner ? kOwner : kThief) + (unsigned)keys;
             int last = 0;
-            if (atomicAdd(w.done() + rg, add) + add == total) {  // the last: ready for the next launch
+            if ((done & (kThief - 1)) == w.num_splits * kOwner + (unsigned)len) {  // the last: reset for the next launch
+                const int thieves = (int)(done >> 48);
                 w.done()[rg] = 0;
-                last = w.num_splits + atomicExch(w.thieves() + rg, 0);
+                if (thieves) w.thieves()[rg] = 0;
+                last = w.num_splits + thieves;
             }
             s_flag[0] = last;
         }
