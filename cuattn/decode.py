@@ -702,8 +702,10 @@ class _DecodePlan:
         if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
                                 or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
             kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
-        if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS):
-            kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
+        if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS
+                                or sizes["cache_len"] >= 1 << 30):
+            kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers; the
+                             # ring's stage headers take keys below 2**30
         if kernel == "regs":
             stages = None
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])

@@ -621,9 +621,10 @@ __device__ __forceinline__ int ld_shared_s32(u32 addr) {
 }
 
 // Stage headers: (item, code), two ints per stage at s_hdr + 8 * stage. item -1: no more work.
-// code >= 0: a tile of `item` whose first key is `code`; -1 / -2: the end of the owner's partial of
-// `item` (-2: some of its grains went to thieves); <= -3: the end of a thief's partial of `item`,
-// -3 - code = its pool slot | its index in the row group's list << 16.
+// code >= 0: a tile of `item` whose first key is code >> 1; code & 1: the tile also ends the
+// owner's partial (an item nobody can steal from: no end record). -1 / -2: the end of the owner's
+// partial of `item` (-2: some of its grains went to thieves); <= -3: the end of a thief's partial
+// of `item`, -3 - code = its pool slot | its index in the row group's list << 16. (Keys < 2^30.)
 constexpr int kOwnerEnd = -1, kOwnerEndStolen = -2;
 
 // The producer warp of both persistent kernels: takes items and streams them, then steals. For
@@ -649,10 +650,11 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         const int stage = next_stage(item, code);
         if (lane == 0) mbar_arrive(s_full + 8 * stage);
     };
-    auto stream_grain = [&](int item, const ItemRange& r, int g) {
+    // the tiles of grain g; closes: its last tile ends the owner's partial
+    auto stream_grain = [&](int item, const ItemRange& r, int g, bool closes) {
         const int k0 = r.key0 + g * w.grain, k1 = min(r.key1, k0 + w.grain);
         for (int t0 = k0; t0 < k1; t0 += kTile) {
-            const int stage = next_stage(item, t0);
+            const int stage = next_stage(item, (t0 << 1) | (closes && t0 + kTile >= k1 ? 1 : 0));
             copy(stage, r.b, r.y / w.row_chunks, t0, k1);
         }
     };
@@ -673,7 +675,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 const bool ask = shared && (w.owner_grains == 0 || claimed < w.owner_grains);
                 unsigned long long got = 0;
                 if (ask && lane == 0) got = atomicAdd(word, 1ull);  // the next grain, asked while this one streams
-                stream_grain(item, r, g);
+                stream_grain(item, r, g, !shared);  // an item nobody steals from: one grain, no end record
                 g = -1;
                 if (ask) {
                     got = __shfl_sync(kAll, got, 0);
@@ -689,7 +691,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 }
             }
         }
-        mark(item, stolen ? kOwnerEndStolen : kOwnerEnd);
+        if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : kOwnerEnd);
         if (lane == 0) item = take_item(w.work(), w.num_items);
         item = __shfl_sync(kAll, item, 0);
     }
@@ -743,7 +745,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         for (int g = r.grains - 1 - s; g >= 0;) {
             const bool ask = f + s + 1 < r.grains;  // a grain was left after this one when last seen
             if (ask && lane == 0) got = atomicAdd(word, 1ull << 16);
-            stream_grain(victim, r, g);
+            stream_grain(victim, r, g, false);
             g = -1;
             if (ask) {
                 got = __shfl_sync(kAll, got, 0);
@@ -949,12 +951,16 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         st.init(q, slopes, q_sb, q_sh, q_ss, b, y / row_chunks, (y % row_chunks) * kRows, num_rows, seqlen_q, group,
                 len, head_dim, cl, scale_log2);
         int keys = 0, code;
-        for (;; ++it) {  // the partial's tiles (the first header is read again: it is in shared memory)
+        for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
             code = ld_shared_s32(s_hdr + 8 * stage + 4);
-            if (code < 0) break;
-            const int t0 = code;
+            if (code < 0) {  // an end record: a header-only stage
+                mbar_arrive(s_empty + 8 * stage);
+                ++it;
+                break;
+            }
+            const int t0 = code >> 1;
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
@@ -976,8 +982,12 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }, t0, slot, key1);
             keys += min(kTile, key1 - t0);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
+            ++it;
+            if (code & 1) {  // the owner's last tile
+                code = kOwnerEnd;
+                break;
+            }
         }
-        mbar_arrive(s_empty + 8 * (it++ % kStages));  // the end record: a header-only stage
         DECODE_TRACE(n, 2, global_ns());
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
@@ -1181,12 +1191,16 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
         int keys = 0, code;
-        for (;; ++it) {  // the partial's tiles (the first header is read again: it is in shared memory)
+        for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
             code = ld_shared_s32(s_hdr + 8 * stage + 4);
-            if (code < 0) break;
-            const int t0 = code;
+            if (code < 0) {  // an end record: a header-only stage
+                mbar_arrive(s_empty + 8 * stage);
+                ++it;
+                break;
+            }
+            const int t0 = code >> 1;
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;
@@ -1262,8 +1276,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
             keys += min(kTile, key1 - t0);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
+            ++it;
+            if (code & 1) {  // the owner's last tile
+                code = kOwnerEnd;
+                break;
+            }
         }
-        mbar_arrive(s_empty + 8 * (it++ % kStages));  // the end record: a header-only stage
         const bool owner = code >= kOwnerEndStolen;
         const int ref = owner ? 0 : -3 - code;
         const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
