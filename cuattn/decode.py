@@ -473,8 +473,8 @@ _COUNTERS: dict = {}
 
 def _split_counters(device_id: int, stream_ptr: int, n: int):
     """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): per row
-    group a 64-bit count of its partials (owners << 32 | keys) and the number of thieves'
-    partials, then the work counter, the pool's count and the blocks out (decode.cu, Work). Each
+    group a 64-bit count of its partials (thieves << 48 | owners << 32 | keys) and the number of
+    thieves' partials listed so far, then the work counter, the pool's count and the blocks out (decode.cu, Work). Each
     launch leaves them zero again (the merging block resets its group's counts, the launch's last
     take the work counter, the last block out the pool's), and launches on one stream run in
     order, so the buffer needs no memset per call. A plan keeps the buffer it got."""
@@ -534,7 +534,7 @@ def steal_plan(chunk: int, padded: int, itemsize: int, items: int, grid: int) ->
         return chunk, 1, 1
     align = CHUNK_ALIGN
     grain = max(align, -(-GRAIN_BYTES // (2 * padded * itemsize) // align) * align,
-                -(-(-(-chunk // MAX_GRAINS)) // align) * align)
+                split_chunk(chunk, MAX_GRAINS))
     if OWNER_GRAINS:
         pool = grid + items * -(-chunk // grain) + 64
         if pool > 32767:

@@ -807,9 +807,10 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 // (b, kv head): an owner's partial of a row group with one split and no thieves is merged at once,
 // uncounted; else it is counted (done: thieves << 48 | owners << 32 | keys), and the block that
 // completes the row group (all num_splits owners, all len keys) merges it (merge_rows, num_splits
-// + the thieves' partials) and sets its counts back to 0 for the next launch on this stream. A thief's partial
-// goes into the row group's list first (list_slot: its pool slot; list_index: where). s_merge:
-// shared memory for one int, free on entry and on exit. The 128 consumer threads call it together.
+// + the thieves' partials) and sets its counts back to 0 for the next launch on this stream. A
+// thief's partial goes into the row group's list first (list_slot: its pool slot; list_index:
+// where). s_merge: shared memory for one int, free on entry and on exit. The 128 consumer threads
+// call it together.
 template <typename T>
 __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __restrict__ o,
                                               float* __restrict__ lse, float* s_merge, bool owner, bool alone,
