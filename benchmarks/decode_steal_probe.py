@@ -4,8 +4,7 @@ Run on a GPU machine:  python benchmarks/decode_steal_probe.py [--out DIR] [--on
 
 For every row of benchmarks/decode.py (its ROWS, paged row included), cuattn.decode with
 cuattn.decode.STEAL off and on at each grain in GRAINS (GRAIN_BYTES: K and V bytes a thief
-takes at a time), with the grid cut to the items and full (STEAL_FULL_GRID: every resident
-block, those without an item stealing from the start), timed side by side with benchmarks/common.time_calls, variants interleaved
+takes at a time), timed side by side with benchmarks/common.time_calls, variants interleaved
 (ROUNDS rounds, each variant's best-of-rounds median kept, so drift between variants is not
 mistaken for a difference). Answers: what does stealing gain per row, and at which grain.
 Writes DIR/decode_steal_probe.json (default benchmarks/results/).
@@ -40,10 +39,8 @@ def main():
     out = out_dir(args)
     rng = cupy.random.default_rng(0)
     prng = np.random.default_rng(0)
-    variants = ([("off", False, module.GRAIN_BYTES, False)]
-                + [(f"grain {g // 1024}K", True, g, False) for g in GRAINS]
-                + [(f"grain {g // 1024}K full", True, g, True) for g in GRAINS])
-    saved = module.STEAL, module.GRAIN_BYTES, module.STEAL_FULL_GRID
+    variants = [("off", False, module.GRAIN_BYTES)] + [(f"grain {g // 1024}K", True, g) for g in GRAINS]
+    saved = module.STEAL, module.GRAIN_BYTES
     rows = []
     try:
         for b, hq, hkv, d, length, paged in ROWS:
@@ -63,8 +60,8 @@ def main():
 
             best = {}
             for _ in range(ROUNDS):
-                for name, steal, grain, full in variants:
-                    module.STEAL, module.GRAIN_BYTES, module.STEAL_FULL_GRID = steal, grain, full
+                for name, steal, grain in variants:
+                    module.STEAL, module.GRAIN_BYTES = steal, grain
                     t = time_calls(call)
                     best[name] = min(best.get(name, t), t)
             row = dict(label=label, B=b, Hq=hq, Hkv=hkv, D=d, L=length, paged=paged,
@@ -74,7 +71,7 @@ def main():
             del q, k, v, kw
             cupy.get_default_memory_pool().free_all_blocks()
     finally:
-        module.STEAL, module.GRAIN_BYTES, module.STEAL_FULL_GRID = saved
+        module.STEAL, module.GRAIN_BYTES = saved
     (out / "decode_steal_probe.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows),
                                                             indent=1))
 

@@ -60,7 +60,6 @@ TMA_OPTIONS = ("-arch=sm_90a",)
 # streaming faster once the others are done, so there is little left to balance.
 STEAL = False
 GRAIN_BYTES = 65536
-STEAL_FULL_GRID = False  # launch every resident block even where items are fewer (the rest only steal)
 OWNER_GRAINS = 0        # tests: owners stop after this many grains (0: never), thieves take the rest
 MAX_GRAINS = 16384      # grains per item (the claim words count them in 16 bits)
 SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
@@ -598,7 +597,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
-            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, STEAL_FULL_GRID, OWNER_GRAINS, plan, plan_persistent, get_kernel)
+            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
@@ -761,7 +760,7 @@ class _DecodePlan:
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks
-        blocks = grid if STEAL and STEAL_FULL_GRID else min(grid, items)
+        blocks = min(grid, items)
         counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)

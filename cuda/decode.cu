@@ -696,8 +696,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         item = __shfl_sync(kAll, item, 0);
     }
     // thief: the item of the last `window` with the most unclaimed grains, once every item there
-    // has started (all are taken by now; blocks that had none, e.g. a grid larger than the work,
-    // wait for their owners' first claims)
+    // has started (all are taken by now; an owner may not have made its first claim yet)
     while (w.stealing() && !failed) {
         unsigned long long best = 0;  // unclaimed << 48 | a tie-break hash << 32 | item
         int pending = 0;
