@@ -45,6 +45,7 @@ MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
+MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
@@ -127,7 +128,10 @@ def _mma_merge_bytes(padded: int) -> int:
 
 def mma_config(padded: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
-    stages (up to 8) as leave the shared memory for both."""
+    stages (up to 8) as leave the shared memory for both; MMA_STAGES, where set, fixes the depth
+    (and the blocks per SM are as many as its shared memory leaves room for, at most 2)."""
+    if MMA_STAGES is not None:
+        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
     stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
                                                                             + RING_STAGE_EXTRA))
     return 2, stages
@@ -596,7 +600,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 

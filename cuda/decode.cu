@@ -51,6 +51,10 @@
 // block's item number) into decode_trace[(block * 16 + n) * 8 + slot]: 0 item start, 1 first tile
 // landed, 2 key loop done, 3 partial written, 4 merge check (and merge) done, 5 the SM's id, 6 (mma)
 // every warp's key loop done, 7 the item.
+// Stream probes (benchmarks/decode_stream_probe.py; results wrong, timing only): with
+// -DCUATTN_DECODE_SKIP_MATH the persistent kernels' consumers take each tile and hand it back without
+// the math; with -DCUATTN_DECODE_MMA_BULK as well, decode_split_mma's producer fills its ring with
+// decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -961,6 +965,16 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 break;
             }
             const int t0 = code >> 1;
+#ifdef CUATTN_DECODE_SKIP_MATH  // probes only: the stream without the consumers' math (wrong results)
+            keys += min(kTile, key1 - t0);
+            mbar_arrive(s_empty + 8 * stage);
+            ++it;
+            if (code & 1) {
+                code = kOwnerEnd;
+                break;
+            }
+            continue;
+#endif
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
@@ -1128,6 +1142,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     __syncthreads();
 
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
+#if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
+                                                             v_ss, bt_stride, page_size, kHeadDim * 2, true, s_ring, s_full,
+                                                             s_empty, s_hdr, lane);
+        return;
+#endif
         if (lane == 0) {
             prefetch_tensormap(tmaps);  // the maps' fetch overlaps the first take
             prefetch_tensormap(tmaps + 128);
@@ -1201,6 +1221,16 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 break;
             }
             const int t0 = code >> 1;
+#ifdef CUATTN_DECODE_SKIP_MATH  // probes only: the stream without the consumers' math (wrong results)
+            keys += min(kTile, key1 - t0);
+            mbar_arrive(s_empty + 8 * stage);
+            ++it;
+            if (code & 1) {
+                code = kOwnerEnd;
+                break;
+            }
+            continue;
+#endif
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = t0 + kTile > key1;

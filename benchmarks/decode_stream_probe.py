@@ -1,0 +1,117 @@
+"""How each persistent decode kernel streams: ring depth, the consumers' math, item counts.
+
+Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT]
+
+For every row of benchmarks/decode.py (its ROWS), cuattn.decode (ALiBi "default", fp16, Sq 1)
+with the kernel the dispatcher picks and module settings changed one variant at a time:
+
+- ring depth (MMA_STAGES or TMA_STAGES; deeper rings leave room for fewer blocks per SM),
+- "no math": the kernel compiled with -DCUATTN_DECODE_SKIP_MATH, whose consumers take each tile
+  and hand it back at once (wrong results; the time of the stream alone: producer, copies, ring),
+- "bulk, no math" (tensor-core kernel): also -DCUATTN_DECODE_MMA_BULK, the ring filled by 1-d
+  bulk copies of whole tiles instead of tensor copies (the same bytes; contiguous caches),
+- "many items": ONE_PER_SM_MIN_KEYS out of reach, so plan_persistent picks its cost-model split
+  count rather than one item per SM,
+- the register kernel ("regs") on rows of one query row per block,
+
+beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
+rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
+kernel short of bytes in flight (deeper ring faster), of consumer speed ("no math" much faster
+than the default), of copy speed ("bulk, no math" faster than "no math") or of balance ("many
+items")? Writes DIR/decode_stream_probe.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cupy  # noqa: E402
+from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
+from decode import ROWS, make_inputs, torch_impls  # noqa: E402
+
+import cuattn  # noqa: E402
+
+module = sys.modules["cuattn.decode"]
+ROUNDS = 3
+SKIP = ("-DCUATTN_DECODE_SKIP_MATH",)
+MMA_VARIANTS = [
+    ("default", {}),
+    ("stages 4", {"MMA_STAGES": 4}),
+    ("stages 6", {"MMA_STAGES": 6}),
+    ("no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
+    ("no math, stages 6", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP, "MMA_STAGES": 6}),
+    ("bulk, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + ("-DCUATTN_DECODE_MMA_BULK",)}),
+    ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
+]
+TMA_VARIANTS = [
+    ("default", {}),
+    ("stages 6", {"TMA_STAGES": 6}),
+    ("stages 8", {"TMA_STAGES": 8}),
+    ("no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
+    ("no math, stages 8", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP, "TMA_STAGES": 8}),
+    ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
+    ("regs", {"KERNEL": "regs"}),
+]
+
+
+def apply(settings: dict, saved: dict):
+    """Restore the saved module settings, then set these; drop every cached plan."""
+    for name, value in {**saved, **settings}.items():
+        setattr(module, name, value)
+    module._PLANS.clear()
+    module.plan_persistent.cache_clear()
+
+
+def main():
+    parser = results_parser(__doc__)
+    parser.add_argument("--only", default="", help="only rows whose label contains this text")
+    args = parser.parse_args()
+    out = out_dir(args)
+    names = {n for _, v in MMA_VARIANTS + TMA_VARIANTS for n in v}
+    saved = {n: getattr(module, n) for n in names}
+    rows = []
+    try:
+        for b, hq, hkv, d, length, paged in ROWS:
+            if paged:
+                continue  # the contiguous rows tell the same for the stream
+            label = f"B{b} {hq}/{hkv} D{d} L{length}"
+            if args.only not in label:
+                continue
+            t, (q, k, v) = make_inputs(b, hq, hkv, d, length)
+            nbytes = 2 * k.nbytes
+            variants = MMA_VARIANTS if hq // hkv > 1 else TMA_VARIANTS
+
+            def call():
+                return cuattn.decode(q, k, v, alibi_slopes="default")
+
+            best = {}
+            others = torch_impls(*t, cuattn.alibi_slopes(hq)) if t is not None else {}
+            for _ in range(ROUNDS):
+                for name, settings in variants:
+                    apply(settings, saved)
+                    tt = time_calls(call, min_batches=10, min_seconds=0.2)
+                    best[name] = min(best.get(name, tt), tt)
+                apply({}, saved)
+                for name in ("torch_cudnn", "torch_flash"):
+                    if name in others:
+                        tt = time_calls(others[name][0], min_batches=10, min_seconds=0.2)
+                        best[name] = min(best.get(name, tt), tt)
+            row = dict(label=label, B=b, Hq=hq, Hkv=hkv, D=d, L=length,
+                       tbps={n: nbytes / x / 1e12 for n, x in best.items()}, us={n: x * 1e6 for n, x in best.items()})
+            rows.append(row)
+            print(f"{label:26} " + "  ".join(f"{n}: {x:.3f}" for n, x in row["tbps"].items()), flush=True)
+            del t, q, k, v, others
+            cupy.get_default_memory_pool().free_all_blocks()
+    finally:
+        apply({}, saved)
+    (out / "decode_stream_probe.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows),
+                                                             indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""How fast can one block per SM stream its own region of K and V, by copy mechanism?
+
+Run on a GPU machine:  python benchmarks/stream_mechanisms.py [--out DIR]
+
+The decode kernels give each block (about one per SM) its own contiguous stretch of K and of V.
+This measures, on that access pattern and nothing else (no math: consumers touch one word per
+stage), the read rate of:
+
+- "bulk": a 1-d bulk-copy (TMA) ring filled by one producer lane (as decode_split_tma), chunk
+  bytes of K and of V per stage, optionally split into pieces (more, smaller copies) or with an
+  L2 evict-first hint,
+- "cp.async": a 16-byte cp.async (LDGSTS) ring issued by all 128 threads (as the sm80 kernels of
+  FlashAttention-2 and cuDNN),
+- "loads": plain 16-byte non-caching loads into registers, 8 in flight per thread,
+
+for grids of 128, 132, 264 and 396 blocks (each block 4 MB of K and 4 MB of V), beside the
+grid-stride read ceiling of benchmarks/decode_timeline.py; then "items": the bulk ring (8 KB
+chunks, 4 stages) on the exact items of two decode rows (B 1 x 32 kv heads x 4 splits of 8320
+keys, and B 16 x 8 kv heads x 33001 keys, D 128, fp16 random normal K and V, one block per item
+taking its item from a counter), beside cuattn.decode itself on the same arrays and the same
+decode compiled with -DCUATTN_DECODE_SKIP_MATH (its stream alone). TB/s = bytes read / median
+time of CUDA-event-timed launches. Writes DIR/stream_mechanisms.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cupy  # noqa: E402
+from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
+from decode_timeline import READ_SOURCE  # noqa: E402
+
+CUDA_DIR = Path(__file__).resolve().parent.parent / "cuda"
+SOURCE = r"""
+#include "common.cuh"
+#include "hopper.cuh"
+
+__device__ __forceinline__ void bulk_load_evict_first(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile(
+        "{\n.reg .b64 pol;\ncreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n"
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], pol;\n}\n"
+        ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+
+template <int kChunk, int kStages, int kPiece, bool kHint>
+__global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, const char* __restrict__ v,
+                                                    long long region, unsigned* sink) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const u32 ring = smem_addr(smem), full = ring + 2 * kChunk * kStages, empty = full + 8 * kStages;
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        for (int s = 0; s < kStages; ++s) { mbar_init(full + 8 * s, 1); mbar_init(empty + 8 * s, 128); }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    const long long n = region / kChunk;
+    const char* kb = k + blockIdx.x * region;
+    const char* vb = v + blockIdx.x * region;
+    if (tid >= 128) {
+        if (tid == 128) {
+            for (long long i = 0; i < n; ++i) {
+                const int s = (int)(i % kStages);
+                if (i >= kStages) mbar_wait(empty + 8 * s, (u32)((i / kStages - 1) & 1));
+                mbar_expect_bytes(full + 8 * s, 2 * kChunk);
+                const u32 dk = ring + 2 * kChunk * s;
+                for (int p = 0; p < kChunk; p += kPiece) {
+                    if (kHint) {
+                        bulk_load_evict_first(dk + p, kb + i * kChunk + p, kPiece, full + 8 * s);
+                        bulk_load_evict_first(dk + kChunk + p, vb + i * kChunk + p, kPiece, full + 8 * s);
+                    } else {
+                        bulk_load(dk + p, kb + i * kChunk + p, kPiece, full + 8 * s);
+                        bulk_load(dk + kChunk + p, vb + i * kChunk + p, kPiece, full + 8 * s);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    unsigned acc = 0;
+    for (long long i = 0; i < n; ++i) {
+        const int s = (int)(i % kStages);
+        mbar_wait(full + 8 * s, (u32)((i / kStages) & 1));
+        unsigned x;
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * s + 4 * tid));
+        acc ^= x;
+        mbar_arrive(empty + 8 * s);
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// The bulk ring on decode's items: item i = (head i / splits, split i % splits), taken from a counter
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k, const char* __restrict__ v,
+                                                     long long head_bytes, int splits, long long split_bytes,
+                                                     unsigned* sink, int* counter, int num_items) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    __shared__ int s_item;
+    const u32 ring = smem_addr(smem), full = ring + 2 * kChunk * kStages, empty = full + 8 * kStages;
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        for (int s = 0; s < kStages; ++s) { mbar_init(full + 8 * s, 1); mbar_init(empty + 8 * s, 128); }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        s_item = atomicAdd(counter, 1);
+        if (s_item == num_items - 1) *counter = 0;  // the launch's last take (one per block)
+    }
+    __syncthreads();
+    const int item = s_item;
+    const long long start = (long long)(item % splits) * split_bytes;
+    const long long off = (long long)(item / splits) * head_bytes + start;
+    const long long n = min(split_bytes, head_bytes - start) / kChunk;
+    const char* kb = k + off;
+    const char* vb = v + off;
+    if (tid >= 128) {
+        if (tid == 128) {
+            for (long long i = 0; i < n; ++i) {
+                const int s = (int)(i % kStages);
+                if (i >= kStages) mbar_wait(empty + 8 * s, (u32)((i / kStages - 1) & 1));
+                mbar_expect_bytes(full + 8 * s, 2 * kChunk);
+                const u32 dk = ring + 2 * kChunk * s;
+                bulk_load(dk, kb + i * kChunk, kChunk, full + 8 * s);
+                bulk_load(dk + kChunk, vb + i * kChunk, kChunk, full + 8 * s);
+            }
+        }
+        return;
+    }
+    unsigned acc = 0;
+    for (long long i = 0; i < n; ++i) {
+        const int s = (int)(i % kStages);
+        mbar_wait(full + 8 * s, (u32)((i / kStages) & 1));
+        unsigned x;
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * s + 4 * tid));
+        acc ^= x;
+        mbar_arrive(empty + 8 * s);
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(128, 1) ring_cp_async(const char* __restrict__ k, const char* __restrict__ v,
+                                                        long long region, unsigned* sink) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const u32 ring = smem_addr(smem);
+    const int tid = threadIdx.x;
+    const long long n = region / kChunk;
+    const char* kb = k + blockIdx.x * region;
+    const char* vb = v + blockIdx.x * region;
+    auto issue = [&](long long i) {
+        const u32 d = ring + 2 * kChunk * (int)(i % kStages);
+#pragma unroll
+        for (int c = tid * 16; c < kChunk; c += 128 * 16) {
+            cp_async_16(d + c, kb + i * kChunk + c, true);
+            cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
+        }
+    };
+    for (int i = 0; i < kStages - 1; ++i) {
+        if (i < n) issue(i);
+        cp_async_commit();
+    }
+    unsigned acc = 0;
+    for (long long i = 0; i < n; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        unsigned x;
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * (int)(i % kStages) + 4 * tid));
+        acc ^= x;
+        if (i + kStages - 1 < n) issue(i + kStages - 1);
+        cp_async_commit();
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads) region_loads(const char* __restrict__ k, const char* __restrict__ v,
+                                                         long long region, unsigned* sink) {
+    const uint4* a = reinterpret_cast<const uint4*>(k + blockIdx.x * region);
+    const uint4* b = reinterpret_cast<const uint4*>(v + blockIdx.x * region);
+    const long long n = region / 16;
+    unsigned acc = 0;
+    for (long long i = threadIdx.x; i < n; i += 4 * kThreads) {
+        uint4 x[8];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const long long j = i + u * kThreads;
+            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                         : "=r"(x[u].x), "=r"(x[u].y), "=r"(x[u].z), "=r"(x[u].w) : "l"(a + j));
+            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                         : "=r"(x[4 + u].x), "=r"(x[4 + u].y), "=r"(x[4 + u].z), "=r"(x[4 + u].w) : "l"(b + j));
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) acc ^= x[u].x ^ x[u].y ^ x[u].z ^ x[u].w;
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+"""
+
+REGION = 4 << 20   # bytes of K (and of V) per block
+GRIDS = (128, 132, 264, 396)
+BULK = [(8192, 4, 8192, False), (8192, 8, 8192, False), (16384, 4, 16384, False), (16384, 6, 16384, False),
+        (32768, 3, 32768, False), (16384, 6, 2048, False), (16384, 6, 16384, True), (4096, 12, 4096, False)]
+CP_ASYNC = [(8192, 4), (8192, 6), (16384, 4), (16384, 6)]
+LOADS = (256, 512, 1024)
+ITEM_ROWS = [((1, 32, 32, 128, 33001), 4, 8320), ((16, 32, 8, 128, 33001), 1, 33001)]  # shape, splits, keys per split
+
+
+def main():
+    parser = results_parser(__doc__)
+    args = parser.parse_args()
+    out = out_dir(args)
+    names = ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in BULK]
+             + [f"ring_cp_async<{c}, {s}>" for c, s in CP_ASYNC] + [f"region_loads<{t}>" for t in LOADS]
+             + ["ring_items<8192, 4>"])
+    mod = cupy.RawModule(code=SOURCE, options=("-std=c++17", f"-I{CUDA_DIR}", "-arch=sm_90a"),
+                         name_expressions=names)
+    sink = cupy.zeros(1, cupy.uint32)
+    n_max = max(GRIDS) * REGION
+    k = cupy.random.default_rng(0).integers(0, 2**31, n_max // 4, dtype=cupy.int32).view(cupy.uint8)
+    v = cupy.random.default_rng(1).integers(0, 2**31, n_max // 4, dtype=cupy.int32).view(cupy.uint8)
+    rows = []
+
+    def record(kind, config, grid, fn):
+        t = time_calls(fn, min_batches=10, min_seconds=0.2)
+        tbps = 2 * grid * REGION / t / 1e12
+        rows.append(dict(kind=kind, config=config, grid=grid, tbps=tbps))
+        print(f"{kind:9} {config:34} grid {grid:4}: {tbps:.3f} TB/s", flush=True)
+
+    for grid in GRIDS:
+        args_ = (k, v, np.int64(REGION), sink)
+        for (c, s, p, h), name in zip(BULK, names):
+            f = mod.get_function(name)
+            smem = 2 * c * s + 16 * s
+            f.max_dynamic_shared_size_bytes = smem
+            record("bulk", f"chunk {c} stages {s} piece {p}{' evict_first' if h else ''}", grid,
+                   lambda: f((grid,), (160,), args_, shared_mem=smem))
+        for (c, s), name in zip(CP_ASYNC, names[len(BULK):]):
+            f = mod.get_function(name)
+            smem = 2 * c * s
+            f.max_dynamic_shared_size_bytes = smem
+            record("cp.async", f"chunk {c} stages {s}", grid, lambda: f((grid,), (128,), args_, shared_mem=smem))
+        for t, name in zip(LOADS, names[len(BULK) + len(CP_ASYNC):]):
+            f = mod.get_function(name)
+            record("loads", f"threads {t}", grid, lambda: f((grid,), (t,), args_))
+    read = cupy.RawKernel(READ_SOURCE, "stream_read")
+    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    n16 = 128 * REGION // 16
+    for bps, threads in ((2, 1024), (4, 512)):
+        t = time_calls(lambda: read((sms * bps,), (threads,), (k, v, np.int64(n16), sink)), min_batches=10, min_seconds=0.2)
+        rows.append(dict(kind="grid-stride", config=f"{bps}x{threads}", grid=sms * bps, tbps=2 * 128 * REGION / t / 1e12))
+        print(f"grid-stride {bps}x{threads}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
+    del k, v
+    items_vs_decode(mod, rows, sink)
+    (out / "stream_mechanisms.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows), indent=1))
+
+
+def items_vs_decode(mod, rows, sink):
+    """The bulk ring on decode's items vs cuattn.decode (and its stream alone) on the same arrays."""
+    import cuattn
+    decode_module = sys.modules["cuattn.decode"]
+    ring = mod.get_function("ring_items<8192, 4>")
+    smem = 2 * 8192 * 4
+    ring.max_dynamic_shared_size_bytes = smem
+    counter = cupy.zeros(1, cupy.int32)
+    rng = cupy.random.default_rng(2)
+    saved = decode_module.TMA_OPTIONS
+    for (b, hq, hkv, d, length), splits, chunk in ITEM_ROWS:
+        q, k, v = (rng.standard_normal((b, h, n, d), dtype=cupy.float32).astype(cupy.float16)
+                   for h, n in ((hq, 1), (hkv, length), (hkv, length)))
+        items = b * hkv * splits
+        ring_args = (k, v, np.int64(length * d * 2), np.int32(splits), np.int64(chunk * d * 2), sink, counter,
+                     np.int32(items))
+        times = {"ring": time_calls(lambda: ring((items,), (160,), ring_args, shared_mem=smem),
+                                    min_batches=10, min_seconds=0.2)}
+        try:
+            for name, options in (("decode", saved), ("decode, no math", saved + ("-DCUATTN_DECODE_SKIP_MATH",))):
+                decode_module.TMA_OPTIONS = options
+                decode_module._PLANS.clear()
+                times[name] = time_calls(lambda: cuattn.decode(q, k, v, alibi_slopes="default"),
+                                         min_batches=10, min_seconds=0.2)
+        finally:
+            decode_module.TMA_OPTIONS = saved
+            decode_module._PLANS.clear()
+        for name, t in times.items():
+            rows.append(dict(kind="items", config=f"B{b} {hq}/{hkv} D{d} L{length}: {name}", grid=items,
+                             tbps=2 * k.nbytes / t / 1e12))
+            print(f"items {rows[-1]['config']:40}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
+        del q, k, v
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+if __name__ == "__main__":
+    main()
