@@ -105,7 +105,7 @@ def main():
                        tbps={n: nbytes / x / 1e12 for n, x in best.items()}, us={n: x * 1e6 for n, x in best.items()})
             rows.append(row)
             print(f"{label:26} " + "  ".join(f"{n}: {x:.3f}" for n, x in row["tbps"].items()), flush=True)
-            del t, q, k, v, others
+            t = q = k = v = others = None
             cupy.get_default_memory_pool().free_all_blocks()
     finally:
         apply({}, saved)

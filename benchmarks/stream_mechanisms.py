@@ -253,7 +253,7 @@ def main():
         t = time_calls(lambda: read((sms * bps,), (threads,), (k, v, np.int64(n16), sink)), min_batches=10, min_seconds=0.2)
         rows.append(dict(kind="grid-stride", config=f"{bps}x{threads}", grid=sms * bps, tbps=2 * 128 * REGION / t / 1e12))
         print(f"grid-stride {bps}x{threads}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
-    del k, v
+    k = v = None  # the items' arrays next
     items_vs_decode(mod, rows, sink)
     (out / "stream_mechanisms.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows), indent=1))
 
@@ -289,7 +289,7 @@ def items_vs_decode(mod, rows, sink):
             rows.append(dict(kind="items", config=f"B{b} {hq}/{hkv} D{d} L{length}: {name}", grid=items,
                              tbps=2 * k.nbytes / t / 1e12))
             print(f"items {rows[-1]['config']:40}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
-        del q, k, v
+        q = k = v = None
         cupy.get_default_memory_pool().free_all_blocks()
 
 
