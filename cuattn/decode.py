@@ -46,6 +46,13 @@ MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
+# How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
+# or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
+# any 16-byte strides). Same tiles, bit-identical results. On an H200 the tensor copies stream at
+# most ~4.2 TB/s (the consumers' math left out; 1-d bulk copies 4.60 and a cp.async ring 4.55 on
+# the same bytes: benchmarks/NOTES.md, 9th session); "cp.async" is not measured yet in the kernel.
+MMA_COPY = "tensor"
+MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
@@ -99,11 +106,13 @@ def _kernel_choice(rows: int) -> str:
     "tma" (before the per-launch fallbacks of _decode_cuda)."""
     if KERNEL is not None and KERNEL not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
+    if MMA_COPY not in MMA_COPIES:
+        raise ValueError(f"cuattn.decode.MMA_COPY must be one of {MMA_COPIES}; got {MMA_COPY!r}")
     return KERNEL or ("mma" if rows > 1 else "tma")
 
 
 def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
-                     stages: int | None = None) -> str:
+                     stages: int | None = None, copy: str | None = None) -> str:
     kernel = kernel or _kernel_choice(rows)
     p = "true" if paged else "false"
     if kernel == "tma":
@@ -111,7 +120,9 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
             stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
         return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
     if kernel == "mma":
-        return f"decode_split_mma<{type_name}, {padded}, {p}, {mma_config(padded)[1] if stages is None else stages}>"
+        cp_async = "true" if (copy or MMA_COPY) == "cp.async" else "false"
+        return (f"decode_split_mma<{type_name}, {padded}, {p}, {mma_config(padded)[1] if stages is None else stages}, "
+                f"{cp_async}>")
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
 
 
@@ -162,7 +173,8 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
         out += [split_expression(type_name, d, r, p, kern) for kern in kernels if kern != "mma" for d in HEAD_DIMS
                 for r in (TMA_ROWS if kern == "tma" else ROWS) for p in (False, True)]
         if "mma" in kernels and type_name in MMA_TYPES:
-            out += [split_expression(type_name, d, MMA_ROWS, p, "mma") for d in MMA_HEAD_DIMS for p in (False, True)]
+            out += [split_expression(type_name, d, MMA_ROWS, p, "mma", copy=c) for d in MMA_HEAD_DIMS
+                    for p in (False, True) for c in MMA_COPIES]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -600,7 +612,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -754,6 +766,9 @@ class _DecodePlan:
             whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
             copy_arg = np.int32(whole_tiles)
             smem = tma_shared_bytes(stages, rows, padded)
+        elif MMA_COPY == "cp.async":  # no tensor maps (a null pointer in their place)
+            copy_arg = np.uint64(0)
+            smem = mma_shared_bytes(stages, padded)
         else:
             # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)
             self.tensor_maps = (_checks.dtype_name(q.dtype),

@@ -30,7 +30,7 @@
 //   KERNEL = None; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
-// decode_split_mma<T, kHeadDim, kPaged, kStages> (sm_90, fp16/bf16, kHeadDim 64 or 128;
+// decode_split_mma<T, kHeadDim, kPaged, kStages, kCpAsync> (sm_90, fp16/bf16, kHeadDim 64 or 128;
 //   KERNEL = "mma", the default for row groups): decode_split_tma's structure with the scores and value sums on
 //   tensor cores for up to 16 query rows per block; tiles arrive by tensor copies into
 //   128-byte-swizzled shared memory (see its own comment).
@@ -1030,7 +1030,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 }
 
 // ---------------------------------------------------------------- tensor-core kernel (sm_90)
-// decode_split_mma<T, kHeadDim, kPaged, kStages> (T = half_t / bf16_t, kHeadDim = 64 or 128):
+// decode_split_mma<T, kHeadDim, kPaged, kStages, kCpAsync> (T = half_t / bf16_t, kHeadDim = 64 or 128):
 // decode_split_tma's persistent producer/consumer structure and in-kernel merge, but the scores
 // and the value sums run on tensor cores (mma.sync m16n8k16), for up to 16 query rows per block
 // (a whole GQA group of up to 16 heads x tokens reads its kv head once). Warp w takes keys
@@ -1042,6 +1042,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 // tensor maps built by cuattn._tma): one per 64-column box of 64 keys, 128-byte swizzled (16-byte
 // chunk c of row r at c ^ (r % 8): ldmatrix without bank conflicts), zero-filled past D and past
 // the cache's end; a paged cache needs pages of a multiple of 64 keys (the dispatcher checks).
+// kCpAsync: the producer warp writes the same swizzled tiles by 16-byte cp.async instead
+// (produce_tiles_cp_async: no tensor maps; rows past the item's keys arrive as zeros).
 // A warp zeroes its V rows past the item's keys in a tail tile (another split's or stale bytes
 // must not reach P V as 0 * NaN; the K rows there are masked to -inf whatever they hold).
 // Shared memory: kStages x 2 x 64 x kHeadDim x 2 bytes of ring (1024-byte aligned), then
@@ -1102,6 +1104,59 @@ __device__ __forceinline__ void produce_tiles_tensor(const Work w, const unsigne
     });
 }
 
+// The cp.async producer of decode_split_mma (kCpAsync; walk_work, the whole warp copies): the same
+// swizzled tiles as the tensor copies, written 16 bytes a lane by cp.async (lane: chunk lane %
+// kChunks of key rows lane / kChunks + i * kRowsPerPass), so tiles need no tensor map and any
+// 16-byte-aligned strides work; chunks past head_dim and key rows past the item's keys are zero-
+// filled and read nothing. Each lane's copies arrive on the stage's full barrier when they land
+// (raising its count first), then lane 0 arrives as for the other producers. On an H200 the
+// tensor copies streamed at most ~4.2 TB/s with the consumers' math left out, 1-d bulk copies and
+// a 16-byte cp.async ring 4.55-4.67 (benchmarks/NOTES.md, 9th session). Not inlined: inline,
+// its pointers and strides pushed the bf16 D 128 kernel over its registers (a 4-byte spill).
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kBoxes, int kStages>
+__device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __restrict__ k, const T* __restrict__ v,
+                                                    const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
+                                                    i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
+                                                    int head_dim, u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr,
+                                                    int lane) {
+    constexpr int kChunks = kBoxes * 8;         // 16-byte chunks of a key row
+    constexpr int kRowsPerPass = 32 / kChunks;  // key rows the warp copies per pass
+    const int c = lane % kChunks, r0 = lane / kChunks;
+    const bool col_ok = c * 8 < head_dim;
+    // this lane's offset in a tile for row r0: half c / 8 at 64 x 128 bytes, row r at 128 r, chunk
+    // (c % 8) ^ (r % 8) (the tensor copies' 128-byte swizzle, added per row below)
+    const u32 lane_off = (u32)((c / 8) * kTile * 128 + r0 * 128);
+    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+        const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+        const T* kb;
+        const T* vb;
+        int row0;
+        if (kPaged) {
+            const int page = block_table[b * bt_stride + t0 / page_size];
+            kb = k + page * k_sb + kv_head * k_sh;
+            vb = v + page * v_sb + kv_head * v_sh;
+            row0 = t0 % page_size;
+        } else {
+            kb = k + b * k_sb + kv_head * k_sh;
+            vb = v + b * v_sb + kv_head * v_sh;
+            row0 = t0;
+        }
+        kb += (i64)(row0 + r0) * k_ss + c * 8;
+        vb += (i64)(row0 + r0) * v_ss + c * 8;
+#pragma unroll 4
+        for (int i = 0; i < kTile / kRowsPerPass; ++i) {
+            const int r = r0 + i * kRowsPerPass;
+            const bool ok = col_ok && t0 + r < key1;
+            const u32 off = lane_off + (u32)(i * kRowsPerPass * 128 + (((c & 7) ^ (r & 7)) << 4));
+            cp_async_16(dk + off, ok ? kb + (i64)i * kRowsPerPass * k_ss : k, ok);
+            cp_async_16(dv + off, ok ? vb + (i64)i * kRowsPerPass * v_ss : v, ok);
+        }
+        mbar_arrive_cp_async_inc(s_full + 8 * stage);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(s_full + 8 * stage);
+    });
+}
+
 __device__ __forceinline__ void st_shared_zero_16(u32 addr) {
     asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
 }
@@ -1109,7 +1164,7 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-template <typename T, int kHeadDim, bool kPaged, int kStages>
+template <typename T, int kHeadDim, bool kPaged, int kStages, bool kCpAsync>
 __global__ void __launch_bounds__(160, 2)
 decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                  const int* __restrict__ seqlens, const int* __restrict__ block_table,
@@ -1148,6 +1203,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                                              s_empty, s_hdr, lane);
         return;
 #endif
+        if (kCpAsync) {
+            produce_tiles_cp_async<T, kPaged, kTile, kTileBytes, kBoxes, kStages>(
+                DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
+                s_ring, s_full, s_empty, s_hdr, lane);
+            return;
+        }
         if (lane == 0) {
             prefetch_tensormap(tmaps);  // the maps' fetch overlaps the first take
             prefetch_tensormap(tmaps + 128);
@@ -1233,7 +1294,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #endif
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const bool tail = t0 + kTile > key1;
+            const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
                 for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
                     const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;

@@ -8,7 +8,8 @@ Covers the three dtypes, every padded head dim (32..256, with D tails), every ro
 (1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
 with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
-the persistent ones again with work stealing forced (fp16: OWNER_GRAINS).
+the persistent ones again with work stealing forced (fp16: OWNER_GRAINS), and the tensor-core
+kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone and stealing).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -56,6 +57,15 @@ def main():
             w, f = sweep(rng, kernel + "+steal", (np.float16,))
             worst, failures = max(worst, w), failures + f
             decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
+        if kernel == "mma":  # the cp.async producer, alone and stealing
+            decode_module.MMA_COPY = "cp.async"
+            w, f = sweep(rng, "mma+cp.async", (np.float16, BFLOAT16))
+            worst, failures = max(worst, w), failures + f
+            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = True, 1, 1
+            w, f = sweep(rng, "mma+cp.async+steal", (np.float16,))
+            worst, failures = max(worst, w), failures + f
+            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
+            decode_module.MMA_COPY = "tensor"
         failures += bad_values(kernel)
     cp.cuda.Device().synchronize()
     print(f"{failures} failures, worst norm-wise error {worst:.2e}")

@@ -244,7 +244,7 @@ def test_split_kernel_switch(monkeypatch):
     mod = sys.modules["cuattn.decode"]
     per_rows = 3 * len(mod.HEAD_DIMS) * 2  # dtypes x head dims x (contiguous, paged)
     expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS),
-                "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2}
+                "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2 * len(mod.MMA_COPIES)}
     for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs", "mma"))):
         exprs = mod.all_kernel_expressions(arch)
         for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<"), ("mma", "decode_split_mma<")):
@@ -256,6 +256,13 @@ def test_split_kernel_switch(monkeypatch):
     monkeypatch.setattr(mod, "KERNEL", None)  # automatic: tensor cores for row groups, bulk copies for one row
     assert mod.split_expression("half_t", 128, 4, True).startswith("decode_split_mma<half_t, 128, true, ")
     assert mod.split_expression("half_t", 128, 1, False).startswith("decode_split_tma<half_t, 128, 1, false, ")
+    assert mod.split_expression("half_t", 128, 4, True).endswith(", false>")  # MMA_COPY "tensor"
+    monkeypatch.setattr(mod, "MMA_COPY", "cp.async")
+    assert mod.split_expression("half_t", 128, 4, True).endswith(", true>")
+    monkeypatch.setattr(mod, "MMA_COPY", "other")
+    with pytest.raises(ValueError, match="MMA_COPY"):
+        mod.split_expression("half_t", 128, 4, True)
+    monkeypatch.setattr(mod, "MMA_COPY", "tensor")
     monkeypatch.setattr(mod, "KERNEL", "other")
     with pytest.raises(ValueError, match="KERNEL"):
         mod.split_expression("half_t", 128, 4, True)

@@ -392,6 +392,73 @@ def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq
     np.testing.assert_array_equal(l1, l2)
 
 
+# --- the tensor-core kernel's two producers (MMA_COPY) -------------------------------------------
+
+MMA_COPY_CASES = [
+    # (B, Hq, Hkv, Sq, L, D, lens, paged page size or 0)
+    (2, 32, 8, 1, 9001, 128, [9001, 4097], 0),
+    (3, 12, 4, 3, 777, 96, [777, 130, 3], 0),
+    (4, 12, 4, 2, 3000, 64, [3000, 129, 0, 2048], 0),
+    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64),
+    (2, 16, 2, 2, 4096, 128, [4096, 1000], 256),
+    (1, 16, 1, 1, 130, 128, [130], 0),
+    (2, 40, 8, 1, 4160, 72, [4160, 64], 64),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", MMA_COPY_CASES, ids=str)
+def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
+    """The cp.async producer writes the tiles the tensor copies write (zeros past D and past the
+    item's keys included): identical bits, both on the reference; and with thieves forced
+    (OWNER_GRAINS) on the reference too."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's producers")
+    b, hq, hkv, sq, length, d, lens, page = case
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    out = {}
+    for copy in DECODE_MODULE.MMA_COPIES:
+        monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+        out[copy] = run(cp, q, k, v, **kw)
+        compare(*out[copy], *ref, q.dtype)
+    np.testing.assert_array_equal(out["tensor"][0], out["cp.async"][0])
+    np.testing.assert_array_equal(out["tensor"][1], out["cp.async"][1])
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
+    monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
+    monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+    compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+
+
+def test_gpu_mma_cp_async_strided_views(cp, rng, monkeypatch, split_kernel):
+    """cp.async reads any 16-byte-aligned strides in place: a cache that is a column slice of a
+    wider array, and one whose heads share one row (zero stride: the tensor copies copy such a
+    cache first); bit-identical to the tensor copies, both on the reference."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's producers")
+    b, hq, hkv, length, d = 2, 16, 2, 3000, 128
+    q = draw(rng, (b, hq, 1, d), np.float16)
+    wide = cp.asarray(draw(rng, (b, hkv, length, 2 * d), np.float16))
+    views = {"column slice": (wide[..., :d], wide[..., d:]),
+             "zero head stride": (cp.broadcast_to(wide[:, :1, :, :d], (b, hkv, length, d)),
+                                  cp.broadcast_to(wide[:, :1, :, d:], (b, hkv, length, d)))}
+    lens = np.array([length, 1234], np.int32)
+    for name, (kc, vc) in views.items():
+        ref = cuattn.reference.decode(q, kc.get(), vc.get(), cache_seqlens=lens, alibi_slopes="default")
+        out = {}
+        for copy in DECODE_MODULE.MMA_COPIES:
+            monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+            poison(cp, (b, hq, 1, d), itemsize=2)
+            out[copy] = cuattn.decode(cp.asarray(q), kc, vc, cache_seqlens=cp.asarray(lens),
+                                      alibi_slopes="default").get()
+            assert rel_error(out[copy], ref) <= UNIT_ROUNDOFF["float16"], (name, copy)
+        np.testing.assert_array_equal(out["tensor"], out["cp.async"], err_msg=name)
+
+
 # --- work stealing (the persistent kernels) ---------------------------------------------------
 
 STEAL_CASES = [
