@@ -10,6 +10,7 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   and hand it back at once (wrong results; the time of the stream alone: producer, copies, ring),
 - "bulk, no math" (tensor-core kernel): also -DCUATTN_DECODE_MMA_BULK, the ring filled by 1-d
   bulk copies of whole tiles instead of tensor copies (the same bytes; contiguous caches),
+- "cp.async" (tensor-core kernel): MMA_COPY "cp.async", the producer warp's 16-byte cp.async,
 - "many items": ONE_PER_SM_MIN_KEYS out of reach, so plan_persistent picks its cost-model split
   count rather than one item per SM,
 - the register kernel ("regs") on rows of one query row per block,
@@ -46,6 +47,9 @@ MMA_VARIANTS = [
     ("no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
     ("no math, stages 6", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP, "MMA_STAGES": 6}),
     ("bulk, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + ("-DCUATTN_DECODE_MMA_BULK",)}),
+    ("cp.async", {"MMA_COPY": "cp.async"}),
+    ("cp.async, no math", {"MMA_COPY": "cp.async", "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
+    ("cp.async, stages 6", {"MMA_COPY": "cp.async", "MMA_STAGES": 6}),
     ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
 ]
 TMA_VARIANTS = [
