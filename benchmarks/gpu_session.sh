@@ -11,7 +11,10 @@
 # (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
 # per-item timelines of the persistent kernels), timeline-decode (benchmarks/decode_timeline.py:
 # CUPTI kernel records of back-to-back calls vs torch cuDNN and flash, and the read ceiling), host
-# (benchmarks/host_profile.py: host vs GPU-only time per call of short calls). Each stage runs under
+# (benchmarks/host_profile.py: host vs GPU-only time per call of short calls), mma-cp-async (the
+# tensor-core decode kernel's cp.async producer: its GPU tests, memcheck and racecheck of the decode
+# sweep, benchmarks/decode_stream_probe.py; then run bench-decode), stream (benchmarks/
+# stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
 # $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
@@ -59,6 +62,16 @@ for stage in "${stages[@]}"; do
             timeout "$(limit probe-decode 200)" python3 benchmarks/decode_probe.py --trace --out "$OUT" >>"$log" 2>&1 ;;
         timeline-decode)
             timeout "$(limit timeline-decode 200)" python3 benchmarks/decode_timeline.py --out "$OUT" >"$log" 2>&1 ;;
+        mma-cp-async)
+            timeout "$(limit mma-cp-async 300)" python3 -m pytest -m gpu -q tests/test_decode_gpu.py -k "mma_cop or mma_cp" \
+                2>&1 | tail -15 >"$log"
+            for tool in memcheck racecheck; do
+                echo "-- $tool decode" >>"$log"
+                timeout "$(limit mma-cp-async 300)" compute-sanitizer --tool "$tool" python3 tests/sanitize_decode.py 2>&1 \
+                    | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$log"
+            done
+            timeout "$(limit mma-cp-async 300)" python3 benchmarks/decode_stream_probe.py --out "$OUT" >>"$log" 2>&1 ;;
+        stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
                 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1
