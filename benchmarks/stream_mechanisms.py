@@ -49,9 +49,11 @@ __device__ __forceinline__ void bulk_load_evict_first(u32 dst, const void* src, 
         ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 
+// One block's bulk-copy ring over n chunks of K (kb) and of V (vb): thread 128 copies (kPiece bytes a
+// copy), threads 0-127 take each stage (touching one word) and hand it back.
 template <int kChunk, int kStages, int kPiece, bool kHint>
-__global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, const char* __restrict__ v,
-                                                    long long region, unsigned* sink) {
+__device__ __forceinline__ void bulk_ring(const char* __restrict__ kb, const char* __restrict__ vb, long long n,
+                                          unsigned* sink) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 ring = smem_addr(smem), full = ring + 2 * kChunk * kStages, empty = full + 8 * kStages;
     const int tid = threadIdx.x;
@@ -60,9 +62,6 @@ __global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, 
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    const long long n = region / kChunk;
-    const char* kb = k + blockIdx.x * region;
-    const char* vb = v + blockIdx.x * region;
     if (tid >= 128) {
         if (tid == 128) {
             for (long long i = 0; i < n; ++i) {
@@ -95,18 +94,20 @@ __global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, 
     if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
+// block b streams region b of K and of V
+template <int kChunk, int kStages, int kPiece, bool kHint>
+__global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, const char* __restrict__ v,
+                                                    long long region, unsigned* sink) {
+    bulk_ring<kChunk, kStages, kPiece, kHint>(k + blockIdx.x * region, v + blockIdx.x * region, region / kChunk, sink);
+}
+
 // The bulk ring on decode's items: item i = (head i / splits, split i % splits), taken from a counter
 template <int kChunk, int kStages>
 __global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k, const char* __restrict__ v,
                                                      long long head_bytes, int splits, long long split_bytes,
                                                      unsigned* sink, int* counter, int num_items) {
-    extern __shared__ __align__(128) unsigned char smem[];
     __shared__ int s_item;
-    const u32 ring = smem_addr(smem), full = ring + 2 * kChunk * kStages, empty = full + 8 * kStages;
-    const int tid = threadIdx.x;
-    if (tid == 0) {
-        for (int s = 0; s < kStages; ++s) { mbar_init(full + 8 * s, 1); mbar_init(empty + 8 * s, 128); }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    if (threadIdx.x == 0) {
         s_item = atomicAdd(counter, 1);
         if (s_item == num_items - 1) *counter = 0;  // the launch's last take (one per block)
     }
@@ -115,31 +116,7 @@ __global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k,
     const long long start = (long long)(item % splits) * split_bytes;
     const long long off = (long long)(item / splits) * head_bytes + start;
     const long long n = min(split_bytes, head_bytes - start) / kChunk;
-    const char* kb = k + off;
-    const char* vb = v + off;
-    if (tid >= 128) {
-        if (tid == 128) {
-            for (long long i = 0; i < n; ++i) {
-                const int s = (int)(i % kStages);
-                if (i >= kStages) mbar_wait(empty + 8 * s, (u32)((i / kStages - 1) & 1));
-                mbar_expect_bytes(full + 8 * s, 2 * kChunk);
-                const u32 dk = ring + 2 * kChunk * s;
-                bulk_load(dk, kb + i * kChunk, kChunk, full + 8 * s);
-                bulk_load(dk + kChunk, vb + i * kChunk, kChunk, full + 8 * s);
-            }
-        }
-        return;
-    }
-    unsigned acc = 0;
-    for (long long i = 0; i < n; ++i) {
-        const int s = (int)(i % kStages);
-        mbar_wait(full + 8 * s, (u32)((i / kStages) & 1));
-        unsigned x;
-        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * s + 4 * tid));
-        acc ^= x;
-        mbar_arrive(empty + 8 * s);
-    }
-    if (acc == 0x9e3779b9u) sink[0] = acc;
+    bulk_ring<kChunk, kStages, kChunk, false>(k + off, v + off, n, sink);
 }
 
 template <int kChunk, int kStages>
@@ -263,7 +240,7 @@ def items_vs_decode(mod, rows, sink):
     import cuattn
     decode_module = sys.modules["cuattn.decode"]
     ring = mod.get_function("ring_items<8192, 4>")
-    smem = 2 * 8192 * 4
+    smem = 2 * 8192 * 4 + 16 * 4  # ring, then a full and an empty barrier per stage
     ring.max_dynamic_shared_size_bytes = smem
     counter = cupy.zeros(1, cupy.int32)
     rng = cupy.random.default_rng(2)

@@ -55,6 +55,23 @@
 // -DCUATTN_DECODE_SKIP_MATH the persistent kernels' consumers take each tile and hand it back without
 // the math; with -DCUATTN_DECODE_MMA_BULK as well, decode_split_mma's producer fills its ring with
 // decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
+// In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
+// back and go on to the next tile (or end the partial) without the math.
+#ifdef CUATTN_DECODE_SKIP_MATH
+#define DECODE_SKIP_MATH_TILE()                \
+    {                                          \
+        keys += min(kTile, key1 - t0);         \
+        mbar_arrive(s_empty + 8 * stage);      \
+        ++it;                                  \
+        if (code & 1) {                        \
+            code = kOwnerEnd;                  \
+            break;                             \
+        }                                      \
+        continue;                              \
+    }
+#else
+#define DECODE_SKIP_MATH_TILE()
+#endif
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -965,16 +982,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 break;
             }
             const int t0 = code >> 1;
-#ifdef CUATTN_DECODE_SKIP_MATH  // probes only: the stream without the consumers' math (wrong results)
-            keys += min(kTile, key1 - t0);
-            mbar_arrive(s_empty + 8 * stage);
-            ++it;
-            if (code & 1) {
-                code = kOwnerEnd;
-                break;
-            }
-            continue;
-#endif
+            DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             uint4 kraw[kUnroll][kChunksPerLane];
@@ -1282,16 +1290,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 break;
             }
             const int t0 = code >> 1;
-#ifdef CUATTN_DECODE_SKIP_MATH  // probes only: the stream without the consumers' math (wrong results)
-            keys += min(kTile, key1 - t0);
-            mbar_arrive(s_empty + 8 * stage);
-            ++it;
-            if (code & 1) {
-                code = kOwnerEnd;
-                break;
-            }
-            continue;
-#endif
+            DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
             const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
