@@ -1127,6 +1127,7 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
                                                     i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
                                                     int head_dim, u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr,
                                                     int lane) {
+    constexpr int kHeadDim = kBoxes * 64;       // padded
     constexpr int kChunks = kBoxes * 8;         // 16-byte chunks of a key row
     constexpr int kRowsPerPass = 32 / kChunks;  // key rows the warp copies per pass
     const int c = lane % kChunks, r0 = lane / kChunks;
@@ -1134,6 +1135,13 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
     // this lane's offset in a tile for row r0: half c / 8 at 64 x 128 bytes, row r at 128 r, chunk
     // (c % 8) ^ (r % 8) (the tensor copies' 128-byte swizzle, added per row below)
     const u32 lane_off = (u32)((c / 8) * kTile * 128 + r0 * 128);
+    // rows r0 + i kRowsPerPass repeat their r % 8 every kSwizzles passes: the swizzled chunk per phase
+    constexpr int kPasses = kTile / kRowsPerPass, kSwizzles = 8 / kRowsPerPass;
+    u32 swz[kSwizzles];
+#pragma unroll
+    for (int j = 0; j < kSwizzles; ++j) swz[j] = (u32)(((c & 7) ^ ((r0 + j * kRowsPerPass) & 7)) << 4);
+    // rows of exactly kHeadDim elements back to back: a whole tile's addresses are constant offsets
+    const bool dense = head_dim == kHeadDim && k_ss == kHeadDim && v_ss == kHeadDim;
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const T* kb;
@@ -1151,13 +1159,21 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
         }
         kb += (i64)(row0 + r0) * k_ss + c * 8;
         vb += (i64)(row0 + r0) * v_ss + c * 8;
+        if (dense && t0 + kTile <= key1) {  // a whole tile of dense rows (the common case)
+#pragma unroll
+            for (int i = 0; i < kPasses; ++i) {
+                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                cp_async_16(dk + off, kb + i * kRowsPerPass * kHeadDim, true);
+                cp_async_16(dv + off, vb + i * kRowsPerPass * kHeadDim, true);
+            }
+        } else {  // a tile's end past the item's keys, other strides, or D < kHeadDim: zero-fill
 #pragma unroll 4
-        for (int i = 0; i < kTile / kRowsPerPass; ++i) {
-            const int r = r0 + i * kRowsPerPass;
-            const bool ok = col_ok && t0 + r < key1;
-            const u32 off = lane_off + (u32)(i * kRowsPerPass * 128 + (((c & 7) ^ (r & 7)) << 4));
-            cp_async_16(dk + off, ok ? kb + (i64)i * kRowsPerPass * k_ss : k, ok);
-            cp_async_16(dv + off, ok ? vb + (i64)i * kRowsPerPass * v_ss : v, ok);
+            for (int i = 0; i < kPasses; ++i) {
+                const bool ok = col_ok && t0 + r0 + i * kRowsPerPass < key1;
+                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                cp_async_16(dk + off, ok ? kb + (i64)i * kRowsPerPass * k_ss : k, ok);
+                cp_async_16(dv + off, ok ? vb + (i64)i * kRowsPerPass * v_ss : v, ok);
+            }
         }
         mbar_arrive_cp_async_inc(s_full + 8 * stage);
         __syncwarp();
