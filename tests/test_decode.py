@@ -163,6 +163,55 @@ def test_cpu_nan_stays_in_its_row(rng):
     assert np.all(np.isfinite(o))
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cpu_split_keys_match_reference(rng, monkeypatch, case):
+    """Keys split into many short items (MIN_CHUNK 7, 64 items a thread): the merge of the
+    partials by log-sum-exp gives the reference, a paged cache the contiguous bits."""
+    from cuattn import _cpu_decode
+
+    monkeypatch.setattr(_cpu_decode, "MIN_CHUNK", 7)
+    monkeypatch.setattr(_cpu_decode, "ITEMS_PER_THREAD", 64)
+    batch, hq, hkv, sq, length, d, lens, slopes = case
+    q, k, v = make(rng, batch, hq, hkv, sq, length, d, np.float32)
+    lens = None if lens is None else np.array(lens, np.int32)
+    if slopes == "array":
+        slopes = rng.uniform(0.0, 2.0, hq).astype(np.float32)
+    assert _cpu_decode.plan(batch, hkv, hq // hkv * sq, length, 1)[0] > 1
+    o, lse = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes, return_lse=True)
+    ro, rl = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes, return_lse=True)
+    assert rel_error(o, ro) < TOL[np.float32]
+    assert elementwise_mismatches(o, ro, 0.0, SLACK[np.float32]) == 0
+    assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
+    page = 8
+    padded = -(-length // page) * page
+    kp, vp, table = to_paged(rng, *(np.concatenate([x, np.zeros(x.shape[:2] + (padded - length, d), x.dtype)], 2)
+                                    for x in (k, v)), page)
+    if lens is None:
+        lens = np.full(batch, length, np.int32)
+    o1 = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes)
+    o2 = cuattn.decode(q, kp, vp, cache_seqlens=lens, alibi_slopes=slopes, block_table=table)
+    assert np.array_equal(o1, o2)
+
+
+@pytest.mark.parametrize("where", ["k", "v"])
+def test_cpu_nan_key_reaches_only_the_rows_that_see_it(rng, monkeypatch, where):
+    """A NaN in the newest key (Sq = 2: seen by token 1 only) makes token 1 of its kv head's
+    query heads NaN (a NaN in K: the whole row; in V: that column); token 0 of those heads and
+    the other kv head stay finite, split or not."""
+    from cuattn import _cpu_decode
+
+    for min_chunk in (256, 5):
+        monkeypatch.setattr(_cpu_decode, "MIN_CHUNK", min_chunk)
+        q, k, v = make(rng, 1, 4, 2, 2, 40, 8, np.float32)
+        (k if where == "k" else v)[0, 0, 39, 3] = np.nan
+        o = cuattn.decode(q, k, v, alibi_slopes="default")
+        seen = o[0, :2, 1] if where == "k" else o[0, :2, 1, 3]
+        assert np.all(np.isnan(seen)), min_chunk
+        if where == "v":
+            assert np.all(np.isfinite(np.delete(o[0, :2, 1], 3, axis=-1))), min_chunk
+        assert np.all(np.isfinite(o[0, :2, 0])) and np.all(np.isfinite(o[0, 2:])), min_chunk
+
+
 def test_reference_backend_and_inputs_unchanged(rng):
     q, k, v = make(rng, 1, 2, 1, 1, 12, 8, np.float32)
     before = [x.copy() for x in (q, k, v)]
