@@ -2,13 +2,16 @@
 
 A work item is (batch row, KV head, key split): it reads each of its keys and values once for
 all ``group x Sq`` query rows that share the KV head (so a GQA cache is not read once per query
-head), and keeps per row the largest logit, the sum of exponentials and the weighted sum of
-values (a partial). A second kernel merges a row's partials by log-sum-exp, split by split in a
-fixed order. A row at position ``i`` sees keys ``j = 0..i`` (``scale * q . k_j + slope * (j - i)``);
-invisible keys are never scored (exact masking); a row with no visible key writes zeros and lse
--inf. Splits are planned from the sizes alone (``plan``), so a paged cache and the contiguous one
-give identical bits; a contiguous cache is a paged one with one page of length ``L`` per batch
-row. No "nnan"/"ninf" fast-math flags: NaN inputs must flow into their own row.
+head). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
+scored for all rows by one BLAS product, folded into each row's running max, sum of
+exponentials and weighted values (online softmax), values summed by a second product. The few
+newest keys that only later tokens see (Sq > 1) are scored one by one, for the rows that see
+them: invisible keys are never scored nor weighted (exact masking; a NaN there stays out of the
+rows that do not see it). A second kernel merges a row's partials by log-sum-exp, split by split
+in a fixed order; a row with no visible key writes zeros and lse -inf. Splits and blocks depend
+on the sizes alone, so a paged cache and the contiguous one give identical bits; a contiguous
+cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"ninf" fast-math
+flags: NaN inputs must flow into their own row.
 """
 
 from __future__ import annotations
@@ -22,19 +25,31 @@ from . import _checks
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
 ITEMS_PER_THREAD = 4     # split until there are this many items per Numba thread
-MAX_SCORES = 1 << 20     # an item's scores (rows x keys) at most: splits cap memory for long Sq
+BLOCK = 128              # keys per block of dot products (two BLAS products a block)
 
 
-def plan(batch: int, num_kv_heads: int, rows: int, length: int, threads: int) -> tuple[int, int]:
-    """(splits, keys per split) of the KV range for ``batch x num_kv_heads`` row groups of
-    ``rows`` query rows each."""
+def plan(batch: int, num_kv_heads: int, length: int, threads: int) -> tuple[int, int]:
+    """(splits, keys per split) of the KV range for ``batch x num_kv_heads`` row groups."""
     if length <= 0:
         return 1, 1
     groups = max(1, batch * num_kv_heads)
     splits = max(1, min(-(-ITEMS_PER_THREAD * max(1, threads) // groups), -(-length // MIN_CHUNK)))
     chunk = -(-length // splits)
-    chunk = max(1, min(chunk, MAX_SCORES // max(1, rows)))
     return -(-length // chunk), chunk
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _take(m, l, a, r, x_max):
+    """Raise row r's running max to x_max: rescale its sum and values; returns the new shift."""
+    m_new = x_max if x_max > m[r] else m[r]
+    if m_new != m[r]:
+        if m[r] != -np.inf:  # (else nothing is summed yet, or only NaN: kept as it is)
+            f = np.exp(m[r] - m_new)
+            l[r] *= f
+            for c in range(a.shape[1]):
+                a[r, c] *= f
+        m[r] = m_new
+    return m[r] if m[r] != -np.inf else l.dtype.type(0)
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
@@ -55,7 +70,7 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
         qloc = np.empty((rows, d), q.dtype)
         pos = np.empty(rows, np.int64)
         slope = np.empty(rows, q.dtype)
-        top = -1
+        top, bottom = -1, length
         for r in range(rows):
             h = hk * group + r // sq
             t = r % sq
@@ -64,39 +79,53 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
             pos[r] = length - sq + t
             slope[r] = slopes[h]
             top = max(top, pos[r])
-        best_r = np.full(rows, -np.inf, q.dtype)
-        total_r = np.zeros(rows, q.dtype)
-        acc_r = np.zeros((rows, d), q.dtype)
-        kend = min(k1, top + 1)  # keys some row sees
-        if kend > k0:
-            scores = np.empty((rows, kend - k0), q.dtype)
-            for j in range(k0, kend):
-                krow = k[table[b, j // page_size], hk, j % page_size]
-                for r in range(rows):
-                    if j <= pos[r]:
-                        dot = zero
-                        for c in range(d):
-                            dot += qloc[r, c] * krow[c]
-                        x = dot * scale + slope[r] * (j - pos[r])
-                        scores[r, j - k0] = x
-                        if x > best_r[r]:
-                            best_r[r] = x
-            shift = np.empty(rows, q.dtype)
+            bottom = min(bottom, pos[r])
+        m = np.full(rows, -np.inf, q.dtype)  # running max, sum of exponentials, weighted values
+        l = np.zeros(rows, q.dtype)
+        a = np.zeros((rows, d), q.dtype)
+        kend = min(k1, top + 1)          # keys some row sees
+        kall = max(k0, min(kend, bottom + 1))  # keys k0 .. kall - 1 every row sees: blocks of BLOCK
+        kbuf = np.empty((BLOCK, d), q.dtype)
+        vbuf = np.empty((BLOCK, d), q.dtype)
+        for j0 in range(k0, kall, BLOCK):
+            n = min(BLOCK, kall - j0)
+            for i in range(n):
+                page = table[b, (j0 + i) // page_size]
+                off = (j0 + i) % page_size
+                for c in range(d):
+                    kbuf[i, c] = k[page, hk, off, c]
+                    vbuf[i, c] = v[page, hk, off, c]
+            x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
             for r in range(rows):
-                shift[r] = best_r[r] if best_r[r] != -np.inf else zero
-            for j in range(k0, kend):
-                vrow = v[table[b, j // page_size], hk, j % page_size]
-                for r in range(rows):
-                    if j <= pos[r]:
-                        p = np.exp(scores[r, j - k0] - shift[r])
-                        total_r[r] += p
-                        for c in range(d):
-                            acc_r[r, c] += p * vrow[c]
+                top_x = -np.inf
+                for i in range(n):
+                    x[r, i] = x[r, i] * scale + slope[r] * (j0 + i - pos[r])
+                    if x[r, i] > top_x:
+                        top_x = x[r, i]
+                shift = _take(m, l, a, r, top_x)
+                for i in range(n):
+                    x[r, i] = np.exp(x[r, i] - shift)
+                    l[r] += x[r, i]
+            a += np.dot(x, vbuf[:n])
+        for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
+            page = table[b, j // page_size]
+            off = j % page_size
+            for r in range(rows):
+                if j <= pos[r]:
+                    dot = zero
+                    for c in range(d):
+                        dot += qloc[r, c] * k[page, hk, off, c]
+                    xj = dot * scale + slope[r] * (j - pos[r])
+                    shift = _take(m, l, a, r, xj)
+                    p = np.exp(xj - shift)
+                    l[r] += p
+                    for c in range(d):
+                        a[r, c] += p * v[page, hk, off, c]
         for r in range(rows):
-            best[item, r] = best_r[r]
-            total[item, r] = total_r[r]
+            best[item, r] = m[r]
+            total[item, r] = l[r]
             for c in range(d):
-                acc[item, r, c] = acc_r[r, c]
+                acc[item, r, c] = a[r, c]
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
@@ -163,7 +192,7 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
     lse = np.empty((batch, hq, sq), dtype=work)
     if lse.size:
         rows = hq // hkv * sq
-        splits, chunk = plan(batch, hkv, rows, sizes["cache_len"], numba.get_num_threads())
+        splits, chunk = plan(batch, hkv, sizes["cache_len"], numba.get_num_threads())
         items = batch * hkv * splits
         best = np.empty((items, rows), dtype=work)
         total = np.empty((items, rows), dtype=work)
