@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
+from ._cpu_attention import LN2, LOG2E, _exp2
 
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
@@ -40,11 +41,12 @@ def plan(batch: int, num_kv_heads: int, length: int, threads: int) -> tuple[int,
 
 @njit(cache=True, fastmath=_FLAGS)
 def _take(m, l, a, r, x_max):
-    """Raise row r's running max to x_max: rescale its sum and values; returns the new shift."""
+    """Raise row r's running max to x_max (log2 units): rescale its sum and values; returns the
+    new shift."""
     m_new = x_max if x_max > m[r] else m[r]
     if m_new != m[r]:
         if m[r] != -np.inf:  # (else nothing is summed yet, or only NaN: kept as it is)
-            f = np.exp(m[r] - m_new)
+            f = _exp2(m[r] - m_new)
             l[r] *= f
             for c in range(a.shape[1]):
                 a[r, c] *= f
@@ -54,11 +56,14 @@ def _take(m, l, a, r, x_max):
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
 def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
+    """Per item and row: the largest logit (log2 units: scale and slopes times log2 e), the sum of
+    2 ** (logit - it) and the values weighted by those (see the module docstring)."""
     batch, hq, sq, d = q.shape
     hkv = k.shape[1]
     group = hq // hkv
     rows = group * sq
     zero = q.dtype.type(0)
+    log2e = q.dtype.type(LOG2E)
     for item in prange(batch * hkv * splits):
         s = item % splits
         hk = (item // splits) % hkv
@@ -75,9 +80,9 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
             h = hk * group + r // sq
             t = r % sq
             for c in range(d):
-                qloc[r, c] = q[b, h, t, c]
+                qloc[r, c] = q[b, h, t, c] * scale  # scale: scale x log2 e (log2 units)
             pos[r] = length - sq + t
-            slope[r] = slopes[h]
+            slope[r] = slopes[h] * log2e
             top = max(top, pos[r])
             bottom = min(bottom, pos[r])
         m = np.full(rows, -np.inf, q.dtype)  # running max, sum of exponentials, weighted values
@@ -99,12 +104,12 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
             for r in range(rows):
                 top_x = -np.inf
                 for i in range(n):
-                    x[r, i] = x[r, i] * scale + slope[r] * (j0 + i - pos[r])
+                    x[r, i] = x[r, i] + slope[r] * (j0 + i - pos[r])
                     if x[r, i] > top_x:
                         top_x = x[r, i]
                 shift = _take(m, l, a, r, top_x)
                 for i in range(n):
-                    x[r, i] = np.exp(x[r, i] - shift)
+                    x[r, i] = _exp2(x[r, i] - shift)
                     l[r] += x[r, i]
             a += np.dot(x, vbuf[:n])
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
@@ -115,9 +120,9 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
                     dot = zero
                     for c in range(d):
                         dot += qloc[r, c] * k[page, hk, off, c]
-                    xj = dot * scale + slope[r] * (j - pos[r])
+                    xj = dot + slope[r] * (j - pos[r])
                     shift = _take(m, l, a, r, xj)
-                    p = np.exp(xj - shift)
+                    p = _exp2(xj - shift)
                     l[r] += p
                     for c in range(d):
                         a[r, c] += p * v[page, hk, off, c]
@@ -133,6 +138,7 @@ def _merge(best, total, acc, lens, hkv, splits, chunk, o, lse):
     batch, hq, sq, d = o.shape
     group = hq // hkv
     zero = o.dtype.type(0)
+    ln2 = o.dtype.type(LN2)
     for row in prange(batch * hq * sq):
         t = row % sq
         h = (row // sq) % hq
@@ -158,12 +164,12 @@ def _merge(best, total, acc, lens, hkv, splits, chunk, o, lse):
                 if total[base + s, r] != zero:
                     tot += total[base + s, r]
                 continue
-            w = np.exp(x - top)  # 1 for the split holding the largest logit
+            w = _exp2(x - top)  # 1 for the split holding the largest logit
             tot += total[base + s, r] * w
             for c in range(d):
                 a[c] += acc[base + s, r, c] * w
         if tot > 0:
-            lse[b, h, t] = top + np.log(tot)
+            lse[b, h, t] = (top + np.log2(tot)) * ln2
             for c in range(d):
                 o[b, h, t, c] = a[c] / tot
         else:  # NaN (a sum of 0 needs every score -inf: then 0, as one split gives)
@@ -197,7 +203,7 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
         best = np.empty((items, rows), dtype=work)
         total = np.empty((items, rows), dtype=work)
         acc = np.empty((items, rows, d), dtype=work)
-        _partials(q, k, v, lens, table, np.int64(page_size), slope, work(scale), np.int64(splits), np.int64(chunk),
-                  best, total, acc)
+        _partials(q, k, v, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
+                  np.int64(chunk), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)
