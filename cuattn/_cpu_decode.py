@@ -4,7 +4,8 @@ A work item is (batch row, KV head, key split): it reads each of its keys and va
 all ``group x Sq`` query rows that share the KV head (so a GQA cache is not read once per query
 head). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
 scored for all rows by one BLAS product, folded into each row's running max, sum of
-exponentials and weighted values (online softmax), values summed by a second product. The few
+exponentials and weighted values (online softmax in log2 units, with the attention kernel's
+vectorized exp2), values summed by a second product. The few
 newest keys that only later tokens see (Sq > 1) are scored one by one, for the rows that see
 them: invisible keys are never scored nor weighted (exact masking; a NaN there stays out of the
 rows that do not see it). A second kernel merges a row's partials by log-sum-exp, split by split
