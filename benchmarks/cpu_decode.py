@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numba  # noqa: E402
+from cpu_attention import median_time  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -42,16 +44,6 @@ def numpy_materialized(q, k, v, slopes):
     p = np.exp(logits)
     p /= p.sum(-1, keepdims=True)
     return np.einsum("bhgl,bhld->bhgd", p, v).reshape(b, hq, 1, d)
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main():
