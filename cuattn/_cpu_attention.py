@@ -289,18 +289,31 @@ def _find_openblas_controls():
     return controls
 
 
+_blas_controller = None  # threadpoolctl's view of the loaded libraries, taken after a first call
+
+
 @contextlib.contextmanager
 def _single_threaded_blas():
-    global _blas_controls
+    """BLAS limited to one thread inside (the Numba kernels call it from every thread). The
+    loaded libraries are looked up in full on the first use and kept from then on (by then the
+    kernels have run once, so the BLAS they call is loaded): later uses cost microseconds, not
+    the ~0.3 ms of a fresh lookup, which short CPU calls (decode of one layer) would feel."""
+    global _blas_controls, _blas_controller
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController, threadpool_limits
     except ImportError:
-        threadpool_limits = None
+        ThreadpoolController = threadpool_limits = None
     if threadpool_limits is not None:
+        if _blas_controller is not None:
+            with _blas_controller.limit(limits=1, user_api="blas"):
+                yield
+            return
         with threadpool_limits(limits=1, user_api="blas"):
             yield
+        _blas_controller = ThreadpoolController()
         return
-    if _blas_controls is None:
+    fresh = _blas_controls is None
+    if fresh:
         _blas_controls = _find_openblas_controls()
     previous = [getter() for getter, _ in _blas_controls]
     for _, setter in _blas_controls:
@@ -310,6 +323,8 @@ def _single_threaded_blas():
     finally:
         for (_, setter), n in zip(_blas_controls, previous):
             setter(n)
+        if fresh:  # look again once the kernel has run (its BLAS may have loaded meanwhile)
+            _blas_controls = _find_openblas_controls()
 
 
 # --- entry ---------------------------------------------------------------------------------

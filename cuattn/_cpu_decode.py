@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
-from ._cpu_attention import LN2, LOG2E, _exp2
+from ._cpu_attention import LN2, LOG2E, _exp2, _single_threaded_blas
 
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
@@ -204,7 +204,8 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
         best = np.empty((items, rows), dtype=work)
         total = np.empty((items, rows), dtype=work)
         acc = np.empty((items, rows, d), dtype=work)
-        _partials(q, k, v, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
-                  np.int64(chunk), best, total, acc)
+        with _single_threaded_blas():  # the Numba threads each run their own small products
+            _partials(q, k, v, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
+                      np.int64(chunk), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)
