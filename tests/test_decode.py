@@ -212,6 +212,25 @@ def test_cpu_nan_key_reaches_only_the_rows_that_see_it(rng, monkeypatch, where):
         assert np.all(np.isfinite(o[0, :2, 0])) and np.all(np.isfinite(o[0, 2:])), min_chunk
 
 
+def test_cpu_blas_one_thread_inside_and_restored(rng):
+    """The kernel calls BLAS from every Numba thread: BLAS runs single-threaded inside the call
+    (first call: libraries looked up; later calls: the kept lookup) and as before after it."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from cuattn._cpu_attention import _single_threaded_blas
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    q, k, v = make(rng, 1, 8, 2, 1, 600, 16, np.float32)
+    for _ in range(2):
+        cuattn.decode(q, k, v)
+        assert blas_threads() == before
+        with _single_threaded_blas():
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before
+
+
 def test_reference_backend_and_inputs_unchanged(rng):
     q, k, v = make(rng, 1, 2, 1, 1, 12, 8, np.float32)
     before = [x.copy() for x in (q, k, v)]
