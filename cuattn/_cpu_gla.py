@@ -1,7 +1,8 @@
 """Numba CPU kernels for ``cuattn.gla``: recurrent and chunk modes.
 
 Work items are (sequence x head); ``prange`` spreads them over the cores. The recurrent kernel
-walks the recurrence one token at a time. The chunk kernel follows cuda/gla.cu: steps of
+walks the recurrence one token at a time, one pass over the state per token (decay, update and
+the output's share of each state row together, along contiguous rows). The chunk kernel follows cuda/gla.cu: steps of
 CHUNK tokens (intra-step weights: 8x8 diagonal blocks elementwise, the off-diagonal block as one
 product of half-referenced q and k), decay factors formed only as products of E = exp(g) in [0, 1] (never as exp of a
 difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
@@ -29,17 +30,23 @@ def _recurrent_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale):
         h = item % heads
         b = rows[n]
         s = h0[n, h].copy()
+        out = np.empty(vdim, s.dtype)
+        zero = s.dtype.type(0)
         for t in range(bos[n], bos[n] + lens[n]):
-            e = np.exp(g[b, h, t])
-            for c in range(kdim):
-                kc = k[b, h, t, c]
-                for j in range(vdim):
-                    s[c, j] = s[c, j] * e[c] + kc * v[b, h, t, j]
             for j in range(vdim):
-                acc = 0.0
-                for c in range(kdim):
-                    acc += q[b, h, t, c] * s[c, j]
-                o[b, h, t, j] = scale * acc
+                out[j] = zero
+            # one pass over the state per token: row c decays, takes k_c v, and adds q_c times
+            # itself to the output (rows are contiguous: the j loops vectorize)
+            for c in range(kdim):
+                ec = np.exp(g[b, h, t, c])
+                kc = k[b, h, t, c]
+                qc = q[b, h, t, c]
+                for j in range(vdim):
+                    x = s[c, j] * ec + kc * v[b, h, t, j]
+                    s[c, j] = x
+                    out[j] += qc * x
+            for j in range(vdim):
+                o[b, h, t, j] = scale * out[j]
         ht[n, h] = s
 
 
