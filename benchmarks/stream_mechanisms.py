@@ -255,13 +255,11 @@ def items_vs_decode(mod, rows, sink):
                                     min_batches=10, min_seconds=0.2)}
         try:
             for name, options in (("decode", saved), ("decode, no math", saved + ("-DCUATTN_DECODE_SKIP_MATH",))):
-                decode_module.TMA_OPTIONS = options
-                decode_module._PLANS.clear()
+                decode_module.TMA_OPTIONS = options  # (part of the launch plans' key: no stale plan)
                 times[name] = time_calls(lambda: cuattn.decode(q, k, v, alibi_slopes="default"),
                                          min_batches=10, min_seconds=0.2)
         finally:
             decode_module.TMA_OPTIONS = saved
-            decode_module._PLANS.clear()
         for name, t in times.items():
             rows.append(dict(kind="items", config=f"B{b} {hq}/{hkv} D{d} L{length}: {name}", grid=items,
                              tbps=2 * k.nbytes / t / 1e12))

@@ -2,8 +2,8 @@
 
 Work items are (sequence x head); ``prange`` spreads them over the cores. The recurrent kernel
 walks the recurrence one token at a time, one pass over the state per token (decay, update and
-the output's share of each state row together, along contiguous rows). The chunk kernel follows cuda/gla.cu: steps of
-CHUNK tokens (intra-step weights: 8x8 diagonal blocks elementwise, the off-diagonal block as one
+the output's share of each state row together, along contiguous rows). The chunk kernel follows
+cuda/gla.cu: steps of CHUNK tokens (intra-step weights: 8x8 diagonal blocks elementwise, the off-diagonal block as one
 product of half-referenced q and k), decay factors formed only as products of E = exp(g) in [0, 1] (never as exp of a
 difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
 products are BLAS calls through ``np.dot``. Gates of -inf must flow, so no ``fastmath=True``.

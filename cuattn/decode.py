@@ -612,8 +612,8 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
-            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
+            CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
@@ -766,16 +766,16 @@ class _DecodePlan:
             whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
             copy_arg = np.int32(whole_tiles)
             smem = tma_shared_bytes(stages, rows, padded)
-        elif MMA_COPY == "cp.async":  # no tensor maps (a null pointer in their place)
-            copy_arg = np.uint64(0)
-            smem = mma_shared_bytes(stages, padded)
         else:
-            # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)
-            self.tensor_maps = (_checks.dtype_name(q.dtype),
-                                tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
-            self._maps = (None, None)
-            copy_arg = "tmaps"
             smem = mma_shared_bytes(stages, padded)
+            if MMA_COPY == "cp.async":  # no tensor maps (a null pointer in their place)
+                copy_arg = np.uint64(0)
+            else:
+                # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)
+                self.tensor_maps = (_checks.dtype_name(q.dtype),
+                                    tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
+                self._maps = (None, None)
+                copy_arg = "tmaps"
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks

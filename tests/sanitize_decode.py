@@ -47,25 +47,26 @@ def main():
     decode_module = sys.modules["cuattn.decode"]
     worst, failures = 0.0, 0
     saved_grain = decode_module.GRAIN_BYTES
+
+    def stealing(rng, label):  # work stealing forced: owners keep one grain of 128 keys, thieves take the rest
+        decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = True, 1, 1
+        try:
+            return sweep(rng, label + "+steal", (np.float16,))
+        finally:
+            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
+
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
-        w, f = sweep(rng, kernel)
-        worst, failures = max(worst, w), failures + f
-        if kernel != "regs":  # work stealing forced: owners keep one grain of 128 keys, thieves take the rest
-            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = True, 1, 1
-            w, f = sweep(rng, kernel + "+steal", (np.float16,))
-            worst, failures = max(worst, w), failures + f
-            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
+        runs = [sweep(rng, kernel)]
+        if kernel != "regs":
+            runs.append(stealing(rng, kernel))
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
-            w, f = sweep(rng, "mma+cp.async", (np.float16, BFLOAT16))
-            worst, failures = max(worst, w), failures + f
-            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = True, 1, 1
-            w, f = sweep(rng, "mma+cp.async+steal", (np.float16,))
-            worst, failures = max(worst, w), failures + f
-            decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
+            runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]
             decode_module.MMA_COPY = "tensor"
+        for w, f in runs:
+            worst, failures = max(worst, w), failures + f
         failures += bad_values(kernel)
     cp.cuda.Device().synchronize()
     print(f"{failures} failures, worst norm-wise error {worst:.2e}")
