@@ -5,8 +5,8 @@ Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--swee
 Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row and
 two short calls (per-layer sizes whose reads take 45-90 us, where host time per call shows).
 Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split kernel also runs forced
-(cuattn_alibi_<kernel> in the JSON), and on GQA rows the tensor-core kernel with its cp.async
-producer (cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY "cp.async"). cuattn runs with ALiBi
+(cuattn_alibi_<kernel> in the JSON), and on GQA rows the tensor-core kernel with each of its
+producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -164,13 +164,14 @@ def main():
                     cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
                     row[f"cuattn_alibi_{other}"] = nbytes / time_calls(
                         lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-            # the tensor-core kernel's cp.async producer (MMA_COPY), where that kernel runs
+            # the tensor-core kernel with each of its producers (MMA_COPY), where that kernel runs
             if hq // hkv > 1:
                 decode_module.KERNEL = "mma"
-                decode_module.MMA_COPY = "cp.async"
-                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                row["cuattn_alibi_mma_cp_async"] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+                for copy in decode_module.MMA_COPIES:
+                    decode_module.MMA_COPY = copy
+                    cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+                    row[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = nbytes / time_calls(
+                        lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
         finally:
             decode_module.KERNEL = saved_kernel
             decode_module.MMA_COPY = saved_copy

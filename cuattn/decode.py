@@ -48,10 +48,13 @@ MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
-# any 16-byte strides). Same tiles, bit-identical results. On an H200 the tensor copies stream at
-# most ~4.2 TB/s (the consumers' math left out; 1-d bulk copies 4.60 and a cp.async ring 4.55 on
-# the same bytes: benchmarks/NOTES.md, 9th session); "cp.async" is not measured yet in the kernel.
-MMA_COPY = "tensor"
+# any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
+# padded D 128, "tensor" for 64. On an H200 the tensor copies stream at most ~4.2 TB/s (1-d bulk
+# copies 4.60 and a cp.async ring 4.55 on the same bytes: benchmarks/NOTES.md, 9th session); in
+# the kernel (10th session, H200, fp16, TB/s tensor -> cp.async): B 16 32/8 L 33001 4.12 -> 4.43,
+# B 1 32/8 L 131072 3.80 -> 4.07, paged B 16 32/8 4.12 -> 4.33, B 16 32/4 3.96 -> 4.26, but D 64
+# B 4 32/4 L 131072 3.93 -> 3.58 (and L 32768 3.05 -> 2.89).
+MMA_COPY = None
 MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
@@ -106,9 +109,17 @@ def _kernel_choice(rows: int) -> str:
     "tma" (before the per-launch fallbacks of _decode_cuda)."""
     if KERNEL is not None and KERNEL not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
-    if MMA_COPY not in MMA_COPIES:
-        raise ValueError(f"cuattn.decode.MMA_COPY must be one of {MMA_COPIES}; got {MMA_COPY!r}")
+    if MMA_COPY is not None and MMA_COPY not in MMA_COPIES:
+        raise ValueError(f"cuattn.decode.MMA_COPY must be one of {MMA_COPIES} or None; got {MMA_COPY!r}")
     return KERNEL or ("mma" if rows > 1 else "tma")
+
+
+def mma_copy(padded: int) -> str:
+    """How decode_split_mma fills its ring at padded head dim `padded`: cuattn.decode.MMA_COPY, or
+    where that is None, "cp.async" for 128 and "tensor" for 64 (measured: see MMA_COPY)."""
+    if MMA_COPY is not None:
+        return MMA_COPY
+    return "cp.async" if padded == 128 else "tensor"
 
 
 def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
@@ -120,7 +131,7 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
             stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
         return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
     if kernel == "mma":
-        cp_async = "true" if (copy or MMA_COPY) == "cp.async" else "false"
+        cp_async = "true" if (copy or mma_copy(padded)) == "cp.async" else "false"
         return (f"decode_split_mma<{type_name}, {padded}, {p}, {mma_config(padded)[1] if stages is None else stages}, "
                 f"{cp_async}>")
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
@@ -768,7 +779,7 @@ class _DecodePlan:
             smem = tma_shared_bytes(stages, rows, padded)
         else:
             smem = mma_shared_bytes(stages, padded)
-            if MMA_COPY == "cp.async":  # no tensor maps (a null pointer in their place)
+            if mma_copy(padded) == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
             else:
                 # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)

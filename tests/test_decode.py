@@ -324,13 +324,18 @@ def test_split_kernel_switch(monkeypatch):
     monkeypatch.setattr(mod, "KERNEL", None)  # automatic: tensor cores for row groups, bulk copies for one row
     assert mod.split_expression("half_t", 128, 4, True).startswith("decode_split_mma<half_t, 128, true, ")
     assert mod.split_expression("half_t", 128, 1, False).startswith("decode_split_tma<half_t, 128, 1, false, ")
-    assert mod.split_expression("half_t", 128, 4, True).endswith(", false>")  # MMA_COPY "tensor"
+    # MMA_COPY None: cp.async at padded D 128, tensor copies at 64
+    assert mod.split_expression("half_t", 128, 4, True).endswith(", true>")
+    assert mod.split_expression("half_t", 64, 4, True).endswith(", false>")
+    monkeypatch.setattr(mod, "MMA_COPY", "tensor")
+    assert mod.split_expression("half_t", 128, 4, True).endswith(", false>")
     monkeypatch.setattr(mod, "MMA_COPY", "cp.async")
     assert mod.split_expression("half_t", 128, 4, True).endswith(", true>")
+    assert mod.split_expression("half_t", 64, 4, True).endswith(", true>")
     monkeypatch.setattr(mod, "MMA_COPY", "other")
     with pytest.raises(ValueError, match="MMA_COPY"):
         mod.split_expression("half_t", 128, 4, True)
-    monkeypatch.setattr(mod, "MMA_COPY", "tensor")
+    monkeypatch.setattr(mod, "MMA_COPY", None)
     monkeypatch.setattr(mod, "KERNEL", "other")
     with pytest.raises(ValueError, match="KERNEL"):
         mod.split_expression("half_t", 128, 4, True)
