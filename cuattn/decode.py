@@ -448,6 +448,33 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     return resident, stages
 
 
+# Even pieces (the persistent kernels, stealing off): where the row groups (B x Hkv x row chunks) are
+# no more than the pieces and a piece holds at least EVEN_MIN_KEYS keys, the row groups' keys are
+# laid end to end and cut into EVEN_PIECES equal pieces (None: one per SM), a block per piece
+# (decode.cu, split_key), instead of whole splits per row group: B 1 x 32 heads x 33001 keys makes
+# 132 pieces of 8064 keys on 132 SMs, where equal splits make 128 items and leave 4 SMs idle.
+EVEN_SPLIT = True
+EVEN_MIN_KEYS = 4096
+EVEN_PIECES = None
+
+
+@functools.lru_cache(maxsize=256)
+def plan_even(groups: int, length: int, pieces: int, min_keys: int) -> tuple[int, int, int, int] | None:
+    """(split slots per row group, keys per piece, span, pieces) of even pieces for `groups` row
+    groups of `length` keys cut into at most `pieces`, or None where they do not apply (more row
+    groups than pieces, or pieces shorter than min_keys). Each row group takes span keys (length
+    rounded up to CHUNK_ALIGN) of the order, pieces are whole CHUNK_ALIGN keys, and a row group's
+    split slots are the pieces it meets (num_splits: the most of any row group)."""
+    span = -(-max(1, length) // CHUNK_ALIGN) * CHUNK_ALIGN
+    if groups > pieces or groups * (span // CHUNK_ALIGN) >= 1 << 31:  # (the kernels count in 32 bits)
+        return None
+    piece = -(-(-(-groups * span // pieces)) // CHUNK_ALIGN) * CHUNK_ALIGN
+    if piece < min_keys:
+        return None
+    slots = max((rg * span + span - 1) // piece - rg * span // piece + 1 for rg in range(groups))
+    return slots, piece, span, -(-groups * span // piece)
+
+
 TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge, writes)
 ONE_PER_SM_MIN_KEYS = 4096  # items at least this long may run one per SM (plan_persistent)
 
@@ -623,7 +650,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
             CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -732,6 +759,7 @@ class _DecodePlan:
                                 or sizes["cache_len"] >= 1 << 30):
             kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers; the
                              # ring's stage headers take keys below 2**30
+        span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
         if kernel == "regs":
             stages = None
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
@@ -744,6 +772,10 @@ class _DecodePlan:
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
+            even = (plan_even(batch * hkv * row_chunks, sizes["cache_len"], EVEN_PIECES or props["num_sms"],
+                              EVEN_MIN_KEYS) if EVEN_SPLIT and not STEAL else None)
+            if even:
+                splits, chunk, span, takes = even
         # scratch: the splits' partial outputs and lse, then lse when the caller does not want it
         part = splits * batch * hkv * num_rows
         self.scratch = cupy.empty(part * d + part + (0 if return_lse else batch * hq * sq), dtype=cupy.float32)
@@ -788,16 +820,18 @@ class _DecodePlan:
                 self._maps = (None, None)
                 copy_arg = "tmaps"
         split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
+        self.span = span  # (tests: even pieces in use)
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks
-        blocks = min(grid, items)
+        blocks = min(grid, takes or items)
         counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
-        grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)
+        grain, pool_cap, window = ((chunk, 1, 1) if span else  # (no stealing from pieces)
+                                   steal_plan(chunk, padded, q.dtype.itemsize, items, blocks))
         self.steal = _steal_state(device_id, stream_ptr)
         words, lists, pool = self.steal.buffers(device_id, items, groups * pool_cap, pool_cap * rows * (d + 1))
         self.launches = [PackedLaunch(split, (blocks,), (160,),
-                                      args + [copy_arg, np.int32(splits), "o", lse_out, counters, np.int32(hq), flags,
+                                      args + [copy_arg, np.int32(splits), np.int32(span), "o", lse_out, counters, np.int32(hq), flags,
                                               "generation" if self.checked else np.int32(0), words, lists, pool,
                                               np.int32(grain), np.int32(pool_cap), np.int32(window),
                                               np.int32(OWNER_GRAINS), "launch"], smem)]

@@ -580,6 +580,7 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 struct Work {
     const int* __restrict__ seqlens;
     int num_items, num_splits, ys, row_chunks, chunk, grain, nrg;
+    int span;  // even pieces (see split_key): a row group's keys in the flat order; 0: uniform splits
     // zero between launches: done (u64, per row group), thieves' partials (per row group), the
     // work counter, the pool's count, blocks out
     int* counters;
@@ -599,6 +600,28 @@ struct Work {
     __device__ __forceinline__ bool stealing() const { return grain < chunk; }
 };
 
+// Where split s of row group rg starts. Uniform splits (span 0): s chunk. Even pieces (span > 0):
+// the row groups' keys are laid end to end, span (the cache length rounded up to CHUNK_ALIGN) each,
+// and cut into pieces of chunk keys (a multiple of CHUNK_ALIGN): piece i is [i chunk, (i + 1) chunk)
+// of that order, and split s of row group rg is its part of piece rg span / chunk + s. A block takes
+// a piece and streams its splits (one or, where the piece crosses into the next row group, two
+// partials): every block the same number of keys however many row groups there are (B 1 x 32 heads
+// of 33001 keys: 132 pieces of 8064 keys for 132 SMs, where uniform splits make 128 items of 8320
+// and leave 4 SMs idle). The split slots of a row group: split_parts of them; num_splits is the
+// most any row group has.
+// In 32-bit units of 128 keys (CHUNK_ALIGN): the host takes even pieces only where every row
+// group's keys end to end stay below 2^31 such units.
+__device__ __forceinline__ int split_key(int rg, int s, int chunk, int span) {
+    if (span == 0) return s * chunk;
+    const unsigned u = (unsigned)span >> 7, c = (unsigned)chunk >> 7, start = (unsigned)rg * u;
+    const int key = (int)((start / c + s) * c - start);  // the piece's start past the row group's
+    return max(0, min(key, (int)u)) << 7;
+}
+__device__ __forceinline__ int split_parts(const Work& w, int rg) {
+    if (w.span == 0) return w.num_splits;
+    const unsigned u = (unsigned)w.span >> 7, c = (unsigned)w.chunk >> 7, start = (unsigned)rg * u;
+    return (int)((start + u - 1) / c - start / c + 1);
+}
 struct ItemRange {
     int split, y, b, key0, key1, grains;
 };
@@ -607,8 +630,9 @@ __device__ __forceinline__ ItemRange item_range(const Work& w, int item) {
     r.split = item % w.num_splits;
     r.y = (item / w.num_splits) % w.ys;
     r.b = item / (w.num_splits * w.ys);
-    r.key0 = r.split * w.chunk;
-    r.key1 = min(w.seqlens[r.b], r.key0 + w.chunk);
+    const int rg = r.b * w.ys + r.y;
+    r.key0 = split_key(rg, r.split, w.chunk, w.span);
+    r.key1 = min(w.seqlens[r.b], split_key(rg, r.split + 1, w.chunk, w.span));
     r.grains = r.key1 > r.key0 ? (r.key1 - r.key0 + w.grain - 1) / w.grain : 0;
     return r;
 }
@@ -680,11 +704,8 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         }
     };
 
-    int item = 0, failed = 0;
-    if (lane == 0) item = first_take(w.work(), w.num_items, w.bad, w.generation, failed);
-    item = __shfl_sync(kAll, item, 0);
-    failed = __shfl_sync(kAll, failed, 0);
-    while (item >= 0) {  // the owner's items
+    // the owner's items: one per take, or with even pieces (w.span) the piece's splits
+    auto own = [&](int item) {
         const ItemRange r = item_range(w, item);
         const bool shared = w.stealing() && r.grains > 1;
         bool stolen = false;
@@ -713,8 +734,21 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
             }
         }
         if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : kOwnerEnd);
-        if (lane == 0) item = take_item(w.work(), w.num_items);
-        item = __shfl_sync(kAll, item, 0);
+    };
+    int taken = 0, failed = 0;
+    if (lane == 0) taken = first_take(w.work(), w.num_items, w.bad, w.generation, failed);
+    taken = __shfl_sync(kAll, taken, 0);
+    failed = __shfl_sync(kAll, failed, 0);
+    while (taken >= 0) {
+        if (w.span == 0) {
+            own(taken);
+        } else {  // piece `taken`: split taken - (rg span / chunk) of each row group it meets
+            const unsigned u = (unsigned)w.span >> 7, c = (unsigned)w.chunk >> 7;  // (units: split_key)
+            const unsigned p0 = (unsigned)taken * c, p1 = min(p0 + c, (unsigned)w.nrg * u);
+            for (unsigned rg = p0 / u; rg * u < p1; ++rg) own((int)rg * w.num_splits + taken - (int)(rg * u / c));
+        }
+        if (lane == 0) taken = take_item(w.work(), w.num_items);
+        taken = __shfl_sync(kAll, taken, 0);
     }
     // thief: the item of the last `window` with the most unclaimed grains, once every item there
     // has started (all are taken by now; an owner may not have made its first claim yet)
@@ -826,7 +860,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
 // (b, kv head): an owner's partial of a row group with one split and no thieves is merged at once,
 // uncounted; else it is counted (done: thieves << 48 | owners << 32 | keys), and the block that
-// completes the row group (all num_splits owners, all len keys) merges it (merge_rows, num_splits
+// completes the row group (all its split_parts owners, all len keys) merges it (merge_rows, owners
 // + the thieves' partials) and sets its counts back to 0 for the next launch on this stream. A
 // thief's partial goes into the row group's list first (list_slot: its pool slot; list_index:
 // where). s_merge: shared memory for one int, free on entry and on exit. The 128 consumer threads
@@ -850,11 +884,12 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
             const unsigned long long done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) +
                                             (owner ? kOwner : kThief) + (unsigned)keys;
             int last = 0;
-            if ((done & (kThief - 1)) == w.num_splits * kOwner + (unsigned)len) {  // the last: reset for the next launch
+            const int owners = split_parts(w, rg);
+            if ((done & (kThief - 1)) == owners * kOwner + (unsigned)len) {  // the last: reset for the next launch
                 const int thieves = (int)(done >> 48);
                 w.done()[rg] = 0;
                 if (thieves) w.thieves()[rg] = 0;
-                last = w.num_splits + thieves;
+                last = owners + thieves;
             }
             s_flag[0] = last;
         }
@@ -887,13 +922,16 @@ struct DecodeTmaShape {
         int pool_cap, int window, int owner_grains, unsigned launch
 
 __device__ __forceinline__ Work make_work(const int* seqlens, int batch, int ys, int row_chunks, int num_splits,
-                                          int chunk, int* counters, const int* bad, int generation,
+                                          int chunk, int span, int* counters, const int* bad, int generation,
                                           unsigned long long* words, int* lists, int grain, int pool_cap,
                                           int window, int owner_grains, unsigned launch) {
     Work w;
     w.seqlens = seqlens;
-    w.num_items = num_splits * ys * batch;
+    // takes: items, or pieces of the row groups' keys end to end
+    w.num_items = span == 0 ? num_splits * ys * batch
+                            : (int)(((unsigned)(batch * ys) * ((unsigned)span >> 7) + (chunk >> 7) - 1) / (chunk >> 7));
     w.num_splits = num_splits;
+    w.span = span;
     w.ys = ys;
     w.row_chunks = row_chunks;
     w.chunk = chunk;
@@ -919,7 +957,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
-                 int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
+                 int num_splits, int span, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using S = DecodeShape<T, kHeadDim, kRows>;
     using TS = DecodeTmaShape<T, kHeadDim, kRows>;
@@ -939,7 +977,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int row_bytes = head_dim * (int)sizeof(T);
     const int ys = num_kv_heads * row_chunks;
     // the work's arguments (built where used: not held in registers through the consumers' loop)
-#define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, counters, bad, generation, words, \
+#define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, span, counters, bad, generation, words, \
                               lists, grain, pool_cap, window, owner_grains, launch)
 
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
@@ -964,7 +1002,9 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int len = seqlens[b];
-        const int key1 = min(len, split * chunk + chunk);
+        // the keys to mask past: splits, pieces and grains end on whole CHUNK_ALIGN keys and tiles (at
+        // most 128 keys) divide that, so within an item only the row's end cuts a tile
+        const int key1 = len;
         DECODE_TRACE(n, 0, global_ns());
         DECODE_TRACE(n, 5, sm_id());
         DECODE_TRACE(n, 7, item);
@@ -1197,7 +1237,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
                  int group, int num_rows, int row_chunks, int chunk, float scale_log2,
                  const unsigned char* __restrict__ tmaps,  // K and V tensor maps (128 bytes each)
-                 int num_splits, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
+                 int num_splits, int span, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using M = DecodeMmaShape<T, kHeadDim>;
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
@@ -1257,7 +1297,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
         const int len = seqlens[b];
-        const int key1 = min(len, split * chunk + chunk);
+        // the keys to mask past: splits, pieces and grains end on whole CHUNK_ALIGN keys and tiles (at
+        // most 128 keys) divide that, so within an item only the row's end cuts a tile
+        const int key1 = len;
         const int rows_here = min(kRows, num_rows - row0);
         DECODE_TRACE(n, 0, global_ns());
         DECODE_TRACE(n, 5, sm_id());

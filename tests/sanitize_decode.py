@@ -8,7 +8,8 @@ Covers the three dtypes, every padded head dim (32..256, with D tails), every ro
 (1, 4, 8 rows, and more rows than a block holds), contiguous and paged caches, ragged lengths
 with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
-the persistent ones again with work stealing forced (fp16: OWNER_GRAINS), and the tensor-core
+the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
+forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES), and the tensor-core
 kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone and stealing).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
@@ -55,6 +56,13 @@ def main():
         finally:
             decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
 
+    def even(rng, label):  # even pieces forced on these small caches: 7 pieces of the row groups' keys
+        decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = 128, 7
+        try:
+            return sweep(rng, label + "+even", (np.float16,))
+        finally:
+            decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = 4096, None
+
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
@@ -62,7 +70,7 @@ def main():
         decode_module.MMA_COPY = "tensor" if kernel == "mma" else None
         runs = [sweep(rng, kernel)]
         if kernel != "regs":
-            runs.append(stealing(rng, kernel))
+            runs += [stealing(rng, kernel), even(rng, kernel)]
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]

@@ -6,6 +6,8 @@ norm-wise and, element by element, 1e-4 of the row's largest output (sequential 
 over up to 33001 keys). Paged and contiguous caches run the same arithmetic: identical results.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -440,3 +442,20 @@ def test_steal_plan_owner_grains_needs_a_pool(monkeypatch):
     assert pool >= 264 + 24 * (4096 // grain) and window == 24
     with pytest.raises(ValueError, match="OWNER_GRAINS"):
         mod.steal_plan(1 << 20, 128, 2, 1024, 264)
+
+
+def test_plan_even_cuts_the_row_groups_end_to_end():
+    """plan_even's pieces: equal, whole CHUNK_ALIGN keys, covering every row group; the split
+    slots are the most pieces any row group meets; None where pieces would be too short or fewer
+    than the row groups."""
+    mod = sys.modules["cuattn.decode"]
+    align = mod.CHUNK_ALIGN
+    for groups, length, pieces in [(32, 33001, 132), (8, 131072, 132), (128, 33001, 132), (5, 3001, 11), (4, 1024, 4)]:
+        slots, piece, span, takes = mod.plan_even(groups, length, pieces, 128)
+        assert span % align == 0 and span - align < length <= span and piece % align == 0
+        assert takes <= pieces and (takes - 1) * piece < groups * span <= takes * piece
+        meets = [(rg * span + span - 1) // piece - rg * span // piece + 1 for rg in range(groups)]
+        assert slots == max(meets) and sum(meets) == takes + sum(
+            1 for rg in range(1, groups) if rg * span % piece)  # a piece that crosses a row start counts twice
+    assert mod.plan_even(32, 33001, 132, 1 << 20) is None
+    assert mod.plan_even(200, 33001, 132, 128) is None
