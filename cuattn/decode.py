@@ -453,7 +453,10 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
 # laid end to end and cut into EVEN_PIECES equal pieces (None: one per SM), a block per piece
 # (decode.cu, split_key), instead of whole splits per row group: B 1 x 32 heads x 33001 keys makes
 # 132 pieces of 8064 keys on 132 SMs, where equal splits make 128 items and leave 4 SMs idle.
-EVEN_SPLIT = True
+# Opt-in: on an H200 (10th session, benchmarks/decode.py, same run) no faster where it applies:
+# B 1 32/32 L 33001 4.01 vs 4.05 TB/s, B 1 32/8 L 131072 3.89 vs 4.05, B 16 32/8 4.26-4.38 vs 4.39,
+# paged 4.30 vs 4.31 (D 256 4.40 vs 3.98, against 4.54 with equal splits in an earlier run).
+EVEN_SPLIT = False
 EVEN_MIN_KEYS = 4096
 EVEN_PIECES = None
 

@@ -57,11 +57,11 @@ def main():
             decode_module.STEAL, decode_module.OWNER_GRAINS, decode_module.GRAIN_BYTES = False, 0, saved_grain
 
     def even(rng, label):  # even pieces forced on these small caches: 7 pieces of the row groups' keys
-        decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = 128, 7
+        decode_module.EVEN_SPLIT, decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = True, 128, 7
         try:
             return sweep(rng, label + "+even", (np.float16,))
         finally:
-            decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = 4096, None
+            decode_module.EVEN_SPLIT, decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = False, 4096, None
 
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
