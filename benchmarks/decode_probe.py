@@ -175,26 +175,35 @@ def trace_main(out, only=""):
     results = []
     d = 128
     saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
-    cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None
-        ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None),
-        ("B1 32/8 L131072 tma", 1, 32, 8, 131072, "tma", None),
-        ("B1 32/8 L131072 mma chunk 8192", 1, 32, 8, 131072, "mma", (16, 8192)),
-        ("B1 32/8 L131072 mma chunk 2048", 1, 32, 8, 131072, "mma", (64, 2048)),
-        ("B1 32/32 L33001 tma", 1, 32, 32, 33001, "tma", None),
-        ("B16 32/8 L33001 mma", 16, 32, 8, 33001, "mma", None),
-        ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None),
+    even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
+    cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
+        ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None, {}),
+        ("B1 32/8 L131072 mma even", 1, 32, 8, 131072, "mma", None, even),
+        ("B1 32/8 L131072 tma", 1, 32, 8, 131072, "tma", None, {}),
+        ("B1 32/8 L131072 mma chunk 8192", 1, 32, 8, 131072, "mma", (16, 8192), {}),
+        ("B1 32/8 L131072 mma chunk 2048", 1, 32, 8, 131072, "mma", (64, 2048), {}),
+        ("B1 32/32 L33001 tma", 1, 32, 32, 33001, "tma", None, {}),
+        ("B1 32/32 L33001 tma even", 1, 32, 32, 33001, "tma", None, even),
+        ("B16 32/8 L33001 mma", 16, 32, 8, 33001, "mma", None, {}),
+        ("B16 32/8 L33001 mma even", 16, 32, 8, 33001, "mma", None, even),
+        ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None, {}),
     ]
-    for name, b, hq, hkv, length, kern, fixed in cases:
+    for name, b, hq, hkv, length, kern, fixed, settings in cases:
         if only not in name:
             continue
         q, k, v, nbytes = inputs(b, hq, hkv, length, d)
         module.KERNEL = kern
+        saved_settings = {n: getattr(module, n) for n in settings}
+        for n, x in settings.items():
+            setattr(module, n, x)
         if fixed:
             module.plan_persistent = lambda *a, f=fixed, **kw: f
         try:
             trace, expr = trace_call(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"))
         finally:
             module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
+            for n, x in saved_settings.items():
+                setattr(module, n, x)
         results.append(summarize(name, trace, expr, nbytes))
         del k, v, q
         cupy.get_default_memory_pool().free_all_blocks()
