@@ -448,14 +448,16 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     return resident, stages
 
 
-# Even pieces (the persistent kernels, stealing off): where the row groups (B x Hkv x row chunks) are
-# no more than the pieces and a piece holds at least EVEN_MIN_KEYS keys, the row groups' keys are
-# laid end to end and cut into EVEN_PIECES equal pieces (None: one per SM), a block per piece
-# (decode.cu, split_key), instead of whole splits per row group: B 1 x 32 heads x 33001 keys makes
-# 132 pieces of 8064 keys on 132 SMs, where equal splits make 128 items and leave 4 SMs idle.
-# Opt-in: on an H200 (10th session, benchmarks/decode.py, same run) no faster where it applies:
-# B 1 32/32 L 33001 4.01 vs 4.05 TB/s, B 1 32/8 L 131072 3.89 vs 4.05, B 16 32/8 4.26-4.38 vs 4.39,
-# paged 4.30 vs 4.31 (D 256 4.40 vs 3.98, against 4.54 with equal splits in an earlier run).
+# Even pieces (the persistent kernels, stealing off): where a piece holds at least EVEN_MIN_KEYS
+# keys, the row groups' (B x Hkv x row chunks) keys are laid end to end and cut into EVEN_PIECES
+# equal pieces (None: one per SM), taken from the counter like items (decode.cu, split_key),
+# instead of whole splits per row group; a piece may cover several short row groups. B 1 x 32
+# heads x 33001 keys makes 132 pieces of 8064 keys on 132 SMs, where equal splits make 128 items
+# and leave 4 SMs idle. Opt-in: on an H200 (10th session, benchmarks/decode.py, same run, pieces
+# then only where row groups <= pieces) no faster: B 1 32/32 L 33001 4.01 vs 4.05 TB/s, B 1 32/8
+# L 131072 3.89 vs 4.05, B 16 32/8 4.26-4.38 vs 4.39, paged 4.30 vs 4.31 (D 256 4.40 vs 3.98,
+# against 4.54 with equal splits in an earlier run). Pieces over several row groups (B 16 32/32
+# L 4096, B 64 L 2048): not yet measured.
 EVEN_SPLIT = False
 EVEN_MIN_KEYS = 4096
 EVEN_PIECES = None
@@ -464,17 +466,18 @@ EVEN_PIECES = None
 @functools.lru_cache(maxsize=256)
 def plan_even(groups: int, length: int, pieces: int, min_keys: int) -> tuple[int, int, int, int] | None:
     """(split slots per row group, keys per piece, span, pieces) of even pieces for `groups` row
-    groups of `length` keys cut into at most `pieces`, or None where they do not apply (more row
-    groups than pieces, or pieces shorter than min_keys). Each row group takes span keys (length
-    rounded up to CHUNK_ALIGN) of the order, pieces are whole CHUNK_ALIGN keys, and a row group's
-    split slots are the pieces it meets (num_splits: the most of any row group)."""
+    groups of `length` keys cut into at most `pieces`, or None where pieces would be shorter than
+    min_keys. Each row group takes span keys (length rounded up to CHUNK_ALIGN) of the order,
+    pieces are whole CHUNK_ALIGN keys, and a row group's split slots are the pieces it meets
+    (num_splits: the most of any row group; a piece may hold several whole row groups)."""
     span = -(-max(1, length) // CHUNK_ALIGN) * CHUNK_ALIGN
-    if groups > pieces or groups * (span // CHUNK_ALIGN) >= 1 << 31:  # (the kernels count in 32 bits)
+    if groups * (span // CHUNK_ALIGN) >= 1 << 31:  # (the kernels count in 32 bits)
         return None
     piece = -(-(-(-groups * span // pieces)) // CHUNK_ALIGN) * CHUNK_ALIGN
     if piece < min_keys:
         return None
-    slots = max((rg * span + span - 1) // piece - rg * span // piece + 1 for rg in range(groups))
+    start = np.arange(groups, dtype=np.int64) * span
+    slots = int(((start + span - 1) // piece - start // piece + 1).max())
     return slots, piece, span, -(-groups * span // piece)
 
 

@@ -1069,7 +1069,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             DECODE_TRACE(n, 3, global_ns());
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, owner && num_splits == 1 && code == kOwnerEnd,
+            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner,
+                             owner && code == kOwnerEnd && split_parts(DECODE_WORK, b2 * ys + y2) == 1,
                              keys, seqlens[b2], b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head,
                              group, seqlen_q, head_dim, num_q_heads, tid);
             DECODE_TRACE(n, 4, global_ns());
@@ -1499,8 +1500,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // the block that completes these rows merges them (no second launch)
         DECODE_TRACE(n, 3, global_ns());
         const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, owner && num_splits == 1 && code == kOwnerEnd, keys, len,
-                         b * ys + y, ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
+        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner,
+                         owner && code == kOwnerEnd && split_parts(DECODE_WORK, b * ys + y) == 1, keys, len, b * ys + y, ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
                          num_q_heads, tid);
         DECODE_TRACE(n, 4, global_ns());
     }

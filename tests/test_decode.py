@@ -445,12 +445,13 @@ def test_steal_plan_owner_grains_needs_a_pool(monkeypatch):
 
 
 def test_plan_even_cuts_the_row_groups_end_to_end():
-    """plan_even's pieces: equal, whole CHUNK_ALIGN keys, covering every row group; the split
-    slots are the most pieces any row group meets; None where pieces would be too short or fewer
-    than the row groups."""
+    """plan_even's pieces: equal, whole CHUNK_ALIGN keys, covering every row group (fewer or more
+    row groups than pieces); the split slots are the most pieces any row group meets; None where
+    pieces would be too short or the order too long for the kernels' 32-bit counts."""
     mod = sys.modules["cuattn.decode"]
     align = mod.CHUNK_ALIGN
-    for groups, length, pieces in [(32, 33001, 132), (8, 131072, 132), (128, 33001, 132), (5, 3001, 11), (4, 1024, 4)]:
+    for groups, length, pieces in [(32, 33001, 132), (8, 131072, 132), (128, 33001, 132), (5, 3001, 11), (4, 1024, 4),
+                                   (512, 4096, 132), (2048, 2048, 396), (7, 1000, 3)]:
         slots, piece, span, takes = mod.plan_even(groups, length, pieces, 128)
         assert span % align == 0 and span - align < length <= span and piece % align == 0
         assert takes <= pieces and (takes - 1) * piece < groups * span <= takes * piece
@@ -458,4 +459,4 @@ def test_plan_even_cuts_the_row_groups_end_to_end():
         assert slots == max(meets) and sum(meets) == takes + sum(
             1 for rg in range(1, groups) if rg * span % piece)  # a piece that crosses a row start counts twice
     assert mod.plan_even(32, 33001, 132, 1 << 20) is None
-    assert mod.plan_even(200, 33001, 132, 128) is None
+    assert mod.plan_even(1 << 20, 1 << 20, 132, 128) is None  # beyond the kernels' 32-bit counts

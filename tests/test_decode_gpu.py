@@ -513,6 +513,8 @@ EVEN_CASES = [
     (2, 32, 8, 1, 8192, 128, [8192, 5000], 64, 23),  # paged
     (2, 8, 8, 2, 7008, 128, [7008, 6999], 16, 16),
     (2, 4, 4, 1, 1024, 128, None, 0, 8),             # a piece per row group, rows on piece boundaries
+    (4, 8, 8, 1, 1000, 128, [1000, 999, 0, 513], 0, 3),  # pieces of many whole row groups
+    (3, 8, 4, 1, 2048, 64, [2048, 100, 2000], 64, 2),    # the same, paged
 ]
 
 
