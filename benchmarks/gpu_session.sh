@@ -32,6 +32,15 @@ limit() {  # limit STAGE DEFAULT
     echo "${!var:-$2}"
 }
 
+decode_checks() {  # decode_checks STAGE PYTEST_K LOG: those decode GPU tests, then memcheck and racecheck of the sweep
+    timeout "$(limit "$1" 300)" python3 -m pytest -m gpu -q tests/test_decode_gpu.py -k "$2" 2>&1 | tail -15 >"$3"
+    for tool in memcheck racecheck; do
+        echo "-- $tool decode" >>"$3"
+        timeout "$(limit "$1" 300)" compute-sanitizer --tool "$tool" python3 tests/sanitize_decode.py 2>&1 \
+            | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$3"
+    done
+}
+
 for stage in "${stages[@]}"; do
     log="$OUT/$stage.log"
     echo "== $stage ($(date -u +%H:%M:%S))"
@@ -65,22 +74,10 @@ for stage in "${stages[@]}"; do
         timeline-decode)
             timeout "$(limit timeline-decode 200)" python3 benchmarks/decode_timeline.py --out "$OUT" >"$log" 2>&1 ;;
         mma-cp-async)
-            timeout "$(limit mma-cp-async 300)" python3 -m pytest -m gpu -q tests/test_decode_gpu.py -k "mma_cop or mma_cp" \
-                2>&1 | tail -15 >"$log"
-            for tool in memcheck racecheck; do
-                echo "-- $tool decode" >>"$log"
-                timeout "$(limit mma-cp-async 300)" compute-sanitizer --tool "$tool" python3 tests/sanitize_decode.py 2>&1 \
-                    | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$log"
-            done
+            decode_checks "$stage" "mma_cop or mma_cp" "$log"
             timeout "$(limit mma-cp-async 300)" python3 benchmarks/decode_stream_probe.py --out "$OUT" >>"$log" 2>&1 ;;
         even-pieces)
-            timeout "$(limit even-pieces 300)" python3 -m pytest -m gpu -q tests/test_decode_gpu.py -k "even or repeated_layout" \
-                2>&1 | tail -15 >"$log"
-            for tool in memcheck racecheck; do
-                echo "-- $tool decode" >>"$log"
-                timeout "$(limit even-pieces 300)" compute-sanitizer --tool "$tool" python3 tests/sanitize_decode.py 2>&1 \
-                    | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$log"
-            done
+            decode_checks "$stage" "even or repeated_layout" "$log"
             timeout "$(limit even-pieces 200)" python3 benchmarks/decode_probe.py --trace --only "L" --out "$OUT" >>"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)
