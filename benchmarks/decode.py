@@ -9,7 +9,8 @@ Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split
 producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY), and every row
 with even pieces in place of equal splits per row group (cuattn_alibi_even_pieces, _2, _3:
 cuattn.decode.EVEN_SPLIT True, opt-in, one, two or three pieces per SM; the same where pieces would
-be shorter than EVEN_MIN_KEYS). cuattn runs with ALiBi
+be shorter than EVEN_MIN_KEYS), and the paged row with the block-table prefetch
+(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -175,9 +176,16 @@ def main():
                     cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
                     row[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = nbytes / time_calls(
                         lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+            decode_module.KERNEL, decode_module.MMA_COPY = saved_kernel, saved_copy
+            if paged:  # the default with the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
+                decode_module.PAGE_PREFETCH = True
+                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+                row["cuattn_alibi_page_prefetch"] = nbytes / time_calls(
+                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+                decode_module.PAGE_PREFETCH = False
             # the default kernel with even pieces (EVEN_SPLIT, opt-in) instead of equal splits per row
             # group: one piece per SM (EVEN_PIECES None), and 2 or 3 per SM
-            decode_module.KERNEL, decode_module.MMA_COPY, decode_module.EVEN_SPLIT = saved_kernel, saved_copy, True
+            decode_module.EVEN_SPLIT = True
             sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
             for per_sm in (1, 2, 3):
                 decode_module.EVEN_PIECES = None if per_sm == 1 else per_sm * sms
@@ -187,7 +195,7 @@ def main():
         finally:
             decode_module.KERNEL = saved_kernel
             decode_module.MMA_COPY = saved_copy
-            decode_module.EVEN_SPLIT, decode_module.EVEN_PIECES = False, None
+            decode_module.EVEN_SPLIT, decode_module.EVEN_PIECES, decode_module.PAGE_PREFETCH = False, None, False
         row["kernel"] = saved_kernel or "auto"  # KERNEL None: mma for row groups, tma for one row
         knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
         if args.sweep and knob:

@@ -55,6 +55,11 @@ MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per S
 # B 1 32/8 L 131072 3.80 -> 4.07, paged B 16 32/8 4.12 -> 4.33, B 16 32/4 3.96 -> 4.26, but D 64
 # B 4 32/4 L 131072 3.93 -> 3.58 (and L 32768 3.05 -> 2.89).
 MMA_COPY = None
+# Opt-in (not yet measured): the cp.async producer of a paged cache loads each page's block-table
+# entry one page ahead (decode.cu, CUATTN_DECODE_PAGE_PREFETCH) instead of before the page's first
+# tile. Same tiles, same bits.
+PAGE_PREFETCH = False
+PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
 MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
@@ -656,7 +661,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
             CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -825,7 +830,10 @@ class _DecodePlan:
                                     tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
                 self._maps = (None, None)
                 copy_arg = "tmaps"
-        split = get_kernel("decode.cu", expr, TMA_OPTIONS, max_dynamic_smem=smem)
+        options = TMA_OPTIONS
+        if PAGE_PREFETCH and kernel == "mma" and sizes["paged"] and mma_copy(padded) == "cp.async":
+            options = TMA_OPTIONS + (PAGE_PREFETCH_OPTION,)
+        split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
         self.span = span  # (tests: even pieces in use)
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks

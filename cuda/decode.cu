@@ -1183,13 +1183,33 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
     for (int j = 0; j < kSwizzles; ++j) swz[j] = (u32)(((c & 7) ^ ((r0 + j * kRowsPerPass) & 7)) << 4);
     // rows of exactly kHeadDim elements back to back: a whole tile's addresses are constant offsets
     const bool dense = head_dim == kHeadDim && k_ss == kHeadDim && v_ss == kHeadDim;
+#ifdef CUATTN_DECODE_PAGE_PREFETCH
+    // (opt-in, cuattn.decode.PAGE_PREFETCH) block table entries: the current page's kept, the next
+    // page's loaded one page ahead, so a page's first tile does not wait for its entry
+    int cur_b = -1, cur_index = -1, cur_page = 0, next_index = -1, next_page = 0;
+#endif
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const T* kb;
         const T* vb;
         int row0;
         if (kPaged) {
+#ifdef CUATTN_DECODE_PAGE_PREFETCH
+            const int index = t0 / page_size;
+            if (b != cur_b || index != cur_index) {
+                cur_page = b == cur_b && index == next_index ? next_page : block_table[b * bt_stride + index];
+                cur_b = b;
+                cur_index = index;
+                next_index = -1;
+                if ((index + 1) * page_size < key1) {  // the item goes on into the next page
+                    next_index = index + 1;
+                    next_page = block_table[b * bt_stride + next_index];
+                }
+            }
+            const int page = cur_page;
+#else
             const int page = block_table[b * bt_stride + t0 / page_size];
+#endif
             kb = k + page * k_sb + kv_head * k_sh;
             vb = v + page * v_sb + kv_head * v_sh;
             row0 = t0 % page_size;

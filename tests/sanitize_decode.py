@@ -10,7 +10,8 @@ with zero-length rows and rows shorter than Sq, an empty cache, and several spli
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES), and the tensor-core
-kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone and stealing).
+kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and
+with its block-table prefetch, PAGE_PREFETCH).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -74,6 +75,9 @@ def main():
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]
+            decode_module.PAGE_PREFETCH = True  # its opt-in block-table prefetch (paged caches)
+            runs.append(sweep(rng, "mma+cp.async+prefetch", (np.float16,)))
+            decode_module.PAGE_PREFETCH = False
         decode_module.MMA_COPY = None
         for w, f in runs:
             worst, failures = max(worst, w), failures + f

@@ -51,6 +51,18 @@ def test_kernel_compiles(arch, source, expression):
     assert spills and max(spills) == 0, f"{expression} on {arch} spills registers:\n{log}"
 
 
+def test_decode_page_prefetch_compiles():
+    """The opt-in block-table prefetch (cuattn.decode.PAGE_PREFETCH: a compile option) of the
+    paged tensor-core kernels with the cp.async producer: compiles for sm_90a without spills."""
+    mod = importlib.import_module("cuattn.decode")
+    for type_name in mod.MMA_TYPES:
+        for d in mod.MMA_HEAD_DIMS:
+            expr = mod.split_expression(type_name, d, mod.MMA_ROWS, True, "mma", copy="cp.async")
+            log = _cuda.compile_ptx_report("decode.cu", [expr], "sm_90a", (mod.PAGE_PREFETCH_OPTION,))
+            spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
+            assert spills and max(spills) == 0, f"{expr} with {mod.PAGE_PREFETCH_OPTION} spills:\n{log}"
+
+
 def test_every_source_file_is_covered():
     covered = {source for arch in ARCHS for source, _ in _variants(arch)}
     assert covered == set(_cuda.kernel_files())

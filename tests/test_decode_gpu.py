@@ -459,6 +459,49 @@ def test_gpu_mma_cp_async_strided_views(cp, rng, monkeypatch, split_kernel):
         np.testing.assert_array_equal(out["tensor"], out["cp.async"], err_msg=name)
 
 
+PREFETCH_CASES = [
+    # (B, Hq, Hkv, Sq, L, D, lens, page size)
+    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64),
+    (3, 16, 2, 2, 4096, 128, [4096, 1000, 1], 256),
+    (2, 16, 4, 1, 3008, 64, [3008, 193], 64),
+    (2, 24, 8, 1, 2560, 72, [2560, 640], 128),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", PREFETCH_CASES, ids=str)
+def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
+    """PAGE_PREFETCH (opt-in: block-table entries loaded a page ahead by the cp.async producer):
+    identical bits to the default on paged caches (pages of 1 and more tiles, ragged lengths that
+    end inside and at the end of a page, Sq 2, D 64 and 72), on the reference; and on the
+    reference with thieves forced (grains from the back) and with even pieces."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's cp.async producer")
+    b, hq, hkv, sq, length, d, lens, page = case
+    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", "cp.async")
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
+    k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    out = {}
+    for prefetch in (False, True):
+        monkeypatch.setattr(DECODE_MODULE, "PAGE_PREFETCH", prefetch)
+        out[prefetch] = run(cp, q, k, v, **kw)
+        compare(*out[prefetch], *ref, q.dtype)
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    with monkeypatch.context() as m:
+        m.setattr(DECODE_MODULE, "STEAL", True)
+        m.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
+        m.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    with monkeypatch.context() as m:
+        m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
+        m.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+        m.setattr(DECODE_MODULE, "EVEN_PIECES", 5)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+
+
 # --- work stealing (the persistent kernels) ---------------------------------------------------
 
 STEAL_CASES = [
