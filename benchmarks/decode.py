@@ -10,7 +10,8 @@ producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA
 with even pieces in place of equal splits per row group (cuattn_alibi_even_pieces, _2, _3:
 cuattn.decode.EVEN_SPLIT True, opt-in, one, two or three pieces per SM; the same where pieces would
 be shorter than EVEN_MIN_KEYS), and the paged row with the block-table prefetch
-(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in). cuattn runs with ALiBi
+(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), and every row with static
+first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -183,6 +184,11 @@ def main():
                 row["cuattn_alibi_page_prefetch"] = nbytes / time_calls(
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
                 decode_module.PAGE_PREFETCH = False
+            decode_module.STATIC_FIRST = True  # block i's first item i, without the counter (opt-in)
+            cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+            row["cuattn_alibi_static_first"] = nbytes / time_calls(
+                lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+            decode_module.STATIC_FIRST = False
             # the default kernel with even pieces (EVEN_SPLIT, opt-in) instead of equal splits per row
             # group: one piece per SM (EVEN_PIECES None), and 2 or 3 per SM
             decode_module.EVEN_SPLIT = True
@@ -196,6 +202,7 @@ def main():
             decode_module.KERNEL = saved_kernel
             decode_module.MMA_COPY = saved_copy
             decode_module.EVEN_SPLIT, decode_module.EVEN_PIECES, decode_module.PAGE_PREFETCH = False, None, False
+            decode_module.STATIC_FIRST = False
         row["kernel"] = saved_kernel or "auto"  # KERNEL None: mma for row groups, tma for one row
         knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
         if args.sweep and knob:

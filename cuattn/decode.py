@@ -60,6 +60,12 @@ MMA_COPY = None
 # tile. Same tiles, same bits.
 PAGE_PREFETCH = False
 PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
+# Opt-in (not yet measured): the persistent kernels' block i takes item i without the counter's
+# atomic (decode.cu, CUATTN_DECODE_STATIC_FIRST; one round trip less before its first copy); the
+# counter hands out the rest. A block that is not resident yet (another kernel holding its SM)
+# then holds its first item back until it runs.
+STATIC_FIRST = False
+STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
 MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
@@ -661,7 +667,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
             CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -832,7 +838,9 @@ class _DecodePlan:
                 copy_arg = "tmaps"
         options = TMA_OPTIONS
         if PAGE_PREFETCH and kernel == "mma" and sizes["paged"] and mma_copy(padded) == "cp.async":
-            options = TMA_OPTIONS + (PAGE_PREFETCH_OPTION,)
+            options += (PAGE_PREFETCH_OPTION,)
+        if STATIC_FIRST:
+            options += (STATIC_FIRST_OPTION,)
         split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
         self.span = span  # (tests: even pieces in use)
         items = splits * hkv * row_chunks * batch

@@ -637,11 +637,24 @@ __device__ __forceinline__ ItemRange item_range(const Work& w, int item) {
     return r;
 }
 
+#ifndef CUATTN_DECODE_STATIC_FIRST
 __device__ __forceinline__ int take_item(int* work, int num_items) {
     const int taken = atomicAdd(work, 1);
     if (taken == num_items + (int)gridDim.x - 1) *work = 0;  // the launch's last take
     return taken < num_items ? taken : -1;
 }
+#else
+// (opt-in, cuattn.decode.STATIC_FIRST) block i's first item is i (no atomic before its first copy;
+// the host launches at most num_items blocks) and the counter hands out the rest: item gridDim.x +
+// count. A launch then makes num_items takes (num_items - gridDim.x items, then one past the end
+// per block); the last resets the counter.
+__device__ __forceinline__ int take_item(int* work, int num_items) {
+    const int taken = atomicAdd(work, 1);
+    if (taken == num_items - 1) *work = 0;  // the launch's last take
+    const int item = taken + (int)gridDim.x;
+    return item < num_items ? item : -1;
+}
+#endif
 // A block's first take, sent together with the loads of the value check's flags (one round trip
 // before the first copy, not two; generation 0: no check, no loads). A failed check (a flag
 // holding this call's generation: `failed`) makes the block take on until the counter runs out,
@@ -650,10 +663,18 @@ __device__ __forceinline__ int take_item(int* work, int num_items) {
 __device__ __forceinline__ int first_take(int* work, int num_items, const int* __restrict__ bad, int generation,
                                           int& failed) {
     const int f0 = generation != 0 ? bad[0] : 0, f1 = generation != 0 ? bad[1] : 0;
+#ifndef CUATTN_DECODE_STATIC_FIRST
     int item = take_item(work, num_items);
+#else
+    int item = (int)blockIdx.x;
+#endif
     failed = generation != 0 && (f0 == generation || f1 == generation);
-    if (failed)
+    if (failed) {
+#ifdef CUATTN_DECODE_STATIC_FIRST
+        item = take_item(work, num_items);
+#endif
         while (item >= 0) item = take_item(work, num_items);
+    }
     return item;
 }
 __device__ __forceinline__ void st_shared_s32(u32 addr, int x) {

@@ -9,7 +9,8 @@ Covers the three dtypes, every padded head dim (32..256, with D tails), every ro
 with zero-length rows and rows shorter than Sq, an empty cache, and several splits per row,
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
-forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES), and the tensor-core
+forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
+checks: STATIC_FIRST), and the tensor-core
 kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and
 with its block-table prefetch, PAGE_PREFETCH).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -72,6 +73,10 @@ def main():
         runs = [sweep(rng, kernel)]
         if kernel != "regs":
             runs += [stealing(rng, kernel), even(rng, kernel)]
+            decode_module.STATIC_FIRST = True  # block i's first item i, the counter the rest (opt-in)
+            runs.append(sweep(rng, kernel + "+static", (np.float16,)))
+            failures += bad_values(kernel)
+            decode_module.STATIC_FIRST = False
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]

@@ -502,6 +502,47 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
 
 
+@pytest.mark.parametrize("steal", [False, True], ids=["owners", "thieves"])
+def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
+    """STATIC_FIRST (opt-in: block i's first item is i, the counter hands out the rest): the same
+    bits as the default without stealing, the reference with thieves forced; over repeated calls,
+    one-item-per-SM and many-items-per-block plans, paged caches, a failed value check in
+    between (every block drains the counter: the next call is right again), and the counters
+    zero afterwards."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel is not persistent")
+    if steal:
+        monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
+        monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
+        monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+    for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
+                                        (2, 16, 4, 8192, 128, 256)]:
+        q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+        lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+        lens[0] = length
+        kw = dict(cache_seqlens=lens, alibi_slopes="default")
+        if page:
+            k, v, kw["block_table"] = to_paged(rng, k, v, page)
+        ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+        out = {}
+        for static in (False, True):
+            monkeypatch.setattr(DECODE_MODULE, "STATIC_FIRST", static)
+            out[static] = run(cp, q, k, v, **kw)
+            compare(*out[static], *ref, q.dtype)
+            with pytest.raises(ValueError, match="cache_seqlens must lie"):
+                run(cp, q, k, v, **dict(kw, cache_seqlens=np.full(b, length + 1, np.int32)))
+            again = run(cp, q, k, v, **kw)
+            compare(*again, *ref, q.dtype)
+            if not steal:
+                np.testing.assert_array_equal(again[0], out[static][0])
+        if not steal:
+            np.testing.assert_array_equal(out[False][0], out[True][0])
+            np.testing.assert_array_equal(out[False][1], out[True][1])
+    cp.cuda.Device().synchronize()
+    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
+    assert counters is None or not bool(cp.any(counters))
+
+
 # --- work stealing (the persistent kernels) ---------------------------------------------------
 
 STEAL_CASES = [
