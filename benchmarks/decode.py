@@ -9,7 +9,7 @@ Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split
 producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY), and every row
 with even pieces in place of equal splits per row group (cuattn_alibi_even_pieces, _2, _3:
 cuattn.decode.EVEN_SPLIT True, opt-in, one, two or three pieces per SM; the same where pieces would
-be shorter than EVEN_MIN_KEYS), and the paged row with the block-table prefetch
+be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM with the deepest ring), and the paged row with the block-table prefetch
 (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), and every row with static
 first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
@@ -198,11 +198,17 @@ def main():
                 cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
                 row["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = nbytes / time_calls(
                     lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
+            # one piece per SM in one block per SM with the deepest ring that fits (8 bulk-copy
+            # stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
+            decode_module.EVEN_PIECES, decode_module.TMA_STAGES, decode_module.MMA_STAGES = None, 8, 6
+            cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
+            row["cuattn_alibi_even_pieces_deep"] = nbytes / time_calls(
+                lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
         finally:
             decode_module.KERNEL = saved_kernel
             decode_module.MMA_COPY = saved_copy
             decode_module.EVEN_SPLIT, decode_module.EVEN_PIECES, decode_module.PAGE_PREFETCH = False, None, False
-            decode_module.STATIC_FIRST = False
+            decode_module.STATIC_FIRST, decode_module.TMA_STAGES, decode_module.MMA_STAGES = False, None, None
         row["kernel"] = saved_kernel or "auto"  # KERNEL None: mma for row groups, tma for one row
         knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
         if args.sweep and knob:
