@@ -13,9 +13,9 @@
 # CUPTI kernel records of back-to-back calls vs torch cuDNN and flash, and the read ceiling), host
 # (benchmarks/host_profile.py: host vs GPU-only time per call of short calls), mma-cp-async (the
 # tensor-core decode kernel's cp.async producer: its GPU tests, memcheck and racecheck of the decode
-# sweep, benchmarks/decode_stream_probe.py; then run bench-decode), even-pieces (decode's even pieces,
-# opt-in: their GPU tests, memcheck and racecheck of the decode sweep, per-item timelines of the
-# default and "even" cases; bench-decode times them), stream (benchmarks/
+# sweep, benchmarks/decode_stream_probe.py; then run bench-decode), decode-opt-ins (decode's opt-in
+# levers EVEN_SPLIT, PAGE_PREFETCH, STATIC_FIRST: their GPU tests, memcheck and racecheck of the
+# decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -76,9 +76,9 @@ for stage in "${stages[@]}"; do
         mma-cp-async)
             decode_checks "$stage" "mma_cop or mma_cp" "$log"
             timeout "$(limit mma-cp-async 300)" python3 benchmarks/decode_stream_probe.py --out "$OUT" >>"$log" 2>&1 ;;
-        even-pieces)
-            decode_checks "$stage" "even or repeated_layout" "$log"
-            timeout "$(limit even-pieces 200)" python3 benchmarks/decode_probe.py --trace --only "L" --out "$OUT" >>"$log" 2>&1 ;;
+        decode-opt-ins)
+            decode_checks "$stage" "even or repeated_layout or prefetch or static_first" "$log"
+            timeout "$(limit decode-opt-ins 200)" python3 benchmarks/decode_probe.py --trace --only "L" --out "$OUT" >>"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
