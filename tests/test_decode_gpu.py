@@ -80,6 +80,17 @@ def run(cp, q, k, v, **kw):
     return o.get(), lse.get()
 
 
+def run_settings(cp, monkeypatch, name, values, q, k, v, ref, **kw):
+    """Run with DECODE_MODULE.<name> set to each of `values` in turn, each result checked on the
+    reference `ref`; returns {value: (o, lse)}."""
+    out = {}
+    for value in values:
+        monkeypatch.setattr(DECODE_MODULE, name, value)
+        out[value] = run(cp, q, k, v, **kw)
+        compare(*out[value], *ref, q.dtype)
+    return out
+
+
 # --- lesson 5: long contexts, default slopes ------------------------------------------------
 
 LONG = [
@@ -421,11 +432,7 @@ def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype,
     if page:
         k, v, kw["block_table"] = to_paged(rng, k, v, page)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    out = {}
-    for copy in DECODE_MODULE.MMA_COPIES:
-        monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
-        out[copy] = run(cp, q, k, v, **kw)
-        compare(*out[copy], *ref, q.dtype)
+    out = run_settings(cp, monkeypatch, "MMA_COPY", DECODE_MODULE.MMA_COPIES, q, k, v, ref, **kw)
     np.testing.assert_array_equal(out["tensor"][0], out["cp.async"][0])
     np.testing.assert_array_equal(out["tensor"][1], out["cp.async"][1])
     monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
@@ -483,11 +490,7 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
     kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
     k, v, kw["block_table"] = to_paged(rng, k, v, page)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    out = {}
-    for prefetch in (False, True):
-        monkeypatch.setattr(DECODE_MODULE, "PAGE_PREFETCH", prefetch)
-        out[prefetch] = run(cp, q, k, v, **kw)
-        compare(*out[prefetch], *ref, q.dtype)
+    out = run_settings(cp, monkeypatch, "PAGE_PREFETCH", (False, True), q, k, v, ref, **kw)
     np.testing.assert_array_equal(out[False][0], out[True][0])
     np.testing.assert_array_equal(out[False][1], out[True][1])
     with monkeypatch.context() as m:
