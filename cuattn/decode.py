@@ -667,8 +667,9 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE,
-            CHUNK_ALIGN, TMA_ROWS, _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS,
+            EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
@@ -820,6 +821,7 @@ class _DecodePlan:
         # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
         # both caches (in place of the flag)
         self.check_first = False  # the persistent kernels skip all work when the check fails
+        options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
             dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
@@ -830,17 +832,14 @@ class _DecodePlan:
             smem = mma_shared_bytes(stages, padded)
             if mma_copy(padded) == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
+                if PAGE_PREFETCH and sizes["paged"]:
+                    options += (PAGE_PREFETCH_OPTION,)
             else:
                 # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)
                 self.tensor_maps = (_checks.dtype_name(q.dtype),
                                     tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
                 self._maps = (None, None)
                 copy_arg = "tmaps"
-        options = TMA_OPTIONS
-        if PAGE_PREFETCH and kernel == "mma" and sizes["paged"] and mma_copy(padded) == "cp.async":
-            options += (PAGE_PREFETCH_OPTION,)
-        if STATIC_FIRST:
-            options += (STATIC_FIRST_OPTION,)
         split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
         self.span = span  # (tests: even pieces in use)
         items = splits * hkv * row_chunks * batch
@@ -848,14 +847,13 @@ class _DecodePlan:
         blocks = min(grid, takes or items)
         counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
-        grain, pool_cap, window = ((chunk, 1, 1) if span else  # (no stealing from pieces)
-                                   steal_plan(chunk, padded, q.dtype.itemsize, items, blocks))
+        grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)
         self.steal = _steal_state(device_id, stream_ptr)
         words, lists, pool = self.steal.buffers(device_id, items, groups * pool_cap, pool_cap * rows * (d + 1))
         self.launches = [PackedLaunch(split, (blocks,), (160,),
-                                      args + [copy_arg, np.int32(splits), np.int32(span), "o", lse_out, counters, np.int32(hq), flags,
-                                              "generation" if self.checked else np.int32(0), words, lists, pool,
-                                              np.int32(grain), np.int32(pool_cap), np.int32(window),
+                                      args + [copy_arg, np.int32(splits), np.int32(span), "o", lse_out, counters,
+                                              np.int32(hq), flags, "generation" if self.checked else np.int32(0),
+                                              words, lists, pool, np.int32(grain), np.int32(pool_cap), np.int32(window),
                                               np.int32(OWNER_GRAINS), "launch"], smem)]
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):

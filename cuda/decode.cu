@@ -879,16 +879,16 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 }
 
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
-// (b, kv head): an owner's partial of a row group with one split and no thieves is merged at once,
-// uncounted; else it is counted (done: thieves << 48 | owners << 32 | keys), and the block that
-// completes the row group (all its split_parts owners, all len keys) merges it (merge_rows, owners
-// + the thieves' partials) and sets its counts back to 0 for the next launch on this stream. A
-// thief's partial goes into the row group's list first (list_slot: its pool slot; list_index:
-// where). s_merge: shared memory for one int, free on entry and on exit. The 128 consumer threads
-// call it together.
+// (b, kv head): an owner's partial (unstolen: no thief took any of its keys) of a row group with
+// one split is merged at once, uncounted; else it is counted (done: thieves << 48 | owners << 32 |
+// keys), and the block that completes the row group (all its split_parts owners, all len keys)
+// merges it (merge_rows, owners + the thieves' partials) and sets its counts back to 0 for the
+// next launch on this stream. A thief's partial goes into the row group's list first (list_slot:
+// its pool slot; list_index: where). s_merge: shared memory for one int, free on entry and on
+// exit. The 128 consumer threads call it together.
 template <typename T>
 __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __restrict__ o,
-                                              float* __restrict__ lse, float* s_merge, bool owner, bool alone,
+                                              float* __restrict__ lse, float* s_merge, bool owner, bool unstolen,
                                               int keys, int len, int rg, int list_slot, int list_index,
                                               int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
                                               int head_dim, int num_q_heads, int tid) {
@@ -897,15 +897,15 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
     if (!owner && tid == 0) list[list_index] = list_slot;
     __threadfence();
     named_barrier(1, 128);
+    const int owners = split_parts(w, rg);
     int parts = 1;  // alone: the rows' only partial, no count, no other block's partial to wait for
-    if (!alone) {
+    if (!(owner && unstolen && owners == 1)) {
         int* s_flag = reinterpret_cast<int*>(s_merge);
         if (tid == 0) {
             constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
             const unsigned long long done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) +
                                             (owner ? kOwner : kThief) + (unsigned)keys;
             int last = 0;
-            const int owners = split_parts(w, rg);
             if ((done & (kThief - 1)) == owners * kOwner + (unsigned)len) {  // the last: reset for the next launch
                 const int thieves = (int)(done >> 48);
                 w.done()[rg] = 0;
@@ -1090,10 +1090,9 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             DECODE_TRACE(n, 3, global_ns());
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner,
-                             owner && code == kOwnerEnd && split_parts(DECODE_WORK, b2 * ys + y2) == 1,
-                             keys, seqlens[b2], b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head,
-                             group, seqlen_q, head_dim, num_q_heads, tid);
+            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
+                             b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q,
+                             head_dim, num_q_heads, tid);
             DECODE_TRACE(n, 4, global_ns());
         }
     }
@@ -1541,9 +1540,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // the block that completes these rows merges them (no second launch)
         DECODE_TRACE(n, 3, global_ns());
         const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner,
-                         owner && code == kOwnerEnd && split_parts(DECODE_WORK, b * ys + y) == 1, keys, len, b * ys + y, ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
-                         num_q_heads, tid);
+        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, len, b * ys + y,
+                         ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
+                         tid);
         DECODE_TRACE(n, 4, global_ns());
     }
 }
