@@ -7,9 +7,11 @@ two short calls (per-layer sizes whose reads take 45-90 us, where host time per 
 Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split kernel also runs forced
 (cuattn_alibi_<kernel> in the JSON), and on GQA rows the tensor-core kernel with each of its
 producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY), and every row
-with even pieces in place of equal splits per row group (cuattn_alibi_even_pieces, _2, _3:
-cuattn.decode.EVEN_SPLIT True, opt-in, one, two or three pieces per SM; the same where pieces would
-be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM with the deepest ring), and the paged row with the block-table prefetch
+with equal splits per row group (cuattn_alibi_equal_splits: cuattn.decode.EVEN_SPLIT False; the default
+cuts the bulk-copy kernel's rows into even pieces, one per resident block) and with even pieces on
+either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM;
+equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM
+with the deepest ring), and the paged row with the block-table prefetch
 (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), and every row with static
 first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
@@ -18,9 +20,13 @@ default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype.
 ``enable_gqa=True``; a backend that refuses it gets K/V expanded to Hq heads beforehand (noted
 in the JSON; its TB/s still counts the Hkv bytes). The paged row times cuattn on a shuffled
 block table of 256-key pages against torch on the equivalent contiguous cache.
-Timing (as benchmarks/attention.py): 10 warm-up calls, then CUDA events around batches of
-calls (about 2 ms of GPU work each), at least 15 batches and 0.3 s, median per call; cuattn's
-host time per call (Python checks and the launch, GPU not waited on) is recorded beside it.
+Timing: every column of a row (cuattn's variants and torch's) is timed in rounds (7, 3 with
+--quick), each round timing every column once in an order rotated from round to round: 3 warm-up
+calls, then CUDA events around batches of calls (about 2 ms of GPU work each), at least 5 batches
+and 0.05 s, median per call; a column's TB/s is its median over the rounds (per-round values in the
+JSON, and the ratio to the best torch backend round by round as [min, median, max]), so drift of
+the clocks over a row's seconds falls on every column alike. cuattn's host time per call (Python
+checks and the launch, GPU not waited on) is recorded beside it.
 Results go to DIR/decode.json (default benchmarks/results/) and DIR/decode.png (matplotlib).
 """
 
@@ -101,6 +107,39 @@ def torch_impls(q, k, v, slopes):
     return impls
 
 
+def with_settings(fn, **settings):
+    """fn called with those cuattn.decode module settings in place (restored after the call)."""
+    def call():
+        saved = {name: getattr(decode_module, name) for name in settings}
+        for name, value in settings.items():
+            setattr(decode_module, name, value)
+        try:
+            return fn()
+        finally:
+            for name, value in saved.items():
+                setattr(decode_module, name, value)
+    return call
+
+
+def interleaved(fns, nbytes, rounds, reps):
+    """TB/s of each function: `rounds` rounds, each timing every function once (time_calls with
+    short batches), the order rotated from round to round; the result is each function's median
+    over the rounds ({name: TB/s}) and its per-round values ({"rounds": {name: [TB/s, ...]}}), so
+    drift of the GPU's clocks or the memory's over a row's seconds falls on every column alike."""
+    for fn in fns.values():  # compile and allocate outside the timing
+        fn()
+    cupy.cuda.Device().synchronize()
+    names = list(fns)
+    per_round = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            per_round[name].append(nbytes / time_calls(fns[name], warmup=3, **reps) / 1e12)
+    result = {name: float(np.median(values)) for name, values in per_round.items()}
+    result["rounds"] = per_round
+    return result
+
+
 def make_inputs(b, hq, hkv, d, length):
     try:
         import torch
@@ -130,12 +169,15 @@ def paged_copy(k, v, page_size, rng):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and rounds")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of interleaved timing per row (default 7, 3 with --quick)")
     parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets and TMA_STAGES ring depths")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    reps = dict(min_batches=5, min_seconds=0.1) if args.quick else {}
+    reps = dict(min_batches=3, min_seconds=0.02) if args.quick else dict(min_batches=5, min_seconds=0.05)
+    rounds = args.rounds or (3 if args.quick else 7)
 
     meta = run_metadata(unit="TB/s = bytes of K and V / time")
     rng = np.random.default_rng(0)
@@ -154,61 +196,43 @@ def main():
         if paged:
             kc, vc, table = paged_copy(k, v, PAGE_SIZE, rng)
             kw["block_table"] = table
-        for name, slopes in (("cuattn_alibi", "default"), ("cuattn", None)):
-            cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw)  # compile outside the timing
-            row[name] = nbytes / time_calls(lambda: cuattn.decode(q, kc, vc, alibi_slopes=slopes, **kw), **reps) / 1e12
+        saved_kernel = decode_module.KERNEL
+        # the row's arrays bound as defaults (they are deleted at the row's end)
+        fns = {"cuattn_alibi": lambda a=(q, kc, vc), kw=kw: cuattn.decode(*a, alibi_slopes="default", **kw),
+               "cuattn": lambda a=(q, kc, vc), kw=kw: cuattn.decode(*a, alibi_slopes=None, **kw)}
+        alibi = fns["cuattn_alibi"]
+        # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
+        for other in decode_module.KERNELS:
+            if other != saved_kernel:
+                fns[f"cuattn_alibi_{other}"] = with_settings(alibi, KERNEL=other)
+        if hq // hkv > 1:  # the tensor-core kernel with each of its producers (MMA_COPY)
+            for copy in decode_module.MMA_COPIES:
+                fns[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = with_settings(alibi, KERNEL="mma", MMA_COPY=copy)
+        if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
+            fns["cuattn_alibi_page_prefetch"] = with_settings(alibi, PAGE_PREFETCH=True)
+        # block i's first item i, without the counter (STATIC_FIRST, opt-in)
+        fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
+        # even pieces (EVEN_SPLIT, opt-in) instead of equal splits per row group: one piece per SM
+        # (EVEN_PIECES None), 2 or 3 per SM, and one per SM in one block per SM with the deepest
+        # ring that fits (8 bulk-copy stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
+        # equal splits per row group (EVEN_SPLIT False; the default uses even pieces on the bulk-copy kernel)
+        fns["cuattn_alibi_equal_splits"] = with_settings(alibi, EVEN_SPLIT=False)
+        sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+        for per_sm in (1, 2, 3):
+            fns["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
+                alibi, EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
+        fns["cuattn_alibi_even_pieces_deep"] = with_settings(alibi, EVEN_SPLIT=True, TMA_STAGES=8, MMA_STAGES=6)
+        notes = {}
+        if t is not None:
+            slopes = cuattn.alibi_slopes(hq)
+            for name, (fn, note) in torch_impls(*t, slopes).items():
+                fns[name] = fn
+                if note:
+                    notes[name] = note
+        row.update(interleaved(fns, nbytes, rounds, reps))
         # Python and launch work per call (GPU not waited on): under the GPU time, calls queue
         # back to back and the GPU never waits for the host
-        row["cuattn_host_us"] = host_time(lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)) * 1e6
-        # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
-        saved_kernel, saved_copy = decode_module.KERNEL, decode_module.MMA_COPY
-        try:
-            for other in decode_module.KERNELS:
-                if other != saved_kernel:
-                    decode_module.KERNEL = other
-                    cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                    row[f"cuattn_alibi_{other}"] = nbytes / time_calls(
-                        lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-            # the tensor-core kernel with each of its producers (MMA_COPY), where that kernel runs
-            if hq // hkv > 1:
-                decode_module.KERNEL = "mma"
-                for copy in decode_module.MMA_COPIES:
-                    decode_module.MMA_COPY = copy
-                    cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                    row[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = nbytes / time_calls(
-                        lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-            decode_module.KERNEL, decode_module.MMA_COPY = saved_kernel, saved_copy
-            if paged:  # the default with the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
-                decode_module.PAGE_PREFETCH = True
-                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                row["cuattn_alibi_page_prefetch"] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-                decode_module.PAGE_PREFETCH = False
-            decode_module.STATIC_FIRST = True  # block i's first item i, without the counter (opt-in)
-            cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-            row["cuattn_alibi_static_first"] = nbytes / time_calls(
-                lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-            decode_module.STATIC_FIRST = False
-            # the default kernel with even pieces (EVEN_SPLIT, opt-in) instead of equal splits per row
-            # group: one piece per SM (EVEN_PIECES None), and 2 or 3 per SM
-            decode_module.EVEN_SPLIT = True
-            sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-            for per_sm in (1, 2, 3):
-                decode_module.EVEN_PIECES = None if per_sm == 1 else per_sm * sms
-                cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-                row["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-            # one piece per SM in one block per SM with the deepest ring that fits (8 bulk-copy
-            # stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
-            decode_module.EVEN_PIECES, decode_module.TMA_STAGES, decode_module.MMA_STAGES = None, 8, 6
-            cuattn.decode(q, kc, vc, alibi_slopes="default", **kw)
-            row["cuattn_alibi_even_pieces_deep"] = nbytes / time_calls(
-                lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), **reps) / 1e12
-        finally:
-            decode_module.KERNEL = saved_kernel
-            decode_module.MMA_COPY = saved_copy
-            decode_module.EVEN_SPLIT, decode_module.EVEN_PIECES, decode_module.PAGE_PREFETCH = False, None, False
-            decode_module.STATIC_FIRST, decode_module.TMA_STAGES, decode_module.MMA_STAGES = False, None, None
+        row["cuattn_host_us"] = host_time(alibi) * 1e6
         row["kernel"] = saved_kernel or "auto"  # KERNEL None: mma for row groups, tma for one row
         knob = {"regs": ("BLOCKS_PER_SM", SWEEP_BLOCKS_PER_SM), "tma": ("TMA_STAGES", SWEEP_TMA_STAGES)}.get(saved_kernel)
         if args.sweep and knob:
@@ -218,25 +242,20 @@ def main():
             sweep = row[f"sweep_{knob_name.lower()}"] = {}
             for value in values:  # time_calls warms up (compiles) before timing
                 setattr(decode_module, knob_name, value)
-                sweep[value] = nbytes / time_calls(
-                    lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", **kw), min_batches=5, min_seconds=0.1) / 1e12
+                sweep[value] = nbytes / time_calls(alibi, min_batches=5, min_seconds=0.1) / 1e12
             setattr(decode_module, knob_name, saved)
-        if t is not None:
-            slopes = cuattn.alibi_slopes(hq)
-            notes = {}
-            for name, (fn, note) in torch_impls(*t, slopes).items():
-                row[name] = nbytes / time_calls(fn, **reps) / 1e12
-                if note:
-                    notes[name] = note
-            row["notes"] = notes
-            if "torch_alibi_bias" in row:  # the two implementations agree on the same inputs
-                fn, _ = torch_impls(*t, slopes)["torch_alibi_bias"]
-                ref = cupy.from_dlpack(fn()).astype(cupy.float32)
-                o = cuattn.decode(q, kc, vc, alibi_slopes="default", **kw).astype(cupy.float32)
-                row["rel_diff_vs_torch_alibi"] = float(cupy.linalg.norm(o - ref) / cupy.linalg.norm(ref))
+        row["notes"] = notes
+        if "torch_alibi_bias" in fns:  # the two implementations agree on the same inputs
+            ref = cupy.from_dlpack(fns["torch_alibi_bias"]()).astype(cupy.float32)
+            o = alibi().astype(cupy.float32)
+            row["rel_diff_vs_torch_alibi"] = float(cupy.linalg.norm(o - ref) / cupy.linalg.norm(ref))
         best = max((row[n] for n in ("torch_flash", "torch_cudnn", "torch_alibi_bias") if n in row), default=None)
         if best:
             row["ratio_alibi_vs_best_torch"] = row["cuattn_alibi"] / best
+            # the same ratio round by round (against that round's best torch backend): its spread
+            torch_rounds = [row["rounds"][n] for n in ("torch_flash", "torch_cudnn", "torch_alibi_bias") if n in row]
+            ratios = [a / max(ts) for a, *ts in zip(row["rounds"]["cuattn_alibi"], *torch_rounds)]
+            row["ratio_alibi_vs_best_torch_rounds"] = [min(ratios), float(np.median(ratios)), max(ratios)]
         rows.append(row)
         line = (f"{b:3} {hq:3} {hkv:3} {d:4} {length:7} {str(paged):>5} {row['cuattn_alibi']:7.2f} {row['cuattn']:7.2f} "
                 f"{row.get('torch_flash', float('nan')):6.2f} {row.get('torch_cudnn', float('nan')):6.2f} "
@@ -246,7 +265,7 @@ def main():
                   if n.startswith("cuattn_alibi_") and isinstance(x, float)}
         print(line + f"  [{row['kernel']}; other kernels {others}]"
               + (f"  sweep {row.get('sweep_blocks_per_sm')} stages {row.get('sweep_tma_stages')}" if args.sweep else ""), flush=True)
-        del t, c, q, k, v, kc, vc
+        del t, c, q, k, v, kc, vc, fns, alibi
         cupy.get_default_memory_pool().free_all_blocks()
     result = {"meta": meta, "rows": rows}
     (out / "decode.json").write_text(json.dumps(result, indent=1))

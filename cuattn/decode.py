@@ -460,16 +460,17 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
 
 
 # Even pieces (the persistent kernels, stealing off): where a piece holds at least EVEN_MIN_KEYS
-# keys, the row groups' (B x Hkv x row chunks) keys are laid end to end and cut into EVEN_PIECES
-# equal pieces (None: one per SM), taken from the counter like items (decode.cu, split_key),
-# instead of whole splits per row group; a piece may cover several short row groups. B 1 x 32
-# heads x 33001 keys makes 132 pieces of 8064 keys on 132 SMs, where equal splits make 128 items
-# and leave 4 SMs idle. Opt-in: on an H200 (10th session, benchmarks/decode.py, same run, pieces
-# then only where row groups <= pieces) no faster: B 1 32/32 L 33001 4.01 vs 4.05 TB/s, B 1 32/8
-# L 131072 3.89 vs 4.05, B 16 32/8 4.26-4.38 vs 4.39, paged 4.30 vs 4.31 (D 256 4.40 vs 3.98,
-# against 4.54 with equal splits in an earlier run). Pieces over several row groups (B 16 32/32
-# L 4096, B 64 L 2048): not yet measured.
-EVEN_SPLIT = False
+# keys, the row groups' (B x Hkv x row chunks) keys are laid end to end and cut into equal pieces,
+# taken from the counter like items (decode.cu, split_key), instead of whole splits per row group;
+# a piece may cover several short row groups. EVEN_SPLIT None (the default): on for the bulk-copy
+# kernel ("tma", one query row per block), one piece per resident block (3 per SM at D 128 and 256),
+# off for the tensor-core kernel; True: on for both, EVEN_PIECES pieces (None: one per SM); False:
+# off. Measured on an H200 (11th session, benchmarks/decode.py with interleaved rounds, TB/s,
+# equal splits -> 1 / 2 / 3 pieces per SM): bulk-copy rows B 16 32/32 L 4096 4.24 -> 4.23 / 4.38 /
+# 4.33, B 8 16/16 D 256 4.53 -> 4.53 / 4.59 / 4.60, B 64 32/32 L 2048 4.44 -> 4.12 / 4.40 / 4.43,
+# B 1 32/32 L 33001 4.13 -> 4.08 / 4.09 / (pieces under EVEN_MIN_KEYS: equal splits); tensor-core
+# rows slower or level (B 16 32/8 4.53 -> 4.48 / 4.43 / 4.11, paged 4.40 -> 4.40 / 4.43 / 4.08).
+EVEN_SPLIT = None
 EVEN_MIN_KEYS = 4096
 EVEN_PIECES = None
 
@@ -790,8 +791,10 @@ class _DecodePlan:
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
-            even = (plan_even(batch * hkv * row_chunks, sizes["cache_len"], EVEN_PIECES or props["num_sms"],
-                              EVEN_MIN_KEYS) if EVEN_SPLIT and not STEAL else None)
+            even = None
+            if (EVEN_SPLIT or (EVEN_SPLIT is None and kernel == "tma")) and not STEAL:
+                pieces = EVEN_PIECES or (grid if EVEN_SPLIT is None else props["num_sms"])
+                even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS)
             if even:
                 splits, chunk, span, takes = even
         # scratch: the splits' partial outputs and lse, then lse when the caller does not want it

@@ -63,7 +63,7 @@ def main():
         try:
             return sweep(rng, label + "+even", (np.float16,))
         finally:
-            decode_module.EVEN_SPLIT, decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = False, 4096, None
+            decode_module.EVEN_SPLIT, decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = None, 4096, None
 
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel

@@ -635,6 +635,30 @@ def test_gpu_even_pieces(cp, rng, monkeypatch, split_kernel, dtype, case):
     assert counters is None or not bool(cp.any(counters))
 
 
+@pytest.mark.parametrize("hq, hkv", [(8, 8), (16, 4)], ids=["mha", "gqa4"])
+def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, hq, hkv):
+    """EVEN_SPLIT None (the default): even pieces, one per resident block, for the bulk-copy kernel,
+    equal splits per row group for the tensor-core kernel (EVEN_MIN_KEYS lowered so these small
+    caches qualify); right on the reference either way, twice in a row, counters zero afterwards."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel is not persistent")
+    assert DECODE_MODULE.EVEN_SPLIT is None and DECODE_MODULE.EVEN_PIECES is None
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    b, length, d = 3, 3001, 128
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(alibi_slopes="default", cache_seqlens=np.array([length, 17, 2500], np.int32))
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    for _ in range(2):
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    spans = [plan.span for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "span")]
+    assert spans and all(bool(span) == (split_kernel == "tma") for span in spans)
+    cp.cuda.Device().synchronize()
+    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
+    assert counters is None or not bool(cp.any(counters))
+
+
 @pytest.mark.parametrize("steal", [True, False])
 def test_gpu_default_stealing_matches_reference(cp, rng, monkeypatch, split_kernel, steal):
     """Rows that leave SMs idle or finishing at different times (one long row, more row groups
