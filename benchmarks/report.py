@@ -30,13 +30,19 @@ def attention_table(data):
 
 def decode_table(data):
     rows = ["| B | Hq | Hkv | D | KV len | paged | cuattn ALiBi | cuattn no bias | ALiBi, tensor-core kernel | torch flash | cuDNN "
-            "| torch + ALiBi bias | x best torch |",
+            "| torch + ALiBi bias | x best torch (per-round min-max) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         rows.append(f"| {r['B']} | {r['Hq']} | {r['Hkv']} | {r['D']} | {r['L']} | {'yes' if r['paged'] else 'no'} | "
                     f"{fmt(r.get('cuattn_alibi'))} | {fmt(r.get('cuattn'))} | {fmt(r.get('cuattn_alibi_mma'))} | {fmt(r.get('torch_flash'))} | "
-                    f"{fmt(r.get('torch_cudnn'))} | {fmt(r.get('torch_alibi_bias'))} | {fmt(r.get('ratio_alibi_vs_best_torch'))} |")
+                    f"{fmt(r.get('torch_cudnn'))} | {fmt(r.get('torch_alibi_bias'))} | {fmt(r.get('ratio_alibi_vs_best_torch'))}"
+                    f"{spread(r.get('ratio_alibi_vs_best_torch_rounds'))} |")
     return rows
+
+
+def spread(rounds):
+    """ ' (min-max)' of a [min, median, max] triple, '' without one."""
+    return f" ({rounds[0]:.2f}-{rounds[2]:.2f})" if rounds else ""
 
 
 def gla_table(data):
