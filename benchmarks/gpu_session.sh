@@ -14,7 +14,7 @@
 # (benchmarks/host_profile.py: host vs GPU-only time per call of short calls), mma-cp-async (the
 # tensor-core decode kernel's cp.async producer: its GPU tests, memcheck and racecheck of the decode
 # sweep, benchmarks/decode_stream_probe.py; then run bench-decode), decode-opt-ins (decode's opt-in
-# levers EVEN_SPLIT, PAGE_PREFETCH, STATIC_FIRST: their GPU tests, memcheck and racecheck of the
+# levers EVEN_SPLIT (True: the tensor-core kernel too), PAGE_PREFETCH, STATIC_FIRST: their GPU tests, memcheck and racecheck of the
 # decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
