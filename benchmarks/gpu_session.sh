@@ -4,7 +4,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh                 # every stage
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
-# Stages: tests (pytest -m gpu, one op at a time), sanitize (compute-sanitizer memcheck and racecheck on the
+# Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
+# some ops: decode's 549 GPU tests take ~470 s on a fresh H200, so give them a call of their own with
+# TIMEOUT_TESTS=560), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
@@ -47,9 +49,10 @@ for stage in "${stages[@]}"; do
     echo "== $stage ($(date -u +%H:%M:%S))"
     case "$stage" in
         tests)
-            for op in attention decode gla precision; do
+            for op in ${TEST_OPS:-attention decode gla precision}; do
                 echo "-- $op" >>"$log"
-                timeout "$(limit tests 400)" python3 -m pytest -m gpu -q "tests/test_${op}"*.py 2>&1 | tail -15 >>"$log"
+                timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
+                    "tests/test_${op}"*.py 2>&1 | tail -30 >>"$log"
             done ;;
         sanitize)
             for op in attention decode gla; do
