@@ -30,10 +30,12 @@ from decode import interleaved, make_inputs, with_settings  # noqa: E402
 import cuattn  # noqa: E402
 
 module = sys.modules["cuattn.decode"]
-SHAPES = [  # (B, H, D, L): Hq = Hkv (the bulk-copy kernel's rows)
-    (1, 32, 128, 33001), (2, 32, 128, 33001), (4, 32, 128, 16384), (8, 32, 128, 8192),
-    (16, 32, 128, 4096), (32, 32, 128, 4096), (64, 32, 128, 2048), (128, 32, 128, 1024),
-    (8, 16, 256, 33001), (4, 16, 256, 16384), (32, 8, 64, 32768),
+SHAPES = [  # (B, Hq, Hkv, D, L): Hq = Hkv (one row per block), and GQA at D 256 (4-row blocks: the
+    # tensor-core kernel takes D 64 and 128 only), all on the bulk-copy kernel
+    (1, 32, 32, 128, 33001), (2, 32, 32, 128, 33001), (4, 32, 32, 128, 16384), (8, 32, 32, 128, 8192),
+    (16, 32, 32, 128, 4096), (32, 32, 32, 128, 4096), (64, 32, 32, 128, 2048), (128, 32, 32, 128, 1024),
+    (8, 16, 16, 256, 33001), (4, 16, 16, 256, 16384), (32, 8, 8, 64, 32768),
+    (8, 32, 8, 256, 16384), (2, 32, 8, 256, 65536),
 ]
 PER_SM = (1, 2, 3, 4)
 
@@ -47,12 +49,12 @@ def main():
     sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
     reps = dict(min_batches=5, min_seconds=0.05)
     rows = []
-    for b, h, d, length in SHAPES:
-        label = f"B{b} {h}/{h} D{d} L{length}"
+    for b, hq, hkv, d, length in SHAPES:
+        label = f"B{b} {hq}/{hkv} D{d} L{length}"
         if args.only not in label:
             continue
-        _, (q, k, v) = make_inputs(b, h, h, d, length)
-        nbytes = 2 * b * h * length * d * k.itemsize
+        _, (q, k, v) = make_inputs(b, hq, hkv, d, length)
+        nbytes = 2 * b * hkv * length * d * k.itemsize
         alibi = lambda a=(q, k, v): cuattn.decode(*a, alibi_slopes="default")  # noqa: E731
         fns = {"equal splits": with_settings(alibi, EVEN_SPLIT=False), "default": alibi}
         plans = {}
@@ -60,11 +62,11 @@ def main():
             fns[f"{per_sm}/SM"] = with_settings(alibi, EVEN_SPLIT=True, EVEN_PIECES=per_sm * sms)
             fns[f"{per_sm}/SM, min 2048"] = with_settings(alibi, EVEN_SPLIT=True, EVEN_PIECES=per_sm * sms,
                                                           EVEN_MIN_KEYS=2048)
-            plans[per_sm] = module.plan_even(b * h, length, per_sm * sms, module.EVEN_MIN_KEYS)
+            plans[per_sm] = module.plan_even(b * hkv, length, per_sm * sms, module.EVEN_MIN_KEYS)
         # two blocks per SM with a 6-stage ring (96 KB in flight each) instead of three with 4 stages
         fns["2/SM, 6 stages"] = with_settings(alibi, EVEN_SPLIT=True, EVEN_PIECES=2 * sms, TMA_STAGES=6)
         result = interleaved(fns, nbytes, args.rounds, reps)
-        row = dict(label=label, B=b, H=h, D=d, L=length, bytes=nbytes,
+        row = dict(label=label, B=b, Hq=hq, Hkv=hkv, D=d, L=length, bytes=nbytes,
                    tbps={n: result[n] for n in fns}, rounds=result["rounds"],
                    plans={str(p): plan for p, plan in plans.items()})
         rows.append(row)
