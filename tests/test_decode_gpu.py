@@ -91,6 +91,21 @@ def run_settings(cp, monkeypatch, name, values, q, k, v, ref, **kw):
     return out
 
 
+
+def force_thieves(patch, owner_grains=1):
+    """Work stealing forced (`patch`: monkeypatch or its context): grains of 128 keys, owners
+    stop after `owner_grains` of them (OWNER_GRAINS, a test setting), thieves take the rest."""
+    patch.setattr(DECODE_MODULE, "STEAL", True)
+    patch.setattr(DECODE_MODULE, "OWNER_GRAINS", owner_grains)
+    patch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+
+
+def assert_counters_zero(cp):
+    """The persistent kernels' zero-between-launches counters of this stream are all zero."""
+    cp.cuda.Device().synchronize()
+    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
+    assert counters is None or not bool(cp.any(counters))
+
 # --- lesson 5: long contexts, default slopes ------------------------------------------------
 
 LONG = [
@@ -366,9 +381,7 @@ def test_gpu_value_checks_come_before_the_attention_launches(cp, rng, monkeypatc
     with pytest.raises(ValueError, match="cache_seqlens must lie"):
         cuattn.decode(q, pages, pages, block_table=cp.array([[0, 1], [2, 3]], cp.int32),
                       cache_seqlens=cp.array([16, 1 << 30], cp.int32))
-    cp.cuda.Device().synchronize()
-    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
-    assert counters is None or not bool(cp.any(counters))
+    assert_counters_zero(cp)
     qr = draw(rng, (2, 4, 1, 64), np.float16)
     kr, vr = draw(rng, (4, 2, 8, 64), np.float16), draw(rng, (4, 2, 8, 64), np.float16)
     table = np.array([[3, 1], [0, 2]], np.int32)
@@ -435,9 +448,7 @@ def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype,
     out = run_settings(cp, monkeypatch, "MMA_COPY", DECODE_MODULE.MMA_COPIES, q, k, v, ref, **kw)
     np.testing.assert_array_equal(out["tensor"][0], out["cp.async"][0])
     np.testing.assert_array_equal(out["tensor"][1], out["cp.async"][1])
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
-    monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
-    monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+    force_thieves(monkeypatch)
     compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
 
 
@@ -494,9 +505,7 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
     np.testing.assert_array_equal(out[False][0], out[True][0])
     np.testing.assert_array_equal(out[False][1], out[True][1])
     with monkeypatch.context() as m:
-        m.setattr(DECODE_MODULE, "STEAL", True)
-        m.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
-        m.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+        force_thieves(m)
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
     with monkeypatch.context() as m:
         m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
@@ -515,9 +524,7 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     if steal:
-        monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
-        monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", 1)
-        monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+        force_thieves(monkeypatch)
     for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
                                         (2, 16, 4, 8192, 128, 256)]:
         q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
@@ -541,9 +548,7 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
         if not steal:
             np.testing.assert_array_equal(out[False][0], out[True][0])
             np.testing.assert_array_equal(out[False][1], out[True][1])
-    cp.cuda.Device().synchronize()
-    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
-    assert counters is None or not bool(cp.any(counters))
+    assert_counters_zero(cp)
 
 
 # --- work stealing (the persistent kernels) ---------------------------------------------------
@@ -571,9 +576,7 @@ def test_gpu_thieves_take_the_rest(cp, rng, monkeypatch, split_kernel, dtype, ow
     if split_kernel == "regs":
         pytest.skip("the register kernel does not steal")
     b, hq, hkv, sq, length, d, lens, page = case
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", True)
-    monkeypatch.setattr(DECODE_MODULE, "OWNER_GRAINS", owner_grains)
-    monkeypatch.setattr(DECODE_MODULE, "GRAIN_BYTES", 1)
+    force_thieves(monkeypatch, owner_grains)
     q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
     kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
     if page:
@@ -582,9 +585,7 @@ def test_gpu_thieves_take_the_rest(cp, rng, monkeypatch, split_kernel, dtype, ow
     for _ in range(2):
         o, lse = run(cp, q, k, v, **kw)
         compare(o, lse, *ref, q.dtype)
-    cp.cuda.Device().synchronize()
-    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
-    assert counters is None or not bool(cp.any(counters))
+    assert_counters_zero(cp)
 
 
 # --- even pieces (the persistent kernels) ----------------------------------------------------------
@@ -630,9 +631,7 @@ def test_gpu_even_pieces(cp, rng, monkeypatch, split_kernel, dtype, case):
     for _ in range(2):
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
     assert any(plan.span for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "span"))
-    cp.cuda.Device().synchronize()
-    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
-    assert counters is None or not bool(cp.any(counters))
+    assert_counters_zero(cp)
 
 
 @pytest.mark.parametrize("hq, hkv", [(8, 8), (16, 4)], ids=["mha", "gqa4"])
@@ -654,9 +653,7 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, hq, hkv):
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
     spans = [plan.span for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "span")]
     assert spans and all(bool(span) == (split_kernel == "tma") for span in spans)
-    cp.cuda.Device().synchronize()
-    counters = DECODE_MODULE._COUNTERS.get((cp.cuda.Device().id, cp.cuda.get_current_stream().ptr))
-    assert counters is None or not bool(cp.any(counters))
+    assert_counters_zero(cp)
 
 
 @pytest.mark.parametrize("steal", [True, False])
