@@ -40,6 +40,13 @@ def plan(batch: int, num_kv_heads: int, length: int, threads: int) -> tuple[int,
     return -(-length // chunk), chunk
 
 
+@njit(cache=True)
+def _unravel(i, inner, middle):
+    """(i % inner, (i // inner) % middle, i // (inner * middle)): the indices of flat index i over
+    (outer, middle, inner), inner fastest."""
+    return i % inner, (i // inner) % middle, i // (inner * middle)
+
+
 @njit(cache=True, fastmath=_FLAGS)
 def _take(m, l, a, r, x_max):
     """Raise row r's running max to x_max (log2 units): rescale its sum and values; returns the
@@ -66,9 +73,7 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
     zero = q.dtype.type(0)
     log2e = q.dtype.type(LOG2E)
     for item in prange(batch * hkv * splits):
-        s = item % splits
-        hk = (item // splits) % hkv
-        b = item // (splits * hkv)
+        s, hk, b = _unravel(item, splits, hkv)
         length = lens[b]
         k0 = s * chunk
         k1 = min(length, k0 + chunk)
@@ -141,9 +146,7 @@ def _merge(best, total, acc, lens, hkv, splits, chunk, o, lse):
     zero = o.dtype.type(0)
     ln2 = o.dtype.type(LN2)
     for row in prange(batch * hq * sq):
-        t = row % sq
-        h = (row // sq) % hq
-        b = row // (sq * hq)
+        t, h, b = _unravel(row, sq, hq)
         r = (h % group) * sq + t
         count = min(lens[b] - sq + t + 1, lens[b])  # keys 0..count-1 visible
         if count <= 0:
