@@ -61,6 +61,7 @@ ROWS = [  # (B, Hq, Hkv, D, L, paged)
     (8, 32, 8, 128, 8192, False),
 ]
 PAGE_SIZE = 256
+TORCH_NAMES = ("torch_flash", "torch_cudnn", "torch_alibi_bias")  # the torch columns (torch_impls)
 SWEEP_BLOCKS_PER_SM = (4, 8, 16, 32, 64)
 SWEEP_TMA_STAGES = (3, 4, 6, 8)
 decode_module = sys.modules["cuattn.decode"]
@@ -212,11 +213,11 @@ def main():
             fns["cuattn_alibi_page_prefetch"] = with_settings(alibi, PAGE_PREFETCH=True)
         # block i's first item i, without the counter (STATIC_FIRST, opt-in)
         fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
-        # even pieces (EVEN_SPLIT, opt-in) instead of equal splits per row group: one piece per SM
-        # (EVEN_PIECES None), 2 or 3 per SM, and one per SM in one block per SM with the deepest
-        # ring that fits (8 bulk-copy stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
         # equal splits per row group (EVEN_SPLIT False; the default uses even pieces on the bulk-copy kernel)
         fns["cuattn_alibi_equal_splits"] = with_settings(alibi, EVEN_SPLIT=False)
+        # even pieces on either kernel (EVEN_SPLIT True): one piece per SM (EVEN_PIECES None), 2 or 3
+        # per SM, and one per SM in one block per SM with the deepest ring that fits (8 bulk-copy
+        # stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
         sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
         for per_sm in (1, 2, 3):
             fns["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
@@ -249,11 +250,12 @@ def main():
             ref = cupy.from_dlpack(fns["torch_alibi_bias"]()).astype(cupy.float32)
             o = alibi().astype(cupy.float32)
             row["rel_diff_vs_torch_alibi"] = float(cupy.linalg.norm(o - ref) / cupy.linalg.norm(ref))
-        best = max((row[n] for n in ("torch_flash", "torch_cudnn", "torch_alibi_bias") if n in row), default=None)
+        torch_names = [n for n in TORCH_NAMES if n in row]
+        best = max((row[n] for n in torch_names), default=None)
         if best:
             row["ratio_alibi_vs_best_torch"] = row["cuattn_alibi"] / best
             # the same ratio round by round (against that round's best torch backend): its spread
-            torch_rounds = [row["rounds"][n] for n in ("torch_flash", "torch_cudnn", "torch_alibi_bias") if n in row]
+            torch_rounds = [row["rounds"][n] for n in torch_names]
             ratios = [a / max(ts) for a, *ts in zip(row["rounds"]["cuattn_alibi"], *torch_rounds)]
             row["ratio_alibi_vs_best_torch_rounds"] = [min(ratios), float(np.median(ratios)), max(ratios)]
         rows.append(row)
@@ -279,7 +281,7 @@ def main():
 
 def plot(rows, meta, path):
     labels = [f"B{r['B']} {r['Hq']}/{r['Hkv']} D{r['D']} L{r['L']}{' paged' if r['paged'] else ''}" for r in rows]
-    names = ["cuattn_alibi", "cuattn", "torch_flash", "torch_cudnn", "torch_alibi_bias"]
+    names = ["cuattn_alibi", "cuattn", *TORCH_NAMES]
     bar_chart(path, rows, names, labels, "TB/s (K and V bytes / time)",
               f"decode, one fp16 query token, {meta['device']}, {meta['date']}", hline=2.8)
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
 from common import run_metadata, time_calls  # noqa: E402
-from decode import paged_copy  # noqa: E402
+from decode import paged_copy, with_settings  # noqa: E402
 from decode_launches import recorded_launches  # noqa: E402
 
 import cuattn  # noqa: E402
@@ -193,17 +193,13 @@ def trace_main(out, only=""):
             continue
         q, k, v, nbytes = inputs(b, hq, hkv, length, d)
         module.KERNEL = kern
-        saved_settings = {n: getattr(module, n) for n in settings}
-        for n, x in settings.items():
-            setattr(module, n, x)
         if fixed:
             module.plan_persistent = lambda *a, f=fixed, **kw: f
         try:
-            trace, expr = trace_call(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"))
+            trace, expr = trace_call(with_settings(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"),
+                                                   **settings))
         finally:
             module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
-            for n, x in saved_settings.items():
-                setattr(module, n, x)
         results.append(summarize(name, trace, expr, nbytes))
         del k, v, q
         cupy.get_default_memory_pool().free_all_blocks()
