@@ -7,7 +7,8 @@ The default (cuattn.decode.EVEN_SPLIT None) cuts the row groups' keys of the bul
 D 128 and 256. On the ANCHORS.md rows (11th session) 2 pieces per SM gained more on B 16 32/32
 L 4096 (+3.2-3.5% over equal splits, against +1-2% for 3) and lost 0.6-0.9% on B 1 32/32 and B 64;
 this sweep times equal splits and 1, 2, 3 and 4 pieces per SM (and EVEN_MIN_KEYS 2048, where pieces
-would be shorter than the default 4096; and 2 per SM in two blocks per SM with 6-stage rings) on a
+would be shorter than the default 4096; 2 per SM in two blocks per SM with 6-stage rings; one block
+per SM with a 12-stage ring, pieces or equal splits) on a
 grid of MHA shapes, interleaved in rounds as in
 benchmarks/decode.py, to find the rule. fp16, ALiBi "default", Sq 1. Writes
 DIR/decode_pieces_sweep.json: per shape, TB/s per variant (median over rounds), the per-round
@@ -65,6 +66,10 @@ def main():
             plans[per_sm] = module.plan_even(b * hkv, length, per_sm * sms, module.EVEN_MIN_KEYS)
         # two blocks per SM with a 6-stage ring (96 KB in flight each) instead of three with 4 stages
         fns["2/SM, 6 stages"] = with_settings(alibi, EVEN_SPLIT=True, EVEN_PIECES=2 * sms, TMA_STAGES=6)
+        # one block per SM with a 12-stage ring (192 KB in flight: the three 4-stage blocks' bytes in
+        # one stream per SM), even pieces (one per block) and equal splits
+        fns["1 block/SM, 12 stages"] = with_settings(alibi, TMA_STAGES=12)
+        fns["1 block/SM, 12 stages, equal splits"] = with_settings(alibi, TMA_STAGES=12, EVEN_SPLIT=False)
         result = interleaved(fns, nbytes, args.rounds, reps)
         row = dict(label=label, B=b, Hq=hq, Hkv=hkv, D=d, L=length, bytes=nbytes,
                    tbps={n: result[n] for n in fns}, rounds=result["rounds"],
