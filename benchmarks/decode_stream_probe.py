@@ -14,6 +14,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "many items": ONE_PER_SM_MIN_KEYS out of reach, so plan_persistent picks its cost-model split
   count rather than one item per SM,
 - the register kernel ("regs") on rows of one query row per block,
+- "no row ends" (bulk-copy kernel): compiled with -DCUATTN_DECODE_SKIP_END, whose consumers skip
+  every partial's end (written partial, count, merge; wrong results: what the rows' ends cost),
+  with and without the math, even pieces (the default) and equal splits,
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -40,6 +43,7 @@ import cuattn  # noqa: E402
 module = sys.modules["cuattn.decode"]
 ROUNDS = 3
 SKIP = ("-DCUATTN_DECODE_SKIP_MATH",)
+SKIP_END = ("-DCUATTN_DECODE_SKIP_END",)  # the bulk-copy kernel's partials' ends skipped
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -60,6 +64,11 @@ TMA_VARIANTS = [
     ("no math, stages 8", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP, "TMA_STAGES": 8}),
     ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
     ("regs", {"KERNEL": "regs"}),
+    ("equal splits", {"EVEN_SPLIT": False}),
+    ("no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
+    ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
+    ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
+    ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
 ]
 
 

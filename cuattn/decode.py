@@ -464,16 +464,42 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
 # keys, the row groups' (B x Hkv x row chunks) keys are laid end to end and cut into equal pieces,
 # taken from the counter like items (decode.cu, split_key), instead of whole splits per row group;
 # a piece may cover several short row groups. EVEN_SPLIT None (the default): on for the bulk-copy
-# kernel ("tma", one query row per block), one piece per resident block (3 per SM at D 128 and 256),
-# off for the tensor-core kernel; True: on for both, EVEN_PIECES pieces (None: one per SM); False:
-# off. Measured on an H200 (11th session, benchmarks/decode.py with interleaved rounds, TB/s,
-# equal splits -> 1 / 2 / 3 pieces per SM): bulk-copy rows B 16 32/32 L 4096 4.24 -> 4.23 / 4.38 /
-# 4.33, B 8 16/16 D 256 4.53 -> 4.53 / 4.59 / 4.60, B 64 32/32 L 2048 4.44 -> 4.12 / 4.40 / 4.43,
-# B 1 32/32 L 33001 4.13 -> 4.08 / 4.09 / (pieces under EVEN_MIN_KEYS: equal splits); tensor-core
-# rows slower or level (B 16 32/8 4.53 -> 4.48 / 4.43 / 4.11, paged 4.40 -> 4.40 / 4.43 / 4.08).
+# kernel ("tma") only (even_pieces says how many); True: on for both kernels, EVEN_PIECES pieces
+# (None: one per SM); False: off. Equal pieces end together only where the SMs stream alike; on an
+# H200 they do not (one call's per-item timeline, 12th session: with three blocks per SM the SMs'
+# streaming times spread by +-12%), and a counter handing out many equal splits balances that
+# (faster SMs take more items), so pieces win only where equal splits leave a ragged last wave.
+# Measured on an H200 (12th session, benchmarks/decode_pieces_sweep.py, fp16, TB/s, equal splits ->
+# 2 pieces per SM -> 1 piece per resident block): one query row per block, B 8 32/32 L 8192 and
+# B 16 L 4096 (5.2 equal splits per block) 4.13 -> 4.25 -> 4.21 and 4.17 -> 4.22 -> 4.18; B 32 L
+# 4096, B 64 L 2048, B 128 L 1024 (10.3 per block) 4.35 -> 4.30 -> 4.32, 4.35 -> 4.26 -> 4.27,
+# 4.19 -> 4.17 -> 4.17; B 2 and B 4 (one split per SM) 4.27 -> 4.24 -> 4.22 and 4.27 -> 4.24 ->
+# 4.20; D 256 B 8 and B 4 level. Four query rows per block at D 256 (GQA: two blocks per SM):
+# B 8 32/8 L 16384 2.82 (one split per SM: each SM's one block short of math) -> 3.56 (pieces).
+# The tensor-core kernel (two blocks per SM; 11th session) slower or level with pieces.
 EVEN_SPLIT = None
 EVEN_MIN_KEYS = 4096
 EVEN_PIECES = None
+EVEN_MAX_SPLITS_PER_BLOCK = 8  # the default's one-row rule: pieces below this many equal splits per block
+
+
+def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int) -> int | None:
+    """How many even pieces to cut the row groups' keys into (plan_even), or None for equal splits:
+    `items` the equal splits' count (B x Hkv x row chunks x splits), `grid` the resident blocks.
+    The default (EVEN_SPLIT None), bulk-copy kernel: with one query row per block, two pieces per
+    SM where the equal splits would be more than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per
+    block (a ragged last wave), else equal splits; with more rows per block, one piece per block."""
+    if STEAL or EVEN_SPLIT is False:
+        return None
+    if EVEN_SPLIT:
+        return EVEN_PIECES or sms
+    if kernel != "tma":
+        return None
+    if EVEN_PIECES:
+        return EVEN_PIECES
+    if rows > 1:
+        return grid
+    return 2 * sms if grid < items < EVEN_MAX_SPLITS_PER_BLOCK * grid else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -670,7 +696,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS,
-            EVEN_PIECES, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+            EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -792,10 +818,9 @@ class _DecodePlan:
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
-            even = None
-            if (EVEN_SPLIT or (EVEN_SPLIT is None and kernel == "tma")) and not STEAL:
-                pieces = EVEN_PIECES or (grid if EVEN_SPLIT is None else props["num_sms"])
-                even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS)
+            pieces = even_pieces(kernel, rows, splits * batch * hkv * row_chunks, grid, props["num_sms"])
+            self.even_rule = (kernel, rows, splits * batch * hkv * row_chunks, grid, pieces)  # (tests)
+            even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:
                 splits, chunk, span, takes = even
         # scratch: the splits' partial outputs and lse, then lse when the caller does not want it

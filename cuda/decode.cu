@@ -55,6 +55,8 @@
 // -DCUATTN_DECODE_SKIP_MATH the persistent kernels' consumers take each tile and hand it back without
 // the math; with -DCUATTN_DECODE_MMA_BULK as well, decode_split_mma's producer fills its ring with
 // decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
+// With -DCUATTN_DECODE_SKIP_END, decode_split_tma's consumers skip every partial's end (no
+// partial written, no count, no merge: the time of the rows' ends).
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
@@ -1072,6 +1074,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
         }
         DECODE_TRACE(n, 2, global_ns());
+#ifndef CUATTN_DECODE_SKIP_END
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
             const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
@@ -1095,6 +1098,18 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                              head_dim, num_q_heads, tid);
             DECODE_TRACE(n, 4, global_ns());
         }
+#else
+        {  // keep the math: a store that depends on it (and never happens)
+            float x = 0.f;
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+                x += st.l[r];
+#pragma unroll
+                for (int e = 0; e < S::kPerLane; ++e) x += st.acc[r][e];
+            }
+            if (x == 1.0e-30f) o_part[tid] = x;
+        }
+#endif
     }
 }
 

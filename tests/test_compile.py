@@ -73,6 +73,20 @@ def test_decode_static_first_compiles():
     assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.STATIC_FIRST_OPTION}:\n{log}"
 
 
+@pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),
+                                     ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_SKIP_END"),
+                                     ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_MMA_BULK"),
+                                     ("-DCUATTN_DECODE_TRACE",)])
+def test_decode_probe_builds_compile(options):
+    """The probe builds of the persistent decode kernels (benchmarks/decode_stream_probe.py,
+    decode_probe.py --trace: timing only) compile for sm_90a, fp16 D 128, both kernels."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [mod.split_expression("half_t", 128, 1, False, "tma"),
+             mod.split_expression("half_t", 128, mod.MMA_ROWS, False, "mma", copy="cp.async"),
+             mod.split_expression("half_t", 128, mod.MMA_ROWS, False, "mma", copy="tensor")]
+    _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, *options))
+
+
 def test_every_source_file_is_covered():
     covered = {source for arch in ARCHS for source, _ in _variants(arch)}
     assert covered == set(_cuda.kernel_files())

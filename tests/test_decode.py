@@ -460,3 +460,27 @@ def test_plan_even_cuts_the_row_groups_end_to_end():
             1 for rg in range(1, groups) if rg * span % piece)  # a piece that crosses a row start counts twice
     assert mod.plan_even(32, 33001, 132, 1 << 20) is None
     assert mod.plan_even(1 << 20, 1 << 20, 132, 128) is None  # beyond the kernels' 32-bit counts
+
+
+def test_even_pieces_rule(monkeypatch):
+    """even_pieces: the default (EVEN_SPLIT None) cuts pieces on the bulk-copy kernel only, one per
+    block with several rows per block, two per SM with one row per block where equal splits would
+    be more than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block; EVEN_SPLIT True: both
+    kernels (EVEN_PIECES or one per SM); False or stealing: never."""
+    mod = sys.modules["cuattn.decode"]
+    grid, sms = 396, 132
+    assert mod.even_pieces("mma", 16, 2048, 264, sms) is None
+    assert mod.even_pieces("tma", 4, 128, 264, sms) == 264
+    assert [mod.even_pieces("tma", 1, items, grid, sms) for items in (128, 396, 397, 2048, 3167, 3168, 4096)] == \
+        [None, None, 264, 264, 264, None, None]
+    monkeypatch.setattr(mod, "EVEN_PIECES", 500)
+    assert mod.even_pieces("tma", 1, 128, grid, sms) == 500 and mod.even_pieces("mma", 16, 128, 264, sms) is None
+    monkeypatch.setattr(mod, "EVEN_SPLIT", True)
+    assert mod.even_pieces("mma", 16, 128, 264, sms) == 500
+    monkeypatch.setattr(mod, "EVEN_PIECES", None)
+    assert mod.even_pieces("mma", 16, 128, 264, sms) == sms
+    monkeypatch.setattr(mod, "STEAL", True)
+    assert mod.even_pieces("tma", 1, 2048, grid, sms) is None
+    monkeypatch.setattr(mod, "STEAL", False)
+    monkeypatch.setattr(mod, "EVEN_SPLIT", False)
+    assert mod.even_pieces("tma", 4, 2048, 264, sms) is None

@@ -634,25 +634,43 @@ def test_gpu_even_pieces(cp, rng, monkeypatch, split_kernel, dtype, case):
     assert_counters_zero(cp)
 
 
-@pytest.mark.parametrize("hq, hkv", [(8, 8), (16, 4)], ids=["mha", "gqa4"])
-def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, hq, hkv):
-    """EVEN_SPLIT None (the default): even pieces, one per resident block, for the bulk-copy kernel,
-    equal splits per row group for the tensor-core kernel (EVEN_MIN_KEYS lowered so these small
-    caches qualify); right on the reference either way, twice in a row, counters zero afterwards."""
+@pytest.mark.parametrize("b, hq, hkv, length", [(3, 8, 8, 3001), (8, 32, 32, 2048), (3, 16, 4, 3001)],
+                         ids=["mha", "mha_ragged_wave", "gqa4"])
+def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length):
+    """EVEN_SPLIT None (the default): on the bulk-copy kernel even pieces (even_pieces' rule: with
+    one query row per block, two per SM where equal splits would leave a ragged last wave, more
+    than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block, else equal splits; with four rows
+    per block, one piece per block), equal splits on the tensor-core kernel (EVEN_MIN_KEYS lowered
+    so these small caches qualify); right on the reference either way, twice in a row, counters
+    zero afterwards."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     assert DECODE_MODULE.EVEN_SPLIT is None and DECODE_MODULE.EVEN_PIECES is None
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
-    b, length, d = 3, 3001, 128
+    d = 128
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    kw = dict(alibi_slopes="default", cache_seqlens=np.array([length, 17, 2500], np.int32))
+    lens = np.full(b, length, np.int32)
+    lens[1], lens[2] = 17, length - 501
+    kw = dict(alibi_slopes="default", cache_seqlens=lens)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     for _ in range(2):
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-    spans = [plan.span for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "span")]
-    assert spans and all(bool(span) == (split_kernel == "tma") for span in spans)
+    plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "span")]
+    assert plans
+    for plan in plans:
+        kernel, rows, items, grid, pieces = plan.even_rule
+        assert kernel == split_kernel
+        if kernel == "mma":
+            expected = False
+        elif rows > 1:
+            expected = True
+        else:
+            expected = grid < items < DECODE_MODULE.EVEN_MAX_SPLITS_PER_BLOCK * grid
+            if b == 8 and not expected:
+                pytest.skip(f"{grid} resident blocks: this shape's equal splits ({items}) leave no ragged wave")
+        assert bool(pieces) == expected and bool(plan.span) == expected
     assert_counters_zero(cp)
 
 
