@@ -462,16 +462,16 @@ struct PartialSet {
 // (the decode_merge math), by 128 threads (the consumers of a persistent block, or a decode_merge
 // block). Partials written by other blocks are read through L2 (__ldcg) after the caller's fence.
 // The merge is bound by L2 latency (it often runs while other blocks stream HBM, when one round
-// trip takes microseconds), so it is one pass with kInFlight partials' loads issued together (16; 8
-// in decode_split_tma, which merges with its next rows' partial live in registers): a
+// trip takes microseconds), so it is one pass with kInFlight partials' loads issued together: a
 // thread takes 4 columns of one row and keeps an online log-sum-exp over the partials in order
 // (running max m, sum l of exp(lse_p - m), acc of exp(lse_p - m) o_p; one rescale per kInFlight
 // partials, none when the first ones hold the max). Every thread of a row computes the same m and
 // l; the one with the first columns writes lse.
-template <typename T, int kInFlight = 16>
+template <typename T>
 __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, T* __restrict__ o,
                                            float* __restrict__ lse, int rows_here, int row0, int b, int kv_head,
                                            int group, int seqlen_q, int head_dim, int num_q_heads, int tid) {
+    constexpr int kInFlight = 16;
     const int vecs = head_dim / 4;  // head_dim is a multiple of 8
     for (int i = tid; i < rows_here * vecs; i += 128) {
         const int r = i / vecs, c = (i - r * vecs) * 4;
@@ -886,70 +886,44 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 // keys), and the block that completes the row group (all its split_parts owners, all len keys)
 // merges it (merge_rows, owners + the thieves' partials) and sets its counts back to 0 for the
 // next launch on this stream. A thief's partial goes into the row group's list first (list_slot:
-// its pool slot; list_index: where). In two steps, so that a block need not wait for the count's
-// round trip through L2 (microseconds while the other blocks stream) before it goes on:
-// publish_partial counts (thread 0's atomic; its result, `done`, is read only by decide_partial),
-// decide_partial (thread 0) says from it whether this block merges, merge_partials merges.
-// decode_split_tma decides at its next partial's end (or when its work runs out), so the count's
-// round trip overlaps the next item's keys; count_partial does all three at once (s_merge: shared
-// memory for one int, free on entry and on exit). The 128 consumer threads call publish_partial,
-// merge_partials and count_partial together.
-struct PendingPartial {
-    unsigned long long done;  // thread 0: the row group's counts after this partial's (kAlone: uncounted)
-    static constexpr unsigned long long kAlone = ~0ull;
-};
-__device__ __forceinline__ PendingPartial publish_partial(const Work w, bool owner, bool unstolen, int keys, int rg,
-                                                          int list_slot, int list_index, int tid) {
-    int* list = w.lists + (i64)rg * w.pool_cap;
-    if (!owner && tid == 0) list[list_index] = list_slot;
-    __threadfence();
-    named_barrier(1, 128);
-    PendingPartial p{PendingPartial::kAlone};
-    if (!(owner && unstolen && split_parts(w, rg) == 1) && tid == 0) {
-        constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
-        p.done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) + (owner ? kOwner : kThief) +
-                 (unsigned)keys;
-    }
-    return p;
-}
-// Thread 0, after publish_partial: how many partials this block merges for the published one (0:
-// another block completes the row group), the row group's counts set back to 0 when it is this one.
-__device__ __forceinline__ int decide_partial(const Work w, PendingPartial p, int len, int rg) {
-    if (p.done == PendingPartial::kAlone) return 1;  // the rows' only partial: no other block's to wait for
-    constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
-    const int owners = split_parts(w, rg);
-    if ((p.done & (kThief - 1)) != owners * kOwner + (unsigned)len) return 0;
-    const int thieves = (int)(p.done >> 48);  // the last: reset for the next launch
-    w.done()[rg] = 0;
-    if (thieves) w.thieves()[rg] = 0;
-    return owners + thieves;
-}
-// The 128 consumer threads: merge row group rg's `parts` partials (decide_partial's answer).
-template <typename T, int kInFlight = 16>
-__device__ __forceinline__ void merge_partials(const Work w, PartialSet ps, int parts, T* __restrict__ o,
-                                               float* __restrict__ lse, int rg, int rows_here, int row0, int b,
-                                               int kv_head, int group, int seqlen_q, int head_dim, int num_q_heads,
-                                               int tid) {
-    if (!parts) return;
-    ps.list = w.lists + (i64)rg * w.pool_cap;
-    __threadfence();
-    merge_rows<T, kInFlight>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
-                             tid);
-}
+// its pool slot; list_index: where). s_merge: shared memory for one int, free on entry and on
+// exit. The 128 consumer threads call it together.
 template <typename T>
 __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __restrict__ o,
                                               float* __restrict__ lse, float* s_merge, bool owner, bool unstolen,
                                               int keys, int len, int rg, int list_slot, int list_index,
                                               int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
                                               int head_dim, int num_q_heads, int tid) {
-    const PendingPartial p = publish_partial(w, owner, unstolen, keys, rg, list_slot, list_index, tid);
-    int* s_flag = reinterpret_cast<int*>(s_merge);
-    if (tid == 0) s_flag[0] = decide_partial(w, p, len, rg);
+    int* list = w.lists + (i64)rg * w.pool_cap;
+    ps.list = list;
+    if (!owner && tid == 0) list[list_index] = list_slot;
+    __threadfence();
     named_barrier(1, 128);
-    const int parts = s_flag[0];
-    named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
-    merge_partials<T>(w, ps, parts, o, lse, rg, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
-                      tid);
+    const int owners = split_parts(w, rg);
+    int parts = 1;  // alone: the rows' only partial, no count, no other block's partial to wait for
+    if (!(owner && unstolen && owners == 1)) {
+        int* s_flag = reinterpret_cast<int*>(s_merge);
+        if (tid == 0) {
+            constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
+            const unsigned long long done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) +
+                                            (owner ? kOwner : kThief) + (unsigned)keys;
+            int last = 0;
+            if ((done & (kThief - 1)) == owners * kOwner + (unsigned)len) {  // the last: reset for the next launch
+                const int thieves = (int)(done >> 48);
+                w.done()[rg] = 0;
+                if (thieves) w.thieves()[rg] = 0;
+                last = owners + thieves;
+            }
+            s_flag[0] = last;
+        }
+        named_barrier(1, 128);
+        parts = s_flag[0];
+        named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
+        if (parts) __threadfence();
+    }
+    if (parts) {
+        merge_rows<T>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
+    }
 }
 
 struct ConsumerSync {
@@ -1029,12 +1003,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, span, counters, bad, generation, words, \
                               lists, grain, pool_cap, window, owner_grains, launch)
 
-    __shared__ int s_pend_item, s_pend_parts;  // the consumers' previous partial (merge_pending)
-    if (tid == 0) {
-        init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
-        s_pend_item = -1;
-        s_pend_parts = 0;
-    }
+    if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
 
     // The ring position `it` runs on across items and partials, so the producer streams the next
@@ -1050,31 +1019,10 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
     const int cl = lane % kLanesPerKey;
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
-    // The previous partial, published, decided and not yet merged: its item in s_pend_item (-1: none)
-    // and thread 0's decision (decide_partial) in s_pend_parts, both written after that partial's
-    // publish_partial and read after the next finish's barriers, which show them to every consumer.
-    // Only warp 0 waits for the count's round trip (in decide_partial, after this merge); the other
-    // consumer warps go on to the next item, and the merge comes after the next finish.
-    auto merge_pending = [&](int pi, int parts) {  // every consumer
-        if (pi < 0 || parts == 0) return;
-        const int y2 = (pi / num_splits) % ys, b2 = pi / (num_splits * ys);
-        const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
-        const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
-        const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
-        const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-        merge_partials<T, 8>(DECODE_WORK, ps, parts, o, lse, b2 * ys + y2, min(kRows, num_rows - row0), row0, b2,
-                             kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
-    };
     for (int it = 0, n = 0;; ++n) {
         mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
         const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
-        if (item < 0) {  // no more work (a plain arrival: nothing to hand back)
-#ifndef CUATTN_DECODE_SKIP_END
-            named_barrier(1, 128);
-            merge_pending(s_pend_item, s_pend_parts);
-#endif
-            break;
-        }
+        if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int len = seqlens[b];
         // the keys to mask past: splits, pieces and grains end on whole CHUNK_ALIGN keys and tiles (at
@@ -1143,15 +1091,11 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 st.finish(s_merge, ConsumerSync(), pool, const_cast<float*>(pool_lse), (i64)(ref & 0xffff) * kRows,
                           rows_here, head_dim, tid, cl);
             DECODE_TRACE(n, 3, global_ns());
-            const int pi = s_pend_item, parts = s_pend_parts;  // read before publish_partial's barrier
-            // counted now; the block that completes these rows merges them (no second launch)
-            const PendingPartial now = publish_partial(DECODE_WORK, owner, code == kOwnerEnd, keys, b2 * ys + y2,
-                                                       ref & 0xffff, ref >> 16, tid);
-            merge_pending(pi, parts);  // the previous partial's rows, where this block completed them
-            if (tid == 0) {  // warp 0 alone waits for the count here
-                s_pend_parts = decide_partial(DECODE_WORK, now, seqlens[b2], b2 * ys + y2);
-                s_pend_item = item;
-            }
+            // the block that completes these rows merges them (no second launch)
+            const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
+            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
+                             b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q,
+                             head_dim, num_q_heads, tid);
             DECODE_TRACE(n, 4, global_ns());
         }
 #else
