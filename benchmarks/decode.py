@@ -8,7 +8,7 @@ Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split
 (cuattn_alibi_<kernel> in the JSON), and on GQA rows the tensor-core kernel with each of its
 producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY), and every row
 with equal splits per row group (cuattn_alibi_equal_splits: cuattn.decode.EVEN_SPLIT False; the default
-cuts the bulk-copy kernel's rows into even pieces, one per resident block) and with even pieces on
+cuts the bulk-copy kernel's rows into even pieces where cuattn.decode.even_pieces says so) and with even pieces on
 either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM;
 equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM
 with the deepest ring), and the paged row with the block-table prefetch
@@ -213,7 +213,7 @@ def main():
             fns["cuattn_alibi_page_prefetch"] = with_settings(alibi, PAGE_PREFETCH=True)
         # block i's first item i, without the counter (STATIC_FIRST, opt-in)
         fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
-        # equal splits per row group (EVEN_SPLIT False; the default uses even pieces on the bulk-copy kernel)
+        # equal splits per row group (EVEN_SPLIT False; the default: even pieces where even_pieces says so)
         fns["cuattn_alibi_equal_splits"] = with_settings(alibi, EVEN_SPLIT=False)
         # even pieces on either kernel (EVEN_SPLIT True): one piece per SM (EVEN_PIECES None), 2 or 3
         # per SM, and one per SM in one block per SM with the deepest ring that fits (8 bulk-copy

@@ -2,11 +2,12 @@
 
 Run on a GPU machine:  python benchmarks/decode_pieces_sweep.py [--out DIR] [--rounds N] [--only TEXT]
 
-The default (cuattn.decode.EVEN_SPLIT None) cuts the row groups' keys of the bulk-copy kernel
-(one query row per block: MHA rows) end to end into one equal piece per resident block, 3 per SM at
-D 128 and 256. On the ANCHORS.md rows (11th session) 2 pieces per SM gained more on B 16 32/32
-L 4096 (+3.2-3.5% over equal splits, against +1-2% for 3) and lost 0.6-0.9% on B 1 32/32 and B 64;
-this sweep times equal splits and 1, 2, 3 and 4 pieces per SM (and EVEN_MIN_KEYS 2048, where pieces
+Even pieces lay the row groups' keys of the bulk-copy kernel (one query row per block: MHA rows)
+end to end and cut them into equal pieces. In the 11th session the default cut one piece per
+resident block (3 per SM at D 128 and 256); on the ANCHORS.md rows 2 pieces per SM gained more on
+B 16 32/32 L 4096 (+3.2-3.5% over equal splits, against +1-2% for 3) and lost 0.6-0.9% on B 1 32/32
+and B 64. This sweep (first run in the 12th session; its result is cuattn.decode.even_pieces' rule)
+times equal splits and 1, 2, 3 and 4 pieces per SM (and EVEN_MIN_KEYS 2048, where pieces
 would be shorter than the default 4096; 2 per SM in two blocks per SM with 6-stage rings; one block
 per SM with a 12-stage ring, pieces or equal splits) on a
 grid of MHA shapes, interleaved in rounds as in

@@ -188,8 +188,8 @@ def trace_main(out, only=""):
         ("B16 32/8 L33001 mma even", 16, 32, 8, 33001, "mma", None, even),
         ("B64 32/32 L2048 tma", 64, 32, 32, 2048, "tma", None, {}),
         ("B64 32/32 L2048 tma equal splits", 64, 32, 32, 2048, "tma", None, {"EVEN_SPLIT": False}),
-        # the default (even pieces, one per resident block: 3 per SM), equal splits, and one block per
-        # SM with a 12-stage ring
+        # the default (cuattn.decode.even_pieces: two pieces per SM on this shape), equal splits, and
+        # one block per SM with a 12-stage ring
         ("B16 32/32 L4096 tma", 16, 32, 32, 4096, "tma", None, {}),
         ("B16 32/32 L4096 tma equal splits", 16, 32, 32, 4096, "tma", None, {"EVEN_SPLIT": False}),
         ("B16 32/32 L4096 tma 1 block/SM 12 stages", 16, 32, 32, 4096, "tma", None, {"TMA_STAGES": 12}),

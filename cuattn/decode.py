@@ -818,8 +818,9 @@ class _DecodePlan:
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
-            pieces = even_pieces(kernel, rows, splits * batch * hkv * row_chunks, grid, props["num_sms"])
-            self.even_rule = (kernel, rows, splits * batch * hkv * row_chunks, grid, pieces)  # (tests)
+            equal_items = splits * batch * hkv * row_chunks
+            pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"])
+            self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)
             even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:
                 splits, chunk, span, takes = even
