@@ -1,6 +1,6 @@
 """How each persistent decode kernel streams: ring depth, the consumers' math, item counts.
 
-Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT]
+Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT] [--variants A,B]
 
 For every row of benchmarks/decode.py (its ROWS), cuattn.decode (ALiBi "default", fp16, Sq 1)
 with the kernel the dispatcher picks and module settings changed one variant at a time:
@@ -17,6 +17,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "no row ends" (bulk-copy kernel): compiled with -DCUATTN_DECODE_SKIP_END, whose consumers skip
   every partial's end (written partial, count, merge; wrong results: what the rows' ends cost),
   with and without the math, even pieces (the default) and equal splits,
+- the ends as they were before the 13th session: "sc fences" (-DCUATTN_DECODE_SC_FENCE: every
+  consumer thread's fence.sc before and after the count, not one thread's release/acquire
+  atomic), "lone via partial" (-DCUATTN_DECODE_LONE_PARTIAL: a row group's only partial written as
+  a partial and merged by its own block, not straight into the output), "old ends" (both),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -44,6 +48,8 @@ module = sys.modules["cuattn.decode"]
 ROUNDS = 3
 SKIP = ("-DCUATTN_DECODE_SKIP_MATH",)
 SKIP_END = ("-DCUATTN_DECODE_SKIP_END",)  # the bulk-copy kernel's partials' ends skipped
+SC_FENCE = ("-DCUATTN_DECODE_SC_FENCE",)  # the old count: every consumer's fence.sc before and after
+LONE_PARTIAL = ("-DCUATTN_DECODE_LONE_PARTIAL",)  # the old lone partial: written, then merged by its block
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -55,6 +61,8 @@ MMA_VARIANTS = [
     ("cp.async, no math", {"MMA_COPY": "cp.async", "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
     ("cp.async, stages 6", {"MMA_COPY": "cp.async", "MMA_STAGES": 6}),
     ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
+    ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
+    ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -69,6 +77,9 @@ TMA_VARIANTS = [
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
+    ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
+    ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
+    ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
 ]
 
 
@@ -83,6 +94,8 @@ def apply(settings: dict, saved: dict):
 def main():
     parser = results_parser(__doc__)
     parser.add_argument("--only", default="", help="only rows whose label contains this text")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated variant names to time (default: all; 'default' is always timed)")
     args = parser.parse_args()
     out = out_dir(args)
     names = {n for _, v in MMA_VARIANTS + TMA_VARIANTS for n in v}
@@ -98,6 +111,9 @@ def main():
             t, (q, k, v) = make_inputs(b, hq, hkv, d, length)
             nbytes = 2 * k.nbytes
             variants = MMA_VARIANTS if hq // hkv > 1 else TMA_VARIANTS
+            if args.variants:
+                wanted = {"default", *args.variants.split(",")}
+                variants = [(n, v) for n, v in variants if n in wanted]
 
             def call():
                 return cuattn.decode(q, k, v, alibi_slopes="default")

@@ -26,7 +26,7 @@
 //   rest of unfinished items at the end: walk_work), with K and V streamed by the bulk copy
 //   engine into a kStages-deep shared-memory ring (16 KB per stage) filled by a producer warp;
 //   the block that completes a row group merges it (count_partial, merge_rows), so there is no
-//   second launch. The default on Hopper for one row per block (cuattn/decode.py
+//   second launch; a row group's only partial goes straight into the output (RowsOut). The default on Hopper for one row per block (cuattn/decode.py
 //   KERNEL = None; "regs" selects decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
@@ -57,6 +57,10 @@
 // decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
 // With -DCUATTN_DECODE_SKIP_END, decode_split_tma's consumers skip every partial's end (no
 // partial written, no count, no merge: the time of the rows' ends).
+// The ends as they were (results right, for side-by-side timing): -DCUATTN_DECODE_SC_FENCE counts
+// partials after every consumer thread's fence.sc (and fences again before the merge), not by one
+// thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
+// as a partial and merges it in its own block, not straight into the output.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
@@ -66,7 +70,7 @@
         mbar_arrive(s_empty + 8 * stage);      \
         ++it;                                  \
         if (code & 1) {                        \
-            code = kOwnerEnd;                  \
+            code = owner_end(code);            \
             break;                             \
         }                                      \
         continue;                              \
@@ -199,6 +203,28 @@ __device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], cons
 
 // One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
 // positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
+// Where DecodeState::finish writes row r (of the block's rows) of o and lse: a partial (fp32 rows
+// part_row + r of o_part and lse_part), or the output itself (RowsOut: row base + r of o, in T, and
+// of lse; a block's rows are consecutive rows of the output, (b, q head, token) order).
+struct PartialOut {
+    float* o_part;
+    float* lse_part;
+    i64 part_row;
+    int head_dim;
+    __device__ __forceinline__ void o(int r, int col, float x) const { o_part[(part_row + r) * head_dim + col] = x; }
+    __device__ __forceinline__ void lse(int r, float x) const { lse_part[part_row + r] = x; }
+};
+template <typename T>
+struct RowsOut {
+    T* out;
+    float* out_lse;
+    i64 base;
+    int head_dim;
+    __device__ __forceinline__ void o(int r, int col, float x) const {
+        out[(base + r) * head_dim + col] = Num<T>::from_float(x);
+    }
+    __device__ __forceinline__ void lse(int r, float x) const { out_lse[base + r] = x; }
+};
 template <typename T, int kHeadDim, int kRows>
 struct DecodeState {
     using S = DecodeShape<T, kHeadDim, kRows>;
@@ -302,12 +328,12 @@ struct DecodeState {
     }
 
     // Merge the key slots of the block's kWarps warps (threads 0 .. 32 kWarps - 1, synchronized
-    // by sync()) and write the partial o (normalized, fp32) and natural-log lse of its rows.
+    // by sync()) and write the normalized o and natural-log lse of its rows through out (PartialOut,
+    // RowsOut).
     // smem: S::kMergeFloats floats.
-    template <typename Sync>
-    __device__ __forceinline__ void finish(float* smem, Sync sync, float* __restrict__ o_part,
-                                           float* __restrict__ lse_part, i64 part_row, int rows_here,
-                                           int head_dim, int tid, int cl) {
+    template <typename Sync, typename Out>
+    __device__ __forceinline__ void finish(float* smem, Sync sync, Out out, int rows_here, int head_dim, int tid,
+                                           int cl) {
         constexpr int kWarps = S::kWarps, kElems = S::kElems;
         const int warp = tid / 32, lane = tid % 32;
         float* s_acc = smem;
@@ -361,9 +387,8 @@ struct DecodeState {
         for (int r = 0; r < kRows; ++r) {
             if (r < rows_here) {
                 const float inv = total[r] > 0.f ? 1.f / total[r] : (total[r] == 0.f ? 0.f : total[r]);
-                for (int col = tid; col < head_dim; col += S::kThreads)
-                    o_part[(part_row + r) * head_dim + col] = s_acc[r * kHeadDim + col] * inv;
-                if (tid == 0) lse_part[part_row + r] = lse_from_log2(block_max[r], total[r]);
+                for (int col = tid; col < head_dim; col += S::kThreads) out.o(r, col, s_acc[r * kHeadDim + col] * inv);
+                if (tid == 0) out.lse(r, lse_from_log2(block_max[r], total[r]));
             }
         }
     }
@@ -428,7 +453,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
     const i64 part_row = (i64)split * split_stride + ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-    st.finish(s_merge, BlockSync(), o_part, lse_part, part_row, min(kRows, num_rows - row0), head_dim, tid, cl);
+    st.finish(s_merge, BlockSync(), PartialOut{o_part, lse_part, part_row, head_dim}, min(kRows, num_rows - row0),
+              head_dim, tid, cl);
 }
 
 // ---------------------------------------------------------------- bulk-copy kernel (sm_90)
@@ -689,11 +715,25 @@ __device__ __forceinline__ int ld_shared_s32(u32 addr) {
 }
 
 // Stage headers: (item, code), two ints per stage at s_hdr + 8 * stage. item -1: no more work.
-// code >= 0: a tile of `item` whose first key is code >> 1; code & 1: the tile also ends the
-// owner's partial (an item nobody can steal from: no end record). -1 / -2: the end of the owner's
+// code >= 0: a tile of `item` whose first key is code >> 2; code & 1: the tile also ends the
+// owner's partial (an item nobody can steal from: no end record); code & 2: that partial is its
+// rows' only one (lone_partial: the consumers write it straight into the output). kOwnerLone: the
+// end of such a partial without keys (an empty row). -1 / -2: the end of the owner's
 // partial of `item` (-2: some of its grains went to thieves); <= -3: the end of a thief's partial
 // of `item`, -3 - code = its pool slot | its index in the row group's list << 16. (Keys < 2^30.)
 constexpr int kOwnerEnd = -1, kOwnerEndStolen = -2;
+constexpr int kOwnerLone = -0x7fffffff - 1;  // (thieves' codes stay above: list indices < 2^15)
+// A tile's code that ends the owner's partial (code & 1) -> the end record it stands for
+__device__ __forceinline__ int owner_end(int code) { return code & 2 ? kOwnerLone : kOwnerEnd; }
+// The rows' only partial: an unstolen owner's partial of a row group that has one split (written
+// straight into the output, uncounted)
+__device__ __forceinline__ bool lone_partial(const Work& w, int rg) {
+#ifdef CUATTN_DECODE_LONE_PARTIAL
+    return false;  // (the probe's old way: written as a partial, merged by its own block)
+#else
+    return split_parts(w, rg) == 1;
+#endif
+}
 
 // The producer warp of both persistent kernels: takes items and streams them, then steals. For
 // each tile it waits for the tile's ring stage to be free, publishes the header and calls
@@ -718,11 +758,11 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         const int stage = next_stage(item, code);
         if (lane == 0) mbar_arrive(s_full + 8 * stage);
     };
-    // the tiles of grain g; closes: its last tile ends the owner's partial
-    auto stream_grain = [&](int item, const ItemRange& r, int g, bool closes) {
+    // the tiles of grain g; closes: its last tile ends the owner's partial (code & 1; lone: & 2 too)
+    auto stream_grain = [&](int item, const ItemRange& r, int g, bool closes, bool lone) {
         const int k0 = r.key0 + g * w.grain, k1 = min(r.key1, k0 + w.grain);
         for (int t0 = k0; t0 < k1; t0 += kTile) {
-            const int stage = next_stage(item, (t0 << 1) | (closes && t0 + kTile >= k1 ? 1 : 0));
+            const int stage = next_stage(item, (t0 << 2) | (closes && t0 + kTile >= k1 ? (lone ? 3 : 1) : 0));
             copy(stage, r.b, r.y / w.row_chunks, t0, k1);
         }
     };
@@ -731,6 +771,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
     auto own = [&](int item) {
         const ItemRange r = item_range(w, item);
         const bool shared = w.stealing() && r.grains > 1;
+        const bool lone = !shared && lone_partial(w, r.b * w.ys + r.y);
         bool stolen = false;
         unsigned long long* word = w.words + item;
         // started (thieves wait for every item of their window to be), grain 0 the owner's
@@ -740,7 +781,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 const bool ask = shared && (w.owner_grains == 0 || claimed < w.owner_grains);
                 unsigned long long got = 0;
                 if (ask && lane == 0) got = atomicAdd(word, 1ull);  // the next grain, asked while this one streams
-                stream_grain(item, r, g, !shared);  // an item nobody steals from: one grain, no end record
+                stream_grain(item, r, g, !shared, lone);  // an item nobody steals from: one grain, no end record
                 g = -1;
                 if (ask) {
                     got = __shfl_sync(kAll, got, 0);
@@ -756,7 +797,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 }
             }
         }
-        if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : kOwnerEnd);
+        if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : lone ? kOwnerLone : kOwnerEnd);
     };
     int taken = 0, failed = 0;
     if (lane == 0) taken = first_take(w.work(), w.num_items, w.bad, w.generation, failed);
@@ -822,7 +863,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         for (int g = r.grains - 1 - s; g >= 0;) {
             const bool ask = f + s + 1 < r.grains;  // a grain was left after this one when last seen
             if (ask && lane == 0) got = atomicAdd(word, 1ull << 16);
-            stream_grain(victim, r, g, false);
+            stream_grain(victim, r, g, false, false);
             g = -1;
             if (ask) {
                 got = __shfl_sync(kAll, got, 0);
@@ -880,6 +921,18 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
     });
 }
 
+// The count of a row group's partials (count_partial): one atomic of thread 0, release and acquire
+// at GPU scope.
+__device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long long* p, unsigned long long x) {
+#ifdef CUATTN_DECODE_SC_FENCE
+    return atomicAdd(p, x);  // (the probe's old way: every thread's fence.sc before and after)
+#else
+    unsigned long long old;
+    asm volatile("atom.acq_rel.gpu.global.add.u64 %0, [%1], %2;\n" : "=l"(old) : "l"(p), "l"(x) : "memory");
+    return old;
+#endif
+}
+
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
 // (b, kv head): an owner's partial (unstolen: no thief took any of its keys) of a row group with
 // one split is merged at once, uncounted; else it is counted (done: thieves << 48 | owners << 32 |
@@ -897,16 +950,21 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
     int* list = w.lists + (i64)rg * w.pool_cap;
     ps.list = list;
     if (!owner && tid == 0) list[list_index] = list_slot;
+#ifdef CUATTN_DECODE_SC_FENCE
     __threadfence();
-    named_barrier(1, 128);
+#endif
+    named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0)
     const int owners = split_parts(w, rg);
     int parts = 1;  // alone: the rows' only partial, no count, no other block's partial to wait for
     if (!(owner && unstolen && owners == 1)) {
         int* s_flag = reinterpret_cast<int*>(s_merge);
         if (tid == 0) {
             constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
-            const unsigned long long done = atomicAdd(w.done() + rg, (owner ? kOwner : kThief) + (unsigned)keys) +
-                                            (owner ? kOwner : kThief) + (unsigned)keys;
+            const unsigned long long add = (owner ? kOwner : kThief) + (unsigned)keys;
+            // release: the block's partial (and list entry) before the count, for the block that
+            // merges; acquire: every counted partial before this block's merge (the barriers below
+            // pass both on to the other threads, as a cumulative fence would)
+            const unsigned long long done = atom_add_acq_rel_gpu(w.done() + rg, add) + add;
             int last = 0;
             if ((done & (kThief - 1)) == owners * kOwner + (unsigned)len) {  // the last: reset for the next launch
                 const int thieves = (int)(done >> 48);
@@ -919,7 +977,9 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
         named_barrier(1, 128);
         parts = s_flag[0];
         named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
+#ifdef CUATTN_DECODE_SC_FENCE
         if (parts) __threadfence();
+#endif
     }
     if (parts) {
         merge_rows<T>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
@@ -1044,7 +1104,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 ++it;
                 break;
             }
-            const int t0 = code >> 1;
+            const int t0 = code >> 2;
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
@@ -1069,7 +1129,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
             if (code & 1) {  // the owner's last tile
-                code = kOwnerEnd;
+                code = owner_end(code);
                 break;
             }
         }
@@ -1079,18 +1139,30 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
             const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
             const int rows_here = min(kRows, num_rows - row0);
-            const bool owner = code >= kOwnerEndStolen;
+            const bool lone = code == kOwnerLone, owner = lone || code >= kOwnerEndStolen;
             const int ref = owner ? 0 : -3 - code;
             const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
             const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
-            // the owner's partial in its split's rows, a thief's in its pool slot
-            if (owner)
-                st.finish(s_merge, ConsumerSync(), o_part, lse_part, split2 * split_stride + group_row, rows_here,
+            // the rows' only partial (an unstolen owner's, one split) straight into the output: no
+            // partial, no merge; else the owner's partial in its split's rows, a thief's in its pool
+            // slot (three calls: one with selected pointers spills registers)
+            if (lone)
+                st.finish(s_merge, ConsumerSync(),
+                          RowsOut<T>{o, lse, ((i64)b2 * num_q_heads + kv_head * group) * seqlen_q + row0, head_dim},
+                          rows_here, head_dim, tid, cl);
+            else if (owner)
+                st.finish(s_merge, ConsumerSync(),
+                          PartialOut{o_part, lse_part, split2 * split_stride + group_row, head_dim}, rows_here,
                           head_dim, tid, cl);
             else
-                st.finish(s_merge, ConsumerSync(), pool, const_cast<float*>(pool_lse), (i64)(ref & 0xffff) * kRows,
+                st.finish(s_merge, ConsumerSync(),
+                          PartialOut{pool, const_cast<float*>(pool_lse), (i64)(ref & 0xffff) * kRows, head_dim},
                           rows_here, head_dim, tid, cl);
             DECODE_TRACE(n, 3, global_ns());
+            if (lone) {
+                DECODE_TRACE(n, 4, global_ns());
+                continue;
+            }
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
             count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
@@ -1403,7 +1475,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 ++it;
                 break;
             }
-            const int t0 = code >> 1;
+            const int t0 = code >> 2;
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
@@ -1482,11 +1554,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
             if (code & 1) {  // the owner's last tile
-                code = kOwnerEnd;
+                code = owner_end(code);
                 break;
             }
         }
-        const bool owner = code >= kOwnerEndStolen;
+        const bool lone = code == kOwnerLone, owner = lone || code >= kOwnerEndStolen;
         const int ref = owner ? 0 : -3 - code;
         const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
         const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
@@ -1533,10 +1605,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             named_barrier(1, 128);
         }
-        // the owner's partial in its split's rows, a thief's in its pool slot
+        // the rows' only partial (an unstolen owner's, one split) straight into the output (rows
+        // base + r, consecutive: decode_split_tma's RowsOut); else the owner's partial in its
+        // split's rows, a thief's in its pool slot
         float* out_o = owner ? o_part : pool;
-        float* out_lse = owner ? lse_part : const_cast<float*>(pool_lse);
-        const i64 part_row = owner ? split * split_stride + group_row : (i64)(ref & 0xffff) * kRows;
+        float* out_lse = lone ? lse : owner ? lse_part : const_cast<float*>(pool_lse);
+        const i64 part_row = lone    ? ((i64)b * num_q_heads + kv_head * group) * seqlen_q + row0
+                             : owner ? split * split_stride + group_row
+                                     : (i64)(ref & 0xffff) * kRows;
         // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
         float* s_inv = s_m[0];  // s_m is read by now (the barriers of the loop above)
         if (warp == 0 && tq == 0) {
@@ -1548,6 +1624,15 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
         }
         named_barrier(1, 128);
+        if (lone) {
+            for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
+                const int r = i / head_dim, col = i % head_dim;
+                o[(part_row + r) * head_dim + col] = Num<T>::from_float(s_acc[r * kAcc + col] * s_inv[r]);
+            }
+            DECODE_TRACE(n, 3, global_ns());
+            DECODE_TRACE(n, 4, global_ns());
+            continue;
+        }
         for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
             const int r = i / head_dim, col = i % head_dim;
             out_o[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
