@@ -21,8 +21,6 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   consumer thread's fence.sc before and after the count, not one thread's release/acquire
   atomic), "lone via partial" (-DCUATTN_DECODE_LONE_PARTIAL: a row group's only partial written as
   a partial and merged by its own block, not straight into the output), "old ends" (both),
-- "merge launch": MERGE_LAUNCH (partials only, decode_merge launched after; equal splits only:
-  with even pieces the default's in-kernel merge runs, see "equal splits, merge launch"),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -65,7 +63,6 @@ MMA_VARIANTS = [
     ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
-    ("merge launch", {"MERGE_LAUNCH": True}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -83,8 +80,6 @@ TMA_VARIANTS = [
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
-    ("merge launch", {"MERGE_LAUNCH": True}),
-    ("equal splits, merge launch", {"EVEN_SPLIT": False, "MERGE_LAUNCH": True}),
 ]
 
 

@@ -67,13 +67,6 @@ PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
 # item back until it runs. Measured level with the default (H200, 11th session: -0.3 to +0.6%).
 STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
-# Opt-in: the persistent kernels only write their partials (no count, no in-kernel merge:
-# decode.cu, CUATTN_DECODE_MERGE_LAUNCH) and decode_merge, launched after them, merges every row
-# group, as after the register kernel. Taken where every row group has num_splits > 1 equal splits
-# (not with even pieces, whose row groups have different split counts, nor with STEAL, whose
-# thieves' partials are listed by the counts); elsewhere the in-kernel merge as usual. Same bits.
-MERGE_LAUNCH = False
-MERGE_LAUNCH_OPTION = "-DCUATTN_DECODE_MERGE_LAUNCH"
 MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
@@ -702,7 +695,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, MERGE_LAUNCH, EVEN_SPLIT, EVEN_MIN_KEYS,
+    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS,
             EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -793,7 +786,6 @@ class _DecodePlan:
                          "generation", self.flags.flags, "host_flags"])
         self.launches = []
         self.steal = None  # _StealState of the persistent kernels
-        self.merge_launch = False  # decode_merge after a persistent kernel (MERGE_LAUNCH)
         self.check_first = True  # wait for the check before the launches (the register kernel)
         if batch * hq * sq == 0:
             return
@@ -847,23 +839,19 @@ class _DecodePlan:
                 np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
         self.tensor_maps = None
-        # decode_merge: every row group's splits' partials into o and lse (one block per row group)
-        merge = PackedLaunch(get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,),
-                             (128,), [o_part, lse_part, "o", lse_out, np.int32(splits), np.int32(batch), np.int32(hq),
-                                      np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv),
-                                      np.int32(num_rows), np.int32(rows), np.int32(row_chunks)])
         if kernel == "regs":
-            self.launches = [PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,),
-                                          args), merge]
+            self.launches = [
+                PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
+                PackedLaunch(get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),
+                             [o_part, lse_part, "o", lse_out, np.int32(splits), np.int32(batch), np.int32(hq),
+                              np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
+                              np.int32(rows), np.int32(row_chunks)])]
             return
         # "tma": one bulk copy per tile of K and of V when its keys lie back to back (rows of D
         # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
         # both caches (in place of the flag)
         self.check_first = False  # the persistent kernels skip all work when the check fails
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
-        self.merge_launch = MERGE_LAUNCH and not STEAL and span == 0 and splits > 1  # (tests)
-        if self.merge_launch:
-            options += (MERGE_LAUNCH_OPTION,)
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
             dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
@@ -897,8 +885,6 @@ class _DecodePlan:
                                               np.int32(hq), flags, "generation" if self.checked else np.int32(0),
                                               words, lists, pool, np.int32(grain), np.int32(pool_cap), np.int32(window),
                                               np.int32(OWNER_GRAINS), "launch"], smem)]
-        if self.merge_launch:
-            self.launches.append(merge)
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
         """Queue the call: (o, lse); lse is None unless the plan returns it."""

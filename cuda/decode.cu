@@ -61,9 +61,6 @@
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
 // as a partial and merges it in its own block, not straight into the output.
-// With -DCUATTN_DECODE_MERGE_LAUNCH (opt-in cuattn.decode.MERGE_LAUNCH: equal splits, no stealing)
-// the persistent kernels write their partials and leave every merge to decode_merge, launched
-// after them (no count, no in-kernel merge).
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
@@ -950,9 +947,6 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
                                               int keys, int len, int rg, int list_slot, int list_index,
                                               int rows_here, int row0, int b, int kv_head, int group, int seqlen_q,
                                               int head_dim, int num_q_heads, int tid) {
-#ifdef CUATTN_DECODE_MERGE_LAUNCH
-    return;  // (cuattn.decode.MERGE_LAUNCH) decode_merge, launched after this kernel, merges every row group
-#endif
     int* list = w.lists + (i64)rg * w.pool_cap;
     ps.list = list;
     if (!owner && tid == 0) list[list_index] = list_slot;

@@ -77,11 +77,10 @@ def test_decode_static_first_compiles():
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_SKIP_END"),
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_MMA_BULK"),
                                      ("-DCUATTN_DECODE_TRACE",), ("-DCUATTN_DECODE_SC_FENCE",),
-                                     ("-DCUATTN_DECODE_LONE_PARTIAL",), ("-DCUATTN_DECODE_MERGE_LAUNCH",)])
+                                     ("-DCUATTN_DECODE_LONE_PARTIAL",)])
 def test_decode_probe_builds_compile(options):
     """The probe builds of the persistent decode kernels (benchmarks/decode_stream_probe.py,
-    decode_probe.py --trace: timing only) and the opt-in MERGE_LAUNCH build compile for sm_90a,
-    fp16 D 128, both kernels."""
+    decode_probe.py --trace: timing only) compile for sm_90a, fp16 D 128, both kernels."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [mod.split_expression("half_t", 128, 1, False, "tma"),
              mod.split_expression("half_t", 128, mod.MMA_ROWS, False, "mma", copy="cp.async"),

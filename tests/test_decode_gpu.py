@@ -551,44 +551,6 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
-MERGE_LAUNCH_CASES = [
-    # (B, Hq, Hkv, Sq, L, D, lens or None, paged page size or 0)
-    (1, 32, 32, 1, 33001, 128, None, 0),
-    (3, 8, 8, 1, 5000, 128, [5000, 1, 0], 0),
-    (2, 32, 8, 1, 9001, 128, [9001, 4097], 0),
-    (4, 12, 4, 3, 3000, 64, [3000, 129, 0, 2048], 0),
-    (2, 16, 2, 1, 6000, 256, [6000, 3000], 0),
-    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64),
-]
-
-
-@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("case", MERGE_LAUNCH_CASES, ids=str)
-def test_gpu_merge_launch_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
-    """MERGE_LAUNCH (opt-in: the persistent kernels only write partials, decode_merge merges them
-    in a second launch): the reference, and the same bits as the in-kernel merge, on ragged and
-    zero lengths, GQA, Sq > 1, paged caches; taken where the plan has equal splits (else the
-    in-kernel merge); the counters stay zero."""
-    if split_kernel == "regs":
-        pytest.skip("the register kernel always merges in a second launch")
-    b, hq, hkv, sq, length, d, lens, page = case
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    kw = dict(alibi_slopes="default")
-    if lens is not None:
-        kw["cache_seqlens"] = np.array(lens, np.int32)
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
-    monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", False)  # equal splits: where MERGE_LAUNCH is taken
-    out = run_settings(cp, monkeypatch, "MERGE_LAUNCH", [False, True], q, k, v, ref, **kw)
-    np.testing.assert_array_equal(out[True][0], out[False][0])
-    np.testing.assert_array_equal(out[True][1], out[False][1])
-    plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "merge_launch")]
-    assert any(plan.merge_launch for plan in plans), "no plan took the merge launch"
-    assert_counters_zero(cp)
-
-
 # --- work stealing (the persistent kernels) ---------------------------------------------------
 
 STEAL_CASES = [
