@@ -1,6 +1,6 @@
 """How each persistent decode kernel streams: ring depth, the consumers' math, item counts.
 
-Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT] [--variants A,B]
+Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT] [--variants A/B]
 
 For every row of benchmarks/decode.py (its ROWS), cuattn.decode (ALiBi "default", fp16, Sq 1)
 with the kernel the dispatcher picks and module settings changed one variant at a time:
@@ -21,6 +21,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   consumer thread's fence.sc before and after the count, not one thread's release/acquire
   atomic), "lone via partial" (-DCUATTN_DECODE_LONE_PARTIAL: a row group's only partial written as
   a partial and merged by its own block, not straight into the output), "old ends" (both),
+- "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
+  one split per row group, then even pieces by the default rule),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -80,6 +82,8 @@ TMA_VARIANTS = [
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
+    ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
+    ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
 ]
 
 
@@ -95,7 +99,7 @@ def main():
     parser = results_parser(__doc__)
     parser.add_argument("--only", default="", help="only rows whose label contains this text")
     parser.add_argument("--variants", default="",
-                        help="comma-separated variant names to time (default: all; 'default' is always timed)")
+                        help="variant names separated by '/' to time (default: all; 'default' is always timed)")
     args = parser.parse_args()
     out = out_dir(args)
     names = {n for _, v in MMA_VARIANTS + TMA_VARIANTS for n in v}
@@ -112,7 +116,7 @@ def main():
             nbytes = 2 * k.nbytes
             variants = MMA_VARIANTS if hq // hkv > 1 else TMA_VARIANTS
             if args.variants:
-                wanted = {"default", *args.variants.split(",")}
+                wanted = {"default", *args.variants.split("/")}
                 variants = [(n, v) for n, v in variants if n in wanted]
 
             def call():
