@@ -126,6 +126,24 @@ def _kernel_choice(rows: int) -> str:
     return KERNEL or ("mma" if rows > 1 else "tma")
 
 
+PERSISTENT_MAX_KEYS = 1 << 29  # the persistent kernels' ring headers hold a tile's first key << 2
+
+
+def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) -> str:
+    """The split kernel a launch runs: `kernel` (_kernel_choice) where it can take the call, else
+    the next one down ("mma" -> "tma" -> "regs")."""
+    if kernel == "mma" and (cc < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
+                            or not 0 < sizes["cache_len"] < PERSISTENT_MAX_KEYS
+                            or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
+        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page;
+                        # (long caches: on to "regs" below)
+    if kernel == "tma" and (cc < 90 or rows_per_block(sizes) not in TMA_ROWS
+                            or sizes["cache_len"] >= PERSISTENT_MAX_KEYS):
+        kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers; the
+                         # ring's stage headers take keys below PERSISTENT_MAX_KEYS (both kernels)
+    return kernel
+
+
 def mma_copy(padded: int) -> str:
     """How decode_split_mma fills its ring at padded head dim `padded`: cuattn.decode.MMA_COPY, or
     where that is None, "cp.async" for 128 and "tensor" for 64 (measured: see MMA_COPY)."""
@@ -797,14 +815,7 @@ class _DecodePlan:
         padded = min(p for p in HEAD_DIMS if p >= d)
         num_rows = hq // hkv * sq
         props = device_properties()
-        kernel = _kernel_choice(num_rows)
-        if kernel == "mma" and (props["cc"] < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
-                                or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
-            kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
-        if kernel == "tma" and (props["cc"] < 90 or rows_per_block(sizes) not in TMA_ROWS
-                                or sizes["cache_len"] >= 1 << 30):
-            kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers; the
-                             # ring's stage headers take keys below 2**30
+        kernel = pick_kernel(_kernel_choice(num_rows), props["cc"], type_name, padded, sizes)
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
         if kernel == "regs":
             stages = None

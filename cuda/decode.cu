@@ -720,7 +720,8 @@ __device__ __forceinline__ int ld_shared_s32(u32 addr) {
 // rows' only one (lone_partial: the consumers write it straight into the output). kOwnerLone: the
 // end of such a partial without keys (an empty row). -1 / -2: the end of the owner's
 // partial of `item` (-2: some of its grains went to thieves); <= -3: the end of a thief's partial
-// of `item`, -3 - code = its pool slot | its index in the row group's list << 16. (Keys < 2^30.)
+// of `item`, -3 - code = its pool slot | its index in the row group's list << 16. (Keys < 2^29:
+// cuattn.decode.PERSISTENT_MAX_KEYS.)
 constexpr int kOwnerEnd = -1, kOwnerEndStolen = -2;
 constexpr int kOwnerLone = -0x7fffffff - 1;  // (thieves' codes stay above: list indices < 2^15)
 // A tile's code that ends the owner's partial (code & 1) -> the end record it stands for

@@ -462,6 +462,31 @@ def test_plan_even_cuts_the_row_groups_end_to_end():
     assert mod.plan_even(1 << 20, 1 << 20, 132, 128) is None  # beyond the kernels' 32-bit counts
 
 
+def test_pick_kernel_falls_back():
+    """The split kernel a launch runs: the tensor-core kernel for 16-bit rows at D 64/128, the
+    bulk-copy kernel for one or four rows, the register kernel before Hopper, for eight rows per
+    block and for caches of PERSISTENT_MAX_KEYS keys or more (the ring headers' key field),
+    whichever kernel was asked for."""
+    mod = sys.modules["cuattn.decode"]
+    big = mod.PERSISTENT_MAX_KEYS
+
+    def sizes(hq, hkv, length, sq=1, paged=False, page_size=0):
+        return dict(num_q_heads=hq, num_kv_heads=hkv, seqlen_q=sq, cache_len=length, paged=paged,
+                    page_size=page_size)
+
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(32, 8, big - 1)) == "mma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(32, 8, big)) == "regs"
+    assert mod.pick_kernel("mma", 90, "float", 128, sizes(32, 4, 4096)) == "regs"  # 8 rows: registers
+    assert mod.pick_kernel("mma", 90, "float", 128, sizes(16, 4, 4096)) == "tma"  # 4 rows
+    assert mod.pick_kernel("mma", 90, "half_t", 256, sizes(16, 4, 4096)) == "tma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=16)) == "tma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 0)) == "tma"
+    assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big - 1)) == "tma"
+    assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big)) == "regs"
+    for kernel in ("mma", "tma", "regs"):
+        assert mod.pick_kernel(kernel, 80, "half_t", 128, sizes(32, 8, 4096)) == "regs"
+
+
 def test_even_pieces_rule(monkeypatch):
     """even_pieces: the default (EVEN_SPLIT None) cuts pieces on the bulk-copy kernel only, one per
     block with several rows per block, two per SM with one row per block where equal splits would
