@@ -201,8 +201,6 @@ __device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], cons
     block_max = mx;
 }
 
-// One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
-// positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
 // Where DecodeState::finish writes row r (of the block's rows) of o and lse: a partial (fp32 rows
 // part_row + r of o_part and lse_part), or the output itself (RowsOut: row base + r of o, in T, and
 // of lse; a block's rows are consecutive rows of the output, (b, q head, token) order).
@@ -225,6 +223,9 @@ struct RowsOut {
     }
     __device__ __forceinline__ void lse(int r, float x) const { out_lse[base + r] = x; }
 };
+
+// One thread's view of the rows of its block: query columns (pre-scaled into log2 units),
+// positions and slopes, and its key slot's online softmax (running max m, sum l, accumulator).
 template <typename T, int kHeadDim, int kRows>
 struct DecodeState {
     using S = DecodeShape<T, kHeadDim, kRows>;
