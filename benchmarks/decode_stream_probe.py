@@ -21,6 +21,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   consumer thread's fence.sc before and after the count, not one thread's release/acquire
   atomic), "lone via partial" (-DCUATTN_DECODE_LONE_PARTIAL: a row group's only partial written as
   a partial and merged by its own block, not straight into the output), "old ends" (both),
+- "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
+  the count's release and acquire cost beside its round trip,
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
   one split per row group, then even pieces by the default rule),
 
@@ -52,6 +54,7 @@ SKIP = ("-DCUATTN_DECODE_SKIP_MATH",)
 SKIP_END = ("-DCUATTN_DECODE_SKIP_END",)  # the bulk-copy kernel's partials' ends skipped
 SC_FENCE = ("-DCUATTN_DECODE_SC_FENCE",)  # the old count: every consumer's fence.sc before and after
 LONE_PARTIAL = ("-DCUATTN_DECODE_LONE_PARTIAL",)  # the old lone partial: written, then merged by its block
+RELAXED = ("-DCUATTN_DECODE_RELAXED_COUNT",)  # the count without release/acquire (timing only)
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -65,6 +68,7 @@ MMA_VARIANTS = [
     ("many items", {"ONE_PER_SM_MIN_KEYS": 1 << 40}),
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
+    ("relaxed count", {"TMA_OPTIONS": module.TMA_OPTIONS + RELAXED}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -81,6 +85,7 @@ TMA_VARIANTS = [
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
+    ("relaxed count", {"TMA_OPTIONS": module.TMA_OPTIONS + RELAXED}),
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),

@@ -61,6 +61,8 @@
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
 // as a partial and merges it in its own block, not straight into the output.
+// -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
+// a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
@@ -926,8 +928,12 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
 // The count of a row group's partials (count_partial): one atomic of thread 0, release and acquire
 // at GPU scope.
 __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long long* p, unsigned long long x) {
-#ifdef CUATTN_DECODE_SC_FENCE
+#if defined(CUATTN_DECODE_SC_FENCE)
     return atomicAdd(p, x);  // (the probe's old way: every thread's fence.sc before and after)
+#elif defined(CUATTN_DECODE_RELAXED_COUNT)
+    unsigned long long old;  // (timing probe: no release, no acquire; a merge may read stale partials)
+    asm volatile("atom.relaxed.gpu.global.add.u64 %0, [%1], %2;\n" : "=l"(old) : "l"(p), "l"(x) : "memory");
+    return old;
 #else
     unsigned long long old;
     asm volatile("atom.acq_rel.gpu.global.add.u64 %0, [%1], %2;\n" : "=l"(old) : "l"(p), "l"(x) : "memory");
