@@ -132,15 +132,13 @@ PERSISTENT_MAX_KEYS = 1 << 29  # the persistent kernels' ring headers hold a til
 def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) -> str:
     """The split kernel a launch runs: `kernel` (_kernel_choice) where it can take the call, else
     the next one down ("mma" -> "tma" -> "regs")."""
+    if sizes["cache_len"] >= PERSISTENT_MAX_KEYS:
+        return "regs"  # both persistent kernels' ring headers take keys below PERSISTENT_MAX_KEYS
     if kernel == "mma" and (cc < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
-                            or not 0 < sizes["cache_len"] < PERSISTENT_MAX_KEYS
-                            or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
-        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page;
-                        # (long caches: on to "regs" below)
-    if kernel == "tma" and (cc < 90 or rows_per_block(sizes) not in TMA_ROWS
-                            or sizes["cache_len"] >= PERSISTENT_MAX_KEYS):
-        kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers; the
-                         # ring's stage headers take keys below PERSISTENT_MAX_KEYS (both kernels)
+                            or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
+        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
+    if kernel == "tma" and (cc < 90 or rows_per_block(sizes) not in TMA_ROWS):
+        kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
     return kernel
 
 

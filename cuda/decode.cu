@@ -203,9 +203,15 @@ __device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], cons
     block_max = mx;
 }
 
+// The output row (of o's (B, Hq, Sq) rows, and lse's) of query row `row` of kv head kv_head: rows
+// are (head in the group, token) in order, so a block's rows are consecutive output rows.
+__device__ __forceinline__ i64 output_row(int b, int kv_head, int row, int num_q_heads, int group, int seqlen_q) {
+    return ((i64)b * num_q_heads + kv_head * group) * seqlen_q + row;
+}
+
 // Where DecodeState::finish writes row r (of the block's rows) of o and lse: a partial (fp32 rows
 // part_row + r of o_part and lse_part), or the output itself (RowsOut: row base + r of o, in T, and
-// of lse; a block's rows are consecutive rows of the output, (b, q head, token) order).
+// of lse; base: output_row of the block's first row).
 struct PartialOut {
     float* o_part;
     float* lse_part;
@@ -557,8 +563,7 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
                 }
             }
         }
-        const int row = row0 + r, g = row / seqlen_q, t = row % seqlen_q;
-        const i64 out_row = ((i64)b * num_q_heads + kv_head * group + g) * seqlen_q + t;
+        const i64 out_row = output_row(b, kv_head, row0 + r, num_q_heads, group, seqlen_q);
         T* out = o + out_row * head_dim + c;
         const float nan = __int_as_float(0x7fc00000);
         if (any_nan || m == -CUATTN_INF) {  // NaN input, or a row that sees no key
@@ -1156,7 +1161,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             // slot (three calls: one with selected pointers spills registers)
             if (lone)
                 st.finish(s_merge, ConsumerSync(),
-                          RowsOut<T>{o, lse, ((i64)b2 * num_q_heads + kv_head * group) * seqlen_q + row0, head_dim},
+                          RowsOut<T>{o, lse, output_row(b2, kv_head, row0, num_q_heads, group, seqlen_q), head_dim},
                           rows_here, head_dim, tid, cl);
             else if (owner)
                 st.finish(s_merge, ConsumerSync(),
@@ -1618,7 +1623,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // split's rows, a thief's in its pool slot
         float* out_o = owner ? o_part : pool;
         float* out_lse = lone ? lse : owner ? lse_part : const_cast<float*>(pool_lse);
-        const i64 part_row = lone    ? ((i64)b * num_q_heads + kv_head * group) * seqlen_q + row0
+        const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
                              : owner ? split * split_stride + group_row
                                      : (i64)(ref & 0xffff) * kRows;
         // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
@@ -1632,18 +1637,18 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
         }
         named_barrier(1, 128);
+        for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
+            const int r = i / head_dim, col = i % head_dim;
+            const float x = s_acc[r * kAcc + col] * s_inv[r];
+            if (lone)
+                o[(part_row + r) * head_dim + col] = Num<T>::from_float(x);
+            else
+                out_o[(part_row + r) * head_dim + col] = x;
+        }
         if (lone) {
-            for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
-                const int r = i / head_dim, col = i % head_dim;
-                o[(part_row + r) * head_dim + col] = Num<T>::from_float(s_acc[r * kAcc + col] * s_inv[r]);
-            }
             DECODE_TRACE(n, 3, global_ns());
             DECODE_TRACE(n, 4, global_ns());
             continue;
-        }
-        for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
-            const int r = i / head_dim, col = i % head_dim;
-            out_o[(part_row + r) * head_dim + col] = s_acc[r * kAcc + col] * s_inv[r];
         }
         // the block that completes these rows merges them (no second launch)
         DECODE_TRACE(n, 3, global_ns());
