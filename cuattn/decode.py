@@ -69,6 +69,10 @@ STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
 MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
+# A launch of the bulk-copy kernel with one block per SM (plan_persistent's one item per SM; no
+# even pieces) gets the ring of one block per SM, ONE_BLOCK_TMA_STAGES deep, not the ring of the
+# kMinBlocks blocks an SM could hold (4 stages at D 128). Measured on an H200: see NOTES.md, 14th session.
+ONE_BLOCK_TMA_STAGES = 6
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
 TMA_OPTIONS = ("-arch=sm_90a",)
@@ -211,6 +215,11 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
     for type_name in TYPE_NAMES.values():
         out += [split_expression(type_name, d, r, p, kern) for kern in kernels if kern != "mma" for d in HEAD_DIMS
                 for r in (TMA_ROWS if kern == "tma" else ROWS) for p in (False, True)]
+        if "tma" in kernels:  # the deeper rings of one block per SM
+            itemsize = 4 if type_name == "float" else 2
+            out += [split_expression(type_name, d, r, p, "tma", one_block_stages(r, d, itemsize)) for d in HEAD_DIMS
+                    for r in TMA_ROWS for p in (False, True)
+                    if one_block_stages(r, d, itemsize) != tma_config(r, d, itemsize)[1]]
         if "mma" in kernels and type_name in MMA_TYPES:
             out += [split_expression(type_name, d, MMA_ROWS, p, "mma", copy=c) for d in MMA_HEAD_DIMS
                     for p in (False, True) for c in MMA_COPIES]
@@ -464,7 +473,8 @@ def rows_per_block(sizes):
 def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_tma: its launch bound on registers
     (DecodeTmaShape::kMinBlocks: 3, 2 or 1 as rows x columns per lane <= 8, <= 32, more), and
-    as many stages (up to 8) as leave the shared memory for that many blocks."""
+    as many stages (up to 8) as leave the shared memory for that many blocks. (A launch of one
+    block per SM deepens the ring: one_block_stages.)"""
     elems = 16 // itemsize
     per_lane = max(1, padded // elems // 32) * elems
     n = rows * per_lane
@@ -474,6 +484,15 @@ def tma_config(rows: int, padded: int, itemsize: int) -> tuple[int, int]:
     stages = min(8, (SMEM_PER_SM // resident - 1024 - tma_shared_bytes(0, rows, padded))
                  // (2 * TMA_TILE_BYTES + RING_STAGE_EXTRA))
     return resident, stages
+
+
+def one_block_stages(rows: int, padded: int, itemsize: int) -> int:
+    """Ring stages of decode_split_tma in a launch of one block per SM: ONE_BLOCK_TMA_STAGES,
+    or tma_config's depth where that is deeper (or TMA_STAGES is set)."""
+    stages = tma_config(rows, padded, itemsize)[1]
+    if TMA_STAGES is not None:
+        return stages
+    return max(stages, ONE_BLOCK_TMA_STAGES)
 
 
 # Even pieces (the persistent kernels, stealing off): where a piece holds at least EVEN_MIN_KEYS
@@ -711,7 +730,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS,
             EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -833,6 +852,8 @@ class _DecodePlan:
             even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:
                 splits, chunk, span, takes = even
+            elif kernel == "tma" and splits * batch * hkv * row_chunks <= props["num_sms"]:
+                stages = one_block_stages(rows, padded, q.dtype.itemsize)  # one block per SM
         # scratch: the splits' partial outputs and lse, then lse when the caller does not want it
         part = splits * batch * hkv * num_rows
         self.scratch = cupy.empty(part * d + part + (0 if return_lse else batch * hq * sq), dtype=cupy.float32)
