@@ -21,6 +21,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   consumer thread's fence.sc before and after the count, not one thread's release/acquire
   atomic), "lone via partial" (-DCUATTN_DECODE_LONE_PARTIAL: a row group's only partial written as
   a partial and merged by its own block, not straight into the output), "old ends" (both),
+- "no count" (-DCUATTN_DECODE_SKIP_COUNT: partials and lone outputs written, no count, no merge;
+  wrong results): the count and merge's cost beside the partials' writes,
+- "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
+  the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
   the count's release and acquire cost beside its round trip,
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
@@ -55,6 +59,7 @@ SKIP_END = ("-DCUATTN_DECODE_SKIP_END",)  # the bulk-copy kernel's partials' end
 SC_FENCE = ("-DCUATTN_DECODE_SC_FENCE",)  # the old count: every consumer's fence.sc before and after
 LONE_PARTIAL = ("-DCUATTN_DECODE_LONE_PARTIAL",)  # the old lone partial: written, then merged by its block
 RELAXED = ("-DCUATTN_DECODE_RELAXED_COUNT",)  # the count without release/acquire (timing only)
+SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -72,6 +77,7 @@ MMA_VARIANTS = [
 ]
 TMA_VARIANTS = [
     ("default", {}),
+    ("stages 4", {"TMA_STAGES": 4}),
     ("stages 6", {"TMA_STAGES": 6}),
     ("stages 8", {"TMA_STAGES": 8}),
     ("no math", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
@@ -80,6 +86,7 @@ TMA_VARIANTS = [
     ("regs", {"KERNEL": "regs"}),
     ("equal splits", {"EVEN_SPLIT": False}),
     ("no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
+    ("no count", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_COUNT}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),

@@ -56,7 +56,9 @@
 // the math; with -DCUATTN_DECODE_MMA_BULK as well, decode_split_mma's producer fills its ring with
 // decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
 // With -DCUATTN_DECODE_SKIP_END, decode_split_tma's consumers skip every partial's end (no
-// partial written, no count, no merge: the time of the rows' ends).
+// partial written, no count, no merge: the time of the rows' ends); with -DCUATTN_DECODE_SKIP_COUNT
+// they write every partial (and lone outputs) but skip the count and the merge (wrong results: what
+// the count and merge cost beside the partial's writes).
 // The ends as they were (results right, for side-by-side timing): -DCUATTN_DECODE_SC_FENCE counts
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
@@ -1176,11 +1178,13 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 DECODE_TRACE(n, 4, global_ns());
                 continue;
             }
+#ifndef CUATTN_DECODE_SKIP_COUNT
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
             count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
                              b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q,
                              head_dim, num_q_heads, tid);
+#endif
             DECODE_TRACE(n, 4, global_ns());
         }
 #else
