@@ -23,6 +23,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   a partial and merged by its own block, not straight into the output), "old ends" (both),
 - "no count" (-DCUATTN_DECODE_SKIP_COUNT: partials and lone outputs written, no count, no merge;
   wrong results): the count and merge's cost beside the partials' writes,
+- "serial finish" (-DCUATTN_DECODE_SERIAL_FINISH): a one-row partial's warps merged one warp after
+  the other (kWarps + 1 barriers), as before the 14th session; the default: all at once (2 barriers),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -59,6 +61,7 @@ SKIP_END = ("-DCUATTN_DECODE_SKIP_END",)  # the bulk-copy kernel's partials' end
 SC_FENCE = ("-DCUATTN_DECODE_SC_FENCE",)  # the old count: every consumer's fence.sc before and after
 LONE_PARTIAL = ("-DCUATTN_DECODE_LONE_PARTIAL",)  # the old lone partial: written, then merged by its block
 RELAXED = ("-DCUATTN_DECODE_RELAXED_COUNT",)  # the count without release/acquire (timing only)
+SERIAL_FINISH = ("-DCUATTN_DECODE_SERIAL_FINISH",)  # one row's finish as before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 MMA_VARIANTS = [
     ("default", {}),
@@ -87,6 +90,7 @@ TMA_VARIANTS = [
     ("equal splits", {"EVEN_SPLIT": False}),
     ("no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("no count", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_COUNT}),
+    ("serial finish", {"TMA_OPTIONS": module.TMA_OPTIONS + SERIAL_FINISH}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),

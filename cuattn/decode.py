@@ -198,7 +198,8 @@ def tma_tile_keys(padded: int, itemsize: int) -> int:
 
 def tma_shared_bytes(stages: int, rows: int, padded: int) -> int:
     """Dynamic shared memory of decode_split_tma: ring, merge buffer, barriers and stage headers."""
-    return 2 * TMA_TILE_BYTES * stages + rows * (padded + 8) * 4 + RING_STAGE_EXTRA * stages
+    merge = ((4 if rows == 1 else rows) * padded + 8 * rows) * 4  # DecodeShape::kMergeFloats (4 warps)
+    return 2 * TMA_TILE_BYTES * stages + merge + RING_STAGE_EXTRA * stages
 
 
 def merge_expression(type_name: str) -> str:
@@ -868,6 +869,7 @@ class _DecodePlan:
                 np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
                 np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
+        self.expression = expr  # (tests)
         self.tensor_maps = None
         if kernel == "regs":
             self.launches = [

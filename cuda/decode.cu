@@ -63,6 +63,8 @@
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
 // as a partial and merges it in its own block, not straight into the output.
+// -DCUATTN_DECODE_SERIAL_FINISH: DecodeState::finish of one row adds the warps' columns one warp
+// after the other (kWarps + 1 barriers) as it did before the 14th session (the same bits).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
@@ -163,7 +165,9 @@ struct DecodeShape {
     static constexpr int kPerLane = kChunksPerLane * kElems;           // columns per lane
     static constexpr int kKeysPerWarp = 32 / kLanesPerKey;
     static constexpr int kSlots = kWarps * kKeysPerWarp;               // independent softmax streams
-    static constexpr int kMergeFloats = kRows * (kHeadDim + 2 * kWarps); // DecodeState::finish's buffer
+    // DecodeState::finish's buffer: one row keeps every warp's columns (kWarps rows of kHeadDim),
+    // more rows one sum of kHeadDim per row; then a max and a sum per warp and row
+    static constexpr int kMergeFloats = (kRows == 1 ? kWarps : kRows) * kHeadDim + 2 * kWarps * kRows;
     static constexpr int kUnroll = 4 / kChunksPerLane;                 // keys in flight per thread
     // 4 blocks per SM (<= 128 registers) where the rows' registers fit, else 2
     static constexpr int kMinBlocks =
@@ -340,16 +344,20 @@ struct DecodeState {
 
     // Merge the key slots of the block's kWarps warps (threads 0 .. 32 kWarps - 1, synchronized
     // by sync()) and write the normalized o and natural-log lse of its rows through out (PartialOut,
-    // RowsOut).
-    // smem: S::kMergeFloats floats.
+    // RowsOut). One row: every warp puts its columns and stats in shared memory at once and each
+    // thread sums the warps' columns (two barriers); more rows: the warps add theirs one after the
+    // other (kWarps + 1 barriers, a buffer of one sum per row). The same sums in the same order
+    // (warp 0 first, no fused multiply-add), so both give the same bits.
+    // smem: S::kMergeFloats floats, free again on return.
     template <typename Sync, typename Out>
     __device__ __forceinline__ void finish(float* smem, Sync sync, Out out, int rows_here, int head_dim, int tid,
                                            int cl) {
         constexpr int kWarps = S::kWarps, kElems = S::kElems;
+        constexpr int kAccRows = kRows == 1 ? kWarps : kRows;
         const int warp = tid / 32, lane = tid % 32;
         float* s_acc = smem;
-        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kRows * kHeadDim);
-        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kRows * kHeadDim + kWarps * kRows);
+        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kAccRows * kHeadDim);
+        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(smem + kAccRows * kHeadDim + kWarps * kRows);
         // slots of a warp: lanes cl, cl + kLanesPerKey, ... hold the same columns
 #pragma unroll
         for (int o = S::kLanesPerKey; o < 32; o <<= 1) {
@@ -374,6 +382,40 @@ struct DecodeState {
 #pragma unroll
             for (int r = 0; r < kRows; ++r) { s_m[warp][r] = m[r]; s_l[warp][r] = l[r]; }
         }
+#ifndef CUATTN_DECODE_SERIAL_FINISH
+        if constexpr (kRows == 1) {
+            if (lane < S::kLanesPerKey) {
+#pragma unroll
+                for (int c = 0; c < S::kChunksPerLane; ++c)
+#pragma unroll
+                    for (int e = 0; e < kElems; ++e)
+                        s_acc[warp * kHeadDim + (c * S::kLanesPerKey + cl) * kElems + e] = acc[0][c * kElems + e];
+            }
+            sync();
+            float mx = -CUATTN_INF;
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][0]);
+            const float shift = softmax_shift(mx);
+            float total = 0.f, factor[kWarps];
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) {
+                factor[w] = fast_exp2(s_m[w][0] - shift);
+                total = fmaf(s_l[w][0], factor[w], total);
+            }
+            if (rows_here > 0) {
+                const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+                for (int col = tid; col < head_dim; col += S::kThreads) {
+                    float x = __fmul_rn(s_acc[col], factor[0]);
+#pragma unroll
+                    for (int w = 1; w < kWarps; ++w) x = __fadd_rn(x, __fmul_rn(s_acc[w * kHeadDim + col], factor[w]));
+                    out.o(0, col, x * inv);
+                }
+                if (tid == 0) out.lse(0, lse_from_log2(mx, total));
+            }
+            sync();  // every thread has read the buffer
+            return;
+        }
+#endif
         sync();
         float factor[kRows], total[kRows], block_max[kRows];
 #pragma unroll
@@ -388,8 +430,8 @@ struct DecodeState {
 #pragma unroll
                         for (int e = 0; e < kElems; ++e) {
                             const int col = (c * S::kLanesPerKey + cl) * kElems + e;
-                            const float x = acc[r][c * kElems + e] * factor[r];
-                            s_acc[r * kHeadDim + col] = w == 0 ? x : s_acc[r * kHeadDim + col] + x;
+                            const float x = __fmul_rn(acc[r][c * kElems + e], factor[r]);
+                            s_acc[r * kHeadDim + col] = w == 0 ? x : __fadd_rn(s_acc[r * kHeadDim + col], x);
                         }
             }
             sync();

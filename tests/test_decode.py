@@ -313,7 +313,12 @@ def test_split_kernel_switch(monkeypatch):
 
     mod = sys.modules["cuattn.decode"]
     per_rows = 3 * len(mod.HEAD_DIMS) * 2  # dtypes x head dims x (contiguous, paged)
-    expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS),
+    # the bulk-copy kernel: each row-block size's ring, and where a launch of one block per SM takes
+    # a deeper one (one_block_stages), that one too
+    deeper = sum(mod.one_block_stages(r, d, 4 if t == "float" else 2) != mod.tma_config(r, d, 4 if t == "float" else 2)[1]
+                 for r in mod.TMA_ROWS for d in mod.HEAD_DIMS for t in mod.TYPE_NAMES.values())
+    assert deeper > 0  # (one row's ring: 4 stages for three blocks per SM, 6 for one)
+    expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS) + 2 * deeper,
                 "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2 * len(mod.MMA_COPIES)}
     for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs", "mma"))):
         exprs = mod.all_kernel_expressions(arch)

@@ -674,6 +674,31 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hq, length", [(1, 32, 33001), (2, 8, 9000)])
+def test_gpu_one_block_per_sm_ring(cp, rng, monkeypatch, split_kernel, b, hq, length):
+    """A bulk-copy launch of one block per SM (plan_persistent's one item per SM) takes the deeper
+    ring (one_block_stages: 6 stages, not the 4 of three blocks per SM), and is right on the
+    reference, twice in a row, counters zero afterwards."""
+    if split_kernel != "tma" or DECODE_MODULE.device_properties()["cc"] < 90:
+        pytest.skip("the bulk-copy kernel's rings (sm_90)")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    d = 128
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hq, length, d), (b, hq, length, d)))
+    kw = dict(alibi_slopes="default")
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    for _ in range(2):
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "even_rule")]
+    assert len(plans) == 1
+    kernel, rows, items, grid, pieces = plans[0].even_rule
+    sms = DECODE_MODULE.device_properties()["num_sms"]
+    assert kernel == "tma" and rows == 1 and not pieces
+    stages = DECODE_MODULE.one_block_stages(1, d, 2) if items <= sms else DECODE_MODULE.tma_config(1, d, 2)[1]
+    assert stages > DECODE_MODULE.tma_config(1, d, 2)[1] or items > sms
+    assert plans[0].expression == f"decode_split_tma<half_t, {d}, 1, false, {stages}>"
+    assert_counters_zero(cp)
+
+
 @pytest.mark.parametrize("steal", [True, False])
 def test_gpu_default_stealing_matches_reference(cp, rng, monkeypatch, split_kernel, steal):
     """Rows that leave SMs idle or finishing at different times (one long row, more row groups
