@@ -65,6 +65,8 @@
 // as a partial and merges it in its own block, not straight into the output.
 // -DCUATTN_DECODE_SERIAL_FINISH: DecodeState::finish of one row adds the warps' columns one warp
 // after the other (kWarps + 1 barriers) as it did before the 14th session (the same bits).
+// -DCUATTN_DECODE_MERGE_IN_FLIGHT=n: merge_rows loads n partials at a time (default 16; fewer
+// registers: 4 takes decode_split_tma<half_t, 128, 1, ...> from 128 to 94).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
@@ -550,7 +552,11 @@ template <typename T>
 __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, T* __restrict__ o,
                                            float* __restrict__ lse, int rows_here, int row0, int b, int kv_head,
                                            int group, int seqlen_q, int head_dim, int num_q_heads, int tid) {
+#ifndef CUATTN_DECODE_MERGE_IN_FLIGHT
     constexpr int kInFlight = 16;
+#else
+    constexpr int kInFlight = CUATTN_DECODE_MERGE_IN_FLIGHT;  // (probe builds)
+#endif
     const int vecs = head_dim / 4;  // head_dim is a multiple of 8
     for (int i = tid; i < rows_here * vecs; i += 128) {
         const int r = i / vecs, c = (i - r * vecs) * 4;
