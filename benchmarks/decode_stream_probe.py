@@ -26,7 +26,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "serial finish" (-DCUATTN_DECODE_SERIAL_FINISH): a one-row partial's warps merged one warp after
   the other (kWarps + 1 barriers), as before the 14th session; the default: all at once (2 barriers),
 - "merge 4 in flight" (-DCUATTN_DECODE_MERGE_IN_FLIGHT=4): merge_rows loads 4 partials at a time,
-  not 16 (the bulk-copy kernel's registers 128 -> 94: does the cap cost the key loop?),
+  not 8; "old merge": 16 partials of 4 columns a thread, as before the 14th session (the one-row
+  bulk-copy kernel at the cap of 128 registers; now 94: 8 partials of 1 or 2 columns),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -64,7 +65,8 @@ SC_FENCE = ("-DCUATTN_DECODE_SC_FENCE",)  # the old count: every consumer's fenc
 LONE_PARTIAL = ("-DCUATTN_DECODE_LONE_PARTIAL",)  # the old lone partial: written, then merged by its block
 RELAXED = ("-DCUATTN_DECODE_RELAXED_COUNT",)  # the count without release/acquire (timing only)
 SERIAL_FINISH = ("-DCUATTN_DECODE_SERIAL_FINISH",)  # one row's finish as before the 14th session
-MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' loads at a time, not 16
+MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' loads at a time, not 8
+OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")  # before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 MMA_VARIANTS = [
     ("default", {}),
@@ -95,6 +97,7 @@ TMA_VARIANTS = [
     ("no count", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_COUNT}),
     ("serial finish", {"TMA_OPTIONS": module.TMA_OPTIONS + SERIAL_FINISH}),
     ("merge 4 in flight", {"TMA_OPTIONS": module.TMA_OPTIONS + MERGE_4}),
+    ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),

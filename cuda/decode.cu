@@ -65,8 +65,10 @@
 // as a partial and merges it in its own block, not straight into the output.
 // -DCUATTN_DECODE_SERIAL_FINISH: DecodeState::finish of one row adds the warps' columns one warp
 // after the other (kWarps + 1 barriers) as it did before the 14th session (the same bits).
-// -DCUATTN_DECODE_MERGE_IN_FLIGHT=n: merge_rows loads n partials at a time (default 16; fewer
-// registers: 4 takes decode_split_tma<half_t, 128, 1, ...> from 128 to 94).
+// -DCUATTN_DECODE_MERGE_IN_FLIGHT=n, -DCUATTN_DECODE_MERGE_VEC=c: decode_split_tma's merge_rows loads
+// n partials at a time, c columns a thread (the default: 8, and 1 or 2 with one query row; before
+// the 14th session 16 and 4, which held decode_split_tma<half_t, 128, 1, ...> at the cap of 128
+// registers: it now takes 94).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
@@ -544,27 +546,51 @@ struct PartialSet {
 // block). Partials written by other blocks are read through L2 (__ldcg) after the caller's fence.
 // The merge is bound by L2 latency (it often runs while other blocks stream HBM, when one round
 // trip takes microseconds), so it is one pass with kInFlight partials' loads issued together: a
-// thread takes 4 columns of one row and keeps an online log-sum-exp over the partials in order
+// thread takes kVec columns of one row (4; the one-row bulk-copy kernel: 1, or 2 past 128 columns,
+// which still covers its row in one pass of 128 threads, with 48 or 64 registers of loads in flight
+// instead of 96: the kernel's register count falls from the cap of 128) and keeps an online log-sum-exp over the partials in order
 // (running max m, sum l of exp(lse_p - m), acc of exp(lse_p - m) o_p; one rescale per kInFlight
 // partials, none when the first ones hold the max). Every thread of a row computes the same m and
 // l; the one with the first columns writes lse.
-template <typename T>
+// merge_rows' partials per round in decode_merge and decode_split_tma (the same rounds: the same
+// bits; 8, not 16: fewer registers); the tensor-core kernel's merge takes 16
+constexpr int kDecodeMergeInFlight = 8;
+
+template <int kVec>
+struct VecOf;
+template <>
+struct VecOf<1> {
+    static __device__ __forceinline__ void load(const float* p, float (&x)[1]) { x[0] = __ldcg(p); }
+};
+template <>
+struct VecOf<2> {
+    static __device__ __forceinline__ void load(const float* p, float (&x)[2]) {
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(p));
+        x[0] = v.x, x[1] = v.y;
+    }
+};
+template <>
+struct VecOf<4> {
+    static __device__ __forceinline__ void load(const float* p, float (&x)[4]) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p));
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    }
+};
+
+template <typename T, int kVec, int kInFlight>
 __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, T* __restrict__ o,
                                            float* __restrict__ lse, int rows_here, int row0, int b, int kv_head,
                                            int group, int seqlen_q, int head_dim, int num_q_heads, int tid) {
-#ifndef CUATTN_DECODE_MERGE_IN_FLIGHT
-    constexpr int kInFlight = 16;
-#else
-    constexpr int kInFlight = CUATTN_DECODE_MERGE_IN_FLIGHT;  // (probe builds)
-#endif
-    const int vecs = head_dim / 4;  // head_dim is a multiple of 8
+    const int vecs = head_dim / kVec;  // head_dim is a multiple of 8
     for (int i = tid; i < rows_here * vecs; i += 128) {
-        const int r = i / vecs, c = (i - r * vecs) * 4;
-        float m = -CUATTN_INF, l = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
+        const int r = i / vecs, c = (i - r * vecs) * kVec;
+        float m = -CUATTN_INF, l = 0.f, acc[kVec];
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) acc[e] = 0.f;
         bool any_nan = false;
         for (int s0 = 0; s0 < num_parts; s0 += kInFlight) {
             float x[kInFlight];
-            float4 y[kInFlight];
+            float y[kInFlight][kVec];
             int slot[kInFlight];
 #pragma unroll
             for (int u = 0; u < kInFlight; ++u) {  // past the last partial: reload it, skipped below
@@ -583,7 +609,7 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
                     lp = ps.pool_lse + row, op = ps.pool_o + row * head_dim + c;
                 }
                 x[u] = __ldcg(lp);
-                y[u] = __ldcg(reinterpret_cast<const float4*>(op));
+                VecOf<kVec>::load(op, y[u]);
             }
             float cm = m;
 #pragma unroll
@@ -598,7 +624,7 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
                 const float scale = __expf(m - cm);
                 l *= scale;
 #pragma unroll
-                for (int e = 0; e < 4; ++e) acc[e] *= scale;
+                for (int e = 0; e < kVec; ++e) acc[e] *= scale;
                 m = cm;
             }
 #pragma unroll
@@ -606,10 +632,8 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
                 const float w = s0 + u < num_parts ? __expf(x[u] - m) : 0.f;
                 if (w > 0.f) {  // a partial that saw no key (lse -inf) adds nothing, whatever its o holds
                     l += w;
-                    acc[0] = fmaf(w, y[u].x, acc[0]);
-                    acc[1] = fmaf(w, y[u].y, acc[1]);
-                    acc[2] = fmaf(w, y[u].z, acc[2]);
-                    acc[3] = fmaf(w, y[u].w, acc[3]);
+#pragma unroll
+                    for (int e = 0; e < kVec; ++e) acc[e] = fmaf(w, y[u][e], acc[e]);
                 }
             }
         }
@@ -618,13 +642,13 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
         const float nan = __int_as_float(0x7fc00000);
         if (any_nan || m == -CUATTN_INF) {  // NaN input, or a row that sees no key
 #pragma unroll
-            for (int e = 0; e < 4; ++e) out[e] = Num<T>::from_float(any_nan ? nan : 0.f);
+            for (int e = 0; e < kVec; ++e) out[e] = Num<T>::from_float(any_nan ? nan : 0.f);
             if (c == 0) lse[out_row] = any_nan ? nan : -CUATTN_INF;
             continue;
         }
         const float inv = 1.f / l;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) out[e] = Num<T>::from_float(acc[e] * inv);
+        for (int e = 0; e < kVec; ++e) out[e] = Num<T>::from_float(acc[e] * inv);
         if (c == 0) lse[out_row] = m + __logf(l);
     }
 }
@@ -1004,7 +1028,7 @@ __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long
 // next launch on this stream. A thief's partial goes into the row group's list first (list_slot:
 // its pool slot; list_index: where). s_merge: shared memory for one int, free on entry and on
 // exit. The 128 consumer threads call it together.
-template <typename T>
+template <typename T, int kVec, int kInFlight>
 __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __restrict__ o,
                                               float* __restrict__ lse, float* s_merge, bool owner, bool unstolen,
                                               int keys, int len, int rg, int list_slot, int list_index,
@@ -1045,7 +1069,8 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
 #endif
     }
     if (parts) {
-        merge_rows<T>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
+        merge_rows<T, kVec, kInFlight>(ps, parts, o, lse, rows_here, row0, b, kv_head, group, seqlen_q, head_dim,
+                                       num_q_heads, tid);
     }
 }
 
@@ -1060,6 +1085,16 @@ struct DecodeTmaShape {
     static constexpr int kTileBytes = kTile * kHeadDim * (int)sizeof(T);  // one of K, V
     static constexpr int kMinBlocks = kRows * S::kPerLane <= 8 ? 3 : kRows * S::kPerLane <= 32 ? 2 : 1;
     static constexpr int kMergeBytes = S::kMergeFloats * 4;
+#ifndef CUATTN_DECODE_MERGE_VEC
+    static constexpr int kMergeVec = kRows == 1 ? (kHeadDim <= 128 ? 1 : 2) : 4;  // merge_rows' columns a thread
+#else
+    static constexpr int kMergeVec = CUATTN_DECODE_MERGE_VEC;  // (probe builds)
+#endif
+#ifndef CUATTN_DECODE_MERGE_IN_FLIGHT
+    static constexpr int kMergeInFlight = kDecodeMergeInFlight;  // merge_rows' partials per round
+#else
+    static constexpr int kMergeInFlight = CUATTN_DECODE_MERGE_IN_FLIGHT;  // (probe builds)
+#endif
 };
 
 // The kernel arguments of work stealing, after `generation` in both persistent kernels
@@ -1229,9 +1264,9 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #ifndef CUATTN_DECODE_SKIP_COUNT
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-            count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
-                             b2 * ys + y2, ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q,
-                             head_dim, num_q_heads, tid);
+            count_partial<T, TS::kMergeVec, TS::kMergeInFlight>(
+                DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2], b2 * ys + y2,
+                ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
 #endif
             DECODE_TRACE(n, 4, global_ns());
         }
@@ -1705,7 +1740,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // the block that completes these rows merges them (no second launch)
         DECODE_TRACE(n, 3, global_ns());
         const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
-        count_partial<T>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, len, b * ys + y,
+        count_partial<T, 4, 16>(DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, len, b * ys + y,
                          ref & 0xffff, ref >> 16, rows_here, row0, b, kv_head, group, seqlen_q, head_dim, num_q_heads,
                          tid);
         DECODE_TRACE(n, 4, global_ns());
@@ -1724,8 +1759,8 @@ decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_par
     const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
     const PartialSet ps{o_part, lse_part, part_row, (i64)batch * num_kv_heads * num_rows, num_splits,
                         nullptr, nullptr, nullptr, 0};
-    merge_rows<T>(ps, num_splits, o, lse, min(rows_per_block, num_rows - row0), row0, b, kv_head, group, seqlen_q,
-                  head_dim, num_q_heads, threadIdx.x);
+    merge_rows<T, 4, kDecodeMergeInFlight>(ps, num_splits, o, lse, min(rows_per_block, num_rows - row0), row0, b,
+                                           kv_head, group, seqlen_q, head_dim, num_q_heads, threadIdx.x);
 }
 
 // decode_validate<I>: the value checks of cache_seqlens and the block table in one launch. A
