@@ -71,7 +71,9 @@ MMA_COPIES = ("tensor", "cp.async")
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 # A launch of the bulk-copy kernel with one block per SM (plan_persistent's one item per SM; no
 # even pieces) gets the ring of one block per SM, ONE_BLOCK_TMA_STAGES deep, not the ring of the
-# kMinBlocks blocks an SM could hold (4 stages at D 128). Measured on an H200: see NOTES.md, 14th session.
+# kMinBlocks blocks an SM could hold (4 stages at D 128). Measured on an H200 (14th session,
+# decode_stream_probe.py, B 1 32/32 L 33001 fp16: 128 blocks): 4 stages 4.05 TB/s, 6 stages
+# 4.13-4.14 (+2.2%), 8 stages 4.13; two blocks that land on one SM still fit at 6.
 ONE_BLOCK_TMA_STAGES = 6
 TMA_TILE_BYTES = 8192  # bytes of K (and of V) per ring stage
 TMA_ROWS = (1, 4)      # row-block sizes the bulk-copy kernel takes (8 rows run on "regs": registers)
