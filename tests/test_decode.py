@@ -315,8 +315,8 @@ def test_split_kernel_switch(monkeypatch):
     per_rows = 3 * len(mod.HEAD_DIMS) * 2  # dtypes x head dims x (contiguous, paged)
     # the bulk-copy kernel: each row-block size's ring, and where a launch of one block per SM takes
     # a deeper one (one_block_stages), that one too
-    deeper = sum(mod.one_block_stages(r, d, 4 if t == "float" else 2) != mod.tma_config(r, d, 4 if t == "float" else 2)[1]
-                 for r in mod.TMA_ROWS for d in mod.HEAD_DIMS for t in mod.TYPE_NAMES.values())
+    deeper = sum(mod.one_block_stages(r, d, size) != mod.tma_config(r, d, size)[1]
+                 for r in mod.TMA_ROWS for d in mod.HEAD_DIMS for size in (2, 2, 4))  # fp16, bf16, fp32
     assert deeper > 0  # (one row's ring: 4 stages for three blocks per SM, 6 for one)
     expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS) + 2 * deeper,
                 "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2 * len(mod.MMA_COPIES)}
@@ -372,6 +372,10 @@ def test_tma_config_fits_the_shared_memory():
                 smem = mod.tma_shared_bytes(stages, rows, padded)
                 assert 1 <= resident <= 3 and 3 <= stages <= 8
                 assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
+                # one block per SM: a deeper ring that still fits two blocks (should two land on one SM)
+                deep = mod.one_block_stages(rows, padded, itemsize)
+                deep_smem = mod.tma_shared_bytes(deep, rows, padded)
+                assert stages <= deep <= 8 and 2 * (deep_smem + 1024) <= mod.SMEM_PER_SM
                 assert mod.tma_tile_keys(padded, itemsize) * padded * itemsize == mod.TMA_TILE_BYTES
                 assert mod.CHUNK_ALIGN % mod.tma_tile_keys(padded, itemsize) == 0
 
