@@ -28,6 +28,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "merge 4 in flight" (-DCUATTN_DECODE_MERGE_IN_FLIGHT=4): merge_rows loads 4 partials at a time,
   not 8; "old merge": 16 partials of 4 columns a thread, as before the 14th session (the one-row
   bulk-copy kernel at the cap of 128 registers; now 94: 8 partials of 1 or 2 columns),
+- "producer ends" (PRODUCER_ENDS, opt-in): the producer warp counts the partials and sends merge
+  records through the ring; the consumers only list each written partial,
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -98,6 +100,7 @@ TMA_VARIANTS = [
     ("serial finish", {"TMA_OPTIONS": module.TMA_OPTIONS + SERIAL_FINISH}),
     ("merge 4 in flight", {"TMA_OPTIONS": module.TMA_OPTIONS + MERGE_4}),
     ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
+    ("producer ends", {"PRODUCER_ENDS": True}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),

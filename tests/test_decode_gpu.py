@@ -551,6 +551,52 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hq, hkv, length, d, page, even", [
+    (1, 32, 32, 33001, 128, 0, False),  # one item per SM, four partials a row group
+    (24, 16, 16, 4096, 128, 0, False),  # many items a block, merge records between them
+    (8, 32, 32, 2048, 128, 0, True),    # even pieces: a piece's row groups, partials at both ends
+    (3, 8, 8, 5000, 64, 256, False),    # paged
+    (2, 32, 8, 9001, 256, 0, False),    # four query rows a block
+    (5, 4, 4, 700, 32, 0, False)])      # short rows: one split, lone partials only
+def test_gpu_producer_ends(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, d, page, even):
+    """PRODUCER_ENDS (opt-in: the bulk-copy kernel's producer warp counts the partials and sends
+    merge records through the ring): the same bits as the default (the same partials merged in the
+    same order), on the reference, with ragged and zero lengths, repeated calls, a failed value
+    check in between, and the counters zero afterwards."""
+    if split_kernel != "tma" or DECODE_MODULE.device_properties()["cc"] < 90:
+        pytest.skip("the bulk-copy kernel (sm_90)")
+    monkeypatch.setattr(DECODE_MODULE, "KERNEL", "tma")  # (GQA rows too)
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    if even:
+        monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
+        monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+        monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", 37)
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 2:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    out = {}
+    for ends in (False, True):
+        monkeypatch.setattr(DECODE_MODULE, "PRODUCER_ENDS", ends)
+        out[ends] = run(cp, q, k, v, **kw)
+        compare(*out[ends], *ref, q.dtype)
+        with pytest.raises(ValueError, match="cache_seqlens must lie"):
+            run(cp, q, k, v, **dict(kw, cache_seqlens=np.full(b, length + 1, np.int32)))
+        again = run(cp, q, k, v, **kw)
+        np.testing.assert_array_equal(again[0], out[ends][0])
+        np.testing.assert_array_equal(again[1], out[ends][1])
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    options = [plan.options for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
+    assert any(DECODE_MODULE.PRODUCER_ENDS_OPTION in o for o in options)
+    assert_counters_zero(cp)
+
+
 # --- work stealing (the persistent kernels) ---------------------------------------------------
 
 STEAL_CASES = [
