@@ -514,6 +514,41 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
 
 
+def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
+    """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
+    default slopes, paged with pages of `page` keys where page > 0: (q, k, v, decode keywords)."""
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if zero_row:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    return q, k, v, kw
+
+
+def opt_in_runs(cp, monkeypatch, name, q, k, v, exact, **kw):
+    """DECODE_MODULE.<name> off, then on: each on the float64 reference, a failed value check in
+    between (the next call is right again), and the repeated call the same bits where `exact`;
+    returns {False: (o, lse), True: (o, lse)}."""
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    b, length = q.shape[0], k.shape[2] * (kw["block_table"].shape[1] if "block_table" in kw else 1)
+    out = {}
+    for value in (False, True):
+        monkeypatch.setattr(DECODE_MODULE, name, value)
+        out[value] = run(cp, q, k, v, **kw)
+        compare(*out[value], *ref, q.dtype)
+        with pytest.raises(ValueError, match="cache_seqlens must lie"):
+            run(cp, q, k, v, **dict(kw, cache_seqlens=np.full(b, length + 1, np.int32)))
+        again = run(cp, q, k, v, **kw)
+        compare(*again, *ref, q.dtype)
+        if exact:
+            np.testing.assert_array_equal(again[0], out[value][0])
+            np.testing.assert_array_equal(again[1], out[value][1])
+    return out
+
+
 @pytest.mark.parametrize("steal", [False, True], ids=["owners", "thieves"])
 def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     """STATIC_FIRST (opt-in: block i's first item is i, the counter hands out the rest): the same
@@ -527,24 +562,8 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
         force_thieves(monkeypatch)
     for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
                                         (2, 16, 4, 8192, 128, 256)]:
-        q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-        lens = rng.integers(0, length + 1, size=b).astype(np.int32)
-        lens[0] = length
-        kw = dict(cache_seqlens=lens, alibi_slopes="default")
-        if page:
-            k, v, kw["block_table"] = to_paged(rng, k, v, page)
-        ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-        out = {}
-        for static in (False, True):
-            monkeypatch.setattr(DECODE_MODULE, "STATIC_FIRST", static)
-            out[static] = run(cp, q, k, v, **kw)
-            compare(*out[static], *ref, q.dtype)
-            with pytest.raises(ValueError, match="cache_seqlens must lie"):
-                run(cp, q, k, v, **dict(kw, cache_seqlens=np.full(b, length + 1, np.int32)))
-            again = run(cp, q, k, v, **kw)
-            compare(*again, *ref, q.dtype)
-            if not steal:
-                np.testing.assert_array_equal(again[0], out[static][0])
+        q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page)
+        out = opt_in_runs(cp, monkeypatch, "STATIC_FIRST", q, k, v, exact=not steal, **kw)
         if not steal:
             np.testing.assert_array_equal(out[False][0], out[True][0])
             np.testing.assert_array_equal(out[False][1], out[True][1])
@@ -571,25 +590,8 @@ def test_gpu_producer_ends(cp, rng, monkeypatch, split_kernel, b, hq, hkv, lengt
         monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
         monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
         monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", 37)
-    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 2:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    out = {}
-    for ends in (False, True):
-        monkeypatch.setattr(DECODE_MODULE, "PRODUCER_ENDS", ends)
-        out[ends] = run(cp, q, k, v, **kw)
-        compare(*out[ends], *ref, q.dtype)
-        with pytest.raises(ValueError, match="cache_seqlens must lie"):
-            run(cp, q, k, v, **dict(kw, cache_seqlens=np.full(b, length + 1, np.int32)))
-        again = run(cp, q, k, v, **kw)
-        np.testing.assert_array_equal(again[0], out[ends][0])
-        np.testing.assert_array_equal(again[1], out[ends][1])
+    q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
+    out = opt_in_runs(cp, monkeypatch, "PRODUCER_ENDS", q, k, v, exact=True, **kw)
     np.testing.assert_array_equal(out[False][0], out[True][0])
     np.testing.assert_array_equal(out[False][1], out[True][1])
     options = [plan.options for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
