@@ -743,7 +743,8 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT,
-            EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, PRODUCER_ENDS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK, WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
+            EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, PRODUCER_ENDS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+            WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
 
@@ -864,7 +865,7 @@ class _DecodePlan:
             even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:
                 splits, chunk, span, takes = even
-            elif kernel == "tma" and splits * batch * hkv * row_chunks <= props["num_sms"]:
+            elif kernel == "tma" and equal_items <= props["num_sms"]:
                 stages = one_block_stages(rows, padded, q.dtype.itemsize)  # one block per SM
         # scratch: the splits' partial outputs and lse, then lse when the caller does not want it
         part = splits * batch * hkv * num_rows

@@ -26,8 +26,9 @@
 //   rest of unfinished items at the end: walk_work), with K and V streamed by the bulk copy
 //   engine into a kStages-deep shared-memory ring (16 KB per stage) filled by a producer warp;
 //   the block that completes a row group merges it (count_partial, merge_rows), so there is no
-//   second launch; a row group's only partial goes straight into the output (RowsOut). The default on Hopper for one row per block (cuattn/decode.py
-//   KERNEL = None; "regs" selects decode_split + decode_merge everywhere).
+//   second launch; a row group's only partial goes straight into the output (RowsOut). The
+//   default on Hopper for one row per block (cuattn/decode.py KERNEL = None; "regs" selects
+//   decode_split + decode_merge everywhere).
 //   Both kernels share DecodeState (query rows, the per-slot online softmax, the block merge).
 //
 // decode_split_mma<T, kHeadDim, kPaged, kStages, kCpAsync> (sm_90, fp16/bf16, kHeadDim 64 or 128;
@@ -201,21 +202,31 @@ __device__ __forceinline__ void key_rows(const T* kbase, const T* vbase, const i
 
 // ---------------------------------------------------------------- pieces shared by the split kernels
 // One row's merge over a block's warps, from each warp's running max and sum of the row
-// (s_m[w][r], s_l[w][r], log2 units): the block's max and total, and the factor that rescales
-// the calling warp's accumulator (whose own max is m_own).
+// (s_m[w][r], s_l[w][r], log2 units): the block's max and total, and (where `factors` is given)
+// each warp's rescale factor exp2(m_w - shift); returns the shift.
 template <int kWarps, int kRows>
-__device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], const float (*s_l)[kRows], int r,
-                                                 float m_own, float& factor, float& total, float& block_max) {
+__device__ __forceinline__ float warp_stats_shift(const float (*s_m)[kRows], const float (*s_l)[kRows], int r,
+                                                  float& total, float& block_max, float* factors = nullptr) {
     float mx = -CUATTN_INF;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
     const float shift = softmax_shift(mx);
     float t = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) t = fmaf(s_l[w][r], fast_exp2(s_m[w][r] - shift), t);
-    factor = fast_exp2(m_own - shift);
+    for (int w = 0; w < kWarps; ++w) {
+        const float f = fast_exp2(s_m[w][r] - shift);
+        if (factors) factors[w] = f;
+        t = fmaf(s_l[w][r], f, t);
+    }
     total = t;
     block_max = mx;
+    return shift;
+}
+// The same, and the factor that rescales the calling warp's accumulator (whose own max is m_own).
+template <int kWarps, int kRows>
+__device__ __forceinline__ void merge_warp_stats(const float (*s_m)[kRows], const float (*s_l)[kRows], int r,
+                                                 float m_own, float& factor, float& total, float& block_max) {
+    factor = fast_exp2(m_own - warp_stats_shift<kWarps, kRows>(s_m, s_l, r, total, block_max));
 }
 
 // The output row (of o's (B, Hq, Sq) rows, and lse's) of query row `row` of kv head kv_head: rows
@@ -401,16 +412,8 @@ struct DecodeState {
                         s_acc[warp * kHeadDim + (c * S::kLanesPerKey + cl) * kElems + e] = acc[0][c * kElems + e];
             }
             sync();
-            float mx = -CUATTN_INF;
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][0]);
-            const float shift = softmax_shift(mx);
-            float total = 0.f, factor[kWarps];
-#pragma unroll
-            for (int w = 0; w < kWarps; ++w) {
-                factor[w] = fast_exp2(s_m[w][0] - shift);
-                total = fmaf(s_l[w][0], factor[w], total);
-            }
+            float total, mx, factor[kWarps];
+            warp_stats_shift<kWarps, 1>(s_m, s_l, 0, total, mx, factor);
             if (rows_here > 0) {
                 const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
                 for (int col = tid; col < head_dim; col += S::kThreads) {
@@ -553,8 +556,9 @@ struct PartialSet {
 // The merge is bound by L2 latency (it often runs while other blocks stream HBM, when one round
 // trip takes microseconds), so it is one pass with kInFlight partials' loads issued together: a
 // thread takes kVec columns of one row (4; the one-row bulk-copy kernel: 1, or 2 past 128 columns,
-// which still covers its row in one pass of 128 threads, with 48 or 64 registers of loads in flight
-// instead of 96: the kernel's register count falls from the cap of 128) and keeps an online log-sum-exp over the partials in order
+// which still covers its row in one pass of 128 threads with fewer registers of loads in flight:
+// that kernel takes 94 registers, not its cap of 128) and keeps an online log-sum-exp over the
+// partials in order
 // (running max m, sum l of exp(lse_p - m), acc of exp(lse_p - m) o_p; one rescale per kInFlight
 // partials, none when the first ones hold the max). Every thread of a row computes the same m and
 // l; the one with the first columns writes lse.
@@ -824,10 +828,17 @@ __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long
     return old;
 #endif
 }
+// A row group's count (Work::done): thieves' partials << 48 | owners' partials << 32 | keys. It is
+// complete when all `owners` owners' partials and all `len` keys are in (thieves' partials aside).
+constexpr unsigned long long kCountOwner = 1ull << 32, kCountThief = 1ull << 48;
+__device__ __forceinline__ bool count_complete(unsigned long long done, int owners, int len) {
+    return (done & (kCountThief - 1)) == owners * kCountOwner + (unsigned)len;
+}
 // Producer ends (decode_split_tma, -DCUATTN_DECODE_PRODUCER_ENDS): shared memory of kEndsBytes, the
 // count of partials the consumers have listed, then the list (kEndsList entries, used round robin:
 // at most kStages + 2 listed and not yet read by the producer, which reads at each item it starts)
-constexpr int kEndsList = 16, kEndsBytes = 4 * (1 + kEndsList) + 60;  // (128)
+constexpr int kEndsList = 16, kEndsBytes = 128;  // (cuattn.decode.TMA_ENDS_BYTES)
+static_assert(4 * (1 + kEndsList) <= kEndsBytes, "the list's count and entries fit");
 #ifdef CUATTN_DECODE_PRODUCER_ENDS
 constexpr bool kProducerEndsBuild = true;
 #else
@@ -903,8 +914,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         const ItemRange r = item_range(w, pending);
         const int rg = r.b * w.ys + r.y, owners = split_parts(w, rg);
         int last = 0;
-        const unsigned long long complete = ((unsigned long long)owners << 32) + (unsigned)w.seqlens[r.b];
-        if (lane == 0 && (pending_done & ((1ull << 48) - 1)) == complete) {
+        if (lane == 0 && count_complete(pending_done, owners, w.seqlens[r.b])) {
             w.done()[rg] = 0;  // the last: reset for the next launch
             last = 1;
         }
@@ -919,7 +929,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
             settle();
             const int item = ld_shared_s32(s_ends + 4 + 4 * (ends_read % kEndsList));
             const ItemRange r = item_range(w, item);
-            const unsigned long long add = (1ull << 32) + (unsigned)max(0, r.key1 - r.key0);
+            const unsigned long long add = kCountOwner + (unsigned)max(0, r.key1 - r.key0);
             if (lane == 0) pending_done = atom_add_acq_rel_gpu(w.done() + r.b * w.ys + r.y, add) + add;
             pending = item;
         }
@@ -1093,7 +1103,6 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
     }, s_ends);
 }
 
-
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
 // (b, kv head): an owner's partial (unstolen: no thief took any of its keys) of a row group with
 // one split is merged at once, uncounted; else it is counted (done: thieves << 48 | owners << 32 |
@@ -1120,14 +1129,13 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
     if (!(owner && unstolen && owners == 1)) {
         int* s_flag = reinterpret_cast<int*>(s_merge);
         if (tid == 0) {
-            constexpr unsigned long long kOwner = 1ull << 32, kThief = 1ull << 48;
-            const unsigned long long add = (owner ? kOwner : kThief) + (unsigned)keys;
+            const unsigned long long add = (owner ? kCountOwner : kCountThief) + (unsigned)keys;
             // release: the block's partial (and list entry) before the count, for the block that
             // merges; acquire: every counted partial before this block's merge (the barriers below
             // pass both on to the other threads, as a cumulative fence would)
             const unsigned long long done = atom_add_acq_rel_gpu(w.done() + rg, add) + add;
             int last = 0;
-            if ((done & (kThief - 1)) == owners * kOwner + (unsigned)len) {  // the last: reset for the next launch
+            if (count_complete(done, owners, len)) {  // the last: reset for the next launch
                 const int thieves = (int)(done >> 48);
                 w.done()[rg] = 0;
                 if (thieves) w.thieves()[rg] = 0;
