@@ -30,6 +30,12 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   bulk-copy kernel at the cap of 128 registers; now 94: 8 partials of 1 or 2 columns),
 - "producer ends" (PRODUCER_ENDS, opt-in): the producer warp counts the partials and sends merge
   records through the ring; the consumers only list each written partial,
+- "piece in order" (-DCUATTN_DECODE_PIECE_IN_ORDER): an even piece's row groups streamed in key order,
+  its end fragment (a partial, counted and merged) last, as before the 15th session; the default:
+  both end fragments first, the whole row groups (outputs written straight, no count) last,
+- "count no wait" (-DCUATTN_DECODE_COUNT_NO_WAIT): the count sent as a release reduction and its
+  answer never awaited, no merge (wrong results): what waiting for the answer costs beside "no
+  count"; "relaxed count no wait": a relaxed reduction (what the release costs),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -70,6 +76,8 @@ SERIAL_FINISH = ("-DCUATTN_DECODE_SERIAL_FINISH",)  # one row's finish as before
 MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' loads at a time, not 8
 OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")  # before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
+NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
+PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -101,6 +109,9 @@ TMA_VARIANTS = [
     ("merge 4 in flight", {"TMA_OPTIONS": module.TMA_OPTIONS + MERGE_4}),
     ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
     ("producer ends", {"PRODUCER_ENDS": True}),
+    ("piece in order", {"TMA_OPTIONS": module.TMA_OPTIONS + PIECE_IN_ORDER}),
+    ("count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT}),
+    ("relaxed count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT + RELAXED}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),
     ("equal splits, no math", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),

@@ -59,7 +59,9 @@
 // With -DCUATTN_DECODE_SKIP_END, decode_split_tma's consumers skip every partial's end (no
 // partial written, no count, no merge: the time of the rows' ends); with -DCUATTN_DECODE_SKIP_COUNT
 // they write every partial (and lone outputs) but skip the count and the merge (wrong results: what
-// the count and merge cost beside the partial's writes).
+// the count and merge cost beside the partial's writes); with -DCUATTN_DECODE_COUNT_NO_WAIT they
+// send the count (a release reduction; relaxed with -DCUATTN_DECODE_RELAXED_COUNT) and go on without
+// its answer or a merge (wrong results: what waiting for the answer costs).
 // The ends as they were (results right, for side-by-side timing): -DCUATTN_DECODE_SC_FENCE counts
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
@@ -982,7 +984,18 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         } else {  // piece `taken`: split taken - (rg span / chunk) of each row group it meets
             const unsigned u = (unsigned)w.span >> 7, c = (unsigned)w.chunk >> 7;  // (units: split_key)
             const unsigned p0 = (unsigned)taken * c, p1 = min(p0 + c, (unsigned)w.nrg * u);
-            for (unsigned rg = p0 / u; rg * u < p1; ++rg) own((int)rg * w.num_splits + taken - (int)(rg * u / c));
+            const unsigned first = p0 / u, last = (p1 - 1) / u;
+            auto split_of = [&](unsigned rg) { return (int)rg * w.num_splits + taken - (int)(rg * u / c); };
+#ifdef CUATTN_DECODE_PIECE_IN_ORDER  // (probe build) the row groups in key order, the end fragment last
+            for (unsigned rg = first; rg <= last; ++rg) own(split_of(rg));
+#else
+            // the two ends first (the row groups the piece shares with its neighbours: their partials
+            // counted and merged while the launch still streams), then the whole row groups between
+            // them, whose outputs need no count: a launch's last items end without a merge
+            own(split_of(first));
+            if (last > first) own(split_of(last));
+            for (unsigned rg = first + 1; rg < last; ++rg) own(split_of(rg));
+#endif
         }
         if (lane == 0) taken = take_item(w.work(), w.num_items);
         taken = __shfl_sync(kAll, taken, 0);
@@ -1125,6 +1138,17 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
 #endif
     named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0)
     const int owners = split_parts(w, rg);
+#ifdef CUATTN_DECODE_COUNT_NO_WAIT  // (timing probe: the count sent, its answer never awaited, no merge)
+    if (tid == 0) {
+        const unsigned long long add = (owner ? kCountOwner : kCountThief) + (unsigned)keys;
+#ifdef CUATTN_DECODE_RELAXED_COUNT
+        asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(w.done() + rg), "l"(add) : "memory");
+#else
+        asm volatile("red.release.gpu.global.add.u64 [%0], %1;\n" ::"l"(w.done() + rg), "l"(add) : "memory");
+#endif
+    }
+    return;
+#endif
     int parts = 1;  // alone: the rows' only partial, no count, no other block's partial to wait for
     if (!(owner && unstolen && owners == 1)) {
         int* s_flag = reinterpret_cast<int*>(s_merge);

@@ -516,6 +516,7 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
 
 def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
     """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
+    length a multiple of page where page > 0,
     default slopes, paged with pages of `page` keys where page > 0: (q, k, v, decode keywords)."""
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
     lens = rng.integers(0, length + 1, size=b).astype(np.int32)
@@ -574,7 +575,7 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     (1, 32, 32, 33001, 128, 0, False),  # one item per SM, four partials a row group
     (24, 16, 16, 4096, 128, 0, False),  # many items a block, merge records between them
     (8, 32, 32, 2048, 128, 0, True),    # even pieces: a piece's row groups, partials at both ends
-    (3, 8, 8, 5000, 64, 256, False),    # paged
+    (3, 8, 8, 5120, 64, 256, False),    # paged (a whole number of pages; the lengths ragged)
     (2, 32, 8, 9001, 256, 0, False),    # four query rows a block
     (5, 4, 4, 700, 32, 0, False)])      # short rows: one split, lone partials only
 def test_gpu_producer_ends(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, d, page, even):
@@ -596,6 +597,37 @@ def test_gpu_producer_ends(cp, rng, monkeypatch, split_kernel, b, hq, hkv, lengt
     np.testing.assert_array_equal(out[False][1], out[True][1])
     options = [plan.options for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
     assert any(DECODE_MODULE.PRODUCER_ENDS_OPTION in o for o in options)
+    assert_counters_zero(cp)
+
+
+@pytest.mark.parametrize("b, hq, hkv, length, d, page, pieces", [
+    (24, 16, 16, 4096, 128, 0, 37),   # ~10 row groups a piece: both end fragments, then whole ones
+    (8, 32, 32, 2048, 128, 0, 100),   # ~2.6 a piece: one whole row group between the fragments
+    (3, 8, 8, 5120, 64, 256, 7),      # paged
+    (2, 32, 8, 9001, 256, 0, 5),      # four query rows a block, pieces of ~1.6 row groups
+    (1, 8, 8, 3000, 128, 0, 3)])      # a piece inside one row group and pieces of two
+def test_gpu_piece_order(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, d, page, pieces):
+    """Even pieces stream their two end fragments first and the whole row groups between them
+    last: the same bits as the probe build that streams them in key order
+    (-DCUATTN_DECODE_PIECE_IN_ORDER: the same partials, merged in the same order by whichever
+    block completes a row group), on the reference, with ragged and zero lengths, and the counters
+    zero afterwards."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel is not persistent")
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
+    monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+    monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", pieces)
+    q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    default = tuple(DECODE_MODULE.TMA_OPTIONS)
+    in_order = default + ("-DCUATTN_DECODE_PIECE_IN_ORDER",)
+    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, in_order, default], q, k, v, ref, **kw)
+    np.testing.assert_array_equal(out[default][0], out[in_order][0])
+    np.testing.assert_array_equal(out[default][1], out[in_order][1])
+    used = [plan for plan in DECODE_MODULE._PLANS.values() if getattr(plan, "span", 0)]  # even pieces in use
+    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" in plan.options for plan in used)
+    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" not in plan.options for plan in used)
     assert_counters_zero(cp)
 
 
