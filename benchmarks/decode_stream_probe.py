@@ -33,9 +33,6 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "piece in order" (-DCUATTN_DECODE_PIECE_IN_ORDER): an even piece's row groups streamed in key order,
   its end fragment (a partial, counted and merged) last, as before the 15th session; the default:
   both end fragments first, the whole row groups (outputs written straight, no count) last,
-- "count now" (-DCUATTN_DECODE_COUNT_NOW): a partial's count awaited at once and the row group
-  merged then, as before the 15th session; the default: the answer read at the end of the block's
-  next item (the deferred count),
 - "count no wait" (-DCUATTN_DECODE_COUNT_NO_WAIT): the count sent as a release reduction and its
   answer never awaited, no merge (wrong results): what waiting for the answer costs beside "no
   count"; "relaxed count no wait": a relaxed reduction (what the release costs),
@@ -80,7 +77,6 @@ MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' load
 OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")  # before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
-COUNT_NOW = ("-DCUATTN_DECODE_COUNT_NOW",)  # the count's answer awaited at once, as before the 15th session
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 MMA_VARIANTS = [
     ("default", {}),
@@ -114,7 +110,6 @@ TMA_VARIANTS = [
     ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
     ("producer ends", {"PRODUCER_ENDS": True}),
     ("piece in order", {"TMA_OPTIONS": module.TMA_OPTIONS + PIECE_IN_ORDER}),
-    ("count now", {"TMA_OPTIONS": module.TMA_OPTIONS + COUNT_NOW}),
     ("count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT}),
     ("relaxed count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT + RELAXED}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),

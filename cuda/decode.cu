@@ -830,21 +830,6 @@ __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long
     return old;
 #endif
 }
-// The deferred count (decode_split_tma): the add sent with release only, so the sending thread goes on
-// at once; the answer is read an item later and, where it completes the row group, an acq_rel fence
-// after that read is the acquire before the merge's loads.
-__device__ __forceinline__ unsigned long long atom_add_release_gpu(unsigned long long* p, unsigned long long x) {
-    unsigned long long old;
-    asm volatile("atom.release.gpu.global.add.u64 %0, [%1], %2;\n" : "=l"(old) : "l"(p), "l"(x) : "memory");
-    return old;
-}
-__device__ __forceinline__ void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
-#if defined(CUATTN_DECODE_COUNT_NOW) || defined(CUATTN_DECODE_SC_FENCE) || defined(CUATTN_DECODE_RELAXED_COUNT) || \
-    defined(CUATTN_DECODE_COUNT_NO_WAIT)
-constexpr bool kDeferCount = false;  // (probe builds: the count's answer awaited at once)
-#else
-constexpr bool kDeferCount = true;
-#endif
 // A row group's count (Work::done): thieves' partials << 48 | owners' partials << 32 | keys. It is
 // complete when all `owners` owners' partials and all `len` keys are in (thieves' partials aside).
 constexpr unsigned long long kCountOwner = 1ull << 32, kCountThief = 1ull << 48;
@@ -1302,40 +1287,6 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
     const int cl = lane % kLanesPerKey;
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
-    // The deferred count (kDeferCount, owners' partials without stealing): thread 0 sends the count
-    // of a written partial and the consumers go on; its answer is read at the end of the block's
-    // next item, or when the block runs out of items (settle), and where this block completed the
-    // row group, the block merges it then: the count's round trip overlaps the next item's tiles.
-    int pending = -1;                     // the item whose count is out, or -1
-    unsigned long long pending_done = 0;  // that count after the add (thread 0)
-    auto settle = [&]() {
-        if (pending < 0) return;
-        const int y2 = (pending / num_splits) % ys, b2 = pending / (num_splits * ys), rg = b2 * ys + y2;
-        pending = -1;
-        int* s_flag = reinterpret_cast<int*>(s_merge);
-        named_barrier(1, 128);  // s_merge is free (the finish before)
-        if (tid == 0) {
-            const Work w = DECODE_WORK;
-            const int owners = split_parts(w, rg);
-            int last = 0;
-            if (count_complete(pending_done, owners, seqlens[b2])) {  // the last: reset for the next launch
-                w.done()[rg] = 0;
-                fence_acq_rel_gpu();  // acquire: every counted partial before the merge (the barriers pass it on)
-                last = owners;
-            }
-            s_flag[0] = last;
-        }
-        named_barrier(1, 128);
-        const int parts = s_flag[0];
-        named_barrier(1, 128);  // every thread has read the flag: s_merge is free
-        if (parts) {
-            const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
-            const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
-            const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool, nullptr, kRows};
-            merge_rows<T, TS::kMergeVec, TS::kMergeInFlight>(ps, parts, o, lse, min(kRows, num_rows - row0), row0,
-                                                             b2, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
-        }
-    };
     for (int it = 0, n = 0;; ++n) {
         mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
         const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
@@ -1434,7 +1385,6 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                           rows_here, head_dim, tid, cl);
             DECODE_TRACE(n, 3, global_ns());
             if (lone) {
-                if constexpr (kDeferCount) settle();
                 DECODE_TRACE(n, 4, global_ns());
                 continue;
             }
@@ -1448,23 +1398,10 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
 #elif !defined(CUATTN_DECODE_SKIP_COUNT)
             // the block that completes these rows merges them (no second launch)
-            if (kDeferCount && code == kOwnerEnd && grain >= chunk) {  // an owner's partial, no stealing
-                settle();
-                named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0)
-                if (tid == 0) {  // release: the partial before the count, for the block that merges
-                    const unsigned long long add = kCountOwner + (unsigned)keys;
-                    pending_done = atom_add_release_gpu(DECODE_WORK.done() + b2 * ys + y2, add) + add;
-                }
-                pending = item;
-            } else {
-                if constexpr (kDeferCount) settle();
-                const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr,
-                                    kRows};
-                count_partial<T, TS::kMergeVec, TS::kMergeInFlight>(
-                    DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2], b2 * ys + y2,
-                    ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q, head_dim, num_q_heads,
-                    tid);
-            }
+            const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
+            count_partial<T, TS::kMergeVec, TS::kMergeInFlight>(
+                DECODE_WORK, ps, o, lse, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2], b2 * ys + y2,
+                ref & 0xffff, ref >> 16, rows_here, row0, b2, kv_head, group, seqlen_q, head_dim, num_q_heads, tid);
 #endif
             DECODE_TRACE(n, 4, global_ns());
         }
@@ -1481,7 +1418,6 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         }
 #endif
     }
-    if constexpr (kDeferCount) settle();  // the last partial's count
 }
 
 // ---------------------------------------------------------------- tensor-core kernel (sm_90)

@@ -90,7 +90,7 @@ def test_decode_producer_ends_compiles():
                                      ("-DCUATTN_DECODE_LONE_PARTIAL",), ("-DCUATTN_DECODE_RELAXED_COUNT",),
                                      ("-DCUATTN_DECODE_SKIP_COUNT",), ("-DCUATTN_DECODE_SERIAL_FINISH",),
                                      ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",), ("-DCUATTN_DECODE_PIECE_IN_ORDER",),
-                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT",), ("-DCUATTN_DECODE_COUNT_NOW",),
+                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT",),
                                      ("-DCUATTN_DECODE_COUNT_NO_WAIT", "-DCUATTN_DECODE_RELAXED_COUNT"),
                                      ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")])
 def test_decode_probe_builds_compile(options):

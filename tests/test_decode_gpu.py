@@ -611,7 +611,7 @@ def test_gpu_piece_order(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length,
     last: the same bits as the probe build that streams them in key order
     (-DCUATTN_DECODE_PIECE_IN_ORDER: the same partials, merged in the same order by whichever
     block completes a row group), on the reference, with ragged and zero lengths, and the counters
-    zero afterwards (probe_build_runs)."""
+    zero afterwards."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
@@ -619,47 +619,16 @@ def test_gpu_piece_order(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length,
     monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
     monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", pieces)
     q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
-    used = probe_build_runs(cp, monkeypatch, "-DCUATTN_DECODE_PIECE_IN_ORDER", q, k, v, kw)
-    assert any(plan.span for plan in used)  # even pieces in use
-
-
-def probe_build_runs(cp, monkeypatch, option, q, k, v, kw):
-    """The persistent kernels built as by default, with `option` (a probe build that gives the same
-    bits), then by default again: each on the float64 reference, the two builds the same bits,
-    the counters zero afterwards; returns the plans that used each build."""
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     default = tuple(DECODE_MODULE.TMA_OPTIONS)
-    probe = default + (option,)
-    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, probe, default], q, k, v, ref, **kw)
-    np.testing.assert_array_equal(out[default][0], out[probe][0])
-    np.testing.assert_array_equal(out[default][1], out[probe][1])
+    in_order = default + ("-DCUATTN_DECODE_PIECE_IN_ORDER",)
+    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, in_order, default], q, k, v, ref, **kw)
+    np.testing.assert_array_equal(out[default][0], out[in_order][0])
+    np.testing.assert_array_equal(out[default][1], out[in_order][1])
+    used = [plan for plan in DECODE_MODULE._PLANS.values() if getattr(plan, "span", 0)]  # even pieces in use
+    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" in plan.options for plan in used)
+    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" not in plan.options for plan in used)
     assert_counters_zero(cp)
-    used = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
-    assert any(option in plan.options for plan in used) and any(option not in plan.options for plan in used)
-    return used
-
-
-@pytest.mark.parametrize("b, hq, hkv, length, d, page, even", [
-    (1, 32, 32, 33001, 128, 0, None),   # one item per SM: pieces of one or two row groups
-    (24, 16, 16, 4096, 128, 0, False),  # equal splits, many items a block: counts out across items
-    (24, 16, 16, 4096, 128, 0, True),   # even pieces: both end fragments' counts out, then whole rows
-    (3, 8, 8, 5120, 64, 256, True),     # paged
-    (2, 32, 8, 9001, 256, 0, None),     # four query rows a block
-    (5, 4, 4, 700, 32, 0, None)])       # short rows: lone partials only
-def test_gpu_deferred_count(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, d, page, even):
-    """The bulk-copy kernel reads a partial's count an item later (or when its block runs out of
-    items) and merges the row group then: the same bits as the probe build that waits for the
-    count at once (-DCUATTN_DECODE_COUNT_NOW), on the reference, with ragged and zero lengths, and
-    the counters zero afterwards."""
-    if split_kernel != "tma" or DECODE_MODULE.device_properties()["cc"] < 90:
-        pytest.skip("the bulk-copy kernel (sm_90)")
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
-    if even is not None:
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", even)
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", 37)
-    q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
-    probe_build_runs(cp, monkeypatch, "-DCUATTN_DECODE_COUNT_NOW", q, k, v, kw)
 
 
 # --- work stealing (the persistent kernels) ---------------------------------------------------
