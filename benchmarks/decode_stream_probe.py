@@ -28,8 +28,6 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "merge 4 in flight" (-DCUATTN_DECODE_MERGE_IN_FLIGHT=4): merge_rows loads 4 partials at a time,
   not 8; "old merge": 16 partials of 4 columns a thread, as before the 14th session (the one-row
   bulk-copy kernel at the cap of 128 registers; now 94: 8 partials of 1 or 2 columns),
-- "producer ends" (PRODUCER_ENDS, opt-in): the producer warp counts the partials and sends merge
-  records through the ring; the consumers only list each written partial,
 - "piece in order" (-DCUATTN_DECODE_PIECE_IN_ORDER): an even piece's row groups streamed in key order,
   its end fragment (a partial, counted and merged) last, as before the 15th session; the default:
   both end fragments first, the whole row groups (outputs written straight, no count) last,
@@ -108,7 +106,6 @@ TMA_VARIANTS = [
     ("serial finish", {"TMA_OPTIONS": module.TMA_OPTIONS + SERIAL_FINISH}),
     ("merge 4 in flight", {"TMA_OPTIONS": module.TMA_OPTIONS + MERGE_4}),
     ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
-    ("producer ends", {"PRODUCER_ENDS": True}),
     ("piece in order", {"TMA_OPTIONS": module.TMA_OPTIONS + PIECE_IN_ORDER}),
     ("count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT}),
     ("relaxed count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT + RELAXED}),

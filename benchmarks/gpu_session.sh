@@ -17,9 +17,7 @@
 # tensor-core decode kernel's cp.async producer: its GPU tests, memcheck and racecheck of the decode
 # sweep, benchmarks/decode_stream_probe.py; then run bench-decode), decode-opt-ins (decode's opt-in
 # levers EVEN_SPLIT (True: the tensor-core kernel too), PAGE_PREFETCH, STATIC_FIRST: their GPU tests, memcheck and racecheck of the
-# decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), producer-ends (the
-# opt-in PRODUCER_ENDS: its GPU test and the static-first one, memcheck and racecheck of the decode sweep, which
-# has a producer-ends pass, then the stream probe of the one-row rows beside "no count" and "no row ends"), pieces-sweep
+# decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), pieces-sweep
 # (benchmarks/decode_pieces_sweep.py: pieces per SM of the bulk-copy kernel on MHA shapes), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
@@ -85,10 +83,6 @@ for stage in "${stages[@]}"; do
         decode-opt-ins)
             decode_checks "$stage" "even or repeated_layout or prefetch or static_first" "$log"
             timeout "$(limit decode-opt-ins 200)" python3 benchmarks/decode_probe.py --trace --only "L" --out "$OUT" >>"$log" 2>&1 ;;
-        producer-ends)
-            decode_checks "$stage" "producer_ends or static_first" "$log"
-            timeout "$(limit producer-ends 200)" python3 benchmarks/decode_stream_probe.py --only "/32 D128" \
-                --variants "producer ends/no count/no row ends" --out "$OUT" >>"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)

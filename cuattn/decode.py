@@ -93,15 +93,6 @@ OWNER_GRAINS = 0        # tests: owners stop after this many grains (0: never), 
 MAX_GRAINS = 16384      # grains per item (the claim words count them in 16 bits)
 SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
 RING_STAGE_EXTRA = 24     # bytes per ring stage besides its tiles: full and empty barriers, item header
-TMA_ENDS_BYTES = 128      # decode_split_tma's list of written partials (decode.cu, kEndsBytes)
-# Opt-in, built in the 14th session after its device time was spent (compiled by CI; its GPU test
-# test_gpu_producer_ends and sanitizer pass have not run yet): decode_split_tma's producer warp counts
-# the partials (decode.cu, CUATTN_DECODE_PRODUCER_ENDS): the consumers list each written partial
-# and go on; the producer issues the count's atomic and takes its answer an item later, and where
-# its block completes a row group it puts a merge record into the ring. Not with STEAL (thieves'
-# partials are counted by the consumers).
-PRODUCER_ENDS = False
-PRODUCER_ENDS_OPTION = "-DCUATTN_DECODE_PRODUCER_ENDS"
 
 
 def alibi_slopes(num_heads):
@@ -210,7 +201,7 @@ def tma_tile_keys(padded: int, itemsize: int) -> int:
 def tma_shared_bytes(stages: int, rows: int, padded: int) -> int:
     """Dynamic shared memory of decode_split_tma: ring, merge buffer, barriers and stage headers."""
     merge = ((4 if rows == 1 else rows) * padded + 8 * rows) * 4  # DecodeShape::kMergeFloats (4 warps)
-    return 2 * TMA_TILE_BYTES * stages + merge + RING_STAGE_EXTRA * stages + TMA_ENDS_BYTES
+    return 2 * TMA_TILE_BYTES * stages + merge + RING_STAGE_EXTRA * stages
 
 
 def merge_expression(type_name: str) -> str:
@@ -743,7 +734,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT,
-            EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, PRODUCER_ENDS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+            EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -897,8 +888,6 @@ class _DecodePlan:
         self.check_first = False  # the persistent kernels skip all work when the check fails
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
         if kernel == "tma":
-            if PRODUCER_ENDS and not STEAL:
-                options += (PRODUCER_ENDS_OPTION,)
             tile = tma_tile_keys(padded, q.dtype.itemsize)
             dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
             whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)

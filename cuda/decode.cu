@@ -68,11 +68,6 @@
 // as a partial and merges it in its own block, not straight into the output.
 // -DCUATTN_DECODE_SERIAL_FINISH: DecodeState::finish of one row adds the warps' columns one warp
 // after the other (kWarps + 1 barriers) as it did before the 14th session (the same bits).
-// -DCUATTN_DECODE_PRODUCER_ENDS (opt-in, cuattn.decode.PRODUCER_ENDS; not with stealing):
-// decode_split_tma's consumers list each written partial in shared memory and go on; the producer
-// warp counts it (walk_work: the atomic's answer taken an item later) and, where its block
-// completes the row group, puts a merge record (item, -3 - partials) into the ring, which the
-// consumers merge between items. The same partials merged in the same order: the same bits.
 // -DCUATTN_DECODE_MERGE_IN_FLIGHT=n, -DCUATTN_DECODE_MERGE_VEC=c: decode_split_tma's merge_rows loads
 // n partials at a time, c columns a thread (the default: 8, and 1 or 2 with one query row; before
 // the 14th session 16 and 4, which held decode_split_tma<half_t, 128, 1, ...> at the cap of 128
@@ -536,8 +531,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
-// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers)
-// + kEndsBytes (the list of written partials: producer ends).
+// kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers).
 // Where the partials of one row group lie: the owners' (one per split: row part_row + s * split_stride
 // of o_part / lse_part, s < num_splits) and the stolen ranges' (pool slots, rows_cap rows each,
 // listed in list[0 .. num_parts - num_splits); see walk_work).
@@ -807,14 +801,6 @@ __device__ __forceinline__ int ld_shared_s32(u32 addr) {
     asm volatile("ld.shared.s32 %0, [%1];\n" : "=r"(x) : "r"(addr) : "memory");
     return x;
 }
-__device__ __forceinline__ int ld_acquire_shared_s32(u32 addr) {
-    int x;
-    asm volatile("ld.acquire.cta.shared.s32 %0, [%1];\n" : "=r"(x) : "r"(addr) : "memory");
-    return x;
-}
-__device__ __forceinline__ void st_release_shared_s32(u32 addr, int x) {
-    asm volatile("st.release.cta.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
-}
 // The count of a row group's partials (count_partial): one atomic of thread 0, release and acquire
 // at GPU scope.
 __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long long* p, unsigned long long x) {
@@ -836,16 +822,6 @@ constexpr unsigned long long kCountOwner = 1ull << 32, kCountThief = 1ull << 48;
 __device__ __forceinline__ bool count_complete(unsigned long long done, int owners, int len) {
     return (done & (kCountThief - 1)) == owners * kCountOwner + (unsigned)len;
 }
-// Producer ends (decode_split_tma, -DCUATTN_DECODE_PRODUCER_ENDS): shared memory of kEndsBytes, the
-// count of partials the consumers have listed, then the list (kEndsList entries, used round robin:
-// at most kStages + 2 listed and not yet read by the producer, which reads at each item it starts)
-constexpr int kEndsList = 16, kEndsBytes = 128;  // (cuattn.decode.TMA_ENDS_BYTES)
-static_assert(4 * (1 + kEndsList) <= kEndsBytes, "the list's count and entries fit");
-#ifdef CUATTN_DECODE_PRODUCER_ENDS
-constexpr bool kProducerEndsBuild = true;
-#else
-constexpr bool kProducerEndsBuild = false;
-#endif
 
 // Stage headers: (item, code), two ints per stage at s_hdr + 8 * stage. item -1: no more work.
 // code >= 0: a tile of `item` whose first key is code >> 2; code & 1: the tile also ends the
@@ -874,13 +850,9 @@ __device__ __forceinline__ bool lone_partial(const Work& w, int rg) {
 // copy(stage, b, kv_head, t0, key1) (the whole warp calls; copy arrives on the stage's full
 // barrier with the bytes it copies); ends of partials and of the work get header-only stages.
 // Lane 0 makes the atomic claims and writes the headers; the warp scans for victims.
-template <int kTile, int kStages, bool kProducerEnds = false, typename Copy>
-__device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty, u32 s_hdr, int lane, Copy copy,
-                                          u32 s_ends = 0) {
+template <int kTile, int kStages, typename Copy>
+__device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty, u32 s_hdr, int lane, Copy copy) {
     constexpr unsigned kAll = 0xffffffffu;
-    if constexpr (kProducerEnds) {
-        if (w.stealing()) __trap();  // (thieves' partials are counted by the consumers: the host never asks)
-    }
     int it = 0;
     auto next_stage = [&](int item, int code) {  // the next ring stage, free, with its header
         const int stage = it % kStages;
@@ -905,48 +877,11 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         }
     };
 
-    // producer ends (kProducerEnds, decode_split_tma with -DCUATTN_DECODE_PRODUCER_ENDS, no stealing):
-    // the consumers list each counted partial they have written (ends_list); the producer counts it
-    // (lane 0's acq_rel atomic, its answer taken at the next poll, an item later) and, where its
-    // block completes the row group, puts a merge record into the ring (item, -3 - partials).
-    int ends_read = 0, ends_made = 0, pending = -1;  // partials counted, partials to count, item counting
-    unsigned long long pending_done = 0;
-    auto settle = [&]() {  // the pending count's answer
-        if (pending < 0) return;
-        const ItemRange r = item_range(w, pending);
-        const int rg = r.b * w.ys + r.y, owners = split_parts(w, rg);
-        int last = 0;
-        if (lane == 0 && count_complete(pending_done, owners, w.seqlens[r.b])) {
-            w.done()[rg] = 0;  // the last: reset for the next launch
-            last = 1;
-        }
-        if (__shfl_sync(kAll, last, 0)) mark(pending, -3 - owners);
-        pending = -1;
-    };
-    auto poll = [&]() {  // count the partials the consumers have listed since the last poll
-        int listed = 0;
-        if (lane == 0) listed = ld_acquire_shared_s32(s_ends);
-        listed = __shfl_sync(kAll, listed, 0);
-        for (; ends_read < listed; ++ends_read) {
-            settle();
-            const int item = ld_shared_s32(s_ends + 4 + 4 * (ends_read % kEndsList));
-            const ItemRange r = item_range(w, item);
-            const unsigned long long add = kCountOwner + (unsigned)max(0, r.key1 - r.key0);
-            if (lane == 0) pending_done = atom_add_acq_rel_gpu(w.done() + r.b * w.ys + r.y, add) + add;
-            pending = item;
-        }
-    };
-
     // the owner's items: one per take, or with even pieces (w.span) the piece's splits
     auto own = [&](int item) {
         const ItemRange r = item_range(w, item);
         const bool shared = w.stealing() && r.grains > 1;
         const bool lone = !shared && lone_partial(w, r.b * w.ys + r.y);
-        if constexpr (kProducerEnds) {
-            settle();
-            poll();
-            ends_made += !lone;
-        }
         bool stolen = false;
         unsigned long long* word = w.words + item;
         // started (thieves wait for every item of their window to be), grain 0 the owner's
@@ -1059,15 +994,6 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         }
         mark(victim, -3 - __shfl_sync(kAll, ref, 0));
     }
-    if constexpr (kProducerEnds) {  // every listed partial counted (and its merge record out) before the end
-        for (;;) {
-            settle();
-            poll();
-            if (ends_read == ends_made) break;
-            __nanosleep(200);
-        }
-        settle();
-    }
     mark(-1, 0);
     if (w.stealing() && lane == 0) {  // the last producer out sets the pool's count back to 0
         __threadfence();
@@ -1081,13 +1007,13 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
 // The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
 // kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile
 // (keys contiguous in the cache), else one per key row, spread over the warp.
-template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages, bool kEnds = false>
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
 __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
                                               i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
                                               int row_bytes, bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty,
-                                              u32 s_hdr, int lane, u32 s_ends = 0) {
-    walk_work<kTile, kStages, kEnds>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+                                              u32 s_hdr, int lane) {
+    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
         const T* vbase = v + (kPaged ? 0 : b * v_sb) + kv_head * v_sh;
         const int* pages = block_table + b * bt_stride;
@@ -1113,7 +1039,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dv + i * row_bytes, vp, row_bytes, full);
             }
         }
-    }, s_ends);
+    });
 }
 
 // After a consumer block wrote a partial of rows row0 .. row0 + rows_here - 1 of row group rg
@@ -1252,14 +1178,13 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
     constexpr int kTile = TS::kTile, kTileBytes = TS::kTileBytes;
 
-    // [ring: kStages x (K tile, V tile)] [merge: S::kMergeFloats floats] [full][empty][hdr][ends]
+    // [ring: kStages x (K tile, V tile)] [merge: S::kMergeFloats floats] [full][empty][hdr]
     extern __shared__ __align__(128) unsigned char smem[];
     float* s_merge = reinterpret_cast<float*>(smem + 2 * kTileBytes * kStages);
     const u32 s_ring = smem_addr(smem);
     const u32 s_full = s_ring + 2 * kTileBytes * kStages + TS::kMergeBytes;
     const u32 s_empty = s_full + 8 * kStages;
     const u32 s_hdr = s_empty + 8 * kStages;
-    const u32 s_ends = s_hdr + 8 * kStages;  // kEndsBytes (producer ends)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row_bytes = head_dim * (int)sizeof(T);
@@ -1268,18 +1193,15 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, span, counters, bad, generation, words, \
                               lists, grain, pool_cap, window, owner_grains, launch)
 
-    if (tid == 0) {
-        init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
-        st_shared_s32(s_ends, 0);
-    }
+    if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
 
     // The ring position `it` runs on across items and partials, so the producer streams the next
     // partial's first tiles while the consumers merge and write the previous one.
     if (warp == S::kWarps) {  // producer
-        produce_tiles<T, kPaged, kTile, kTileBytes, kStages, kProducerEndsBuild>(
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(
             DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, row_bytes,
-            whole_tiles != 0, s_ring, s_full, s_empty, s_hdr, lane, s_ends);
+            whole_tiles != 0, s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
@@ -1291,23 +1213,6 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
         const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
-#ifdef CUATTN_DECODE_PRODUCER_ENDS
-        {  // a merge record (item, -3 - partials): this block completed the rows of `item`
-            const int code0 = ld_shared_s32(s_hdr + 8 * (it % kStages) + 4);
-            if (code0 <= -3 && code0 != kOwnerLone) {
-                const int y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
-                const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
-                const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
-                const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool, nullptr, kRows};
-                merge_rows<T, TS::kMergeVec, TS::kMergeInFlight>(ps, -3 - code0, o, lse, min(kRows, num_rows - row0),
-                                                                 row0, b2, kv_head, group, seqlen_q, head_dim,
-                                                                 num_q_heads, tid);
-                mbar_arrive(s_empty + 8 * (it % kStages));
-                ++it;
-                continue;
-            }
-        }
-#endif
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int len = seqlens[b];
         // the keys to mask past: splits, pieces and grains end on whole CHUNK_ALIGN keys and tiles (at
@@ -1388,15 +1293,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 DECODE_TRACE(n, 4, global_ns());
                 continue;
             }
-#if defined(CUATTN_DECODE_PRODUCER_ENDS)
-            // the partial is written: list it for the producer, which counts it (no wait here)
-            named_barrier(1, 128);
-            if (tid == 0) {
-                const int listed = ld_shared_s32(s_ends);
-                st_shared_s32(s_ends + 4 + 4 * (listed % kEndsList), item);
-                st_release_shared_s32(s_ends, listed + 1);
-            }
-#elif !defined(CUATTN_DECODE_SKIP_COUNT)
+#ifndef CUATTN_DECODE_SKIP_COUNT
             // the block that completes these rows merges them (no second launch)
             const PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
             count_partial<T, TS::kMergeVec, TS::kMergeInFlight>(

@@ -10,10 +10,9 @@ with zero-length rows and rows shorter than Sq, an empty cache, and several spli
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
-checks: STATIC_FIRST), the bulk-copy kernel with its producer counting the partials
-(PRODUCER_ENDS), and the tensor-core
-kernel again with its cp.async producer (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and
-with its block-table prefetch, PAGE_PREFETCH).
+checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
+(cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
+PAGE_PREFETCH).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -78,11 +77,6 @@ def main():
             runs.append(sweep(rng, kernel + "+static", (np.float16,)))
             failures += bad_values(kernel)
             decode_module.STATIC_FIRST = False
-        if kernel == "tma":  # the producer warp counts the partials (opt-in PRODUCER_ENDS), alone and with even pieces
-            decode_module.PRODUCER_ENDS = True
-            runs += [sweep(rng, "tma+producer-ends", (np.float16, np.float32)), even(rng, "tma+producer-ends")]
-            failures += bad_values(kernel)
-            decode_module.PRODUCER_ENDS = False
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]

@@ -73,16 +73,6 @@ def test_decode_static_first_compiles():
     assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.STATIC_FIRST_OPTION}:\n{log}"
 
 
-def test_decode_producer_ends_compiles():
-    """The opt-in producer ends (cuattn.decode.PRODUCER_ENDS: a compile option) of every bulk-copy
-    decode kernel variant: compile for sm_90a without spills."""
-    mod = importlib.import_module("cuattn.decode")
-    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_tma")]
-    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, mod.PRODUCER_ENDS_OPTION))
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.PRODUCER_ENDS_OPTION}:\n{log}"
-
-
 @pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_SKIP_END"),
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_MMA_BULK"),

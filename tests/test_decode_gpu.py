@@ -571,35 +571,6 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
-@pytest.mark.parametrize("b, hq, hkv, length, d, page, even", [
-    (1, 32, 32, 33001, 128, 0, False),  # one item per SM, four partials a row group
-    (24, 16, 16, 4096, 128, 0, False),  # many items a block, merge records between them
-    (8, 32, 32, 2048, 128, 0, True),    # even pieces: a piece's row groups, partials at both ends
-    (3, 8, 8, 5120, 64, 256, False),    # paged (a whole number of pages; the lengths ragged)
-    (2, 32, 8, 9001, 256, 0, False),    # four query rows a block
-    (5, 4, 4, 700, 32, 0, False)])      # short rows: one split, lone partials only
-def test_gpu_producer_ends(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, d, page, even):
-    """PRODUCER_ENDS (opt-in: the bulk-copy kernel's producer warp counts the partials and sends
-    merge records through the ring): the same bits as the default (the same partials merged in the
-    same order), on the reference, with ragged and zero lengths, repeated calls, a failed value
-    check in between, and the counters zero afterwards."""
-    if split_kernel != "tma" or DECODE_MODULE.device_properties()["cc"] < 90:
-        pytest.skip("the bulk-copy kernel (sm_90)")
-    monkeypatch.setattr(DECODE_MODULE, "KERNEL", "tma")  # (GQA rows too)
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
-    if even:
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
-        monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", 37)
-    q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
-    out = opt_in_runs(cp, monkeypatch, "PRODUCER_ENDS", q, k, v, exact=True, **kw)
-    np.testing.assert_array_equal(out[False][0], out[True][0])
-    np.testing.assert_array_equal(out[False][1], out[True][1])
-    options = [plan.options for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
-    assert any(DECODE_MODULE.PRODUCER_ENDS_OPTION in o for o in options)
-    assert_counters_zero(cp)
-
-
 @pytest.mark.parametrize("b, hq, hkv, length, d, page, pieces", [
     (24, 16, 16, 4096, 128, 0, 37),   # ~10 row groups a piece: both end fragments, then whole ones
     (8, 32, 32, 2048, 128, 0, 100),   # ~2.6 a piece: one whole row group between the fragments
