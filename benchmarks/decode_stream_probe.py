@@ -34,6 +34,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "count no wait" (-DCUATTN_DECODE_COUNT_NO_WAIT): the count sent as a release reduction and its
   answer never awaited, no merge (wrong results): what waiting for the answer costs beside "no
   count"; "relaxed count no wait": a relaxed reduction (what the release costs),
+- "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
+  but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
+- "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY): P V with P rounded to fp16 / bf16
+  alone (one product per tile, not P_hi + P_lo: less accurate; timing only),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -74,6 +78,8 @@ SERIAL_FINISH = ("-DCUATTN_DECODE_SERIAL_FINISH",)  # one row's finish as before
 MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' loads at a time, not 8
 OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")  # before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
+SKIP_MERGE = ("-DCUATTN_DECODE_SKIP_MERGE",)  # the count and its answer, no merge (wrong results)
+P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 MMA_VARIANTS = [
@@ -90,6 +96,8 @@ MMA_VARIANTS = [
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
     ("relaxed count", {"TMA_OPTIONS": module.TMA_OPTIONS + RELAXED}),
+    ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY}),
+    ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -108,6 +116,7 @@ TMA_VARIANTS = [
     ("old merge", {"TMA_OPTIONS": module.TMA_OPTIONS + OLD_MERGE}),
     ("piece in order", {"TMA_OPTIONS": module.TMA_OPTIONS + PIECE_IN_ORDER}),
     ("count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT}),
+    ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
     ("relaxed count no wait", {"TMA_OPTIONS": module.TMA_OPTIONS + NO_WAIT + RELAXED}),
     ("no math, no row ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP + SKIP_END}),
     ("equal splits, no row ends", {"EVEN_SPLIT": False, "TMA_OPTIONS": module.TMA_OPTIONS + SKIP_END}),

@@ -61,7 +61,10 @@
 // they write every partial (and lone outputs) but skip the count and the merge (wrong results: what
 // the count and merge cost beside the partial's writes); with -DCUATTN_DECODE_COUNT_NO_WAIT they
 // send the count (a release reduction; relaxed with -DCUATTN_DECODE_RELAXED_COUNT) and go on without
-// its answer or a merge (wrong results: what waiting for the answer costs).
+// its answer or a merge (wrong results: what waiting for the answer costs); with
+// -DCUATTN_DECODE_SKIP_MERGE they count and wait for the answer but never merge (wrong results:
+// what the merge costs). -DCUATTN_DECODE_MMA_P_HI_ONLY: decode_split_mma's P V takes P rounded to
+// T alone, not P_hi + P_lo (one product, not two; timing only: less accurate than the default).
 // The ends as they were (results right, for side-by-side timing): -DCUATTN_DECODE_SC_FENCE counts
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
@@ -1096,6 +1099,9 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
         named_barrier(1, 128);
         parts = s_flag[0];
         named_barrier(1, 128);  // every thread has read the flag: s_merge is free for the next item
+#ifdef CUATTN_DECODE_SKIP_MERGE
+        parts = 0;  // (timing probe: the count and its answer, no merge; wrong results)
+#endif
 #ifdef CUATTN_DECODE_SC_FENCE
         if (parts) __threadfence();
 #endif
@@ -1678,8 +1684,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 ldmatrix_x4_trans(bb, swizzle_at(v_base, dt * 8));
                 Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
+#ifndef CUATTN_DECODE_MMA_P_HI_ONLY  // (timing probe: P rounded to T, one P V product, as FlashAttention does)
                 Mma<T>::run(acc[dt], p_lo, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_lo, bb[2], bb[3]);
+#endif
             }
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
             keys += min(kTile, key1 - t0);

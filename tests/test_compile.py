@@ -80,7 +80,8 @@ def test_decode_static_first_compiles():
                                      ("-DCUATTN_DECODE_LONE_PARTIAL",), ("-DCUATTN_DECODE_RELAXED_COUNT",),
                                      ("-DCUATTN_DECODE_SKIP_COUNT",), ("-DCUATTN_DECODE_SERIAL_FINISH",),
                                      ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",), ("-DCUATTN_DECODE_PIECE_IN_ORDER",),
-                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT",),
+                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT",), ("-DCUATTN_DECODE_SKIP_MERGE",),
+                                     ("-DCUATTN_DECODE_MMA_P_HI_ONLY",),
                                      ("-DCUATTN_DECODE_COUNT_NO_WAIT", "-DCUATTN_DECODE_RELAXED_COUNT"),
                                      ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")])
 def test_decode_probe_builds_compile(options):
