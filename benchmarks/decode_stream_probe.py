@@ -38,6 +38,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY): P V with P rounded to fp16 / bf16
   alone (one product per tile, not P_hi + P_lo: less accurate; timing only),
+- "pack lo" (tensor-core kernel, MMA_PACK_LO opt-in): P_lo of rows g in the empty rows g + 8 of
+  the P V product (row groups of at most 8 query rows): one product a tile, the same precision,
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -97,6 +99,7 @@ MMA_VARIANTS = [
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
     ("relaxed count", {"TMA_OPTIONS": module.TMA_OPTIONS + RELAXED}),
     ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY}),
+    ("pack lo", {"MMA_PACK_LO": True}),
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
 ]
 TMA_VARIANTS = [

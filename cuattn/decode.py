@@ -61,6 +61,13 @@ MMA_COPY = None
 # 4.398 TB/s).
 PAGE_PREFETCH = False
 PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
+# Opt-in, built in the 15th session after its device time was spent (compiled by CI; its GPU test
+# test_gpu_mma_pack_lo has not run yet): where a row group has at most 8 query rows (GQA groups of
+# up to 8 heads x tokens), the tensor-core kernel's P V product carries P_lo of rows g in the 8
+# rows g + 8 it would leave empty (decode.cu, CUATTN_DECODE_MMA_PACK_LO): one mma a tile for P_hi
+# and P_lo instead of two, the same precision (other bits: the two sums added at the end).
+MMA_PACK_LO = False
+MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # Opt-in: the persistent kernels' block i takes item i without the counter's atomic (decode.cu,
 # CUATTN_DECODE_STATIC_FIRST; one round trip less before its first copy); the counter hands out
 # the rest. A block that is not resident yet (another kernel holding its SM) then holds its first
@@ -733,8 +740,8 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, STATIC_FIRST, EVEN_SPLIT,
-            EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+            EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -895,6 +902,8 @@ class _DecodePlan:
             smem = tma_shared_bytes(stages, rows, padded)
         else:
             smem = mma_shared_bytes(stages, padded)
+            if MMA_PACK_LO and num_rows <= 8:
+                options += (MMA_PACK_LO_OPTION,)
             if mma_copy(padded) == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
                 if PAGE_PREFETCH and sizes["paged"]:

@@ -1509,6 +1509,13 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
     constexpr float kLog2e = 1.4426950408889634f;
+#ifdef CUATTN_DECODE_MMA_PACK_LO
+    // (opt-in, the host asks only where a row group has at most 8 query rows) rows g + 8 of the
+    // P V product carry P_lo of rows g: one product a tile for P_hi and P_lo, not two
+    constexpr bool kPackLo = true;
+#else
+    constexpr bool kPackLo = false;
+#endif
 
     extern __shared__ __align__(1024) unsigned char smem[];
     const u32 s_ring = smem_addr(smem);
@@ -1523,6 +1530,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int ys = num_kv_heads * row_chunks;
 
     if (s_ring & 1023) __trap();  // the swizzle pattern repeats every 1024 bytes: tiles must align
+    if (kPackLo && num_rows > 8) __trap();  // (the host never asks)
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
     __syncthreads();
 
@@ -1648,7 +1656,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                                          : -CUATTN_INF;
                 }
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
+            for (int h = 0; h < (kPackLo ? 1 : 2); ++h) {  // (kPackLo: rows g + 8 are not real)
                 float mx = fmaxf(m[h], fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1])));
                 mx = quad_max(mx);
                 const float shift = softmax_shift(mx);
@@ -1666,15 +1674,24 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 for (int dt = 0; dt < kDTiles; ++dt) {
                     acc[dt][2 * h] *= alpha;
                     acc[dt][2 * h + 1] *= alpha;
+                    if constexpr (kPackLo) {  // rows g + 8: the P_lo sums of rows g
+                        acc[dt][2] *= alpha;
+                        acc[dt][3] *= alpha;
+                    }
                 }
             }
-            // P = P_hi + P_lo, both exact in T up to the rounding of P_lo
+            // P = P_hi + P_lo, both exact in T up to the rounding of P_lo. A fragment registers: (row
+            // g, keys 2 tq..), (row g + 8, keys 2 tq..), (row g, keys 8 + 2 tq..), (row g + 8, keys 8 + 2 tq..)
             u32 p_hi[4], p_lo[4];
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const float a = s[i >> 1][2 * (i & 1)], c = s[i >> 1][2 * (i & 1) + 1];
+                const int row_h = kPackLo ? 0 : i & 1;  // kPackLo: P_hi of rows g in p_hi[0, 2], P_lo in p_hi[1, 3]
+                const float a = s[i >> 1][2 * row_h], c = s[i >> 1][2 * row_h + 1];
                 const float ah = Num<T>::to_float(Num<T>::from_float(a)), ch = Num<T>::to_float(Num<T>::from_float(c));
-                p_hi[i] = Num<T>::pack2(ah, ch);
+                if (kPackLo && (i & 1))
+                    p_hi[i] = Num<T>::pack2(a - ah, c - ch);
+                else
+                    p_hi[i] = Num<T>::pack2(ah, ch);
                 p_lo[i] = Num<T>::pack2(a - ah, c - ch);
             }
             const u32 v_base = swizzle_base(dv, kb + t_row, t_col >> 3);
@@ -1685,8 +1702,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
 #ifndef CUATTN_DECODE_MMA_P_HI_ONLY  // (timing probe: P rounded to T, one P V product, as FlashAttention does)
-                Mma<T>::run(acc[dt], p_lo, bb[0], bb[1]);
-                Mma<T>::run(acc[dt + 1], p_lo, bb[2], bb[3]);
+                if constexpr (!kPackLo) {
+                    Mma<T>::run(acc[dt], p_lo, bb[0], bb[1]);
+                    Mma<T>::run(acc[dt + 1], p_lo, bb[2], bb[3]);
+                }
 #endif
             }
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
@@ -1704,6 +1723,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
 
         DECODE_TRACE(n, 2, global_ns());
+        if constexpr (kPackLo) {  // rows g + 8 held the P_lo sums of rows g
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                acc[dt][0] += acc[dt][2];
+                acc[dt][1] += acc[dt][3];
+                acc[dt][2] = acc[dt][3] = 0.f;
+            }
+        }
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
         constexpr int kAcc = M::kAccStride;
         float* s_acc = s_merge;

@@ -63,6 +63,16 @@ def test_decode_page_prefetch_compiles():
             assert spills and max(spills) == 0, f"{expr} with {mod.PAGE_PREFETCH_OPTION} spills:\n{log}"
 
 
+def test_decode_mma_pack_lo_compiles():
+    """The opt-in packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
+    decode kernel variant: compiles for sm_90a without spills."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
+    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION))
+    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
+    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.MMA_PACK_LO_OPTION}:\n{log}"
+
+
 def test_decode_static_first_compiles():
     """The opt-in static first items (cuattn.decode.STATIC_FIRST: a compile option) of every
     persistent decode kernel variant: compile for sm_90a without spills."""

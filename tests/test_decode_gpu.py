@@ -514,10 +514,54 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
 
 
+PACK_LO_CASES = [
+    # (B, Hq, Hkv, Sq, L, D, lens, page size or 0): query rows per row group (Hq / Hkv x Sq)
+    (2, 32, 8, 1, 9001, 128, [9001, 4097], 0),       # 4 rows
+    (3, 12, 4, 2, 3000, 64, [3000, 1, 0], 0),        # 6 rows, a row shorter than Sq, an empty one
+    (2, 16, 2, 1, 5000, 128, [5000, 2500], 0),       # 8 rows: every row g + 8 carries P_lo
+    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64),      # paged
+    (2, 32, 2, 1, 3000, 128, [3000, 1700], 0)]       # 16 rows: the host leaves the option off
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", PACK_LO_CASES, ids=str)
+def test_gpu_mma_pack_lo(cp, rng, monkeypatch, split_kernel, dtype, case):
+    """MMA_PACK_LO (opt-in: with at most 8 query rows a row group, the tensor-core kernel's P V
+    product carries P_lo of rows g in rows g + 8, one product a tile): on the reference with each
+    producer, with thieves forced and with even pieces, no less accurate than the default, and
+    asked for only where a row group has at most 8 rows."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
+    b, hq, hkv, sq, length, d, lens, page = case
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    for copy in DECODE_MODULE.MMA_COPIES:
+        monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+        out = run_settings(cp, monkeypatch, "MMA_PACK_LO", (False, True), q, k, v, ref, **kw)
+        err = {value: rel_error(out[value][0], ref[0]) for value in out}
+        assert err[True] <= 1.05 * err[False] + 1e-7, err
+    with monkeypatch.context() as m:
+        force_thieves(m)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    with monkeypatch.context() as m:
+        m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
+        m.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+        m.setattr(DECODE_MODULE, "EVEN_PIECES", 5)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    packed = [DECODE_MODULE.MMA_PACK_LO_OPTION in plan.options
+              for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
+    assert any(packed) == (hq // hkv * sq <= 8)
+    assert_counters_zero(cp)
+
+
 def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
     """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
-    length a multiple of page where page > 0,
-    default slopes, paged with pages of `page` keys where page > 0: (q, k, v, decode keywords)."""
+    default slopes, paged with pages of `page` keys where page > 0 (length a whole number of
+    pages): (q, k, v, decode keywords)."""
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
     lens = rng.integers(0, length + 1, size=b).astype(np.int32)
     lens[0] = length
@@ -589,6 +633,7 @@ def test_gpu_piece_order(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length,
     monkeypatch.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
     monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
     monkeypatch.setattr(DECODE_MODULE, "EVEN_PIECES", pieces)
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
     q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     default = tuple(DECODE_MODULE.TMA_OPTIONS)
