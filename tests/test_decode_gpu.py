@@ -486,6 +486,19 @@ PREFETCH_CASES = [
 ]
 
 
+def thieves_and_pieces(cp, monkeypatch, q, k, v, ref, **kw):
+    """The call on the reference `ref` with thieves forced (grains from the back), then with even
+    pieces (5 pieces of the row groups' keys), the module's other settings as they are."""
+    with monkeypatch.context() as m:
+        force_thieves(m)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    with monkeypatch.context() as m:
+        m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
+        m.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
+        m.setattr(DECODE_MODULE, "EVEN_PIECES", 5)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", PREFETCH_CASES, ids=str)
 def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
@@ -504,14 +517,7 @@ def test_gpu_page_prefetch_bit_identical(cp, rng, monkeypatch, split_kernel, dty
     out = run_settings(cp, monkeypatch, "PAGE_PREFETCH", (False, True), q, k, v, ref, **kw)
     np.testing.assert_array_equal(out[False][0], out[True][0])
     np.testing.assert_array_equal(out[False][1], out[True][1])
-    with monkeypatch.context() as m:
-        force_thieves(m)
-        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-    with monkeypatch.context() as m:
-        m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
-        m.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
-        m.setattr(DECODE_MODULE, "EVEN_PIECES", 5)
-        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    thieves_and_pieces(cp, monkeypatch, q, k, v, ref, **kw)
 
 
 PACK_LO_CASES = [
@@ -544,14 +550,7 @@ def test_gpu_mma_pack_lo(cp, rng, monkeypatch, split_kernel, dtype, case):
         out = run_settings(cp, monkeypatch, "MMA_PACK_LO", (False, True), q, k, v, ref, **kw)
         err = {value: rel_error(out[value][0], ref[0]) for value in out}
         assert err[True] <= 1.05 * err[False] + 1e-7, err
-    with monkeypatch.context() as m:
-        force_thieves(m)
-        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-    with monkeypatch.context() as m:
-        m.setattr(DECODE_MODULE, "EVEN_SPLIT", True)
-        m.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
-        m.setattr(DECODE_MODULE, "EVEN_PIECES", 5)
-        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    thieves_and_pieces(cp, monkeypatch, q, k, v, ref, **kw)
     packed = [DECODE_MODULE.MMA_PACK_LO_OPTION in plan.options
               for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
     assert any(packed) == (hq // hkv * sq <= 8)
