@@ -1688,11 +1688,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 const int row_h = kPackLo ? 0 : i & 1;  // kPackLo: P_hi of rows g in p_hi[0, 2], P_lo in p_hi[1, 3]
                 const float a = s[i >> 1][2 * row_h], c = s[i >> 1][2 * row_h + 1];
                 const float ah = Num<T>::to_float(Num<T>::from_float(a)), ch = Num<T>::to_float(Num<T>::from_float(c));
-                if (kPackLo && (i & 1))
-                    p_hi[i] = Num<T>::pack2(a - ah, c - ch);
-                else
-                    p_hi[i] = Num<T>::pack2(ah, ch);
-                p_lo[i] = Num<T>::pack2(a - ah, c - ch);
+                const u32 hi = Num<T>::pack2(ah, ch), lo = Num<T>::pack2(a - ah, c - ch);
+                p_hi[i] = kPackLo && (i & 1) ? lo : hi;
+                p_lo[i] = lo;
             }
             const u32 v_base = swizzle_base(dv, kb + t_row, t_col >> 3);
 #pragma unroll

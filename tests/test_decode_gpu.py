@@ -635,14 +635,15 @@ def test_gpu_piece_order(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length,
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
     q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=b > 2)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    option = "-DCUATTN_DECODE_PIECE_IN_ORDER"
     default = tuple(DECODE_MODULE.TMA_OPTIONS)
-    in_order = default + ("-DCUATTN_DECODE_PIECE_IN_ORDER",)
+    in_order = default + (option,)
     out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, in_order, default], q, k, v, ref, **kw)
     np.testing.assert_array_equal(out[default][0], out[in_order][0])
     np.testing.assert_array_equal(out[default][1], out[in_order][1])
     used = [plan for plan in DECODE_MODULE._PLANS.values() if getattr(plan, "span", 0)]  # even pieces in use
-    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" in plan.options for plan in used)
-    assert any("-DCUATTN_DECODE_PIECE_IN_ORDER" not in plan.options for plan in used)
+    assert any(option in plan.options for plan in used)
+    assert any(option not in plan.options for plan in used)
     assert_counters_zero(cp)
 
 
