@@ -42,7 +42,7 @@ decode_checks() {  # decode_checks STAGE PYTEST_K LOG: those decode GPU tests, t
     for tool in memcheck racecheck; do
         echo "-- $tool decode" >>"$3"
         timeout "$(limit "$1" 300)" compute-sanitizer --tool "$tool" python3 tests/sanitize_decode.py 2>&1 \
-            | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$3"
+            | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | tail -20 >>"$3"  # the summary is last
     done
 }
 
@@ -61,7 +61,7 @@ for stage in "${stages[@]}"; do
                 for tool in memcheck racecheck; do
                     echo "-- $tool $op" >>"$log"
                     timeout "$(limit sanitize 300)" compute-sanitizer --tool "$tool" python3 "tests/sanitize_$op.py" 2>&1 \
-                        | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | head -20 >>"$log"
+                        | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | tail -20 >>"$log"  # the summary is last
                 done
             done ;;
         bench-decode) timeout "$(limit bench-decode 300)" python3 benchmarks/decode.py --out "$OUT" >"$log" 2>&1 ;;
