@@ -14,8 +14,8 @@ equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece 
 with the deepest ring), and the paged row with the block-table prefetch
 (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), and every row with static
 first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at
-most 8 query rows a group with P_lo packed into the tensor-core kernel's empty rows (cuattn_alibi_pack_lo:
-cuattn.decode.MMA_PACK_LO True, opt-in). cuattn runs with ALiBi
+most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
+(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -211,8 +211,8 @@ def main():
         if hq // hkv > 1:  # the tensor-core kernel with each of its producers (MMA_COPY)
             for copy in decode_module.MMA_COPIES:
                 fns[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = with_settings(alibi, KERNEL="mma", MMA_COPY=copy)
-        if 1 < hq // hkv <= 8:  # P_lo in the tensor-core kernel's empty rows (MMA_PACK_LO, opt-in)
-            fns["cuattn_alibi_pack_lo"] = with_settings(alibi, MMA_PACK_LO=True)
+        if 1 < hq // hkv <= 8:  # two P V products a tile (MMA_PACK_LO False; the default packs P_lo)
+            fns["cuattn_alibi_no_pack_lo"] = with_settings(alibi, MMA_PACK_LO=False)
         if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
             fns["cuattn_alibi_page_prefetch"] = with_settings(alibi, PAGE_PREFETCH=True)
         # block i's first item i, without the counter (STATIC_FIRST, opt-in)

@@ -36,10 +36,11 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   count"; "relaxed count no wait": a relaxed reduction (what the release costs),
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
-- "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY): P V with P rounded to fp16 / bf16
-  alone (one product per tile, not P_hi + P_lo: less accurate; timing only),
-- "pack lo" (tensor-core kernel, MMA_PACK_LO opt-in): P_lo of rows g in the empty rows g + 8 of
-  the P V product (row groups of at most 8 query rows): one product a tile, the same precision,
+- "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
+  rounded to fp16 / bf16 alone (one product per tile, not P_hi + P_lo: less accurate; timing only),
+- "pack lo" (tensor-core kernel, MMA_PACK_LO True, the default since the 16th session): P_lo of
+  rows g in the empty rows g + 8 of the P V product (row groups of at most 8 query rows): one
+  product a tile, the same precision; "no pack lo": MMA_PACK_LO False, two products a tile,
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -98,8 +99,9 @@ MMA_VARIANTS = [
     ("sc fences", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE}),
     ("lone via partial", {"TMA_OPTIONS": module.TMA_OPTIONS + LONE_PARTIAL}),
     ("relaxed count", {"TMA_OPTIONS": module.TMA_OPTIONS + RELAXED}),
-    ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY}),
+    ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY, "MMA_PACK_LO": False}),
     ("pack lo", {"MMA_PACK_LO": True}),
+    ("no pack lo", {"MMA_PACK_LO": False}),
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
 ]
 TMA_VARIANTS = [

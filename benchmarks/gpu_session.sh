@@ -17,9 +17,9 @@
 # tensor-core decode kernel's cp.async producer: its GPU tests, memcheck and racecheck of the decode
 # sweep, benchmarks/decode_stream_probe.py; then run bench-decode), decode-opt-ins (decode's opt-in
 # levers EVEN_SPLIT (True: the tensor-core kernel too), PAGE_PREFETCH, STATIC_FIRST: their GPU tests, memcheck and racecheck of the
-# decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), pack-lo (the opt-in
-# MMA_PACK_LO: its GPU tests, memcheck and racecheck of the decode sweep (which has pack-lo passes), then the
-# stream probe of the GQA rows with "pack lo", "p hi only" and "no math"), pieces-sweep
+# decode sweep, per-item timelines of the default and "even" cases; bench-decode times them), pack-lo (MMA_PACK_LO,
+# the default since the 16th session: its GPU tests, memcheck and racecheck of the decode sweep (which has
+# no-pack-lo passes), then the stream probe of the GQA rows with "no pack lo", "p hi only" and "no math"), pieces-sweep
 # (benchmarks/decode_pieces_sweep.py: pieces per SM of the bulk-copy kernel on MHA shapes), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
@@ -88,7 +88,7 @@ for stage in "${stages[@]}"; do
         pack-lo)
             decode_checks "$stage" "pack_lo" "$log"
             timeout "$(limit pack-lo 200)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
-                --variants "pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
+                --variants "no pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         probe-gla)

@@ -61,12 +61,13 @@ MMA_COPY = None
 # 4.398 TB/s).
 PAGE_PREFETCH = False
 PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
-# Opt-in, built in the 15th session after its device time was spent (compiled by CI; its GPU test
-# test_gpu_mma_pack_lo has not run yet): where a row group has at most 8 query rows (GQA groups of
-# up to 8 heads x tokens), the tensor-core kernel's P V product carries P_lo of rows g in the 8
-# rows g + 8 it would leave empty (decode.cu, CUATTN_DECODE_MMA_PACK_LO): one mma a tile for P_hi
-# and P_lo instead of two, the same precision (other bits: the two sums added at the end).
-MMA_PACK_LO = False
+# Where a row group has at most 8 query rows (GQA groups of up to 8 heads x tokens), the
+# tensor-core kernel's P V product carries P_lo of rows g in the 8 rows g + 8 it would leave empty
+# (decode.cu, CUATTN_DECODE_MMA_PACK_LO): one mma a tile for P_hi and P_lo instead of two, the same
+# precision (other bits: the two sums added at the end). Default since the 16th session (H200,
+# stream probe: B 1 32/8 L 131072 4.049 -> 4.092 TB/s, B 16 32/8 4.466 -> 4.480, B 8 32/8 L 8192
+# 3.654 -> 3.711); False: two products a tile, as before.
+MMA_PACK_LO = True
 MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # Opt-in: the persistent kernels' block i takes item i without the counter's atomic (decode.cu,
 # CUATTN_DECODE_STATIC_FIRST; one round trip less before its first copy); the counter hands out

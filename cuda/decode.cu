@@ -1510,7 +1510,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
     constexpr float kLog2e = 1.4426950408889634f;
 #ifdef CUATTN_DECODE_MMA_PACK_LO
-    // (opt-in, the host asks only where a row group has at most 8 query rows) rows g + 8 of the
+    // (the host asks where a row group has at most 8 query rows; MMA_PACK_LO False: off) rows g + 8 of the
     // P V product carry P_lo of rows g: one product a tile for P_hi and P_lo, not two
     constexpr bool kPackLo = true;
 #else

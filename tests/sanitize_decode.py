@@ -12,7 +12,7 @@ the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and wit
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
-PAGE_PREFETCH), and both producers with P_lo packed into the empty rows (MMA_PACK_LO).
+PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -83,11 +83,11 @@ def main():
             decode_module.PAGE_PREFETCH = True  # its opt-in block-table prefetch (paged caches)
             runs.append(sweep(rng, "mma+cp.async+prefetch", (np.float16,)))
             decode_module.PAGE_PREFETCH = False
-            decode_module.MMA_PACK_LO = True  # P_lo in the empty rows (opt-in; groups of <= 8 rows)
-            runs += [sweep(rng, "mma+cp.async+pack-lo", (np.float16, BFLOAT16)), stealing(rng, "mma+pack-lo")]
+            decode_module.MMA_PACK_LO = False  # two P V products a tile (the default packs P_lo, <= 8 rows)
+            runs += [sweep(rng, "mma+cp.async+no-pack-lo", (np.float16, BFLOAT16)), stealing(rng, "mma+no-pack-lo")]
             decode_module.MMA_COPY = "tensor"
-            runs.append(sweep(rng, "mma+pack-lo", (np.float16,)))
-            decode_module.MMA_PACK_LO = False
+            runs.append(sweep(rng, "mma+no-pack-lo", (np.float16,)))
+            decode_module.MMA_PACK_LO = True
         decode_module.MMA_COPY = None
         for w, f in runs:
             worst, failures = max(worst, w), failures + f

@@ -64,7 +64,7 @@ def test_decode_page_prefetch_compiles():
 
 
 def test_decode_mma_pack_lo_compiles():
-    """The opt-in packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
+    """The packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
     decode kernel variant: compiles for sm_90a without spills."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]

@@ -532,7 +532,7 @@ PACK_LO_CASES = [
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", PACK_LO_CASES, ids=str)
 def test_gpu_mma_pack_lo(cp, rng, monkeypatch, split_kernel, dtype, case):
-    """MMA_PACK_LO (opt-in: with at most 8 query rows a row group, the tensor-core kernel's P V
+    """MMA_PACK_LO (the default: with at most 8 query rows a row group, the tensor-core kernel's P V
     product carries P_lo of rows g in rows g + 8, one product a tile): on the reference with each
     producer, with thieves forced and with even pieces, no less accurate than the default, and
     asked for only where a row group has at most 8 rows."""
