@@ -527,14 +527,24 @@ EVEN_SPLIT = None
 EVEN_MIN_KEYS = 4096
 EVEN_PIECES = None
 EVEN_MAX_SPLITS_PER_BLOCK = 8  # the default's one-row rule: pieces below this many equal splits per block
+# ... or below EVEN_MAX_SPLITS_PER_BLOCK_LONG where each row group holds at least EVEN_LONG_ROW_KEYS
+# keys. Measured on an H200 (16th session, decode_pieces_sweep.py, 10.3 equal splits per block,
+# equal splits -> 2 -> 3 pieces per SM): B 32 32/32 L 4096 4.378 -> 4.425 -> 4.444, B 64 L 2048
+# 4.381 -> 4.415 -> 4.420 (and +1.0-1.5% in two runs of the 15th session's stream probe), but
+# B 128 L 1024 4.438 -> 4.387 -> 4.400 (a piece holds ~10 short row groups).
+EVEN_MAX_SPLITS_PER_BLOCK_LONG = 16
+EVEN_LONG_ROW_KEYS = 2048
 
 
-def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int) -> int | None:
+def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int, length: int = 0) -> int | None:
     """How many even pieces to cut the row groups' keys into (plan_even), or None for equal splits:
-    `items` the equal splits' count (B x Hkv x row chunks x splits), `grid` the resident blocks.
+    `items` the equal splits' count (B x Hkv x row chunks x splits), `grid` the resident blocks,
+    `length` the keys of a row group (the cache length).
     The default (EVEN_SPLIT None), bulk-copy kernel: with one query row per block, two pieces per
     SM where the equal splits would be more than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per
-    block (a ragged last wave), else equal splits; with more rows per block, one piece per block."""
+    block (a ragged last wave), or fewer than EVEN_MAX_SPLITS_PER_BLOCK_LONG where row groups hold
+    at least EVEN_LONG_ROW_KEYS keys, else equal splits; with more rows per block, one piece per
+    block."""
     if STEAL or EVEN_SPLIT is False:
         return None
     if EVEN_SPLIT:
@@ -545,7 +555,8 @@ def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int) -> int 
         return EVEN_PIECES
     if rows > 1:
         return grid
-    return 2 * sms if grid < items < EVEN_MAX_SPLITS_PER_BLOCK * grid else None
+    cap = EVEN_MAX_SPLITS_PER_BLOCK_LONG if length >= EVEN_LONG_ROW_KEYS else EVEN_MAX_SPLITS_PER_BLOCK
+    return 2 * sms if grid < items < cap * grid else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -742,7 +753,8 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
-            EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+            EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
+            EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -859,7 +871,7 @@ class _DecodePlan:
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
             equal_items = splits * batch * hkv * row_chunks
-            pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"])
+            pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)
             even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:

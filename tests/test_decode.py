@@ -499,14 +499,18 @@ def test_pick_kernel_falls_back():
 def test_even_pieces_rule(monkeypatch):
     """even_pieces: the default (EVEN_SPLIT None) cuts pieces on the bulk-copy kernel only, one per
     block with several rows per block, two per SM with one row per block where equal splits would
-    be more than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block; EVEN_SPLIT True: both
-    kernels (EVEN_PIECES or one per SM); False or stealing: never."""
+    be more than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block (fewer than
+    EVEN_MAX_SPLITS_PER_BLOCK_LONG with row groups of at least EVEN_LONG_ROW_KEYS keys); EVEN_SPLIT
+    True: both kernels (EVEN_PIECES or one per SM); False or stealing: never."""
     mod = sys.modules["cuattn.decode"]
     grid, sms = 396, 132
     assert mod.even_pieces("mma", 16, 2048, 264, sms) is None
     assert mod.even_pieces("tma", 4, 128, 264, sms) == 264
     assert [mod.even_pieces("tma", 1, items, grid, sms) for items in (128, 396, 397, 2048, 3167, 3168, 4096)] == \
         [None, None, 264, 264, 264, None, None]
+    assert [mod.even_pieces("tma", 1, items, grid, sms, length) for items, length in (
+        (3168, 2048), (3168, 2047), (4096, 4096), (4096, 1024), (6335, 2048), (6336, 2048), (396, 4096))] == \
+        [264, None, 264, None, 264, None, None]
     monkeypatch.setattr(mod, "EVEN_PIECES", 500)
     assert mod.even_pieces("tma", 1, 128, grid, sms) == 500 and mod.even_pieces("mma", 16, 128, 264, sms) is None
     monkeypatch.setattr(mod, "EVEN_SPLIT", True)

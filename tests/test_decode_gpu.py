@@ -735,7 +735,8 @@ def test_gpu_even_pieces(cp, rng, monkeypatch, split_kernel, dtype, case):
 def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv, length, ragged):
     """EVEN_SPLIT None (the default): on the bulk-copy kernel even pieces (even_pieces' rule: with
     one query row per block, two per SM where equal splits would leave a ragged last wave, more
-    than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block, else equal splits; with four rows
+    than one and fewer than EVEN_MAX_SPLITS_PER_BLOCK per block, or EVEN_MAX_SPLITS_PER_BLOCK_LONG
+    with row groups of at least EVEN_LONG_ROW_KEYS keys, else equal splits; with four rows
     per block, one piece per block), equal splits on the tensor-core kernel (EVEN_MIN_KEYS lowered
     so these small caches qualify); right on the reference either way, twice in a row, counters
     zero afterwards."""
@@ -763,7 +764,9 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
         elif rows > 1:
             expected = True
         else:
-            expected = grid < items < DECODE_MODULE.EVEN_MAX_SPLITS_PER_BLOCK * grid
+            long_rows = length >= DECODE_MODULE.EVEN_LONG_ROW_KEYS  # (the cache length: every row group's span)
+            cap = DECODE_MODULE.EVEN_MAX_SPLITS_PER_BLOCK_LONG if long_rows else DECODE_MODULE.EVEN_MAX_SPLITS_PER_BLOCK
+            expected = grid < items < cap * grid
             if ragged and not expected:
                 pytest.skip(f"{grid} resident blocks: this shape's equal splits ({items}) leave no ragged wave")
         assert bool(pieces) == expected and bool(plan.span) == expected
