@@ -1,6 +1,6 @@
 """ALiBi decode benchmark: cuattn.decode vs torch SDPA (flash, cuDNN, and a materialized ALiBi bias).
 
-Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--sweep]
+Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--sweep] [--rounds N] [--only TEXT]
 
 Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row and
 two short calls (per-layer sizes whose reads take 45-90 us, where host time per call shows).
@@ -176,6 +176,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds of interleaved timing per row (default 7, 3 with --quick)")
     parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets and TMA_STAGES ring depths")
+    parser.add_argument("--only", default="", help="only rows whose label (as 'B16 32/8 D128 L32768 paged') "
+                        "contains this text")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,6 +192,8 @@ def main():
               f"{'flash':>6} {'cudnn':>6} {'t+bias':>6} {'x best':>6}")
     print(f"{meta['device']}: decode, one fp16 query token, achieved TB/s")
     for b, hq, hkv, d, length, paged in ROWS:
+        if args.only not in f"B{b} {hq}/{hkv} D{d} L{length}{' paged' if paged else ''}":
+            continue
         t, c = make_inputs(b, hq, hkv, d, length)
         q, k, v = c
         nbytes = 2 * b * hkv * length * d * k.itemsize
