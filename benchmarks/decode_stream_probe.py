@@ -1,6 +1,6 @@
 """How each persistent decode kernel streams: ring depth, the consumers' math, item counts.
 
-Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT] [--variants A/B]
+Run on a GPU machine:  python benchmarks/decode_stream_probe.py [--out DIR] [--only TEXT] [--variants A/B] [--shapes "B,Hq,Hkv,D,L;..."]
 
 For every row of benchmarks/decode.py (its ROWS), cuattn.decode (ALiBi "default", fp16, Sq 1)
 with the kernel the dispatcher picks and module settings changed one variant at a time:
@@ -40,7 +40,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   rounded to fp16 / bf16 alone (one product per tile, not P_hi + P_lo: less accurate; timing only),
 - "pack lo" (tensor-core kernel, MMA_PACK_LO True, the default since the 16th session): P_lo of
   rows g in the empty rows g + 8 of the P V product (row groups of at most 8 query rows): one
-  product a tile, the same precision; "no pack lo": MMA_PACK_LO False, two products a tile,
+  product a tile, the same precision; "no pack lo": MMA_PACK_LO False, two products a tile;
+  "tensor", "cp.async, no pack lo", "tensor, no pack lo": each producer (MMA_COPY) with and
+  without the packing (the default producer: cp.async at D 128, tensor copies at D 64),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -102,6 +104,9 @@ MMA_VARIANTS = [
     ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY, "MMA_PACK_LO": False}),
     ("pack lo", {"MMA_PACK_LO": True}),
     ("no pack lo", {"MMA_PACK_LO": False}),
+    ("tensor", {"MMA_COPY": "tensor"}),
+    ("cp.async, no pack lo", {"MMA_COPY": "cp.async", "MMA_PACK_LO": False}),
+    ("tensor, no pack lo", {"MMA_COPY": "tensor", "MMA_PACK_LO": False}),
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
 ]
 TMA_VARIANTS = [
@@ -146,6 +151,8 @@ def apply(settings: dict, saved: dict):
 def main():
     parser = results_parser(__doc__)
     parser.add_argument("--only", default="", help="only rows whose label contains this text")
+    parser.add_argument("--shapes", default="",
+                        help="contiguous shapes 'B,Hq,Hkv,D,L' separated by ';' to time instead of decode.py's rows")
     parser.add_argument("--variants", default="",
                         help="variant names separated by '/' to time (default: all; 'default' is always timed)")
     args = parser.parse_args()
@@ -154,7 +161,8 @@ def main():
     saved = {n: getattr(module, n) for n in names}
     rows = []
     try:
-        for b, hq, hkv, d, length, paged in ROWS:
+        shapes = [(*map(int, s.split(",")), False) for s in args.shapes.split(";") if s] or ROWS
+        for b, hq, hkv, d, length, paged in shapes:
             if paged:
                 continue  # the contiguous rows tell the same for the stream
             label = f"B{b} {hq}/{hkv} D{d} L{length}"
