@@ -53,7 +53,12 @@ MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per S
 # copies 4.60 and a cp.async ring 4.55 on the same bytes: benchmarks/NOTES.md, 9th session); in
 # the kernel (10th session, H200, fp16, TB/s tensor -> cp.async): B 16 32/8 L 33001 4.12 -> 4.43,
 # B 1 32/8 L 131072 3.80 -> 4.07, paged B 16 32/8 4.12 -> 4.33, B 16 32/4 3.96 -> 4.26, but D 64
-# B 4 32/4 L 131072 3.93 -> 3.58 (and L 32768 3.05 -> 2.89).
+# B 4 32/4 L 131072 3.93 -> 3.58 (and L 32768 3.05 -> 2.89). With P_lo packed (MMA_PACK_LO, row
+# groups of <= 8 rows) cp.async wins at D 64 too, where packing with tensor copies loses (16th
+# session, stream probe, tensor unpacked / tensor packed / cp.async unpacked / cp.async packed):
+# B 4 32/4 L 131072 3.93 / 3.73 / 3.48 / 4.11, L 32768 3.03 / 3.04 / 2.80 / 3.21, B 16 32/4 L
+# 8192 3.03 / 3.03 / 2.80 / 3.20, B 1 32/8 L 131072 3.59 / 3.46 / 3.22 / 3.76, B 8 32/8 L 16384
+# 3.59 / 3.45 / 3.22 / 3.75. So None: cp.async at D 128, and at D 64 where P_lo is packed.
 MMA_COPY = None
 # Opt-in: the cp.async producer of a paged cache loads each page's block-table entry one page
 # ahead (decode.cu, CUATTN_DECODE_PAGE_PREFETCH) instead of before the page's first tile. Same
@@ -156,12 +161,14 @@ def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) 
     return kernel
 
 
-def mma_copy(padded: int) -> str:
-    """How decode_split_mma fills its ring at padded head dim `padded`: cuattn.decode.MMA_COPY, or
-    where that is None, "cp.async" for 128 and "tensor" for 64 (measured: see MMA_COPY)."""
+def mma_copy(padded: int, packed: bool = False) -> str:
+    """How decode_split_mma fills its ring at padded head dim `padded`, `packed` where its P V
+    product packs P_lo into the empty rows (MMA_PACK_LO, row groups of at most 8 rows):
+    cuattn.decode.MMA_COPY, or where that is None, "cp.async" for 128 and for packed 64, "tensor"
+    for unpacked 64 (measured: see MMA_COPY)."""
     if MMA_COPY is not None:
         return MMA_COPY
-    return "cp.async" if padded == 128 else "tensor"
+    return "cp.async" if padded == 128 or packed else "tensor"
 
 
 def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel: str | None = None,
@@ -891,7 +898,9 @@ class _DecodePlan:
                 *strides(v_cache), np.int64(table_cols), np.int32(sizes["page_size"]), np.int32(batch),
                 np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
                 np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
-        expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages)
+        packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
+        copy = mma_copy(padded, packed) if kernel == "mma" else None
+        expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages, copy)
         self.expression = expr  # (tests)
         self.tensor_maps = None
         if kernel == "regs":
@@ -915,9 +924,9 @@ class _DecodePlan:
             smem = tma_shared_bytes(stages, rows, padded)
         else:
             smem = mma_shared_bytes(stages, padded)
-            if MMA_PACK_LO and num_rows <= 8:
+            if packed:
                 options += (MMA_PACK_LO_OPTION,)
-            if mma_copy(padded) == "cp.async":  # no tensor maps (a null pointer in their place)
+            if copy == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
                 if PAGE_PREFETCH and sizes["paged"]:
                     options += (PAGE_PREFETCH_OPTION,)

@@ -331,9 +331,11 @@ def test_split_kernel_switch(monkeypatch):
     monkeypatch.setattr(mod, "KERNEL", None)  # automatic: tensor cores for row groups, bulk copies for one row
     assert mod.split_expression("half_t", 128, 4, True).startswith("decode_split_mma<half_t, 128, true, ")
     assert mod.split_expression("half_t", 128, 1, False).startswith("decode_split_tma<half_t, 128, 1, false, ")
-    # MMA_COPY None: cp.async at padded D 128, tensor copies at 64
+    # MMA_COPY None: cp.async at padded D 128 and at 64 with P_lo packed, tensor copies at 64 unpacked
     assert mod.split_expression("half_t", 128, 4, True).endswith(", true>")
     assert mod.split_expression("half_t", 64, 4, True).endswith(", false>")
+    assert [mod.mma_copy(d, packed) for d in (128, 64) for packed in (False, True)] == \
+        ["cp.async", "cp.async", "tensor", "cp.async"]
     monkeypatch.setattr(mod, "MMA_COPY", "tensor")
     assert mod.split_expression("half_t", 128, 4, True).endswith(", false>")
     monkeypatch.setattr(mod, "MMA_COPY", "cp.async")

@@ -557,6 +557,29 @@ def test_gpu_mma_pack_lo(cp, rng, monkeypatch, split_kernel, dtype, case):
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hq, hkv, d", [(2, 16, 2, 64), (2, 32, 2, 64), (2, 32, 8, 128), (2, 32, 2, 128)],
+                         ids=["d64_8rows", "d64_16rows", "d128_4rows", "d128_16rows"])
+def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d):
+    """MMA_COPY None: the tensor-core kernel fills its ring by cp.async at D 128, and at D 64 where
+    P_lo is packed (row groups of <= 8 rows), by tensor copies at D 64 unpacked; right on the
+    reference either way."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's producers")
+    assert DECODE_MODULE.MMA_COPY is None and DECODE_MODULE.MMA_PACK_LO
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    length = 3001
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array([length, 1500], np.int32), alibi_slopes="default")
+    compare(*run(cp, q, k, v, **kw), *cuattn.reference.decode(q, k, v, return_lse=True, **kw), q.dtype)
+    plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options")]
+    assert len(plans) == 1 and plans[0].expression.startswith("decode_split_mma<")
+    packed = hq // hkv <= 8
+    assert (DECODE_MODULE.MMA_PACK_LO_OPTION in plans[0].options) == packed
+    assert plans[0].expression.endswith(", true>" if d == 128 or packed else ", false>")
+    assert (plans[0].tensor_maps is None) == (d == 128 or packed)
+    assert_counters_zero(cp)
+
+
 def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
     """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
     default slopes, paged with pages of `page` keys where page > 0 (length a whole number of
