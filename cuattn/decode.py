@@ -74,12 +74,6 @@ PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
 # 3.654 -> 3.711); False: two products a tile, as before.
 MMA_PACK_LO = True
 MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
-# Opt-in, built in the 16th session (not yet timed on a GPU): the tensor-core kernel moves its
-# exponent base, and rescales its accumulators (kDTiles x 4 multiplies a lane, against 4
-# exponentials), only when a row's max passes the base by more than 8 (log2 units), not at every
-# new max (decode.cu, CUATTN_DECODE_MMA_LAZY_RESCALE): P up to 2^8, the same precision, other bits.
-MMA_LAZY_RESCALE = False
-MMA_LAZY_RESCALE_OPTION = "-DCUATTN_DECODE_MMA_LAZY_RESCALE"
 # Opt-in: the persistent kernels' block i takes item i without the counter's atomic (decode.cu,
 # CUATTN_DECODE_STATIC_FIRST; one round trip less before its first copy); the counter hands out
 # the rest. A block that is not resident yet (another kernel holding its SM) then holds its first
@@ -765,9 +759,9 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO,
-            MMA_LAZY_RESCALE, STATIC_FIRST, EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK,
-            EVEN_MAX_SPLITS_PER_BLOCK_LONG, EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+            EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
+            EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
 
@@ -932,8 +926,6 @@ class _DecodePlan:
             smem = mma_shared_bytes(stages, padded)
             if packed:
                 options += (MMA_PACK_LO_OPTION,)
-            if MMA_LAZY_RESCALE:
-                options += (MMA_LAZY_RESCALE_OPTION,)
             if copy == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
                 if PAGE_PREFETCH and sizes["paged"]:

@@ -65,9 +65,6 @@
 // -DCUATTN_DECODE_SKIP_MERGE they count and wait for the answer but never merge (wrong results:
 // what the merge costs). -DCUATTN_DECODE_MMA_P_HI_ONLY: decode_split_mma's P V takes P rounded to
 // T alone, not P_hi + P_lo (one product, not two; timing only: less accurate than the default).
-// -DCUATTN_DECODE_MMA_LAZY_RESCALE (cuattn.decode.MMA_LAZY_RESCALE, opt-in): decode_split_mma
-// moves its exponent base (and rescales its accumulators) only when a row's max passes the base by
-// more than 8 in log2 units, not at every new max (P up to 2^8; other bits, the same precision).
 // The ends as they were (results right, for side-by-side timing): -DCUATTN_DECODE_SC_FENCE counts
 // partials after every consumer thread's fence.sc (and fences again before the merge), not by one
 // thread's release/acquire atomic; -DCUATTN_DECODE_LONE_PARTIAL writes a row group's only partial
@@ -1658,51 +1655,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                     s[nt][e] = (j < key1 && j <= pos[h]) ? fmaf(slope[h], (float)(j - pos[h]), s[nt][e] * scale_log2)
                                                          : -CUATTN_INF;
                 }
-#ifdef CUATTN_DECODE_MMA_LAZY_RESCALE
-            // (opt-in) m[h] is the exponent's base, not the running max: the base moves up to the max
-            // (and the accumulators rescale) only when some row's max has passed it by more than
-            // kRescaleSlack (log2 units), warp-wide; otherwise P = exp2(s - m) <= 2^kRescaleSlack
-            {
-                constexpr float kRescaleSlack = 8.f;
-                float mx[2];
-                bool grow = false;
-#pragma unroll
-                for (int h = 0; h < (kPackLo ? 1 : 2); ++h) {
-                    mx[h] = quad_max(fmaxf(m[h], fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]),
-                                                       fmaxf(s[1][2 * h], s[1][2 * h + 1]))));
-                    grow |= mx[h] > m[h] + kRescaleSlack;  // (-inf both: no; -inf base, a key seen: yes)
-                }
-                if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-                    for (int h = 0; h < (kPackLo ? 1 : 2); ++h) {
-                        const float alpha = fast_exp2(m[h] - softmax_shift(mx[h]));
-                        m[h] = mx[h];
-                        l[h] *= alpha;
-#pragma unroll
-                        for (int dt = 0; dt < kDTiles; ++dt) {
-                            acc[dt][2 * h] *= alpha;
-                            acc[dt][2 * h + 1] *= alpha;
-                            if constexpr (kPackLo) {
-                                acc[dt][2] *= alpha;
-                                acc[dt][3] *= alpha;
-                            }
-                        }
-                    }
-                }
-            }
-#pragma unroll
-            for (int h = 0; h < (kPackLo ? 1 : 2); ++h) {
-                const float shift = softmax_shift(m[h]);
-                float sum = 0.f;
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt) {
-                    s[nt][2 * h] = fast_exp2(s[nt][2 * h] - shift);
-                    s[nt][2 * h + 1] = fast_exp2(s[nt][2 * h + 1] - shift);
-                    sum += s[nt][2 * h] + s[nt][2 * h + 1];
-                }
-                l[h] += sum;  // this lane's share; quad_sum at the end
-            }
-#else
 #pragma unroll
             for (int h = 0; h < (kPackLo ? 1 : 2); ++h) {  // (kPackLo: rows g + 8 are not real)
                 float mx = fmaxf(m[h], fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1])));
@@ -1728,7 +1680,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                     }
                 }
             }
-#endif
             // P = P_hi + P_lo, both exact in T up to the rounding of P_lo. A fragment registers: (row
             // g, keys 2 tq..), (row g + 8, keys 2 tq..), (row g, keys 8 + 2 tq..), (row g + 8, keys 8 + 2 tq..)
             u32 p_hi[4], p_lo[4];

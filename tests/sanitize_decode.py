@@ -12,8 +12,7 @@ the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and wit
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
-PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False)
-and with the lazy rescale (MMA_LAZY_RESCALE).
+PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -89,11 +88,6 @@ def main():
             decode_module.MMA_COPY = "tensor"
             runs.append(sweep(rng, "mma+no-pack-lo", (np.float16,)))
             decode_module.MMA_PACK_LO = True
-            decode_module.MMA_LAZY_RESCALE = True  # the opt-in lazy rescale, tensor copies then cp.async
-            runs.append(sweep(rng, "mma+lazy-rescale", (np.float16,)))
-            decode_module.MMA_COPY = "cp.async"
-            runs += [sweep(rng, "mma+cp.async+lazy-rescale", (BFLOAT16,)), stealing(rng, "mma+lazy-rescale")]
-            decode_module.MMA_LAZY_RESCALE = False
         decode_module.MMA_COPY = None
         for w, f in runs:
             worst, failures = max(worst, w), failures + f

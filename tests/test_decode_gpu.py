@@ -557,49 +557,6 @@ def test_gpu_mma_pack_lo(cp, rng, monkeypatch, split_kernel, dtype, case):
     assert_counters_zero(cp)
 
 
-LAZY_RESCALE_CASES = [
-    # (B, Hq, Hkv, Sq, L, D, lens, page size or 0, scale, slopes): scores that keep growing (ALiBi,
-    # steep slopes), wide (scale 1: many rescales, jumps past the slack), negative scale
-    (2, 32, 8, 1, 9001, 128, [9001, 4097], 0, None, "default"),
-    (3, 12, 4, 2, 3000, 64, [3000, 1, 0], 0, 1.0, "default"),     # a row shorter than Sq, an empty one
-    (2, 16, 2, 1, 5000, 128, [5000, 2500], 0, -0.3, None),          # 8 rows, negative scale
-    (2, 32, 8, 1, 8192, 128, [8192, 5000], 64, None, "steep"),     # paged; slopes 0.5-4 a key
-    (2, 32, 2, 1, 3000, 128, [3000, 1700], 0, 0.5, "default")]      # 16 rows (P_lo not packed)
-
-
-@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("case", LAZY_RESCALE_CASES, ids=str)
-def test_gpu_mma_lazy_rescale(cp, rng, monkeypatch, split_kernel, dtype, case):
-    """MMA_LAZY_RESCALE (opt-in: the tensor-core kernel rescales only when a row's max passes its
-    exponent base by more than 8): on the reference with P_lo packed and not, each producer, with
-    thieves forced and with even pieces; no less accurate than the default."""
-    if split_kernel != "mma":
-        pytest.skip("the tensor-core kernel")
-    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
-    b, hq, hkv, sq, length, d, lens, page, scale, slopes = case
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    if slopes == "steep":
-        slopes = np.linspace(0.5, 4.0, hq, dtype=np.float32)
-    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes=slopes, scale=scale)
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    for pack in (True, False):
-        monkeypatch.setattr(DECODE_MODULE, "MMA_PACK_LO", pack)
-        for copy in DECODE_MODULE.MMA_COPIES:
-            monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
-            out = run_settings(cp, monkeypatch, "MMA_LAZY_RESCALE", (False, True), q, k, v, ref, **kw)
-            err = {value: rel_error(out[value][0], ref[0]) for value in out}
-            assert err[True] <= 1.05 * err[False] + 1e-7, (pack, copy, err)
-    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", None)
-    monkeypatch.setattr(DECODE_MODULE, "MMA_PACK_LO", True)
-    monkeypatch.setattr(DECODE_MODULE, "MMA_LAZY_RESCALE", True)
-    thieves_and_pieces(cp, monkeypatch, q, k, v, ref, **kw)
-    assert any(DECODE_MODULE.MMA_LAZY_RESCALE_OPTION in plan.options
-               for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "options"))
-    assert_counters_zero(cp)
-
-
 @pytest.mark.parametrize("b, hq, hkv, d", [(2, 16, 2, 64), (2, 32, 2, 64), (2, 32, 8, 128), (2, 32, 2, 128)],
                          ids=["d64_8rows", "d64_16rows", "d128_4rows", "d128_16rows"])
 def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d):
