@@ -9,7 +9,14 @@ Run on a GPU machine with torch, e.g.:
 CASE is IMPL:B:Hq:Hkv:D:L[:OPTION=VALUE ...], IMPL one of cuattn, torch_flash, torch_cudnn (fp16,
 one query token, cuattn with ALiBi "default"). Options (cuattn only): kernel=mma|tma|regs
 (cuattn.decode.KERNEL), splits=N (plan_persistent's split count forced), promotion=0..3 (the
-tensor maps' L2 promotion, cuattn._tma.L2_PROMOTION). Five warm-up calls run outside the range.
+tensor maps' L2 promotion, cuattn._tma.L2_PROMOTION), define=NAME (a probe build of the persistent
+kernels: -DCUATTN_DECODE_NAME, e.g. SKIP_MATH). Five warm-up calls run outside the range.
+Where the consumers' time goes (stall reasons, issue slots; gpu_session.sh stage ncu-mma):
+
+    S="--section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats"
+    ncu --profile-from-start off $S python benchmarks/decode_ncu_case.py cuattn:1:32:8:128:131072
+    ncu --profile-from-start off $S python benchmarks/decode_ncu_case.py cuattn:1:32:8:128:131072:define=SKIP_MATH
+
 This is how benchmarks/NOTES.md's L2 promotion finding was measured (the mma kernel's 64-column
 boxes read half rows: without 256-byte promotion each 256-byte key row costs two DRAM requests).
 """
@@ -46,6 +53,8 @@ def main():
             module.plan_persistent = lambda *a, f=(-(-length // chunk), chunk), **kw: f
         elif key == "promotion":
             _tma.L2_PROMOTION = int(value)
+        elif key == "define":  # a probe build, e.g. define=SKIP_MATH: -DCUATTN_DECODE_SKIP_MATH
+            module.TMA_OPTIONS = (*module.TMA_OPTIONS, f"-DCUATTN_DECODE_{value}")
         else:
             sys.exit(f"unknown option {key}")
     if impl == "cuattn":

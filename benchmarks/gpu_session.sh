@@ -21,7 +21,9 @@
 # the default since the 16th session: its GPU tests, memcheck and racecheck of the decode sweep (which has
 # no-pack-lo passes), then the stream probe of the GQA rows with "no pack lo", "p hi only" and "no math"), pieces-sweep
 # (benchmarks/decode_pieces_sweep.py: pieces per SM of the bulk-copy kernel on MHA shapes), stream (benchmarks/
-# stream_mechanisms.py: copy mechanisms alone and on decode's items). Each stage runs under
+# stream_mechanisms.py: copy mechanisms alone and on decode's items), ncu-mma (Nsight Compute's stall
+# reasons and issue slots of the tensor-core kernel on B 1 32/8, with and without its math, and B 8 L 8192:
+# benchmarks/decode_ncu_case.py). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
 # $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
@@ -91,6 +93,14 @@ for stage in "${stages[@]}"; do
                 --variants "no pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
+        ncu-mma)  # the tensor-core kernel's stall reasons and issue slots on B 1 32/8, with and without its math
+            for case in cuattn:1:32:8:128:131072 cuattn:1:32:8:128:131072:define=SKIP_MATH \
+                        cuattn:8:32:8:128:8192; do
+                echo "-- $case" >>"$log"
+                timeout "$(limit ncu-mma 200)" ncu --profile-from-start off --section SpeedOfLight \
+                    --section WarpStateStats --section SchedulerStats --section InstructionStats \
+                    --section ComputeWorkloadAnalysis python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
+            done ;;
         probe-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
                 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1
