@@ -159,14 +159,7 @@ def make_inputs(b, hq, hkv, d, length):
 
 def paged_copy(k, v, page_size, rng):
     """The cache as shuffled pages of page_size keys and the matching block table (CuPy)."""
-    b, hkv, length, d = k.shape
-    pages = length // page_size
-    table = cupy.asarray(rng.permutation(b * pages).astype(np.int32).reshape(b, pages))
-    kp = cupy.empty((b * pages, hkv, page_size, d), k.dtype)
-    vp = cupy.empty_like(kp)
-    kp[table.reshape(-1)] = k.reshape(b, hkv, pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
-    vp[table.reshape(-1)] = v.reshape(b, hkv, pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(-1, hkv, page_size, d)
-    return kp, vp, table
+    return cuattn.paged_cache(k, v, page_size, seed=rng)
 
 
 def main():

@@ -6,6 +6,8 @@ attention
     Exact softmax attention, fused and tiled (online softmax, O(N) memory).
 decode
     A few query tokens against a long (paged) KV cache, ALiBi bias, split-KV on the GPU.
+paged_cache
+    Contiguous K and V caches cut into (shuffled) pages and a block table, for ``decode``.
 gla
     Gated linear attention, chunk (tensor cores) and recurrent modes, packed sequences.
 precision_report
@@ -23,8 +25,9 @@ from ._backend import gpu_available
 from .attention import attention
 from .decode import alibi_slopes, decode
 from .gla import gla
+from .paged import paged_cache
 from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "decode", "alibi_slopes", "gla", "reference", "gpu_available", "precision_report", "__version__"]
+__all__ = ["attention", "decode", "alibi_slopes", "paged_cache", "gla", "reference", "gpu_available", "precision_report", "__version__"]

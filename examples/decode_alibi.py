@@ -23,20 +23,6 @@ import cuattn
 PAGE = 256  # keys per page
 
 
-def to_pages(rng, k, v):
-    """The cache (B, Hkv, L, D) as shuffled pages (num_pages, Hkv, PAGE, D) and a block table."""
-    batch, hkv, length, d = k.shape
-    per_row = length // PAGE
-    table = rng.permutation(batch * per_row).astype(np.int32).reshape(batch, per_row)
-    kp = np.empty((batch * per_row, hkv, PAGE, d), k.dtype)
-    vp = np.empty_like(kp)
-    for b in range(batch):
-        for p in range(per_row):
-            kp[table[b, p]] = k[b, :, p * PAGE:(p + 1) * PAGE]
-            vp[table[b, p]] = v[b, :, p * PAGE:(p + 1) * PAGE]
-    return kp, vp, table
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=33001, help="longest cache row, in keys")
@@ -48,13 +34,14 @@ def main():
 
     rng = np.random.default_rng()
     batch, hq, hkv, d = 4, 16, 4, 128
-    capacity = -(-args.length // PAGE) * PAGE  # the cache holds whole pages
+    capacity = args.length
     dtype = np.float16 if gpu else np.float32
     q = rng.standard_normal((batch, hq, 1, d)).astype(dtype)
     k = rng.standard_normal((batch, hkv, capacity, d)).astype(dtype)
     v = rng.standard_normal((batch, hkv, capacity, d)).astype(dtype)
     lens = np.array([args.length, args.length // 2, 1, 0], np.int32)[:batch]  # ragged; one empty row
-    kp, vp, table = to_pages(rng, k, v)
+    # pages of PAGE keys in shuffled order (the last one of each row zero-padded), and the block table
+    kp, vp, table = cuattn.paged_cache(k, v, PAGE, seed=rng)
 
     xp = np
     if gpu:

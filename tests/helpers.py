@@ -2,6 +2,7 @@
 
 import numpy as np
 
+import cuattn
 from cuattn._backend import to_numpy
 
 
@@ -55,19 +56,11 @@ def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
 
 
 def to_paged(rng, k, v, page_size):
-    """The cache (B, Hkv, L, D), L a multiple of page_size, as pages of page_size keys in shuffled
-    order (num_pages, Hkv, page_size, D), plus its block table (B, L // page_size) int32."""
-    batch, hkv, length, d = k.shape
-    max_pages = length // page_size
-    table = rng.permutation(batch * max_pages).astype(np.int32).reshape(batch, max_pages)
-
-    def paged(x):
-        out = np.empty((batch * max_pages, hkv, page_size, d), x.dtype)
-        out[table.reshape(-1)] = x.reshape(batch, hkv, max_pages, page_size, d).transpose(0, 2, 1, 3, 4).reshape(
-            -1, hkv, page_size, d)
-        return out
-
-    return paged(k), paged(v), table
+    """The cache (B, Hkv, L, D), L a multiple of page_size (so a call without cache_seqlens sees
+    the same keys), as pages of page_size keys in shuffled order (num_pages, Hkv, page_size, D),
+    plus its block table (B, L // page_size) int32: cuattn.paged_cache."""
+    assert k.shape[2] % page_size == 0, "whole pages"
+    return cuattn.paged_cache(k, v, page_size, seed=rng)
 
 
 def poison(cp, *shapes, itemsize=4):
