@@ -5,8 +5,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
-# some ops: decode's 549 GPU tests take ~470 s on a fresh H200, so give them a call of their own with
-# TIMEOUT_TESTS=560), sanitize (compute-sanitizer memcheck and racecheck on the
+# some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order: decode's 603
+# GPU tests take ~570 s on a fresh H200, over one call's limit, so run TEST_OPS=decode TEST_SHARD=1/2
+# and 2/2 in two calls), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
@@ -54,9 +55,19 @@ for stage in "${stages[@]}"; do
     case "$stage" in
         tests)
             for op in ${TEST_OPS:-attention decode gla precision}; do
-                echo "-- $op" >>"$log"
+                echo "-- $op ${TEST_SHARD:-}" >>"$log"
+                targets=("tests/test_${op}"*.py)
+                if [ -n "${TEST_SHARD:-}" ]; then  # part i of n of the op's GPU tests (in collection order)
+                    i=${TEST_SHARD%/*} n=${TEST_SHARD#*/}
+                    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "${targets[@]}" 2>/dev/null \
+                        | grep "::" >"$OUT/ids_$op.txt"
+                    per=$(( ($(wc -l <"$OUT/ids_$op.txt") + n - 1) / n ))
+                    readarray -t targets < <(sed -n "$(( (i - 1) * per + 1 )),$(( i * per ))p" "$OUT/ids_$op.txt")
+                    echo "   tests $(( (i - 1) * per + 1 ))..$(( (i - 1) * per + ${#targets[@]} )) of $(wc -l <"$OUT/ids_$op.txt")" >>"$log"
+                    [ ${#targets[@]} -eq 0 ] && continue
+                fi
                 timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
-                    "tests/test_${op}"*.py 2>&1 | tail -30 >>"$log"
+                    "${targets[@]}" 2>&1 | tail -30 >>"$log"
             done ;;
         sanitize)
             for op in attention decode gla; do

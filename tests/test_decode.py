@@ -184,10 +184,7 @@ def test_cpu_split_keys_match_reference(rng, monkeypatch, case):
     assert rel_error(o, ro) < TOL[np.float32]
     assert elementwise_mismatches(o, ro, 0.0, SLACK[np.float32]) == 0
     assert lse_error(lse, rl) < 1e-5 * max(1.0, np.abs(rl[np.isfinite(rl)]).max(initial=1.0))
-    page = 8
-    padded = -(-length // page) * page
-    kp, vp, table = to_paged(rng, *(np.concatenate([x, np.zeros(x.shape[:2] + (padded - length, d), x.dtype)], 2)
-                                    for x in (k, v)), page)
+    kp, vp, table = cuattn.paged_cache(k, v, 8, seed=rng)  # (the last page of a row zero-padded)
     if lens is None:
         lens = np.full(batch, length, np.int32)
     o1 = cuattn.decode(q, k, v, cache_seqlens=lens, alibi_slopes=slopes)
