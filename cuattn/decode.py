@@ -48,7 +48,8 @@ MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
-# any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
+# any 16-byte strides), or "bulk" (opt-in: 1-d bulk copies of whole key rows into padded rows,
+# MMA_COPIES below). Bit-identical results. None picks per head dim: "cp.async" for
 # padded D 128, "tensor" for 64. On an H200 the tensor copies stream at most ~4.2 TB/s (1-d bulk
 # copies 4.60 and a cp.async ring 4.55 on the same bytes: benchmarks/NOTES.md, 9th session); in
 # the kernel (10th session, H200, fp16, TB/s tensor -> cp.async): B 16 32/8 L 33001 4.12 -> 4.43,
@@ -80,7 +81,12 @@ MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # item back until it runs. Measured level with the default (H200, 11th session: -0.3 to +0.6%).
 STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
-MMA_COPIES = ("tensor", "cp.async")
+MMA_COPIES = ("tensor", "cp.async", "bulk")
+# "bulk" (opt-in, built in the 16th session, not yet run on a GPU): one 1-d bulk copy per key row
+# of K and of V into rows padded by 16 bytes instead of swizzled (decode.cu,
+# CUATTN_DECODE_MMA_BULK_ROWS): a few producer instructions a stage where cp.async issues
+# kTile x D / 256 a lane, and no tensor maps. The same bits as the other producers.
+MMA_BULK_ROWS_OPTION = "-DCUATTN_DECODE_MMA_BULK_ROWS"
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 # A launch of the bulk-copy kernel with one block per SM (plan_persistent's one item per SM; no
 # even pieces) gets the ring of one block per SM, ONE_BLOCK_TMA_STAGES deep, not the ring of the
@@ -179,16 +185,23 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
         if stages is None:
             stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
         return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
-    if kernel == "mma":
-        cp_async = "true" if (copy or mma_copy(padded)) == "cp.async" else "false"
-        return (f"decode_split_mma<{type_name}, {padded}, {p}, {mma_config(padded)[1] if stages is None else stages}, "
-                f"{cp_async}>")
+    if kernel == "mma":  # ("bulk": kCpAsync false, compiled with MMA_BULK_ROWS_OPTION)
+        copy = copy or mma_copy(padded)
+        cp_async = "true" if copy == "cp.async" else "false"
+        stages = mma_config(padded, copy)[1] if stages is None else stages
+        return f"decode_split_mma<{type_name}, {padded}, {p}, {stages}, {cp_async}>"
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
 
 
-def mma_shared_bytes(stages: int, padded: int) -> int:
-    """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
-    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
+def _mma_tile_bytes(padded: int, copy: str | None = None) -> int:
+    """DecodeMmaShape::kTileBytes: 64 keys of K (or V), swizzled rows of padded halves, or rows 16
+    bytes longer with the "bulk" producer."""
+    return MMA_TILE_KEYS * (padded * 2 + (16 if copy == "bulk" else 0))
+
+
+def mma_shared_bytes(stages: int, padded: int, copy: str | None = None) -> int:
+    """Dynamic shared memory of decode_split_mma: ring of tiles, Q/merge buffer, barriers."""
+    return 2 * _mma_tile_bytes(padded, copy) * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
 
 
 def _mma_merge_bytes(padded: int) -> int:
@@ -197,13 +210,14 @@ def _mma_merge_bytes(padded: int) -> int:
     return max(MMA_ROWS * (padded + 8) * 2, (MMA_ROWS * (padded + 8) + 2 * 4 * MMA_ROWS) * 4)
 
 
-def mma_config(padded: int) -> tuple[int, int]:
-    """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
-    stages (up to 8) as leave the shared memory for both; MMA_STAGES, where set, fixes the depth
-    (and the blocks per SM are as many as its shared memory leaves room for, at most 2)."""
+def mma_config(padded: int, copy: str | None = None) -> tuple[int, int]:
+    """(blocks per SM, ring stages) of decode_split_mma with producer `copy`: 2 blocks (its launch
+    bound), and as many stages (up to 8) as leave the shared memory for both; MMA_STAGES, where
+    set, fixes the depth (and the blocks per SM are as many as its shared memory leaves room for,
+    at most 2)."""
     if MMA_STAGES is not None:
-        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
+        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded, copy) + 1024)), MMA_STAGES
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * _mma_tile_bytes(padded, copy)
                                                                             + RING_STAGE_EXTRA))
     return 2, stages
 
@@ -240,7 +254,7 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
                     if one_block_stages(r, d, itemsize) != tma_config(r, d, itemsize)[1]]
         if "mma" in kernels and type_name in MMA_TYPES:
             out += [split_expression(type_name, d, MMA_ROWS, p, "mma", copy=c) for d in MMA_HEAD_DIMS
-                    for p in (False, True) for c in MMA_COPIES]
+                    for p in (False, True) for c in MMA_COPIES if c != "bulk"]  # (bulk: with its option)
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -864,13 +878,15 @@ class _DecodePlan:
         num_rows = hq // hkv * sq
         props = device_properties()
         kernel = pick_kernel(_kernel_choice(num_rows), props["cc"], type_name, padded, sizes)
+        packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
+        copy = mma_copy(padded, packed) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
         if kernel == "regs":
             stages = None
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
         else:  # persistent: as many blocks as the SMs hold
             if kernel == "mma":
-                rows, (resident, stages) = MMA_ROWS, mma_config(padded)
+                rows, (resident, stages) = MMA_ROWS, mma_config(padded, copy)
             else:
                 rows = rows_per_block(sizes)
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
@@ -898,8 +914,6 @@ class _DecodePlan:
                 *strides(v_cache), np.int64(table_cols), np.int32(sizes["page_size"]), np.int32(batch),
                 np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
                 np.int32(row_chunks), np.int32(chunk), np.float32(scale * LOG2E)]
-        packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
-        copy = mma_copy(padded, packed) if kernel == "mma" else None
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages, copy)
         self.expression = expr  # (tests)
         self.tensor_maps = None
@@ -923,12 +937,14 @@ class _DecodePlan:
             copy_arg = np.int32(whole_tiles)
             smem = tma_shared_bytes(stages, rows, padded)
         else:
-            smem = mma_shared_bytes(stages, padded)
+            smem = mma_shared_bytes(stages, padded, copy)
             if packed:
                 options += (MMA_PACK_LO_OPTION,)
-            if copy == "cp.async":  # no tensor maps (a null pointer in their place)
+            if copy in ("cp.async", "bulk"):  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
-                if PAGE_PREFETCH and sizes["paged"]:
+                if copy == "bulk":
+                    options += (MMA_BULK_ROWS_OPTION,)
+                elif PAGE_PREFETCH and sizes["paged"]:
                     options += (PAGE_PREFETCH_OPTION,)
             else:
                 # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)

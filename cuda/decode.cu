@@ -1349,7 +1349,15 @@ struct DecodeMmaShape {
     static constexpr int kTile = 64;                                   // keys per stage (16 per warp)
     static constexpr int kBoxes = kHeadDim / 64;                       // 64-column swizzle atoms per row
     static constexpr int kBoxBytes = kTile * 128;                      // one box: 64 keys x 128 bytes
+#ifdef CUATTN_DECODE_MMA_BULK_ROWS
+    // (MMA_COPY "bulk") whole key rows, kHeadDim x 2 + 16 bytes apart: ldmatrix's 8 rows of a phase
+    // fall on 8 different 16-byte bank groups without a swizzle
+    static constexpr int kRowBytes = kHeadDim * 2 + 16;
+    static constexpr int kTileBytes = kTile * kRowBytes;               // one of K, V
+#else
+    static constexpr int kRowBytes = 128;                              // (box rows)
     static constexpr int kTileBytes = kBoxes * kBoxBytes;              // one of K, V
+#endif
     static constexpr int kStride = kHeadDim + 8;                       // padded Q row, elements
     static constexpr int kQBytes = kRows * kStride * 2;
     static constexpr int kAccStride = kHeadDim + 8;                    // merge rows, floats (64-bit stores
@@ -1494,6 +1502,43 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+// The bulk-row producer of decode_split_mma (-DCUATTN_DECODE_MMA_BULK_ROWS, cuattn.decode.MMA_COPY
+// "bulk"; walk_work): one 1-d bulk copy per key row of K and of V (head_dim x 2 bytes) into rows
+// kRowBytes apart (DecodeMmaShape: padded, not swizzled), spread over the warp: a handful of
+// instructions a stage where cp.async takes kTile x kHeadDim / 256 a lane. Rows past the item's
+// keys are not copied (the consumers zero their V rows, as after tensor copies); columns past
+// head_dim are zeroed once, before the first copy, and never written. Any 16-byte-aligned strides.
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kRowBytes, int kStages>
+__device__ __forceinline__ void produce_tiles_bulk_rows(const Work w, const T* __restrict__ k,
+                                                        const T* __restrict__ v, const int* __restrict__ block_table,
+                                                        i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
+                                                        i64 bt_stride, int page_size, int head_dim, u32 s_ring,
+                                                        u32 s_full, u32 s_empty, u32 s_hdr, int lane) {
+    constexpr int kHeadDim = (kRowBytes - 16) / 2;  // padded
+    const u32 row_bytes = (u32)head_dim * 2;
+    if (head_dim < kHeadDim) {  // columns past head_dim: zeros (the consumers read them)
+        for (int i = lane; i < 2 * kTileBytes * kStages / 16; i += 32) st_shared_zero_16(s_ring + 16 * i);
+        fence_proxy_async_shared();  // before the copy engine writes the rows' first bytes
+        __syncwarp();
+    }
+    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
+        const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+        const u32 full = s_full + 8 * stage;
+        const int nkeys = min(kTile, key1 - t0);
+        // a tile lies in one page (pages hold whole tiles: the dispatcher checks)
+        const int page = kPaged ? block_table[b * bt_stride + t0 / page_size] : b;
+        const int row0 = kPaged ? t0 % page_size : t0;
+        const T* kb = k + page * k_sb + kv_head * k_sh + (i64)row0 * k_ss;
+        const T* vb = v + page * v_sb + kv_head * v_sh + (i64)row0 * v_ss;
+        if (lane == 0) mbar_expect_bytes(full, 2 * (u32)nkeys * row_bytes);  // (lane 0's arrival)
+        __syncwarp();
+        for (int i = lane; i < nkeys; i += 32) {
+            bulk_load(dk + (u32)(i * kRowBytes), kb + (i64)i * k_ss, row_bytes, full);
+            bulk_load(dv + (u32)(i * kRowBytes), vb + (i64)i * v_ss, row_bytes, full);
+        }
+    });
+}
+
 template <typename T, int kHeadDim, bool kPaged, int kStages, bool kCpAsync>
 __global__ void __launch_bounds__(160, 2)
 decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -1515,6 +1560,13 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     constexpr bool kPackLo = true;
 #else
     constexpr bool kPackLo = false;
+#endif
+#ifdef CUATTN_DECODE_MMA_BULK_ROWS
+    // (MMA_COPY "bulk": the host passes kCpAsync false and no tensor maps) whole key rows by 1-d
+    // bulk copies into padded rows (produce_tiles_bulk_rows)
+    constexpr bool kBulkRows = true;
+#else
+    constexpr bool kBulkRows = false;
 #endif
 
     extern __shared__ __align__(1024) unsigned char smem[];
@@ -1541,6 +1593,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                                                              s_empty, s_hdr, lane);
         return;
 #endif
+        if (kBulkRows) {
+            produce_tiles_bulk_rows<T, kPaged, kTile, kTileBytes, M::kRowBytes, kStages>(
+                DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
+                s_ring, s_full, s_empty, s_hdr, lane);
+            return;
+        }
         if (kCpAsync) {
             produce_tiles_cp_async<T, kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
@@ -1625,11 +1683,13 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
+            const bool tail = (kBulkRows || !kCpAsync) && t0 + kTile > key1;  // (cp.async zero-fills them)
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
                 for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
                     const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;
-                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)(x * kTile * 128 + r * 128 + 16 * c));
+                    const u32 at = kBulkRows ? (u32)(r * M::kRowBytes + 16 * (i % (kBoxes * 8)))
+                                             : (u32)(x * kTile * 128 + r * 128 + 16 * c);
+                    if (t0 + r >= key1) st_shared_zero_16(dv + at);
                 }
                 __syncwarp();
             }
@@ -1638,11 +1698,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
-            const u32 k_base = swizzle_base(dk, kb + b_row, b_col >> 3);
+            const u32 k_base = kBulkRows ? dk + (u32)((kb + b_row) * M::kRowBytes + 2 * b_col)
+                                         : swizzle_base(dk, kb + b_row, b_col >> 3);
 #pragma unroll
             for (int kk = 0; kk < kKTiles; ++kk) {
                 u32 bb[4];
-                ldmatrix_x4(bb, swizzle_at(k_base, kk * 16));
+                ldmatrix_x4(bb, kBulkRows ? k_base + (u32)(32 * kk) : swizzle_at(k_base, kk * 16));
                 Mma<T>::run(s[0], qf[kk], bb[0], bb[1]);
                 Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
             }
@@ -1692,11 +1753,12 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 p_hi[i] = kPackLo && (i & 1) ? lo : hi;
                 p_lo[i] = lo;
             }
-            const u32 v_base = swizzle_base(dv, kb + t_row, t_col >> 3);
+            const u32 v_base = kBulkRows ? dv + (u32)((kb + t_row) * M::kRowBytes + 2 * t_col)
+                                         : swizzle_base(dv, kb + t_row, t_col >> 3);
 #pragma unroll
             for (int dt = 0; dt < kDTiles; dt += 2) {
                 u32 bb[4];
-                ldmatrix_x4_trans(bb, swizzle_at(v_base, dt * 8));
+                ldmatrix_x4_trans(bb, kBulkRows ? v_base + (u32)(16 * dt) : swizzle_at(v_base, dt * 8));
                 Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
 #ifndef CUATTN_DECODE_MMA_P_HI_ONLY  // (timing probe: P rounded to T, one P V product, as FlashAttention does)

@@ -433,9 +433,9 @@ MMA_COPY_CASES = [
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", MMA_COPY_CASES, ids=str)
 def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
-    """The cp.async producer writes the tiles the tensor copies write (zeros past D and past the
-    item's keys included): identical bits, both on the reference; and with thieves forced
-    (OWNER_GRAINS) on the reference too."""
+    """The cp.async and bulk-row producers fill tiles the consumers read as the tensor copies'
+    (zeros past D and past the item's keys included): identical bits, all on the reference; and
+    with thieves forced (OWNER_GRAINS) on the reference too."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's producers")
     b, hq, hkv, sq, length, d, lens, page = case
@@ -446,16 +446,19 @@ def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype,
         k, v, kw["block_table"] = to_paged(rng, k, v, page)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     out = run_settings(cp, monkeypatch, "MMA_COPY", DECODE_MODULE.MMA_COPIES, q, k, v, ref, **kw)
-    np.testing.assert_array_equal(out["tensor"][0], out["cp.async"][0])
-    np.testing.assert_array_equal(out["tensor"][1], out["cp.async"][1])
+    for copy in DECODE_MODULE.MMA_COPIES:
+        np.testing.assert_array_equal(out["tensor"][0], out[copy][0], err_msg=copy)
+        np.testing.assert_array_equal(out["tensor"][1], out[copy][1], err_msg=copy)
     force_thieves(monkeypatch)
-    compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    for copy in DECODE_MODULE.MMA_COPIES:
+        monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
 
 
 def test_gpu_mma_cp_async_strided_views(cp, rng, monkeypatch, split_kernel):
-    """cp.async reads any 16-byte-aligned strides in place: a cache that is a column slice of a
-    wider array, and one whose heads share one row (zero stride: the tensor copies copy such a
-    cache first); bit-identical to the tensor copies, both on the reference."""
+    """cp.async and the bulk-row copies read any 16-byte-aligned strides in place: a cache that is
+    a column slice of a wider array, and one whose heads share one row (zero stride: the tensor
+    copies copy such a cache first); bit-identical to the tensor copies, all on the reference."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's producers")
     b, hq, hkv, length, d = 2, 16, 2, 3000, 128
@@ -474,7 +477,8 @@ def test_gpu_mma_cp_async_strided_views(cp, rng, monkeypatch, split_kernel):
             out[copy] = cuattn.decode(cp.asarray(q), kc, vc, cache_seqlens=cp.asarray(lens),
                                       alibi_slopes="default").get()
             assert rel_error(out[copy], ref) <= UNIT_ROUNDOFF["float16"], (name, copy)
-        np.testing.assert_array_equal(out["tensor"], out["cp.async"], err_msg=name)
+        for copy in DECODE_MODULE.MMA_COPIES:
+            np.testing.assert_array_equal(out["tensor"], out[copy], err_msg=f"{name}: {copy}")
 
 
 PREFETCH_CASES = [
