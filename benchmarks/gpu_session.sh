@@ -109,7 +109,7 @@ for stage in "${stages[@]}"; do
                 --variants "bulk/bulk, no math/bulk, stages 6/no math" --out "$OUT" >>"$log" 2>&1
             mkdir -p "$OUT/d64"
             timeout "$(limit mma-bulk 200)" python3 benchmarks/decode_stream_probe.py --out "$OUT/d64" \
-                --shapes "4,32,4,64,32768;4,32,4,64,131072;1,32,8,64,131072" --variants "bulk/cp.async" >>"$log" 2>&1 ;;
+                --shapes "4,32,4,64,32768;4,32,4,64,131072;1,32,8,64,131072;2,32,2,64,131072" --variants "bulk/cp.async" >>"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         ncu-mma)  # the tensor-core kernel's stall reasons and issue slots on B 1 32/8, with and without its math
