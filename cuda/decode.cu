@@ -1008,9 +1008,10 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
 }
 
 // The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
-// kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile
-// (keys contiguous in the cache), else one per key row, spread over the warp.
-template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
+// kTileBytes each, key rows row_bytes apart in shared memory (kDstRowBytes apart where given:
+// decode_split_mma's bulk rows); whole_tiles: one copy per tile (keys contiguous in the cache),
+// else one per key row of row_bytes, spread over the warp.
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages, int kDstRowBytes = 0>
 __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
                                               i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
@@ -1035,11 +1036,12 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
         } else {  // one copy per key row, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
             __syncwarp();
+            const int dst_row_bytes = kDstRowBytes ? kDstRowBytes : row_bytes;
             for (int i = lane; i < nkeys; i += 32) {
                 const T *kp, *vp;
                 key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                bulk_load(dk + i * row_bytes, kp, row_bytes, full);
-                bulk_load(dv + i * row_bytes, vp, row_bytes, full);
+                bulk_load(dk + i * dst_row_bytes, kp, row_bytes, full);
+                bulk_load(dv + i * dst_row_bytes, vp, row_bytes, full);
             }
         }
     });
@@ -1067,9 +1069,9 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
 #endif
     named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0)
     const int owners = split_parts(w, rg);
+    const unsigned long long add = (owner ? kCountOwner : kCountThief) + (unsigned)keys;  // (thread 0's)
 #ifdef CUATTN_DECODE_COUNT_NO_WAIT  // (timing probe: the count sent, its answer never awaited, no merge)
     if (tid == 0) {
-        const unsigned long long add = (owner ? kCountOwner : kCountThief) + (unsigned)keys;
 #ifdef CUATTN_DECODE_RELAXED_COUNT
         asm volatile("red.relaxed.gpu.global.add.u64 [%0], %1;\n" ::"l"(w.done() + rg), "l"(add) : "memory");
 #else
@@ -1082,7 +1084,6 @@ __device__ __forceinline__ void count_partial(const Work w, PartialSet ps, T* __
     if (!(owner && unstolen && owners == 1)) {
         int* s_flag = reinterpret_cast<int*>(s_merge);
         if (tid == 0) {
-            const unsigned long long add = (owner ? kCountOwner : kCountThief) + (unsigned)keys;
             // release: the block's partial (and list entry) before the count, for the block that
             // merges; acquire: every counted partial before this block's merge (the barriers below
             // pass both on to the other threads, as a cumulative fence would)
@@ -1503,11 +1504,12 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 }
 
 // The bulk-row producer of decode_split_mma (-DCUATTN_DECODE_MMA_BULK_ROWS, cuattn.decode.MMA_COPY
-// "bulk"; walk_work): one 1-d bulk copy per key row of K and of V (head_dim x 2 bytes) into rows
-// kRowBytes apart (DecodeMmaShape: padded, not swizzled), spread over the warp: a handful of
-// instructions a stage where cp.async takes kTile x kHeadDim / 256 a lane. Rows past the item's
-// keys are not copied (the consumers zero their V rows, as after tensor copies); columns past
-// head_dim are zeroed once, before the first copy, and never written. Any 16-byte-aligned strides.
+// "bulk"): decode_split_tma's producer, one 1-d bulk copy per key row of K and of V (head_dim x 2
+// bytes) into rows kRowBytes apart (DecodeMmaShape: padded, not swizzled), spread over the warp: a
+// handful of instructions a stage where cp.async takes kTile x kHeadDim / 256 a lane. Rows past the
+// item's keys are not copied (the consumers zero their V rows, as after tensor copies); columns
+// past head_dim are zeroed once, before the first copy, and never written. Any 16-byte-aligned
+// strides.
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kRowBytes, int kStages>
 __device__ __forceinline__ void produce_tiles_bulk_rows(const Work w, const T* __restrict__ k,
                                                         const T* __restrict__ v, const int* __restrict__ block_table,
@@ -1515,28 +1517,14 @@ __device__ __forceinline__ void produce_tiles_bulk_rows(const Work w, const T* _
                                                         i64 bt_stride, int page_size, int head_dim, u32 s_ring,
                                                         u32 s_full, u32 s_empty, u32 s_hdr, int lane) {
     constexpr int kHeadDim = (kRowBytes - 16) / 2;  // padded
-    const u32 row_bytes = (u32)head_dim * 2;
     if (head_dim < kHeadDim) {  // columns past head_dim: zeros (the consumers read them)
         for (int i = lane; i < 2 * kTileBytes * kStages / 16; i += 32) st_shared_zero_16(s_ring + 16 * i);
         fence_proxy_async_shared();  // before the copy engine writes the rows' first bytes
         __syncwarp();
     }
-    walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
-        const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-        const u32 full = s_full + 8 * stage;
-        const int nkeys = min(kTile, key1 - t0);
-        // a tile lies in one page (pages hold whole tiles: the dispatcher checks)
-        const int page = kPaged ? block_table[b * bt_stride + t0 / page_size] : b;
-        const int row0 = kPaged ? t0 % page_size : t0;
-        const T* kb = k + page * k_sb + kv_head * k_sh + (i64)row0 * k_ss;
-        const T* vb = v + page * v_sb + kv_head * v_sh + (i64)row0 * v_ss;
-        if (lane == 0) mbar_expect_bytes(full, 2 * (u32)nkeys * row_bytes);  // (lane 0's arrival)
-        __syncwarp();
-        for (int i = lane; i < nkeys; i += 32) {
-            bulk_load(dk + (u32)(i * kRowBytes), kb + (i64)i * k_ss, row_bytes, full);
-            bulk_load(dv + (u32)(i * kRowBytes), vb + (i64)i * v_ss, row_bytes, full);
-        }
-    });
+    produce_tiles<T, kPaged, kTile, kTileBytes, kStages, kRowBytes>(w, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
+                                                                    v_ss, bt_stride, page_size, head_dim * 2, false,
+                                                                    s_ring, s_full, s_empty, s_hdr, lane);
 }
 
 template <typename T, int kHeadDim, bool kPaged, int kStages, bool kCpAsync>
