@@ -55,6 +55,11 @@ def gla_inputs(rng, lead, kdim, vdim, gates, dtype):
     return q, k, v, gla_gates(rng, lead + (kdim,), gates, dtype)
 
 
+def draw(rng, shape, dtype):
+    """Standard normal values of `shape`, drawn in float32 and rounded to `dtype`."""
+    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+
 def to_paged(rng, k, v, page_size):
     """The cache (B, Hkv, L, D), L a multiple of page_size (so a call without cache_seqlens sees
     the same keys), as pages of page_size keys in shuffled order (num_pages, Hkv, page_size, D),

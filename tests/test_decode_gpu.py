@@ -17,7 +17,7 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import UNIT_ROUNDOFF, elementwise_mismatches, lse_error, poison, rel_error, to_paged
+from helpers import UNIT_ROUNDOFF, draw, elementwise_mismatches, lse_error, poison, rel_error, to_paged
 
 pytestmark = pytest.mark.gpu
 
@@ -35,10 +35,6 @@ def split_kernel(request, monkeypatch):
         pytest.skip("runs every kernel inside the test")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", request.param)
     return request.param
-
-
-def draw(rng, shape, dtype):
-    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
 
 
 def check(o, lse, q, k, v, **kw):

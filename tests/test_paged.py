@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 
 import cuattn
-
-
-def draw(rng, shape, dtype):
-    return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+from helpers import draw
 
 
 @pytest.mark.parametrize("length, page_size", [(1000, 256), (1024, 256), (7, 1), (5, 8), (1, 3), (300, 300)])
