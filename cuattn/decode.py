@@ -160,18 +160,35 @@ def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) 
     if sizes["cache_len"] >= PERSISTENT_MAX_KEYS:
         return "regs"  # both persistent kernels' ring headers take keys below PERSISTENT_MAX_KEYS
     if kernel == "mma" and (cc < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
-                            or sizes["cache_len"] == 0 or (sizes["paged"] and sizes["page_size"] % MMA_TILE_KEYS)):
-        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; a paged tile in one page
+                            or sizes["cache_len"] == 0 or not mma_pages_ok(sizes)):
+        kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; pages of >= 4 keys
     if kernel == "tma" and (cc < 90 or rows_per_block(sizes) not in TMA_ROWS):
         kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
     return kernel
 
 
-def mma_copy(padded: int, packed: bool = False) -> str:
+COPY_RUNS = True  # the bulk-copy kernel copies runs of keys back to back at once (a page's share of a
+# tile, a tile not on whole tiles); False: one copy per key row there (before the 17th session; timing)
+SHORT_PAGE_MIN = 4  # the tensor-core kernel's cp.async producer looks pages shorter than a tile up per
+# row, the tile's pages one a lane (at most 32: pages of at least 4 keys)
+
+
+def mma_pages_ok(sizes: dict) -> bool:
+    """Whether decode_split_mma takes the cache's pages: whole tiles (a multiple of 64 keys) for
+    every producer, any page of at least SHORT_PAGE_MIN keys for cp.async (which mma_copy then
+    picks)."""
+    return not sizes["paged"] or sizes["page_size"] % MMA_TILE_KEYS == 0 or sizes["page_size"] >= SHORT_PAGE_MIN
+
+
+def mma_copy(padded: int, packed: bool = False, page_size: int = 0) -> str:
     """How decode_split_mma fills its ring at padded head dim `padded`, `packed` where its P V
-    product packs P_lo into the empty rows (MMA_PACK_LO, row groups of at most 8 rows):
-    cuattn.decode.MMA_COPY, or where that is None, "cp.async" for 128 and for packed 64, "tensor"
-    for unpacked 64 (measured: see MMA_COPY)."""
+    product packs P_lo into the empty rows (MMA_PACK_LO, row groups of at most 8 rows), pages of
+    `page_size` keys (0: not paged): cuattn.decode.MMA_COPY, or where that is None, "cp.async" for
+    128 and for packed 64, "tensor" for unpacked 64 (measured: see MMA_COPY); "cp.async" whatever
+    MMA_COPY says where pages are shorter than a tile (the tensor copies' box and the bulk rows'
+    tiles lie in one page)."""
+    if page_size % MMA_TILE_KEYS:
+        return "cp.async"
     if MMA_COPY is not None:
         return MMA_COPY
     return "cp.async" if padded == 128 or packed else "tensor"
@@ -878,8 +895,14 @@ class _DecodePlan:
         num_rows = hq // hkv * sq
         props = device_properties()
         kernel = pick_kernel(_kernel_choice(num_rows), props["cc"], type_name, padded, sizes)
+        # key rows of d elements back to back (within a page where paged)
+        dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
+        if (kernel == "tma" and KERNEL is None and not dense
+                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
+            kernel = "mma"  # strided rows: the bulk-copy kernel copies them one by one (~1 TB/s on
+            # an H200), the tensor-core kernel's producers take any stride
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
-        copy = mma_copy(padded, packed) if kernel == "mma" else None
+        copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
         if kernel == "regs":
             stages = None
@@ -917,6 +940,7 @@ class _DecodePlan:
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages, copy)
         self.expression = expr  # (tests)
         self.tensor_maps = None
+        self.run_keys = None  # (tests: the bulk-copy kernel's keys per copy)
         if kernel == "regs":
             self.launches = [
                 PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
@@ -932,9 +956,17 @@ class _DecodePlan:
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
-            dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
-            whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
-            copy_arg = np.int32(whole_tiles)
+            # keys per copy (produce_tiles' run_keys): 0, a whole tile by one lane (its keys back
+            # to back); else runs of keys back to back, a copy each: all a tile's keys where
+            # unpaged, a page's where paged, one row where strided (the copy engine takes ~70
+            # cycles a copy: short copies are slow)
+            if dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0):
+                self.run_keys = 0
+            elif dense and COPY_RUNS:
+                self.run_keys = sizes["page_size"] if sizes["paged"] else 1 << 30
+            else:
+                self.run_keys = 1
+            copy_arg = np.int32(self.run_keys)
             smem = tma_shared_bytes(stages, rows, padded)
         else:
             smem = mma_shared_bytes(stages, padded, copy)

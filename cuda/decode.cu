@@ -531,7 +531,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
 // pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
 // tiles land. A tile is one copy each for K and V when its keys are contiguous (row stride = D,
-// and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
+// and for a paged cache pages that hold whole tiles: run_keys 0), else one copy per run of keys
+// back to back (a page's share of the tile: run_keys = page_size; strided rows: one per key row).
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
 // kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers).
@@ -1009,13 +1010,16 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
 
 // The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
 // kTileBytes each, key rows row_bytes apart in shared memory (kDstRowBytes apart where given:
-// decode_split_mma's bulk rows); whole_tiles: one copy per tile (keys contiguous in the cache),
-// else one per key row of row_bytes, spread over the warp.
+// decode_split_mma's bulk rows). run_keys 0: one copy per tile, issued by one lane (the tile's
+// keys back to back in the cache); else one copy per run of keys back to back, spread over the
+// warp: runs start at multiples of run_keys (a paged cache's pages of dense rows: page_size;
+// strided rows: 1, a copy per key row; kDstRowBytes set: 1). The copy engine takes ~70 cycles a
+// copy whatever its size (H200: one copy per 256-byte row streams ~1 TB/s), so runs matter.
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages, int kDstRowBytes = 0>
 __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
                                               i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
-                                              int row_bytes, bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty,
+                                              int row_bytes, int run_keys, u32 s_ring, u32 s_full, u32 s_empty,
                                               u32 s_hdr, int lane) {
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
@@ -1024,7 +1028,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
         const int nkeys = min(kTile, key1 - t0);
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const u32 full = s_full + 8 * stage;
-        if (whole_tiles) {  // the tile is contiguous in K and in V
+        if (run_keys == 0) {  // the tile is contiguous in K and in V
             if (lane == 0) {
                 const u32 bytes = (u32)(nkeys * row_bytes);
                 const T *kp, *vp;
@@ -1033,7 +1037,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dk, kp, bytes, full);
                 bulk_load(dv, vp, bytes, full);
             }
-        } else {  // one copy per key row, spread over the warp
+        } else if (kDstRowBytes || run_keys == 1) {  // one copy per key row, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
             __syncwarp();
             const int dst_row_bytes = kDstRowBytes ? kDstRowBytes : row_bytes;
@@ -1042,6 +1046,17 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
                 bulk_load(dk + i * dst_row_bytes, kp, row_bytes, full);
                 bulk_load(dv + i * dst_row_bytes, vp, row_bytes, full);
+            }
+        } else {  // one copy per run: keys [j0, j1) of the tile, back to back in the cache
+            if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+            __syncwarp();
+            const int first = t0 / run_keys, runs = (t0 + nkeys - 1) / run_keys - first + 1;
+            for (int i = lane; i < runs; i += 32) {
+                const int j0 = max(t0, (first + i) * run_keys), j1 = min(t0 + nkeys, (first + i + 1) * run_keys);
+                const T *kp, *vp;
+                key_rows<T, kPaged>(kbase, vbase, pages, j0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                bulk_load(dk + (j0 - t0) * row_bytes, kp, (u32)((j1 - j0) * row_bytes), full);
+                bulk_load(dv + (j0 - t0) * row_bytes, vp, (u32)((j1 - j0) * row_bytes), full);
             }
         }
     });
@@ -1176,7 +1191,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int run_keys,
                  int num_splits, int span, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using S = DecodeShape<T, kHeadDim, kRows>;
@@ -1208,7 +1223,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == S::kWarps) {  // producer
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(
             DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, row_bytes,
-            whole_tiles != 0, s_ring, s_full, s_empty, s_hdr, lane);
+            run_keys, s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
@@ -1338,7 +1353,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 // chunk c of row r at c ^ (r % 8): ldmatrix without bank conflicts), zero-filled past D and past
 // the cache's end; a paged cache needs pages of a multiple of 64 keys (the dispatcher checks).
 // kCpAsync: the producer warp writes the same swizzled tiles by 16-byte cp.async instead
-// (produce_tiles_cp_async: no tensor maps; rows past the item's keys arrive as zeros).
+// (produce_tiles_cp_async: no tensor maps; rows past the item's keys arrive as zeros; any page
+// size from 4 keys: pages of part tiles are looked up per row).
 // A warp zeroes its V rows past the item's keys in a tail tile (another split's or stale bytes
 // must not reach P V as 0 * NaN; the K rows there are masked to -inf whatever they hold).
 // Shared memory: kStages x 2 x 64 x kHeadDim x 2 bytes of ring (1024-byte aligned), then
@@ -1444,6 +1460,33 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
 #endif
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+        if (kPaged && page_size % kTile) {  // a tile may cross pages: each row's own page
+            // lane p holds the entry of the tile's page first + p (the host's page_size >= 4: at
+            // most 17 pages); a lane's rows step kRowsPerPass <= 4 <= page_size keys a pass
+            const int first = t0 / page_size, pages_here = (min(t0 + kTile, key1) - 1) / page_size - first + 1;
+            const int mine = lane < pages_here ? block_table[b * bt_stride + first + lane] : 0;
+            int j = t0 + r0, pi = j / page_size - first, at = j % page_size;
+            const T* kh = k + kv_head * k_sh + c * 8;
+            const T* vh = v + kv_head * v_sh + c * 8;
+#pragma unroll 4
+            for (int i = 0; i < kPasses; ++i) {
+                const bool ok = col_ok && j < key1;
+                const i64 page = __shfl_sync(0xffffffffu, mine, pi & 31);
+                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                cp_async_16(dk + off, ok ? kh + page * k_sb + (i64)at * k_ss : k, ok);
+                cp_async_16(dv + off, ok ? vh + page * v_sb + (i64)at * v_ss : v, ok);
+                j += kRowsPerPass;
+                at += kRowsPerPass;
+                if (at >= page_size) {
+                    at -= page_size;
+                    ++pi;
+                }
+            }
+            mbar_arrive_cp_async_inc(s_full + 8 * stage);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(s_full + 8 * stage);
+            return;
+        }
         const T* kb;
         const T* vb;
         int row0;
@@ -1523,7 +1566,7 @@ __device__ __forceinline__ void produce_tiles_bulk_rows(const Work w, const T* _
         __syncwarp();
     }
     produce_tiles<T, kPaged, kTile, kTileBytes, kStages, kRowBytes>(w, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                                    v_ss, bt_stride, page_size, head_dim * 2, false,
+                                                                    v_ss, bt_stride, page_size, head_dim * 2, 1,
                                                                     s_ring, s_full, s_empty, s_hdr, lane);
 }
 
@@ -1577,7 +1620,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
 #if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, kHeadDim * 2, true, s_ring, s_full,
+                                                             v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring, s_full,
                                                              s_empty, s_hdr, lane);
         return;
 #endif

@@ -335,6 +335,8 @@ def test_split_kernel_switch(monkeypatch):
     assert [mod.mma_copy(d, packed) for d in (128, 64) for packed in (False, True)] == \
         ["cp.async", "cp.async", "tensor", "cp.async"]
     monkeypatch.setattr(mod, "MMA_COPY", "tensor")
+    # pages shorter than a tile (or not whole tiles): cp.async whatever MMA_COPY says
+    assert [mod.mma_copy(64, False, ps) for ps in (0, 16, 100, 128)] == ["tensor", "cp.async", "cp.async", "tensor"]
     assert mod.split_expression("half_t", 128, 4, True).endswith(", false>")
     monkeypatch.setattr(mod, "MMA_COPY", "cp.async")
     assert mod.split_expression("half_t", 128, 4, True).endswith(", true>")
@@ -491,7 +493,11 @@ def test_pick_kernel_falls_back():
     assert mod.pick_kernel("mma", 90, "float", 128, sizes(32, 4, 4096)) == "regs"  # 8 rows: registers
     assert mod.pick_kernel("mma", 90, "float", 128, sizes(16, 4, 4096)) == "tma"  # 4 rows
     assert mod.pick_kernel("mma", 90, "half_t", 256, sizes(16, 4, 4096)) == "tma"
-    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=16)) == "tma"
+    # pages shorter than a 64-key tile: the cp.async producer looks them up per row, from 4 keys a page
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=16)) == "mma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=4)) == "mma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=3)) == "tma"
+    assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 4096, paged=True, page_size=192)) == "mma"
     assert mod.pick_kernel("mma", 90, "half_t", 128, sizes(16, 4, 0)) == "tma"
     assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big - 1)) == "tma"
     assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big)) == "regs"

@@ -181,12 +181,12 @@ def test_gpu_matches_reference(cp, rng, dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("page_size", [16, 64, 256])
+@pytest.mark.parametrize("page_size", [4, 16, 64, 256])
 def test_gpu_paged_identical_to_contiguous(cp, rng, monkeypatch, dtype, page_size, split_kernel):
     """Same keys through a shuffled block table: bit-identical (same arithmetic, same splits)
     whenever both calls run the same kernel without work stealing (which makes the split of the
-    keys depend on timing); "mma" hands pages smaller than its key tile to "tma", so there both
-    results are only checked against the reference."""
+    keys depend on timing): "tma" copies runs of a page's keys, "mma" (cp.async) looks pages of
+    part tiles up per row."""
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     q, k, v = draw(rng, (3, 16, 2, 128), dtype), draw(rng, (3, 4, 8192, 128), dtype), \
         draw(rng, (3, 4, 8192, 128), dtype)
@@ -195,10 +195,7 @@ def test_gpu_paged_identical_to_contiguous(cp, rng, monkeypatch, dtype, page_siz
     table[1, -1] = -3  # entries past a row's length are never read
     o1, l1 = run(cp, q, k, v, cache_seqlens=lens, alibi_slopes="default")
     o2, l2 = run(cp, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
-    if split_kernel != "mma" or page_size % DECODE_MODULE.MMA_TILE_KEYS == 0:
-        assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(l1, l2)
-    else:
-        check(o1, l1, q, k, v, cache_seqlens=lens, alibi_slopes="default")
+    assert np.array_equal(o1, o2, equal_nan=True) and np.array_equal(l1, l2)
     check(o2, l2, q, kp, vp, cache_seqlens=lens, alibi_slopes="default", block_table=table)
 
 
@@ -577,6 +574,55 @@ def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d)
     assert (DECODE_MODULE.MMA_PACK_LO_OPTION in plans[0].options) == packed
     assert plans[0].expression.endswith(", true>" if d == 128 or packed else ", false>")
     assert (plans[0].tensor_maps is None) == (d == 128 or packed)
+    assert_counters_zero(cp)
+
+
+@pytest.mark.parametrize("layout", ["bshd", "paged 16", "paged 100", "dense"])
+@pytest.mark.parametrize("hq, hkv, d", [(8, 8, 128), (8, 8, 64), (16, 4, 128), (8, 8, 256)],
+                         ids=["mha_d128", "mha_d64", "gqa_d128", "mha_d256"])
+def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, layout, hq, hkv, d):
+    """How each layout reaches shared memory (KERNEL None): one row's key rows strided
+    (FlashAttention's (B, L, Hkv, D) as its transpose) go to the tensor-core kernel where it takes
+    the head dim (its producers take any stride; the bulk-copy kernel would copy row by row), else
+    to the bulk-copy kernel, one copy per row; pages of 16 or 100 keys: the tensor-core kernel's
+    cp.async looks them up per row, the bulk-copy kernel copies a page's keys at once (run_keys =
+    page size); dense: whole tiles (run_keys 0) or one run of the tile. Right on the reference
+    (ragged, a row ending mid-page), bit-identical to the dense cache's call."""
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: splits fixed)
+    b, length = 2, 3200  # (whole pages: the paged call's cache length, hence its splits, as the dense one's)
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(cache_seqlens=np.array([length - 7, 1234], np.int32), alibi_slopes="default")
+    kc, vc = k, v
+    if layout == "bshd":  # (built on the GPU: key rows hkv x d apart)
+        kc, vc = (cp.ascontiguousarray(cp.asarray(x).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v))
+        assert kc.strides[2] == hkv * d * 2
+    elif layout.startswith("paged"):
+        kc, vc, kw["block_table"] = to_paged(rng, k, v, int(layout.split()[1]))
+    o, lse = run(cp, q, kc, vc, **kw)
+    ref_kv = (k, v) if layout == "bshd" else (kc, vc)
+    compare(o, lse, *cuattn.reference.decode(q, *ref_kv, return_lse=True, **kw), q.dtype)
+    plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
+    assert len(plans) == 1
+    expr, run_keys = plans[0].expression, plans[0].run_keys
+    mma_fits = d in DECODE_MODULE.MMA_HEAD_DIMS
+    if hq == hkv and not (layout == "bshd" and mma_fits):
+        assert expr.startswith("decode_split_tma<")
+        if layout == "bshd":
+            assert run_keys == 1
+        elif layout.startswith("paged"):
+            assert run_keys in (0, int(layout.split()[1]))
+        else:
+            assert run_keys in (0, 1 << 30)
+    elif mma_fits:
+        assert expr.startswith("decode_split_mma<")
+        if layout.startswith("paged"):
+            assert expr.endswith(", true>")  # cp.async
+    if layout != "dense":
+        kw.pop("block_table", None)
+        o2, lse2 = run(cp, q, k, v, **kw)
+        if expr.startswith("decode_split_tma<") or layout.startswith("paged"):  # the same kernel both times
+            assert np.array_equal(o, o2, equal_nan=True) and np.array_equal(lse, lse2)
     assert_counters_zero(cp)
 
 
