@@ -83,6 +83,11 @@ def main():
             for name, (fn, _note) in torch_impls(tq, tk, tv, cuattn.alibi_slopes(hq)).items():
                 if name in ("torch_cudnn", "torch_flash"):
                     fns[name] = fn
+            # torch on the (B, L, Hkv, D) cache's transposed view (what FlashAttention's layout costs it)
+            tkt, tvt = torch.from_dlpack(kt), torch.from_dlpack(vt)
+            for name, (fn, _note) in torch_impls(tq, tkt, tvt, cuattn.alibi_slopes(hq)).items():
+                if name in ("torch_cudnn", "torch_flash"):
+                    fns[name + ", bshd"] = fn
         except ImportError:
             pass
         row = dict(label=label, B=b, Hq=hq, Hkv=hkv, D=d, L=length, rel_diff_vs_dense=diffs)

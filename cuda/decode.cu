@@ -1462,24 +1462,56 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         if (kPaged && page_size % kTile) {  // a tile may cross pages: each row's own page
             // lane p holds the entry of the tile's page first + p (the host's page_size >= 4: at
-            // most 17 pages); a lane's rows step kRowsPerPass <= 4 <= page_size keys a pass
+            // most 17 pages)
             const int first = t0 / page_size, pages_here = (min(t0 + kTile, key1) - 1) / page_size - first + 1;
             const int mine = lane < pages_here ? block_table[b * bt_stride + first + lane] : 0;
-            int j = t0 + r0, pi = j / page_size - first, at = j % page_size;
             const T* kh = k + kv_head * k_sh + c * 8;
             const T* vh = v + kv_head * v_sh + c * 8;
-#pragma unroll 4
-            for (int i = 0; i < kPasses; ++i) {
-                const bool ok = col_ok && j < key1;
+            int at = t0 % page_size, pi = 0;  // the first row's place in its page, and the page
+            if (dense && t0 + kTile <= key1 && page_size % 16 == 0 && t0 % 16 == 0) {
+                // (the common case) 16-row groups in one page each: a page's address per group, its
+                // rows at constant offsets
+#pragma unroll
+                for (int g = 0; g < kTile / 16; ++g) {
+                    const i64 page = __shfl_sync(0xffffffffu, mine, pi);
+                    const T* kp = kh + page * k_sb + (i64)(at + r0) * kHeadDim;
+                    const T* vp = vh + page * v_sb + (i64)(at + r0) * kHeadDim;
+#pragma unroll
+                    for (int i = 0; i < 16 / kRowsPerPass; ++i) {
+                        const int pass = g * (16 / kRowsPerPass) + i;
+                        const u32 off = lane_off + (u32)(pass * kRowsPerPass * 128) + swz[pass % kSwizzles];
+                        cp_async_16(dk + off, kp + i * kRowsPerPass * kHeadDim, true);
+                        cp_async_16(dv + off, vp + i * kRowsPerPass * kHeadDim, true);
+                    }
+                    at += 16;
+                    if (at == page_size) {
+                        at = 0;
+                        ++pi;
+                    }
+                }
+            } else {  // any rows: a lane's rows step kRowsPerPass <= 4 <= page_size keys a pass
+                at = (t0 + r0) % page_size;
+                pi = (t0 + r0) / page_size - first;
                 const i64 page = __shfl_sync(0xffffffffu, mine, pi & 31);
-                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
-                cp_async_16(dk + off, ok ? kh + page * k_sb + (i64)at * k_ss : k, ok);
-                cp_async_16(dv + off, ok ? vh + page * v_sb + (i64)at * v_ss : v, ok);
-                j += kRowsPerPass;
-                at += kRowsPerPass;
-                if (at >= page_size) {
-                    at -= page_size;
-                    ++pi;
+                const T* kp = kh + page * k_sb + (i64)at * k_ss;
+                const T* vp = vh + page * v_sb + (i64)at * v_ss;
+                const i64 k_step = (i64)kRowsPerPass * k_ss, v_step = (i64)kRowsPerPass * v_ss;
+#pragma unroll 4
+                for (int i = 0; i < kPasses; ++i) {
+                    const bool ok = col_ok && t0 + r0 + i * kRowsPerPass < key1;
+                    const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                    cp_async_16(dk + off, ok ? kp : k, ok);
+                    cp_async_16(dv + off, ok ? vp : v, ok);
+                    const i64 next = __shfl_sync(0xffffffffu, mine, (pi + 1) & 31);
+                    at += kRowsPerPass;
+                    kp += k_step;
+                    vp += v_step;
+                    if (at >= page_size) {  // the next page
+                        at -= page_size;
+                        ++pi;
+                        kp = kh + next * k_sb + (i64)at * k_ss;
+                        vp = vh + next * v_sb + (i64)at * v_ss;
+                    }
                 }
             }
             mbar_arrive_cp_async_inc(s_full + 8 * stage);
@@ -1525,12 +1557,15 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
                 cp_async_16(dv + off, vb + i * kRowsPerPass * kHeadDim, true);
             }
         } else {  // a tile's end past the item's keys, other strides, or D < kHeadDim: zero-fill
+            const i64 k_step = (i64)kRowsPerPass * k_ss, v_step = (i64)kRowsPerPass * v_ss;
 #pragma unroll 4
             for (int i = 0; i < kPasses; ++i) {
                 const bool ok = col_ok && t0 + r0 + i * kRowsPerPass < key1;
                 const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
-                cp_async_16(dk + off, ok ? kb + (i64)i * kRowsPerPass * k_ss : k, ok);
-                cp_async_16(dv + off, ok ? vb + (i64)i * kRowsPerPass * v_ss : v, ok);
+                cp_async_16(dk + off, ok ? kb : k, ok);
+                cp_async_16(dv + off, ok ? vb : v, ok);
+                kb += k_step;  // (pointer steps: no 64-bit products a pass)
+                vb += v_step;
             }
         }
         mbar_arrive_cp_async_inc(s_full + 8 * stage);

@@ -580,7 +580,7 @@ def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d)
 @pytest.mark.parametrize("layout", ["bshd", "paged 16", "paged 100", "dense"])
 @pytest.mark.parametrize("hq, hkv, d", [(8, 8, 128), (8, 8, 64), (16, 4, 128), (8, 8, 256)],
                          ids=["mha_d128", "mha_d64", "gqa_d128", "mha_d256"])
-def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, layout, hq, hkv, d):
+def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, d):
     """How each layout reaches shared memory (KERNEL None): one row's key rows strided
     (FlashAttention's (B, L, Hkv, D) as its transpose) go to the tensor-core kernel where it takes
     the head dim (its producers take any stride; the bulk-copy kernel would copy row by row), else
@@ -588,6 +588,9 @@ def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, layout, hq, hkv, d):
     cp.async looks them up per row, the bulk-copy kernel copies a page's keys at once (run_keys =
     page size); dense: whole tiles (run_keys 0) or one run of the tile. Right on the reference
     (ragged, a row ending mid-page), bit-identical to the dense cache's call."""
+    if split_kernel != DECODE_MODULE.KERNELS[0]:
+        pytest.skip("the automatic choice (KERNEL None): once")
+    monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: splits fixed)
     b, length = 2, 3200  # (whole pages: the paged call's cache length, hence its splits, as the dense one's)
