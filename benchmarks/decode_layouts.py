@@ -68,6 +68,8 @@ def main():
             keep.append((kc, vc, table))
             name = f"paged {ps}"
             fns[name] = (lambda a=(q, kc, vc), t=table: cuattn.decode(*a, alibi_slopes="default", block_table=t))
+            if hq == hkv:  # one row: the tensor-core kernel on the pages (the default is the bulk-copy kernel)
+                fns[name + ", mma"] = with_settings(fns[name], KERNEL="mma")
             if ps < 64:  # the bulk-copy kernel: a copy per page's run of keys, and per key row (as before)
                 fns[name + ", tma"] = with_settings(fns[name], KERNEL="tma")
                 fns[name + ", tma rows"] = with_settings(fns[name], KERNEL="tma", COPY_RUNS=False)

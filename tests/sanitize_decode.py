@@ -94,6 +94,11 @@ def main():
             decode_module.MMA_PACK_LO = False
             runs.append(sweep(rng, "mma+bulk+no-pack-lo", (np.float16,)))
             decode_module.MMA_PACK_LO = True
+            decode_module.MMA_COPY = None  # pages of part tiles (16-row groups; any rows) and strided rows
+            runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),
+                     sweep(rng, "mma+strided", (np.float16,), strided=True)]
+        if kernel == "tma":  # strided rows: a copy per key row
+            runs.append(sweep(rng, "tma+strided", (np.float16,), strided=True))
         decode_module.MMA_COPY = None
         for w, f in runs:
             worst, failures = max(worst, w), failures + f
@@ -103,12 +108,16 @@ def main():
     sys.exit(1 if failures else 0)
 
 
-def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32)):
+def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32), page=None, strided=False):
+    """Every case contiguous and paged (pages of `page` keys; default 64 for "mma": whole tiles for
+    every producer, 50 for "tma": runs of a page's keys), or (strided) the cache as the transpose of
+    a (B, L, Hkv, D) array, contiguous only."""
     worst, failures = 0.0, 0
     for dtype in dtypes:
         for batch, hq, hkv, sq, length, d, lens in CASES:
-            page = 64 if kernel.startswith("mma") else 50  # "mma" takes pages of whole 64-key tiles (else "tma" runs)
-            for paged in (False, True):
+            if page is None:
+                page = 64 if kernel.startswith("mma") else 50
+            for paged in ((False,) if strided else (False, True)):
                 if paged and length % page:
                     length_p = -(-length // page) * page
                 else:
@@ -124,7 +133,10 @@ def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32)):
                 elif paged:
                     continue
                 dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
-                o, lse = cuattn.decode(cp.asarray(q), cp.asarray(kd), cp.asarray(vd), return_lse=True, **dev)
+                kg, vg = cp.asarray(kd), cp.asarray(vd)
+                if strided:  # key rows hkv x d apart
+                    kg, vg = (cp.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (kg, vg))
+                o, lse = cuattn.decode(cp.asarray(q), kg, vg, return_lse=True, **dev)
                 ro = cuattn.reference.decode(q, kd, vd, **kw)
                 err = rel_error(o, ro)
                 ok = err <= TOL[np.dtype(dtype)]
