@@ -4,12 +4,12 @@ and 256 keys a page, against torch SDPA (cuDNN, flash) on the dense cache of the
 
 Run on a GPU machine:  python benchmarks/decode_layouts.py [--out DIR] [--rounds N] [--only TEXT]
 
-Why: the copy engine takes ~70 cycles a copy whatever its size, so the bulk-copy kernel's one
-copy per key row (strided rows; pages shorter than a tile before the 17th session) streams ~1
-TB/s; since then strided rows go to the tensor-core kernel where it takes the head dim, pages
-shorter than a tile are copied a page's keys at a time (bulk-copy kernel) or looked up per row
-(tensor-core kernel's cp.async). Columns ", tma" force the bulk-copy kernel, ", tma rows" also its
-copy per key row (cuattn.decode.COPY_RUNS False). Timing as benchmarks/decode.py
+Why (17th session, H200): before it, strided rows ran on the bulk-copy kernel (one copy per key
+row: 0.94 TB/s on B 1 32/32) and pages that are not whole 64-key tiles on the bulk-copy or
+register kernel (GQA 32/8: 2.8 TB/s, 32/4 D 64: 0.7); now strided rows go to the tensor-core
+kernel where it takes the head dim (cp.async, pointer steps), and its cp.async producer takes
+pages of 4 keys or more (16-row groups). Columns ", tma" force the bulk-copy kernel, ", mma" (one
+row) the tensor-core kernel, "torch_*, bshd" run torch on the transposed cache. Timing as benchmarks/decode.py
 (interleaved rounds, median). Results: DIR/decode_layouts.json (default benchmarks/results/).
 """
 
@@ -70,9 +70,8 @@ def main():
             fns[name] = (lambda a=(q, kc, vc), t=table: cuattn.decode(*a, alibi_slopes="default", block_table=t))
             if hq == hkv:  # one row: the tensor-core kernel on the pages (the default is the bulk-copy kernel)
                 fns[name + ", mma"] = with_settings(fns[name], KERNEL="mma")
-            if ps < 64:  # the bulk-copy kernel: a copy per page's run of keys, and per key row (as before)
+            if ps < 64:  # the bulk-copy kernel (one copy per key row here)
                 fns[name + ", tma"] = with_settings(fns[name], KERNEL="tma")
-                fns[name + ", tma rows"] = with_settings(fns[name], KERNEL="tma", COPY_RUNS=False)
         ref = fns["dense"]().astype(cupy.float32)
         diffs = {}
         for name, fn in fns.items():  # every layout gives the dense cache's answer

@@ -43,9 +43,6 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   product a tile, the same precision; "no pack lo": MMA_PACK_LO False, two products a tile;
   "tensor", "cp.async, no pack lo", "tensor, no pack lo": each producer (MMA_COPY) with and
   without the packing (the default producer: cp.async at D 128, tensor copies at D 64),
-- "bulk" (tensor-core kernel, MMA_COPY "bulk" opt-in): one 1-d bulk copy per key row into padded
-  rows (a few producer instructions a stage, not cp.async's 64 a lane); "bulk, no math", "bulk,
-  stages 6" (one block per SM),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -107,9 +104,6 @@ MMA_VARIANTS = [
     ("p hi only", {"TMA_OPTIONS": module.TMA_OPTIONS + P_HI_ONLY, "MMA_PACK_LO": False}),
     ("pack lo", {"MMA_PACK_LO": True}),
     ("no pack lo", {"MMA_PACK_LO": False}),
-    ("bulk", {"MMA_COPY": "bulk"}),
-    ("bulk, no math", {"MMA_COPY": "bulk", "TMA_OPTIONS": module.TMA_OPTIONS + SKIP}),
-    ("bulk, stages 6", {"MMA_COPY": "bulk", "MMA_STAGES": 6}),
     ("tensor", {"MMA_COPY": "tensor"}),
     ("cp.async, no pack lo", {"MMA_COPY": "cp.async", "MMA_PACK_LO": False}),
     ("tensor, no pack lo", {"MMA_COPY": "tensor", "MMA_PACK_LO": False}),

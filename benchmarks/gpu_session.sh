@@ -24,8 +24,8 @@
 # (benchmarks/decode_pieces_sweep.py: pieces per SM of the bulk-copy kernel on MHA shapes), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items), ncu-mma (Nsight Compute's stall
 # reasons and issue slots of the tensor-core kernel on B 1 32/8, with and without its math, and B 8 L 8192:
-# benchmarks/decode_ncu_case.py), mma-bulk (the opt-in bulk-row producer, MMA_COPY "bulk": its GPU tests,
-# memcheck and racecheck of the decode sweep, the stream probe of the GQA rows and of D 64). Each stage runs under
+# benchmarks/decode_ncu_case.py), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
+# paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
 # $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
@@ -103,13 +103,7 @@ for stage in "${stages[@]}"; do
             decode_checks "$stage" "pack_lo" "$log"
             timeout "$(limit pack-lo 200)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
                 --variants "no pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
-        mma-bulk)  # the opt-in bulk-row producer (MMA_COPY "bulk"): its tests, sanitizers, then the GQA rows' stream
-            decode_checks "$stage" "mma_copies or cp_async_strided or pack_lo or default_copy" "$log"
-            timeout "$(limit mma-bulk 200)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
-                --variants "bulk/bulk, no math/bulk, stages 6/no math" --out "$OUT" >>"$log" 2>&1
-            mkdir -p "$OUT/d64"
-            timeout "$(limit mma-bulk 200)" python3 benchmarks/decode_stream_probe.py --out "$OUT/d64" \
-                --shapes "4,32,4,64,32768;4,32,4,64,131072;1,32,8,64,131072;2,32,2,64,131072" --variants "bulk/cp.async" >>"$log" 2>&1 ;;
+        layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
         ncu-mma)  # the tensor-core kernel's stall reasons and issue slots on B 1 32/8, with and without its math

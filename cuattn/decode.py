@@ -48,8 +48,7 @@ MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
-# any 16-byte strides), or "bulk" (opt-in: 1-d bulk copies of whole key rows into padded rows,
-# MMA_COPIES below). Bit-identical results. None picks per head dim: "cp.async" for
+# any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
 # padded D 128, "tensor" for 64. On an H200 the tensor copies stream at most ~4.2 TB/s (1-d bulk
 # copies 4.60 and a cp.async ring 4.55 on the same bytes: benchmarks/NOTES.md, 9th session); in
 # the kernel (10th session, H200, fp16, TB/s tensor -> cp.async): B 16 32/8 L 33001 4.12 -> 4.43,
@@ -81,12 +80,10 @@ MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # item back until it runs. Measured level with the default (H200, 11th session: -0.3 to +0.6%).
 STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
-MMA_COPIES = ("tensor", "cp.async", "bulk")
-# "bulk" (opt-in, built in the 16th session, not yet run on a GPU): one 1-d bulk copy per key row
-# of K and of V into rows padded by 16 bytes instead of swizzled (decode.cu,
-# CUATTN_DECODE_MMA_BULK_ROWS): a few producer instructions a stage where cp.async issues
-# kTile x D / 256 a lane, and no tensor maps. The same bits as the other producers.
-MMA_BULK_ROWS_OPTION = "-DCUATTN_DECODE_MMA_BULK_ROWS"
+MMA_COPIES = ("tensor", "cp.async")
+# (A third producer, one 1-d bulk copy per key row into rows padded by 16 bytes, was built in the
+# 16th session and removed in the 17th: 0.95 TB/s on B 1 32/8 where cp.async gives 4.09, the same
+# copies without the math 4.2; benchmarks/NOTES.md.)
 TMA_STAGES = None       # ring depth; None: as deep as the blocks of one SM leave room for (<= 8)
 # A launch of the bulk-copy kernel with one block per SM (plan_persistent's one item per SM; no
 # even pieces) gets the ring of one block per SM, ONE_BLOCK_TMA_STAGES deep, not the ring of the
@@ -167,8 +164,6 @@ def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) 
     return kernel
 
 
-COPY_RUNS = True  # the bulk-copy kernel copies runs of keys back to back at once (a page's share of a
-# tile, a tile not on whole tiles); False: one copy per key row there (before the 17th session; timing)
 SHORT_PAGE_MIN = 4  # the tensor-core kernel's cp.async producer looks pages shorter than a tile up per
 # row, the tile's pages one a lane (at most 32: pages of at least 4 keys)
 
@@ -185,8 +180,7 @@ def mma_copy(padded: int, packed: bool = False, page_size: int = 0) -> str:
     product packs P_lo into the empty rows (MMA_PACK_LO, row groups of at most 8 rows), pages of
     `page_size` keys (0: not paged): cuattn.decode.MMA_COPY, or where that is None, "cp.async" for
     128 and for packed 64, "tensor" for unpacked 64 (measured: see MMA_COPY); "cp.async" whatever
-    MMA_COPY says where pages are shorter than a tile (the tensor copies' box and the bulk rows'
-    tiles lie in one page)."""
+    MMA_COPY says where pages are not whole tiles (a tensor copy's box lies in one page)."""
     if page_size % MMA_TILE_KEYS:
         return "cp.async"
     if MMA_COPY is not None:
@@ -202,23 +196,17 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
         if stages is None:
             stages = tma_config(rows, padded, 2 if type_name != "float" else 4)[1]
         return f"decode_split_tma<{type_name}, {padded}, {rows}, {p}, {stages}>"
-    if kernel == "mma":  # ("bulk": kCpAsync false, compiled with MMA_BULK_ROWS_OPTION)
+    if kernel == "mma":
         copy = copy or mma_copy(padded)
         cp_async = "true" if copy == "cp.async" else "false"
-        stages = mma_config(padded, copy)[1] if stages is None else stages
+        stages = mma_config(padded)[1] if stages is None else stages
         return f"decode_split_mma<{type_name}, {padded}, {p}, {stages}, {cp_async}>"
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
 
 
-def _mma_tile_bytes(padded: int, copy: str | None = None) -> int:
-    """DecodeMmaShape::kTileBytes: 64 keys of K (or V), swizzled rows of padded halves, or rows 16
-    bytes longer with the "bulk" producer."""
-    return MMA_TILE_KEYS * (padded * 2 + (16 if copy == "bulk" else 0))
-
-
-def mma_shared_bytes(stages: int, padded: int, copy: str | None = None) -> int:
-    """Dynamic shared memory of decode_split_mma: ring of tiles, Q/merge buffer, barriers."""
-    return 2 * _mma_tile_bytes(padded, copy) * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
+def mma_shared_bytes(stages: int, padded: int) -> int:
+    """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
+    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
 
 
 def _mma_merge_bytes(padded: int) -> int:
@@ -227,14 +215,13 @@ def _mma_merge_bytes(padded: int) -> int:
     return max(MMA_ROWS * (padded + 8) * 2, (MMA_ROWS * (padded + 8) + 2 * 4 * MMA_ROWS) * 4)
 
 
-def mma_config(padded: int, copy: str | None = None) -> tuple[int, int]:
-    """(blocks per SM, ring stages) of decode_split_mma with producer `copy`: 2 blocks (its launch
-    bound), and as many stages (up to 8) as leave the shared memory for both; MMA_STAGES, where
-    set, fixes the depth (and the blocks per SM are as many as its shared memory leaves room for,
-    at most 2)."""
+def mma_config(padded: int) -> tuple[int, int]:
+    """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
+    stages (up to 8) as leave the shared memory for both; MMA_STAGES, where set, fixes the depth
+    (and the blocks per SM are as many as its shared memory leaves room for, at most 2)."""
     if MMA_STAGES is not None:
-        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded, copy) + 1024)), MMA_STAGES
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * _mma_tile_bytes(padded, copy)
+        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
+    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
                                                                             + RING_STAGE_EXTRA))
     return 2, stages
 
@@ -271,7 +258,7 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
                     if one_block_stages(r, d, itemsize) != tma_config(r, d, itemsize)[1]]
         if "mma" in kernels and type_name in MMA_TYPES:
             out += [split_expression(type_name, d, MMA_ROWS, p, "mma", copy=c) for d in MMA_HEAD_DIMS
-                    for p in (False, True) for c in MMA_COPIES if c != "bulk"]  # (bulk: with its option)
+                    for p in (False, True) for c in MMA_COPIES]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -899,8 +886,8 @@ class _DecodePlan:
         dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
         if (kernel == "tma" and KERNEL is None and not dense
                 and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
-            kernel = "mma"  # strided rows: the bulk-copy kernel copies them one by one (~1 TB/s on
-            # an H200), the tensor-core kernel's producers take any stride
+            kernel = "mma"  # strided rows: the bulk-copy kernel copies them one by one (H200, B 1
+            # 32/32 D 128, rows 32 x 128 apart: 0.94 TB/s), cp.async takes any stride (3.67 TB/s)
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
@@ -909,7 +896,7 @@ class _DecodePlan:
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
         else:  # persistent: as many blocks as the SMs hold
             if kernel == "mma":
-                rows, (resident, stages) = MMA_ROWS, mma_config(padded, copy)
+                rows, (resident, stages) = MMA_ROWS, mma_config(padded)
             else:
                 rows = rows_per_block(sizes)
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
@@ -940,7 +927,7 @@ class _DecodePlan:
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages, copy)
         self.expression = expr  # (tests)
         self.tensor_maps = None
-        self.run_keys = None  # (tests: the bulk-copy kernel's keys per copy)
+        self.whole_tiles = None  # (tests: the bulk-copy kernel's one copy per tile)
         if kernel == "regs":
             self.launches = [
                 PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
@@ -956,27 +943,16 @@ class _DecodePlan:
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
-            # keys per copy (produce_tiles' run_keys): 0, a whole tile by one lane (its keys back
-            # to back); else runs of keys back to back, a copy each: all a tile's keys where
-            # unpaged, a page's where paged, one row where strided (the copy engine takes ~70
-            # cycles a copy: short copies are slow)
-            if dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0):
-                self.run_keys = 0
-            elif dense and COPY_RUNS:
-                self.run_keys = sizes["page_size"] if sizes["paged"] else 1 << 30
-            else:
-                self.run_keys = 1
-            copy_arg = np.int32(self.run_keys)
+            self.whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
+            copy_arg = np.int32(self.whole_tiles)  # (tests: whole_tiles)
             smem = tma_shared_bytes(stages, rows, padded)
         else:
-            smem = mma_shared_bytes(stages, padded, copy)
+            smem = mma_shared_bytes(stages, padded)
             if packed:
                 options += (MMA_PACK_LO_OPTION,)
-            if copy in ("cp.async", "bulk"):  # no tensor maps (a null pointer in their place)
+            if copy == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
-                if copy == "bulk":
-                    options += (MMA_BULK_ROWS_OPTION,)
-                elif PAGE_PREFETCH and sizes["paged"]:
+                if PAGE_PREFETCH and sizes["paged"]:
                     options += (PAGE_PREFETCH_OPTION,)
             else:
                 # the copy engine takes non-zero strides, multiples of 16 bytes (else a copy per call)

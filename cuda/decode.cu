@@ -531,8 +531,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
 // pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
 // tiles land. A tile is one copy each for K and V when its keys are contiguous (row stride = D,
-// and for a paged cache pages that hold whole tiles: run_keys 0), else one copy per run of keys
-// back to back (a page's share of the tile: run_keys = page_size; strided rows: one per key row).
+// and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
 // kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers).
@@ -1009,17 +1008,13 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
 }
 
 // The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
-// kTileBytes each, key rows row_bytes apart in shared memory (kDstRowBytes apart where given:
-// decode_split_mma's bulk rows). run_keys 0: one copy per tile, issued by one lane (the tile's
-// keys back to back in the cache); else one copy per run of keys back to back, spread over the
-// warp: runs start at multiples of run_keys (a paged cache's pages of dense rows: page_size;
-// strided rows: 1, a copy per key row; kDstRowBytes set: 1). The copy engine takes ~70 cycles a
-// copy whatever its size (H200: one copy per 256-byte row streams ~1 TB/s), so runs matter.
-template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages, int kDstRowBytes = 0>
+// kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile (keys
+// contiguous in the cache), else one per key row of row_bytes, spread over the warp.
+template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
 __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
                                               i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
-                                              int row_bytes, int run_keys, u32 s_ring, u32 s_full, u32 s_empty,
+                                              int row_bytes, bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty,
                                               u32 s_hdr, int lane) {
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
@@ -1028,7 +1023,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
         const int nkeys = min(kTile, key1 - t0);
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const u32 full = s_full + 8 * stage;
-        if (run_keys == 0) {  // the tile is contiguous in K and in V
+        if (whole_tiles) {  // the tile is contiguous in K and in V
             if (lane == 0) {
                 const u32 bytes = (u32)(nkeys * row_bytes);
                 const T *kp, *vp;
@@ -1037,26 +1032,14 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dk, kp, bytes, full);
                 bulk_load(dv, vp, bytes, full);
             }
-        } else if (kDstRowBytes || run_keys == 1) {  // one copy per key row, spread over the warp
+        } else {  // one copy per key row, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
             __syncwarp();
-            const int dst_row_bytes = kDstRowBytes ? kDstRowBytes : row_bytes;
             for (int i = lane; i < nkeys; i += 32) {
                 const T *kp, *vp;
                 key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                bulk_load(dk + i * dst_row_bytes, kp, row_bytes, full);
-                bulk_load(dv + i * dst_row_bytes, vp, row_bytes, full);
-            }
-        } else {  // one copy per run: keys [j0, j1) of the tile, back to back in the cache
-            if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
-            __syncwarp();
-            const int first = t0 / run_keys, runs = (t0 + nkeys - 1) / run_keys - first + 1;
-            for (int i = lane; i < runs; i += 32) {
-                const int j0 = max(t0, (first + i) * run_keys), j1 = min(t0 + nkeys, (first + i + 1) * run_keys);
-                const T *kp, *vp;
-                key_rows<T, kPaged>(kbase, vbase, pages, j0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                bulk_load(dk + (j0 - t0) * row_bytes, kp, (u32)((j1 - j0) * row_bytes), full);
-                bulk_load(dv + (j0 - t0) * row_bytes, vp, (u32)((j1 - j0) * row_bytes), full);
+                bulk_load(dk + i * row_bytes, kp, row_bytes, full);
+                bulk_load(dv + i * row_bytes, vp, row_bytes, full);
             }
         }
     });
@@ -1191,7 +1174,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int run_keys,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
                  int num_splits, int span, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using S = DecodeShape<T, kHeadDim, kRows>;
@@ -1223,7 +1206,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == S::kWarps) {  // producer
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(
             DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, row_bytes,
-            run_keys, s_ring, s_full, s_empty, s_hdr, lane);
+            whole_tiles != 0, s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
@@ -1366,15 +1349,7 @@ struct DecodeMmaShape {
     static constexpr int kTile = 64;                                   // keys per stage (16 per warp)
     static constexpr int kBoxes = kHeadDim / 64;                       // 64-column swizzle atoms per row
     static constexpr int kBoxBytes = kTile * 128;                      // one box: 64 keys x 128 bytes
-#ifdef CUATTN_DECODE_MMA_BULK_ROWS
-    // (MMA_COPY "bulk") whole key rows, kHeadDim x 2 + 16 bytes apart: ldmatrix's 8 rows of a phase
-    // fall on 8 different 16-byte bank groups without a swizzle
-    static constexpr int kRowBytes = kHeadDim * 2 + 16;
-    static constexpr int kTileBytes = kTile * kRowBytes;               // one of K, V
-#else
-    static constexpr int kRowBytes = 128;                              // (box rows)
     static constexpr int kTileBytes = kBoxes * kBoxBytes;              // one of K, V
-#endif
     static constexpr int kStride = kHeadDim + 8;                       // padded Q row, elements
     static constexpr int kQBytes = kRows * kStride * 2;
     static constexpr int kAccStride = kHeadDim + 8;                    // merge rows, floats (64-bit stores
@@ -1581,30 +1556,6 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// The bulk-row producer of decode_split_mma (-DCUATTN_DECODE_MMA_BULK_ROWS, cuattn.decode.MMA_COPY
-// "bulk"): decode_split_tma's producer, one 1-d bulk copy per key row of K and of V (head_dim x 2
-// bytes) into rows kRowBytes apart (DecodeMmaShape: padded, not swizzled), spread over the warp: a
-// handful of instructions a stage where cp.async takes kTile x kHeadDim / 256 a lane. Rows past the
-// item's keys are not copied (the consumers zero their V rows, as after tensor copies); columns
-// past head_dim are zeroed once, before the first copy, and never written. Any 16-byte-aligned
-// strides.
-template <typename T, bool kPaged, int kTile, int kTileBytes, int kRowBytes, int kStages>
-__device__ __forceinline__ void produce_tiles_bulk_rows(const Work w, const T* __restrict__ k,
-                                                        const T* __restrict__ v, const int* __restrict__ block_table,
-                                                        i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
-                                                        i64 bt_stride, int page_size, int head_dim, u32 s_ring,
-                                                        u32 s_full, u32 s_empty, u32 s_hdr, int lane) {
-    constexpr int kHeadDim = (kRowBytes - 16) / 2;  // padded
-    if (head_dim < kHeadDim) {  // columns past head_dim: zeros (the consumers read them)
-        for (int i = lane; i < 2 * kTileBytes * kStages / 16; i += 32) st_shared_zero_16(s_ring + 16 * i);
-        fence_proxy_async_shared();  // before the copy engine writes the rows' first bytes
-        __syncwarp();
-    }
-    produce_tiles<T, kPaged, kTile, kTileBytes, kStages, kRowBytes>(w, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                                    v_ss, bt_stride, page_size, head_dim * 2, 1,
-                                                                    s_ring, s_full, s_empty, s_hdr, lane);
-}
-
 template <typename T, int kHeadDim, bool kPaged, int kStages, bool kCpAsync>
 __global__ void __launch_bounds__(160, 2)
 decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -1627,13 +1578,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #else
     constexpr bool kPackLo = false;
 #endif
-#ifdef CUATTN_DECODE_MMA_BULK_ROWS
-    // (MMA_COPY "bulk": the host passes kCpAsync false and no tensor maps) whole key rows by 1-d
-    // bulk copies into padded rows (produce_tiles_bulk_rows)
-    constexpr bool kBulkRows = true;
-#else
-    constexpr bool kBulkRows = false;
-#endif
 
     extern __shared__ __align__(1024) unsigned char smem[];
     const u32 s_ring = smem_addr(smem);
@@ -1655,16 +1599,10 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
 #if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring, s_full,
+                                                             v_ss, bt_stride, page_size, kHeadDim * 2, true, s_ring, s_full,
                                                              s_empty, s_hdr, lane);
         return;
 #endif
-        if (kBulkRows) {
-            produce_tiles_bulk_rows<T, kPaged, kTile, kTileBytes, M::kRowBytes, kStages>(
-                DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
-                s_ring, s_full, s_empty, s_hdr, lane);
-            return;
-        }
         if (kCpAsync) {
             produce_tiles_cp_async<T, kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
@@ -1749,13 +1687,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
             const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const bool tail = (kBulkRows || !kCpAsync) && t0 + kTile > key1;  // (cp.async zero-fills them)
+            const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
             if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
                 for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
                     const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;
-                    const u32 at = kBulkRows ? (u32)(r * M::kRowBytes + 16 * (i % (kBoxes * 8)))
-                                             : (u32)(x * kTile * 128 + r * 128 + 16 * c);
-                    if (t0 + r >= key1) st_shared_zero_16(dv + at);
+                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)(x * kTile * 128 + r * 128 + 16 * c));
                 }
                 __syncwarp();
             }
@@ -1764,12 +1700,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
-            const u32 k_base = kBulkRows ? dk + (u32)((kb + b_row) * M::kRowBytes + 2 * b_col)
-                                         : swizzle_base(dk, kb + b_row, b_col >> 3);
+            const u32 k_base = swizzle_base(dk, kb + b_row, b_col >> 3);
 #pragma unroll
             for (int kk = 0; kk < kKTiles; ++kk) {
                 u32 bb[4];
-                ldmatrix_x4(bb, kBulkRows ? k_base + (u32)(32 * kk) : swizzle_at(k_base, kk * 16));
+                ldmatrix_x4(bb, swizzle_at(k_base, kk * 16));
                 Mma<T>::run(s[0], qf[kk], bb[0], bb[1]);
                 Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
             }
@@ -1819,12 +1754,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 p_hi[i] = kPackLo && (i & 1) ? lo : hi;
                 p_lo[i] = lo;
             }
-            const u32 v_base = kBulkRows ? dv + (u32)((kb + t_row) * M::kRowBytes + 2 * t_col)
-                                         : swizzle_base(dv, kb + t_row, t_col >> 3);
+            const u32 v_base = swizzle_base(dv, kb + t_row, t_col >> 3);
 #pragma unroll
             for (int dt = 0; dt < kDTiles; dt += 2) {
                 u32 bb[4];
-                ldmatrix_x4_trans(bb, kBulkRows ? v_base + (u32)(16 * dt) : swizzle_at(v_base, dt * 8));
+                ldmatrix_x4_trans(bb, swizzle_at(v_base, dt * 8));
                 Mma<T>::run(acc[dt], p_hi, bb[0], bb[1]);
                 Mma<T>::run(acc[dt + 1], p_hi, bb[2], bb[3]);
 #ifndef CUATTN_DECODE_MMA_P_HI_ONLY  // (timing probe: P rounded to T, one P V product, as FlashAttention does)

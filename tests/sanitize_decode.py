@@ -13,7 +13,7 @@ forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and 
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False),
-and the opt-in bulk-row producer (MMA_COPY "bulk": alone, stealing, unpacked).
+and pages of 16 and 20 keys and strided rows (the tensor-core and bulk-copy kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -88,11 +88,6 @@ def main():
             runs += [sweep(rng, "mma+cp.async+no-pack-lo", (np.float16, BFLOAT16)), stealing(rng, "mma+no-pack-lo")]
             decode_module.MMA_COPY = "tensor"
             runs.append(sweep(rng, "mma+no-pack-lo", (np.float16,)))
-            decode_module.MMA_PACK_LO = True
-            decode_module.MMA_COPY = "bulk"  # the opt-in bulk-row producer: alone, stealing, unpacked
-            runs += [sweep(rng, "mma+bulk", (np.float16, BFLOAT16)), stealing(rng, "mma+bulk")]
-            decode_module.MMA_PACK_LO = False
-            runs.append(sweep(rng, "mma+bulk+no-pack-lo", (np.float16,)))
             decode_module.MMA_PACK_LO = True
             decode_module.MMA_COPY = None  # pages of part tiles (16-row groups; any rows) and strided rows
             runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),

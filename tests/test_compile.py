@@ -73,20 +73,6 @@ def test_decode_mma_pack_lo_compiles():
     assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.MMA_PACK_LO_OPTION}:\n{log}"
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["unpacked", "pack_lo"])
-def test_decode_mma_bulk_rows_compiles(packed):
-    """The bulk-row producer (cuattn.decode.MMA_COPY "bulk": its compile option on the
-    kCpAsync false expressions, with its own ring depth) of every tensor-core decode kernel
-    variant, P_lo packed and not: compiles for sm_90a without spills."""
-    mod = importlib.import_module("cuattn.decode")
-    exprs = [mod.split_expression(t, d, mod.MMA_ROWS, p, "mma", copy="bulk") for t in mod.MMA_TYPES
-             for d in mod.MMA_HEAD_DIMS for p in (False, True)]
-    options = (*mod.TMA_OPTIONS, mod.MMA_BULK_ROWS_OPTION) + ((mod.MMA_PACK_LO_OPTION,) if packed else ())
-    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", options)
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {options}:\n{log}"
-
-
 def test_decode_static_first_compiles():
     """The opt-in static first items (cuattn.decode.STATIC_FIRST: a compile option) of every
     persistent decode kernel variant: compile for sm_90a without spills."""

@@ -316,8 +316,7 @@ def test_split_kernel_switch(monkeypatch):
                  for r in mod.TMA_ROWS for d in mod.HEAD_DIMS for size in (2, 2, 4))  # fp16, bf16, fp32
     assert deeper > 0  # (one row's ring: 4 stages for three blocks per SM, 6 for one)
     expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS) + 2 * deeper,
-                # (the bulk-row producer: compiled with its option, test_decode_mma_bulk_rows_compiles)
-                "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2 * (len(mod.MMA_COPIES) - 1)}
+                "mma": len(mod.MMA_TYPES) * len(mod.MMA_HEAD_DIMS) * 2 * len(mod.MMA_COPIES)}
     for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs", "mma"))):
         exprs = mod.all_kernel_expressions(arch)
         for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<"), ("mma", "decode_split_mma<")):
@@ -355,13 +354,10 @@ def test_mma_config_fits_the_shared_memory():
 
     mod = sys.modules["cuattn.decode"]
     for padded in mod.MMA_HEAD_DIMS:
-        for copy in mod.MMA_COPIES:
-            resident, stages = mod.mma_config(padded, copy)
-            smem = mod.mma_shared_bytes(stages, padded, copy)
-            assert resident == 2 and 3 <= stages <= 8, (padded, copy)
-            assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
-    # the bulk-row producer's rows are 16 bytes longer: D 128 keeps the swizzled tiles' stages
-    assert mod.mma_config(128, "bulk") == mod.mma_config(128)
+        resident, stages = mod.mma_config(padded)
+        smem = mod.mma_shared_bytes(stages, padded)
+        assert resident == 2 and 3 <= stages <= 8, padded
+        assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
     assert mod.CHUNK_ALIGN % mod.MMA_TILE_KEYS == 0
 
 

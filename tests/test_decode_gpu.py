@@ -426,7 +426,7 @@ MMA_COPY_CASES = [
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", MMA_COPY_CASES, ids=str)
 def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, case):
-    """The cp.async and bulk-row producers fill tiles the consumers read as the tensor copies'
+    """The cp.async producer fills tiles the consumers read as the tensor copies'
     (zeros past D and past the item's keys included): identical bits, all on the reference; and
     with thieves forced (OWNER_GRAINS) on the reference too."""
     if split_kernel != "mma":
@@ -449,7 +449,7 @@ def test_gpu_mma_copies_bit_identical(cp, rng, monkeypatch, split_kernel, dtype,
 
 
 def test_gpu_mma_cp_async_strided_views(cp, rng, monkeypatch, split_kernel):
-    """cp.async and the bulk-row copies read any 16-byte-aligned strides in place: a cache that is
+    """cp.async reads any 16-byte-aligned strides in place: a cache that is
     a column slice of a wider array, and one whose heads share one row (zero stride: the tensor
     copies copy such a cache first); bit-identical to the tensor copies, all on the reference."""
     if split_kernel != "mma":
@@ -580,14 +580,14 @@ def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d)
 @pytest.mark.parametrize("layout", ["bshd", "paged 16", "paged 100", "dense"])
 @pytest.mark.parametrize("hq, hkv, d", [(8, 8, 128), (8, 8, 64), (16, 4, 128), (8, 8, 256)],
                          ids=["mha_d128", "mha_d64", "gqa_d128", "mha_d256"])
-def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, d):
+def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, d):
     """How each layout reaches shared memory (KERNEL None): one row's key rows strided
     (FlashAttention's (B, L, Hkv, D) as its transpose) go to the tensor-core kernel where it takes
-    the head dim (its producers take any stride; the bulk-copy kernel would copy row by row), else
-    to the bulk-copy kernel, one copy per row; pages of 16 or 100 keys: the tensor-core kernel's
-    cp.async looks them up per row, the bulk-copy kernel copies a page's keys at once (run_keys =
-    page size); dense: whole tiles (run_keys 0) or one run of the tile. Right on the reference
-    (ragged, a row ending mid-page), bit-identical to the dense cache's call."""
+    the head dim (cp.async takes any stride; the bulk-copy kernel copies row by row), else to the
+    bulk-copy kernel, one copy per row; pages of 16 or 100 keys: the tensor-core kernel's cp.async
+    looks them up per 16-row group or per row (GQA), the bulk-copy kernel copies row by row (one
+    row); dense: whole tiles. Right on the reference (ragged, a row ending mid-page),
+    bit-identical to the dense cache's call where both run the same kernel."""
     if split_kernel != DECODE_MODULE.KERNELS[0]:
         pytest.skip("the automatic choice (KERNEL None): once")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
@@ -607,16 +607,13 @@ def test_gpu_cache_layouts_copy_runs(cp, rng, monkeypatch, split_kernel, layout,
     compare(o, lse, *cuattn.reference.decode(q, *ref_kv, return_lse=True, **kw), q.dtype)
     plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
     assert len(plans) == 1
-    expr, run_keys = plans[0].expression, plans[0].run_keys
+    expr, whole_tiles = plans[0].expression, plans[0].whole_tiles
     mma_fits = d in DECODE_MODULE.MMA_HEAD_DIMS
     if hq == hkv and not (layout == "bshd" and mma_fits):
         assert expr.startswith("decode_split_tma<")
-        if layout == "bshd":
-            assert run_keys == 1
-        elif layout.startswith("paged"):
-            assert run_keys in (0, int(layout.split()[1]))
-        else:
-            assert run_keys in (0, 1 << 30)
+        tile = DECODE_MODULE.tma_tile_keys(d, 2)
+        pages = int(layout.split()[1]) if layout.startswith("paged") else tile
+        assert whole_tiles == (layout != "bshd" and pages % tile == 0)
     elif mma_fits:
         assert expr.startswith("decode_split_mma<")
         if layout.startswith("paged"):
