@@ -884,10 +884,13 @@ class _DecodePlan:
         kernel = pick_kernel(_kernel_choice(num_rows), props["cc"], type_name, padded, sizes)
         # key rows of d elements back to back (within a page where paged)
         dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
-        if (kernel == "tma" and KERNEL is None and not dense
+        if (kernel == "tma" and KERNEL is None and (not dense or sizes["paged"])
                 and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
-            kernel = "mma"  # strided rows: the bulk-copy kernel copies them one by one (H200, B 1
-            # 32/32 D 128, rows 32 x 128 apart: 0.94 TB/s), cp.async takes any stride (3.67 TB/s)
+            # one row per block, strided or paged: the tensor-core kernel (cp.async takes any
+            # stride and any page of >= 4 keys). H200, B 1 32/32 D 128, TB/s bulk-copy -> tensor-core
+            # kernel: rows 32 x 128 apart 0.95 -> 3.67; pages of 16, 32, 64, 256 keys 2.47, 3.64,
+            # 3.70, 3.76 -> 3.44, 3.73, 4.12, 4.12 (dense: 4.26 -> 4.19, so dense stays)
+            kernel = "mma"
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
@@ -927,7 +930,7 @@ class _DecodePlan:
         expr = split_expression(type_name, padded, rows, sizes["paged"], kernel, stages, copy)
         self.expression = expr  # (tests)
         self.tensor_maps = None
-        self.whole_tiles = None  # (tests: the bulk-copy kernel's one copy per tile)
+        self.run_keys = None  # (tests: the bulk-copy kernel's keys per copy)
         if kernel == "regs":
             self.launches = [
                 PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
@@ -943,8 +946,17 @@ class _DecodePlan:
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
-            self.whole_tiles = dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0)
-            copy_arg = np.int32(self.whole_tiles)  # (tests: whole_tiles)
+            # keys per copy (produce_tiles' run_keys): 0, a whole tile by one lane (its keys back
+            # to back); else runs of keys back to back, a copy each: all a tile's keys where
+            # unpaged, a page's where paged, one row where strided (H200, B 1 32/32 D 128, 16-key
+            # pages: a copy per row 0.88 TB/s, per page 2.47)
+            if dense and chunk % tile == 0 and (not sizes["paged"] or sizes["page_size"] % tile == 0):
+                self.run_keys = 0
+            elif dense:
+                self.run_keys = sizes["page_size"] if sizes["paged"] else 1 << 30
+            else:
+                self.run_keys = 1
+            copy_arg = np.int32(self.run_keys)
             smem = tma_shared_bytes(stages, rows, padded)
         else:
             smem = mma_shared_bytes(stages, padded)

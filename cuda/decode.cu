@@ -531,7 +531,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
 // 1-d bulk copies, running ahead across work items, and the 4 consumer warps read their keys'
 // pieces from shared memory, hand the stage back (empty barrier) and do the math while the next
 // tiles land. A tile is one copy each for K and V when its keys are contiguous (row stride = D,
-// and for a paged cache pages that hold whole tiles: `whole_tiles`), else one copy per key row.
+// and for a paged cache pages that hold whole tiles: run_keys 0), else one copy per run of keys
+// back to back (a page's share of the tile: run_keys = page_size; strided rows: one per key row).
 // Shared-memory rows are D elements (runtime): a tile is the cache's bytes as they lie.
 // Needs every copied row 16-byte aligned (the host checks). Dynamic shared memory:
 // kStages * 2 * kTile * kHeadDim * sizeof(T) + kMergeBytes + 24 kStages (barriers, stage headers).
@@ -1008,13 +1009,16 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
 }
 
 // The producer warp of decode_split_tma (walk_work): a stage is a K tile, then a V tile,
-// kTileBytes each, key rows row_bytes apart in shared memory; whole_tiles: one copy per tile (keys
-// contiguous in the cache), else one per key row of row_bytes, spread over the warp.
+// kTileBytes each, key rows row_bytes apart in shared memory. run_keys 0: one copy per tile,
+// issued by one lane (the tile's keys back to back in the cache); else one copy per run of keys
+// back to back, spread over the warp: runs start at multiples of run_keys (a paged cache's pages
+// of dense rows: page_size; strided rows: 1, a copy per key row). Copies are slow: one per
+// 256-byte row streams ~0.9 TB/s where one per 16-key page streams 2.5 (H200, one row per block).
 template <typename T, bool kPaged, int kTile, int kTileBytes, int kStages>
 __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict__ k, const T* __restrict__ v,
                                               const int* __restrict__ block_table, i64 k_sb, i64 k_sh, i64 k_ss,
                                               i64 v_sb, i64 v_sh, i64 v_ss, i64 bt_stride, int page_size,
-                                              int row_bytes, bool whole_tiles, u32 s_ring, u32 s_full, u32 s_empty,
+                                              int row_bytes, int run_keys, u32 s_ring, u32 s_full, u32 s_empty,
                                               u32 s_hdr, int lane) {
     walk_work<kTile, kStages>(w, s_full, s_empty, s_hdr, lane, [&](int stage, int b, int kv_head, int t0, int key1) {
         const T* kbase = k + (kPaged ? 0 : b * k_sb) + kv_head * k_sh;
@@ -1023,7 +1027,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
         const int nkeys = min(kTile, key1 - t0);
         const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
         const u32 full = s_full + 8 * stage;
-        if (whole_tiles) {  // the tile is contiguous in K and in V
+        if (run_keys == 0) {  // the tile is contiguous in K and in V
             if (lane == 0) {
                 const u32 bytes = (u32)(nkeys * row_bytes);
                 const T *kp, *vp;
@@ -1032,7 +1036,7 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dk, kp, bytes, full);
                 bulk_load(dv, vp, bytes, full);
             }
-        } else {  // one copy per key row, spread over the warp
+        } else if (run_keys == 1) {  // one copy per key row, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
             __syncwarp();
             for (int i = lane; i < nkeys; i += 32) {
@@ -1040,6 +1044,17 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
                 bulk_load(dk + i * row_bytes, kp, row_bytes, full);
                 bulk_load(dv + i * row_bytes, vp, row_bytes, full);
+            }
+        } else {  // one copy per run: keys [j0, j1) of the tile, back to back in the cache
+            if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
+            __syncwarp();
+            const int first = t0 / run_keys, runs = (t0 + nkeys - 1) / run_keys - first + 1;
+            for (int i = lane; i < runs; i += 32) {
+                const int j0 = max(t0, (first + i) * run_keys), j1 = min(t0 + nkeys, (first + i + 1) * run_keys);
+                const T *kp, *vp;
+                key_rows<T, kPaged>(kbase, vbase, pages, j0, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
+                bulk_load(dk + (j0 - t0) * row_bytes, kp, (u32)((j1 - j0) * row_bytes), full);
+                bulk_load(dv + (j0 - t0) * row_bytes, vp, (u32)((j1 - j0) * row_bytes), full);
             }
         }
     });
@@ -1174,7 +1189,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                  const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
                  i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
                  i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int whole_tiles,
+                 int group, int num_rows, int row_chunks, int chunk, float scale_log2, int run_keys,
                  int num_splits, int span, T* __restrict__ o, float* __restrict__ lse, int* __restrict__ counters,
                  int num_q_heads, const int* __restrict__ bad, int generation, DECODE_STEAL_PARAMS) {
     using S = DecodeShape<T, kHeadDim, kRows>;
@@ -1206,7 +1221,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == S::kWarps) {  // producer
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(
             DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, row_bytes,
-            whole_tiles != 0, s_ring, s_full, s_empty, s_hdr, lane);
+            run_keys, s_ring, s_full, s_empty, s_hdr, lane);
         return;
     }
 
@@ -1599,7 +1614,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
 #if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, kHeadDim * 2, true, s_ring, s_full,
+                                                             v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring, s_full,
                                                              s_empty, s_hdr, lane);
         return;
 #endif

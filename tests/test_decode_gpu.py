@@ -581,13 +581,13 @@ def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d)
 @pytest.mark.parametrize("hq, hkv, d", [(8, 8, 128), (8, 8, 64), (16, 4, 128), (8, 8, 256)],
                          ids=["mha_d128", "mha_d64", "gqa_d128", "mha_d256"])
 def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, d):
-    """How each layout reaches shared memory (KERNEL None): one row's key rows strided
-    (FlashAttention's (B, L, Hkv, D) as its transpose) go to the tensor-core kernel where it takes
-    the head dim (cp.async takes any stride; the bulk-copy kernel copies row by row), else to the
-    bulk-copy kernel, one copy per row; pages of 16 or 100 keys: the tensor-core kernel's cp.async
-    looks them up per 16-row group or per row (GQA), the bulk-copy kernel copies row by row (one
-    row); dense: whole tiles. Right on the reference (ragged, a row ending mid-page),
-    bit-identical to the dense cache's call where both run the same kernel."""
+    """How each layout reaches shared memory (KERNEL None): strided key rows (FlashAttention's
+    (B, L, Hkv, D) as its transpose) and paged caches go to the tensor-core kernel where it takes
+    the head dim (cp.async: any stride; pages of 16 or 100 keys looked up per 16-row group or per
+    row), one row per block included; else to the bulk-copy kernel, one copy per key row where
+    strided, per page's run of keys where pages are not whole tiles (run_keys), per whole tile
+    where dense. Right on the reference (ragged, a row ending mid-page), bit-identical to the
+    dense cache's call where both run the same kernel."""
     if split_kernel != DECODE_MODULE.KERNELS[0]:
         pytest.skip("the automatic choice (KERNEL None): once")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
@@ -607,21 +607,27 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     compare(o, lse, *cuattn.reference.decode(q, *ref_kv, return_lse=True, **kw), q.dtype)
     plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
     assert len(plans) == 1
-    expr, whole_tiles = plans[0].expression, plans[0].whole_tiles
-    mma_fits = d in DECODE_MODULE.MMA_HEAD_DIMS
-    if hq == hkv and not (layout == "bshd" and mma_fits):
-        assert expr.startswith("decode_split_tma<")
-        tile = DECODE_MODULE.tma_tile_keys(d, 2)
-        pages = int(layout.split()[1]) if layout.startswith("paged") else tile
-        assert whole_tiles == (layout != "bshd" and pages % tile == 0)
-    elif mma_fits:
+    expr, run_keys = plans[0].expression, plans[0].run_keys
+    if d in DECODE_MODULE.MMA_HEAD_DIMS and (hq != hkv or layout != "dense"):
         assert expr.startswith("decode_split_mma<")
         if layout.startswith("paged"):
             assert expr.endswith(", true>")  # cp.async
+    else:
+        assert expr.startswith("decode_split_tma<")
+        tile = DECODE_MODULE.tma_tile_keys(d, 2)
+        if layout == "bshd":
+            assert run_keys == 1
+        elif layout.startswith("paged"):
+            pages = int(layout.split()[1])
+            assert run_keys == (0 if pages % tile == 0 else pages)
+        else:
+            assert run_keys in (0, 1 << 30)
     if layout != "dense":
         kw.pop("block_table", None)
+        monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
         o2, lse2 = run(cp, q, k, v, **kw)
-        if expr.startswith("decode_split_tma<") or layout.startswith("paged"):  # the same kernel both times
+        dense_expr = [plan.expression for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")][0]
+        if dense_expr.split("<")[0] == expr.split("<")[0]:  # the same kernel both times
             assert np.array_equal(o, o2, equal_nan=True) and np.array_equal(lse, lse2)
     assert_counters_zero(cp)
 
