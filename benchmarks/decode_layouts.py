@@ -8,8 +8,10 @@ Why (17th session, H200): before it, strided rows ran on the bulk-copy kernel (o
 row: 0.94 TB/s on B 1 32/32) and pages that are not whole 64-key tiles on the bulk-copy or
 register kernel (GQA 32/8: 2.8 TB/s, 32/4 D 64: 0.7); now strided rows go to the tensor-core
 kernel where it takes the head dim (cp.async, pointer steps), and its cp.async producer takes
-pages of 4 keys or more (16-row groups). Columns ", tma" force the bulk-copy kernel, ", mma" (one
-row) the tensor-core kernel, "torch_*, bshd" run torch on the transposed cache. Timing as benchmarks/decode.py
+pages of 4 keys or more (16-row groups), and one-row paged caches go to it too. Columns ", tma"
+force the bulk-copy kernel, ", mma" (one row) the tensor-core kernel, "torch_*, bshd" run torch
+on the transposed cache. rel_diff_vs_dense in the JSON: each column's result against the dense
+call's (before the 17th session's last fix the paged calls read the padded last page's zeros). Timing as benchmarks/decode.py
 (interleaved rounds, median). Results: DIR/decode_layouts.json (default benchmarks/results/).
 """
 
@@ -55,6 +57,7 @@ def main():
         k = cupy.asarray(rng.standard_normal((b, hkv, length, d), dtype=np.float32)).astype(cupy.float16)
         v = cupy.asarray(rng.standard_normal((b, hkv, length, d), dtype=np.float32)).astype(cupy.float16)
         nbytes = 2 * k.nbytes
+        lens = cupy.full(b, length, cupy.int32)  # (a paged cache's last page is padded past L)
         # FlashAttention's layout: (B, L, Hkv, D) in memory, passed as its (B, Hkv, L, D) view
         kt = cupy.ascontiguousarray(k.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
         vt = cupy.ascontiguousarray(v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
@@ -67,7 +70,8 @@ def main():
             kc, vc, table = cuattn.paged_cache(k, v, ps, seed=rng)
             keep.append((kc, vc, table))
             name = f"paged {ps}"
-            fns[name] = (lambda a=(q, kc, vc), t=table: cuattn.decode(*a, alibi_slopes="default", block_table=t))
+            fns[name] = (lambda a=(q, kc, vc), t=table: cuattn.decode(*a, alibi_slopes="default", block_table=t,
+                                                                       cache_seqlens=lens))
             if hq == hkv:  # one row: the tensor-core kernel on the pages (the default is the bulk-copy kernel)
                 fns[name + ", mma"] = with_settings(fns[name], KERNEL="mma")
             if ps < 64:  # the bulk-copy kernel (one copy per key row here)
