@@ -781,7 +781,8 @@ def _settings() -> tuple:
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
-            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, plan, plan_persistent, get_kernel)
+            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, ONE_PER_SM_MIN_KEYS, TMA_ITEM_OVERHEAD, MAX_GRAINS,
+            SHORT_PAGE_MIN, plan, plan_persistent, get_kernel)
 
 
 _PLANS: dict = {}
