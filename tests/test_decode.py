@@ -527,3 +527,24 @@ def test_even_pieces_rule(monkeypatch):
     monkeypatch.setattr(mod, "STEAL", False)
     monkeypatch.setattr(mod, "EVEN_SPLIT", False)
     assert mod.even_pieces("tma", 4, 2048, 264, sms) is None
+
+
+# Module names that are fixed by the CUDA sources or are not launch settings (all other upper-case
+# names of cuattn.decode are settings, and a launch plan must be keyed on them)
+DECODE_CONSTANTS = {"HEAD_DIMS", "KERNELS", "LOG2E", "MAX_GRID_Z", "MAX_HEAD_DIM", "MAX_PLANS", "MMA_COPIES",
+                    "MMA_HEAD_DIMS", "MMA_ROWS", "MMA_TILE_KEYS", "MMA_TYPES", "PERSISTENT_MAX_KEYS",
+                    "RING_STAGE_EXTRA", "ROWS", "SMEM_PER_SM", "TMA_TILE_BYTES", "TYPE_NAMES", "VALIDATE_EXPRESSION",
+                    "MMA_PACK_LO_OPTION", "PAGE_PREFETCH_OPTION", "STATIC_FIRST_OPTION"}
+
+
+def test_plan_key_covers_every_setting(monkeypatch):
+    """Changing any module setting changes the launch plans' key (_settings): a plan cached under
+    one setting is never reused under another (a benchmark column once timed another's plan)."""
+    mod = sys.modules["cuattn.decode"]
+    names = [n for n in vars(mod) if n.isupper() and not n.startswith("_") and n not in DECODE_CONSTANTS]
+    assert "KERNEL" in names and "SHORT_PAGE_MIN" in names
+    for name in names:
+        before = mod._settings()
+        with monkeypatch.context() as m:
+            m.setattr(mod, name, object())
+            assert mod._settings() != before, f"cuattn.decode.{name} is not in _settings()"
