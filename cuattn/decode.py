@@ -408,6 +408,13 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     machine's host: 17-28 us a call instead of 93-185 us). Module settings (``KERNEL``,
     ``TMA_STAGES``, ...) are part of the match.
 
+    Cache layouts (Hopper, fp16, measured on an H200 with ``benchmarks/decode_layouts.py``):
+    dense ``(B, Hkv, L, D)`` caches stream fastest (4.2-4.5 TB/s on long caches); a
+    FlashAttention-layout ``(B, L, Hkv, D)`` cache passed as its transpose reads its key rows
+    ``Hkv * D`` elements apart, ~0.8-0.9x the dense rate at D 128; paged caches of 64 keys a page
+    or more run within 1-5% of dense, 16-key pages at ~0.8x. Copying a transposed cache to a
+    dense one costs more than the difference, so pass it as it is.
+
     GPU results are bit-reproducible: the same inputs and layout give the same bits on every
     call. Setting ``cuattn.decode.STEAL = True`` lets blocks that run out of work take the rest
     of unfinished ones on Hopper (work stealing); results then vary in the last bits from call
