@@ -411,9 +411,9 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     Cache layouts (Hopper, fp16, measured on an H200 with ``benchmarks/decode_layouts.py``):
     dense ``(B, Hkv, L, D)`` caches stream fastest (4.2-4.5 TB/s on long caches); a
     FlashAttention-layout ``(B, L, Hkv, D)`` cache passed as its transpose reads its key rows
-    ``Hkv * D`` elements apart, ~0.8-0.9x the dense rate at D 128; paged caches of 64 keys a page
-    or more run within 1-5% of dense, 16-key pages at ~0.8x. Copying a transposed cache to a
-    dense one costs more than the difference, so pass it as it is.
+    ``Hkv * D`` elements apart, ~0.88x the dense rate (0.81x at D 64); paged caches of 64 keys a
+    page or more run within 1-6% of dense at D 128 (11-16% at D 64), 16-key pages at ~0.8x
+    (0.66x at D 64). A copy to a dense layout on every call costs more than those differences.
 
     GPU results are bit-reproducible: the same inputs and layout give the same bits on every
     call. Setting ``cuattn.decode.STEAL = True`` lets blocks that run out of work take the rest
