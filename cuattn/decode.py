@@ -138,14 +138,18 @@ def alibi_slopes(num_heads):
     return np.asarray(slopes, dtype=np.float32)
 
 
-def _kernel_choice(rows: int) -> str:
-    """cuattn.decode.KERNEL after checking it; None picks "mma" for several rows per block, else
-    "tma" (before the per-launch fallbacks of _decode_cuda)."""
+def _kernel_choice(rows: int, dense: bool = True) -> str:
+    """cuattn.decode.KERNEL after checking it; None picks "mma" for several rows per block, and
+    for one row where the cache is strided or paged (not `dense`), else "tma" (before the
+    per-launch fallbacks of pick_kernel). One row, H200, B 1 32/32 D 128, TB/s "tma" -> "mma":
+    rows 32 x 128 apart 0.95 -> 3.67 (cp.async takes any stride, the bulk copies go row by row);
+    pages of 16, 32, 64, 256 keys 2.47, 3.64, 3.70, 3.76 -> 3.44, 3.73, 4.12, 4.12; dense 4.26 ->
+    4.19, so dense one-row caches stay on "tma"."""
     if KERNEL is not None and KERNEL not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
     if MMA_COPY is not None and MMA_COPY not in MMA_COPIES:
         raise ValueError(f"cuattn.decode.MMA_COPY must be one of {MMA_COPIES} or None; got {MMA_COPY!r}")
-    return KERNEL or ("mma" if rows > 1 else "tma")
+    return KERNEL or ("mma" if rows > 1 or not dense else "tma")
 
 
 PERSISTENT_MAX_KEYS = 1 << 29  # the persistent kernels' ring headers hold a tile's first key << 2
@@ -889,16 +893,10 @@ class _DecodePlan:
         padded = min(p for p in HEAD_DIMS if p >= d)
         num_rows = hq // hkv * sq
         props = device_properties()
-        kernel = pick_kernel(_kernel_choice(num_rows), props["cc"], type_name, padded, sizes)
         # key rows of d elements back to back (within a page where paged)
         dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
-        if (kernel == "tma" and KERNEL is None and (not dense or sizes["paged"])
-                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
-            # one row per block, strided or paged: the tensor-core kernel (cp.async takes any
-            # stride and any page of >= 4 keys). H200, B 1 32/32 D 128, TB/s bulk-copy -> tensor-core
-            # kernel: rows 32 x 128 apart 0.95 -> 3.67; pages of 16, 32, 64, 256 keys 2.47, 3.64,
-            # 3.70, 3.76 -> 3.44, 3.73, 4.12, 4.12 (dense: 4.26 -> 4.19, so dense stays)
-            kernel = "mma"
+        kernel = pick_kernel(_kernel_choice(num_rows, dense and not sizes["paged"]), props["cc"], type_name, padded,
+                             sizes)
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces

@@ -499,6 +499,9 @@ def test_pick_kernel_falls_back():
     assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big)) == "regs"
     for kernel in ("mma", "tma", "regs"):
         assert mod.pick_kernel(kernel, 80, "half_t", 128, sizes(32, 8, 4096)) == "regs"
+    # KERNEL None: tensor cores for row groups, and for one row on a strided or paged cache
+    assert mod.KERNEL is None
+    assert [mod._kernel_choice(rows, dense) for rows in (1, 4) for dense in (True, False)] == ["tma", "mma", "mma", "mma"]
 
 
 def test_even_pieces_rule(monkeypatch):
