@@ -1036,16 +1036,8 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dk, kp, bytes, full);
                 bulk_load(dv, vp, bytes, full);
             }
-        } else if (run_keys == 1) {  // one copy per key row, spread over the warp
-            if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
-            __syncwarp();
-            for (int i = lane; i < nkeys; i += 32) {
-                const T *kp, *vp;
-                key_rows<T, kPaged>(kbase, vbase, pages, t0 + i, page_size, k_sb, k_ss, v_sb, v_ss, kp, vp);
-                bulk_load(dk + i * row_bytes, kp, row_bytes, full);
-                bulk_load(dv + i * row_bytes, vp, row_bytes, full);
-            }
-        } else {  // one copy per run: keys [j0, j1) of the tile, back to back in the cache
+        } else {  // one copy per run (per key row where run_keys is 1): keys [j0, j1) of the tile,
+                  // back to back in the cache, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
             __syncwarp();
             const int first = t0 / run_keys, runs = (t0 + nkeys - 1) / run_keys - first + 1;
