@@ -93,3 +93,9 @@ def elementwise_mismatches(x, ref, unit, slack):
 
 
 UNIT_ROUNDOFF = {"float16": 2.0 ** -11, "bfloat16": 2.0 ** -8, "float32": 2.0 ** -24, "float64": 2.0 ** -53}
+
+
+def flash_layout(cp, x):
+    """The cache x (B, Hkv, L, D) on the GPU as FlashAttention's (B, L, Hkv, D) array, passed as its
+    (B, Hkv, L, D) transpose: the same values, key rows Hkv x D elements apart."""
+    return cp.ascontiguousarray(cp.asarray(x).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)

@@ -31,7 +31,7 @@ import cupy as cp  # noqa: E402
 import cuattn  # noqa: E402
 import cuattn.decode  # noqa: E402,F401
 from cuattn._checks import BFLOAT16  # noqa: E402
-from helpers import rel_error, to_paged  # noqa: E402
+from helpers import flash_layout, rel_error, to_paged  # noqa: E402
 
 TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
 
@@ -108,10 +108,10 @@ def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32), page=None, str
     every producer, 50 for "tma": runs of a page's keys), or (strided) the cache as the transpose of
     a (B, L, Hkv, D) array, contiguous only."""
     worst, failures = 0.0, 0
+    if page is None:
+        page = 64 if kernel.startswith("mma") else 50
     for dtype in dtypes:
         for batch, hq, hkv, sq, length, d, lens in CASES:
-            if page is None:
-                page = 64 if kernel.startswith("mma") else 50
             for paged in ((False,) if strided else (False, True)):
                 if paged and length % page:
                     length_p = -(-length // page) * page
@@ -130,7 +130,7 @@ def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32), page=None, str
                 dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
                 kg, vg = cp.asarray(kd), cp.asarray(vd)
                 if strided:  # key rows hkv x d apart
-                    kg, vg = (cp.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (kg, vg))
+                    kg, vg = flash_layout(cp, kg), flash_layout(cp, vg)
                 o, lse = cuattn.decode(cp.asarray(q), kg, vg, return_lse=True, **dev)
                 ro = cuattn.reference.decode(q, kd, vd, **kw)
                 err = rel_error(o, ro)

@@ -17,7 +17,8 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import UNIT_ROUNDOFF, draw, elementwise_mismatches, lse_error, poison, rel_error, to_paged
+from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, poison, rel_error,
+                     to_paged)
 
 pytestmark = pytest.mark.gpu
 
@@ -598,7 +599,7 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     kw = dict(cache_seqlens=np.array([length - 7, 1234], np.int32), alibi_slopes="default")
     kc, vc = k, v
     if layout == "bshd":  # (built on the GPU: key rows hkv x d apart)
-        kc, vc = (cp.ascontiguousarray(cp.asarray(x).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v))
+        kc, vc = flash_layout(cp, k), flash_layout(cp, v)
         assert kc.strides[2] == hkv * d * 2
     elif layout.startswith("paged"):
         kc, vc, kw["block_table"] = to_paged(rng, k, v, int(layout.split()[1]))
