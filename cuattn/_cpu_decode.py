@@ -13,6 +13,11 @@ in a fixed order; a row with no visible key writes zeros and lse -inf. Splits an
 on the sizes alone, so a paged cache and the contiguous one give identical bits; a contiguous
 cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"ninf" fast-math
 flags: NaN inputs must flow into their own row.
+
+The caches are read where they lie, strided views and pages too: float16/bfloat16 keys and values
+are widened to float32 as each block is gathered (their bits index a 65536-entry table of the
+exact float32 values), not by a float32 copy of the whole cache first (which took ~90% of a
+float16 call's time, bfloat16's more, and twice the cache's memory).
 """
 
 from __future__ import annotations
@@ -47,6 +52,27 @@ def _unravel(i, inner, middle):
     return i % inner, (i // inner) % middle, i // (inner * middle)
 
 
+_WIDEN = {}
+
+
+def _widened(x):
+    """(array, table) for the kernels: float16/bfloat16 as their 16-bit patterns with the float32
+    value of each pattern (exact), other dtypes as they are with table None."""
+    if x.dtype.itemsize != 2:
+        return x, None
+    if x.dtype not in _WIDEN:
+        _WIDEN[x.dtype] = np.arange(1 << 16, dtype=np.uint16).view(x.dtype).astype(np.float32)
+    return x.view(np.uint16), _WIDEN[x.dtype]
+
+
+@njit(cache=True, inline="always")
+def _at(x, table, page, head, row, c):
+    """x[page, head, row, c] in the working dtype (table: see _widened)."""
+    if table is None:
+        return x[page, head, row, c]
+    return table[x[page, head, row, c]]
+
+
 @njit(cache=True, fastmath=_FLAGS)
 def _take(m, l, a, r, x_max):
     """Raise row r's running max to x_max (log2 units): rescale its sum and values; returns the
@@ -63,9 +89,10 @@ def _take(m, l, a, r, x_max):
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
+def _partials(q, k, v, wide, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
     """Per item and row: the largest logit (log2 units: scale and slopes times log2 e), the sum of
-    2 ** (logit - it) and the values weighted by those (see the module docstring)."""
+    2 ** (logit - it) and the values weighted by those (see the module docstring). ``k``, ``v``
+    float16/bfloat16 come as 16-bit patterns with ``wide`` their float32 values (else None)."""
     batch, hq, sq, d = q.shape
     hkv = k.shape[1]
     group = hq // hkv
@@ -104,8 +131,8 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
                 page = table[b, (j0 + i) // page_size]
                 off = (j0 + i) % page_size
                 for c in range(d):
-                    kbuf[i, c] = k[page, hk, off, c]
-                    vbuf[i, c] = v[page, hk, off, c]
+                    kbuf[i, c] = _at(k, wide, page, hk, off, c)
+                    vbuf[i, c] = _at(v, wide, page, hk, off, c)
             x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
             for r in range(rows):
                 top_x = -np.inf
@@ -121,17 +148,20 @@ def _partials(q, k, v, lens, table, page_size, slopes, scale, splits, chunk, bes
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
             off = j % page_size
+            for c in range(d):  # gathered first: the same sums for every layout and dtype
+                kbuf[0, c] = _at(k, wide, page, hk, off, c)
+                vbuf[0, c] = _at(v, wide, page, hk, off, c)
             for r in range(rows):
                 if j <= pos[r]:
                     dot = zero
                     for c in range(d):
-                        dot += qloc[r, c] * k[page, hk, off, c]
+                        dot += qloc[r, c] * kbuf[0, c]
                     xj = dot + slope[r] * (j - pos[r])
                     shift = _take(m, l, a, r, xj)
                     p = _exp2(xj - shift)
                     l[r] += p
                     for c in range(d):
-                        a[r, c] += p * v[page, hk, off, c]
+                        a[r, c] += p * vbuf[0, c]
         for r in range(rows):
             best[item, r] = m[r]
             total[item, r] = l[r]
@@ -187,7 +217,8 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
     in_dtype = q.dtype
     work = np.float64 if in_dtype == _checks.FLOAT64 else np.float32
     batch, hq, sq, d = q.shape
-    q, k, v = (np.ascontiguousarray(x, dtype=work) for x in (q, k_cache, v_cache))
+    q = np.ascontiguousarray(q, dtype=work)
+    (k, wide), (v, _) = _widened(k_cache), _widened(v_cache)  # read in place (same dtype: one table)
     hkv = k.shape[1]
     if block_table is None:
         table = np.arange(batch, dtype=np.int32)[:, None]
@@ -208,7 +239,7 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
         total = np.empty((items, rows), dtype=work)
         acc = np.empty((items, rows, d), dtype=work)
         with _single_threaded_blas():  # the Numba threads each run their own small products
-            _partials(q, k, v, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
+            _partials(q, k, v, wide, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
                       np.int64(chunk), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)

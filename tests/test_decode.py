@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import cuattn
-from helpers import elementwise_mismatches, lse_error, rel_error, to_paged
+from cuattn._checks import dtype_name
+from helpers import UNIT_ROUNDOFF, draw, elementwise_mismatches, lse_error, rel_error, to_paged
 
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 SLACK = {np.float32: 1e-4, np.float64: 1e-10}
@@ -154,6 +155,42 @@ def test_cpu_half_inputs_keep_dtype(rng):
     o = cuattn.decode(q, k, v, alibi_slopes="default")
     assert o.dtype == np.float16
     assert rel_error(o, cuattn.reference.decode(q, k, v, alibi_slopes="default")) < 1e-3  # fp16 output rounding
+
+
+HALF = [np.float16] + ([cuattn._checks.BFLOAT16] if cuattn._checks.BFLOAT16 is not None else [])
+
+
+def _views(rng, k, v):
+    """The caches as views the CPU kernels read in place: contiguous, FlashAttention's (B, L, Hkv, D)
+    transposed, keys reversed (negative strides) on every other head, and shuffled pages."""
+    yield "dense", k, v, None
+    flash = [np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v)]
+    yield "bshd", flash[0], flash[1], None
+    yield "reversed", k[:, ::2, ::-1], v[:, ::2, ::-1], None
+    kp, vp, table = to_paged(rng, k, v, 8)
+    yield "paged", kp, vp, table
+
+
+@pytest.mark.parametrize("dtype", [np.float32] + HALF, ids=lambda d: np.dtype(d).name)
+def test_cpu_caches_read_in_place(rng, dtype):
+    """16-bit caches are widened block by block through a table of exact float32 values, and
+    strided views are read where they lie: bit for bit the result of first copying the cache to a
+    contiguous float32 one (the q rows too), then rounding the output to the input dtype."""
+    q, k, v = (draw(rng, x.shape, dtype) for x in make(rng, 2, 6, 2, 3, 136, 24))
+    for name, kc, vc, table in _views(rng, k, v):
+        hkv = kc.shape[1]
+        qc = q[:, : 3 * hkv]
+        lens = np.array([136, 57], np.int32)
+        o, lse = cuattn.decode(qc, kc, vc, cache_seqlens=lens, alibi_slopes="default", block_table=table,
+                               return_lse=True)
+        wide = [np.ascontiguousarray(x).astype(np.float32) for x in (qc, kc, vc)]
+        ow, lw = cuattn.decode(*wide, cache_seqlens=lens, alibi_slopes="default", block_table=table,
+                               return_lse=True)
+        assert o.dtype == dtype, name
+        assert np.array_equal(o, ow.astype(dtype), equal_nan=True), name
+        assert np.array_equal(lse, lw), name
+        ro = cuattn.reference.decode(qc, kc, vc, cache_seqlens=lens, alibi_slopes="default", block_table=table)
+        assert rel_error(o, ro) < (1e-5 if dtype == np.float32 else 2 * UNIT_ROUNDOFF[dtype_name(dtype)]), name
 
 
 def test_cpu_nan_stays_in_its_row(rng):
