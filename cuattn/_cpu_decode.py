@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import _checks
 from ._cpu_attention import LN2, LOG2E, _exp2, _single_threaded_blas
@@ -65,12 +66,16 @@ def _widened(x):
     return x.view(np.uint16), _WIDEN[x.dtype]
 
 
-@njit(cache=True, inline="always")
 def _at(x, table, page, head, row, c):
-    """x[page, head, row, c] in the working dtype (table: see _widened)."""
-    if table is None:
-        return x[page, head, row, c]
-    return table[x[page, head, row, c]]
+    """x[page, head, row, c] in the working dtype (table: see _widened). Numba code only."""
+    raise NotImplementedError("compiled by Numba (overload below)")
+
+
+@overload(_at)
+def _at_typed(x, table, page, head, row, c):  # typed per call: no branch on the table at run time
+    if isinstance(table, types.NoneType):
+        return lambda x, table, page, head, row, c: x[page, head, row, c]
+    return lambda x, table, page, head, row, c: table[x[page, head, row, c]]
 
 
 @njit(cache=True, fastmath=_FLAGS)

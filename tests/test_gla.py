@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import cuattn
-from helpers import gla_inputs, rel_error
+from cuattn._checks import dtype_name
+from helpers import UNIT_ROUNDOFF, gla_inputs, rel_error
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
 GATES = ["logsigmoid", "masked_-20", "masked_-0.1max", "masked_-inf"]
@@ -119,6 +120,28 @@ def test_cpu_half_inputs_and_broadcast(rng):
     assert o.dtype == np.float16 and o.shape == (2, 1, 2, 33, 8)
     ro, _ = cuattn.reference.gla(q, k, v, g)
     assert rel_error(o, ro) < 2e-3  # fp16 output rounding, 2^-11 per element
+
+
+HALF = [np.float16] + ([cuattn._checks.BFLOAT16] if cuattn._checks.BFLOAT16 is not None else [])
+
+
+@pytest.mark.parametrize("mode", ["chunk", "recurrent"])
+@pytest.mark.parametrize("dtype", HALF, ids=lambda d: np.dtype(d).name)
+def test_cpu_half_inputs_read_in_place(rng, dtype, mode):
+    """16-bit inputs are widened in the kernels (a table of exact float32 values), not copied to
+    float32 first: bit for bit the result of a float32 copy, rounded to the input dtype, with -inf
+    gates, a strided v, a broadcast k and an initial state."""
+    q, k, v, g = gla_inputs(rng, (2, 3, 37), 16, 24, "masked_-inf", dtype)
+    k = k[:1]
+    v = np.ascontiguousarray(v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # (B, T, H, V) as a view
+    h0 = rng.standard_normal((2, 3, 16, 24)).astype(np.float32)
+    o, s = cuattn.gla(q, k, v, g, initial_state=h0, output_final_state=True, mode=mode)
+    wide = [np.ascontiguousarray(x).astype(np.float32) for x in (q, k, v, g)]
+    ow, sw = cuattn.gla(*wide, initial_state=h0, output_final_state=True, mode=mode)
+    assert o.dtype == dtype and np.array_equal(o, ow.astype(dtype), equal_nan=True)
+    assert np.array_equal(s, sw, equal_nan=True)
+    ro, _ = cuattn.reference.gla(q, k, v, g, initial_state=h0)
+    assert rel_error(o, ro) < 2 * UNIT_ROUNDOFF[dtype_name(dtype)]
 
 
 def test_cpu_positive_gates_are_valid_math(rng):
