@@ -6,8 +6,11 @@ Rows: one query token (Sq = 1), float32, random normal inputs, ALiBi "default" s
 MHA shapes. NumPy materialized is the textbook version per KV head: logits = scale q K^T + bias
 (float32, the whole (group, L) matrix), softmax, @ V. Timing: one warm-up call, then the median
 of ``--repeats`` calls. GB/s = bytes of K and V / time (decode reads the cache once; the GQA rows
-are bound by arithmetic on a small CPU, the MHA rows by memory). Results go to
-DIR/cpu_decode.json (default benchmarks/results/).
+are bound by arithmetic on a small CPU, the MHA rows by memory). Then cache dtypes and
+layouts on the first row: float32, float16, bfloat16 caches as they are (dense, FlashAttention's
+(B, L, Hkv, D) passed as its transpose, shuffled 16-key pages), against first copying the cache to
+a contiguous float32 one and decoding that (what the CPU backend did before the 18th session).
+Results go to DIR/cpu_decode.json (default benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -46,6 +49,34 @@ def numpy_materialized(q, k, v, slopes):
     return np.einsum("bhgl,bhld->bhgd", p, v).reshape(b, hq, 1, d)
 
 
+def layout_rows(rng, repeats):
+    """ROWS[0] with each cache dtype and layout, read in place vs widened to a float32 copy first."""
+    from cuattn._checks import CPU_DTYPES, FLOAT64, dtype_name
+
+    b, hq, hkv, length, d = ROWS[0]
+    length -= length % 16  # whole 16-key pages
+    out = []
+    for dtype in [x for x in CPU_DTYPES if x != FLOAT64]:
+        q, k, v = (rng.standard_normal((b, h, n, d)).astype(np.float32).astype(dtype)
+                   for h, n in ((hq, 1), (hkv, length), (hkv, length)))
+        flash = [np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v)]
+        kp, vp, table = cuattn.paged_cache(k, v, 16, seed=0)
+        for name, kc, vc, bt in (("dense", k, v, None), ("bshd", *flash, None), ("paged 16", kp, vp, table)):
+            def widened():
+                return cuattn.decode(q.astype(np.float32), np.ascontiguousarray(kc, np.float32),
+                                     np.ascontiguousarray(vc, np.float32), alibi_slopes="default", block_table=bt)
+            t_in = median_time(lambda: cuattn.decode(q, kc, vc, alibi_slopes="default", block_table=bt), repeats)
+            t_wide = median_time(widened, repeats)
+            row = dict(B=b, Hq=hq, Hkv=hkv, L=length, D=d, dtype=dtype_name(dtype), layout=name,
+                       in_place_ms=t_in * 1e3, float32_copy_first_ms=t_wide * 1e3,
+                       in_place_gbps=2 * k.nbytes / t_in / 1e9)
+            out.append(row)
+            print(f"{row['dtype']:>8} {name:>8}: in place {row['in_place_ms']:.1f} ms "
+                  f"({row['in_place_gbps']:.1f} GB/s), float32 copy first {row['float32_copy_first_ms']:.1f} ms",
+                  flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -68,12 +99,13 @@ def main():
         rows.append(row)
         print(f"B{b} {hq}/{hkv} L{length} D{d}: cuattn {row['cuattn_ms']:.1f} ms ({row['cuattn_gbps']:.1f} GB/s), "
               f"NumPy materialized {row['numpy_ms']:.1f} ms, {row['speedup_vs_numpy']:.1f}x", flush=True)
+    layouts = layout_rows(rng, args.repeats)
     meta = dict(machine=platform.machine(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
                 numpy=np.__version__, numba=numba.__version__, repeats=args.repeats,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu_decode.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    (out / "cpu_decode.json").write_text(json.dumps(dict(meta=meta, rows=rows, layouts=layouts), indent=1))
 
 
 if __name__ == "__main__":
