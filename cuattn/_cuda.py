@@ -12,9 +12,11 @@ system headers, so NVRTC needs no CUDA include directory either.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from ._backend import require_cupy
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
 BASE_OPTIONS = ("-std=c++17",)
+_log = logging.getLogger("cuattn")
+_clock = time.perf_counter  # (tests replace it)
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,7 +91,14 @@ def get_kernel(name: str, expression: str, options: tuple = (), max_dynamic_smem
 
 @functools.lru_cache(maxsize=None)
 def _kernel_on(device_id: int, name: str, expression: str, options: tuple, max_dynamic_smem: int):
+    start = _clock()
     kernel = _module(name, (expression,), options).get_function(expression)
+    seconds = _clock() - start
+    # a first use compiles for seconds (NVRTC) unless CuPy's disk cache has the binary: say so
+    _log.log(logging.INFO if seconds >= 1.0 else logging.DEBUG,
+             "cuattn: %s (cuda/%s%s) ready on device %d in %.1f s (first use in this process: compiled "
+             "by NVRTC, or loaded from CuPy's disk cache)", expression, name,
+             " " + " ".join(options) if options else "", device_id, seconds)
     if max_dynamic_smem > 48 * 1024:
         kernel.max_dynamic_shared_size_bytes = int(max_dynamic_smem)
     return kernel

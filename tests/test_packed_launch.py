@@ -2,6 +2,7 @@
 the driver call is replaced by a recorder)."""
 
 import ctypes
+import logging
 
 import numpy as np
 import pytest
@@ -48,3 +49,28 @@ def test_packed_arguments_and_slots(values):
 def test_unsupported_argument_is_a_type_error():
     with pytest.raises(TypeError, match="kernel argument 1"):
         _cuda.PackedLaunch(FakeKernel(), (1,), (32,), ["x", 3.5])
+
+
+def test_kernel_first_use_is_logged(monkeypatch, caplog):
+    """A kernel's first use in a process (an NVRTC compile of seconds, or CuPy's disk cache) is
+    logged on the "cuattn" logger: INFO from one second, else DEBUG; later uses are not."""
+    clock = iter([10.0, 12.5, 20.0, 20.2])
+    monkeypatch.setattr(_cuda, "_clock", lambda: next(clock))
+
+    class Module:
+        def get_function(self, expression):
+            return object()
+
+    monkeypatch.setattr(_cuda, "_module", lambda name, exprs, options: Module())
+    _cuda._kernel_on.cache_clear()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="cuattn"):
+            _cuda._kernel_on(0, "decode.cu", "k<1>", ("-DX",), 0)
+            _cuda._kernel_on(0, "decode.cu", "k<1>", ("-DX",), 0)  # cached: no record
+            _cuda._kernel_on(0, "gla.cu", "g<2>", (), 0)
+    finally:
+        _cuda._kernel_on.cache_clear()
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "cuattn"]
+    assert len(records) == 2
+    assert records[0][0] == logging.INFO and "k<1> (cuda/decode.cu -DX)" in records[0][1] and "2.5 s" in records[0][1]
+    assert records[1][0] == logging.DEBUG and "g<2> (cuda/gla.cu)" in records[1][1] and "0.2 s" in records[1][1]
