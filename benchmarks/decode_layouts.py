@@ -1,6 +1,8 @@
 """ALiBi decode on the cache layouts users hand in: dense (B, Hkv, L, D), FlashAttention's
-(B, L, Hkv, D) passed as its transpose (key rows Hkv x D apart), and paged caches of 16, 32, 64
-and 256 keys a page, against torch SDPA (cuDNN, flash) on the dense cache of the same size.
+(B, L, Hkv, D) passed as its transpose (key rows Hkv x D apart), paged caches of 16, 32, 64
+and 256 keys a page, and pages of 16 and 256 keys in vLLM's order (pages, page_size, Hkv, D)
+passed as their transpose ("paged N nhd"), against torch SDPA (cuDNN, flash) on the dense cache
+of the same size.
 
 Run on a GPU machine:  python benchmarks/decode_layouts.py [--out DIR] [--rounds N] [--only TEXT]
 
@@ -76,6 +78,11 @@ def main():
                 fns[name + ", mma"] = with_settings(fns[name], KERNEL="mma")
             if ps < 64:  # the bulk-copy kernel (one copy per key row here)
                 fns[name + ", tma"] = with_settings(fns[name], KERNEL="tma")
+            if ps in (16, 256):  # vLLM's pages (pages, page_size, Hkv, D), passed as their transpose
+                kn, vn = (cupy.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (kc, vc))
+                keep.append((kn, vn))
+                fns[name + " nhd"] = (lambda a=(q, kn, vn), t=table: cuattn.decode(
+                    *a, alibi_slopes="default", block_table=t, cache_seqlens=lens))
         ref = fns["dense"]().astype(cupy.float32)
         diffs = {}
         for name, fn in fns.items():  # every layout gives the dense cache's answer

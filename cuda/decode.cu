@@ -1450,26 +1450,32 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
             const T* kh = k + kv_head * k_sh + c * 8;
             const T* vh = v + kv_head * v_sh + c * 8;
             int at = t0 % page_size, pi = 0;  // the first row's place in its page, and the page
-            if (dense && t0 + kTile <= key1 && page_size % 16 == 0 && t0 % 16 == 0) {
-                // (the common case) 16-row groups in one page each: a page's address per group, its
-                // rows at constant offsets
+            // 16-row groups in one page each: a page's address per group, its rows ks / vs apart
+            auto groups = [&](i64 ks, i64 vs) {
 #pragma unroll
                 for (int g = 0; g < kTile / 16; ++g) {
                     const i64 page = __shfl_sync(0xffffffffu, mine, pi);
-                    const T* kp = kh + page * k_sb + (i64)(at + r0) * kHeadDim;
-                    const T* vp = vh + page * v_sb + (i64)(at + r0) * kHeadDim;
+                    const T* kp = kh + page * k_sb + (i64)(at + r0) * ks;
+                    const T* vp = vh + page * v_sb + (i64)(at + r0) * vs;
 #pragma unroll
                     for (int i = 0; i < 16 / kRowsPerPass; ++i) {
                         const int pass = g * (16 / kRowsPerPass) + i;
                         const u32 off = lane_off + (u32)(pass * kRowsPerPass * 128) + swz[pass % kSwizzles];
-                        cp_async_16(dk + off, kp + i * kRowsPerPass * kHeadDim, true);
-                        cp_async_16(dv + off, vp + i * kRowsPerPass * kHeadDim, true);
+                        cp_async_16(dk + off, kp + i * kRowsPerPass * ks, true);
+                        cp_async_16(dv + off, vp + i * kRowsPerPass * vs, true);
                     }
                     at += 16;
                     if (at == page_size) {
                         at = 0;
                         ++pi;
                     }
+                }
+            };
+            if (head_dim == kHeadDim && t0 + kTile <= key1 && page_size % 16 == 0 && t0 % 16 == 0) {
+                if (dense) {
+                    groups(kHeadDim, kHeadDim);  // (the common case) rows at constant offsets
+                } else {
+                    groups(k_ss, v_ss);  // vLLM's (pages, page_size, Hkv, D) passed as its transpose
                 }
             } else {  // any rows: a lane's rows step kRowsPerPass <= 4 <= page_size keys a pass
                 at = (t0 + r0) % page_size;

@@ -13,7 +13,8 @@ forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and 
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False),
-and pages of 16 and 20 keys and strided rows (the tensor-core and bulk-copy kernels).
+and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
+kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
 still fails).
 """
@@ -91,7 +92,8 @@ def main():
             decode_module.MMA_PACK_LO = True
             decode_module.MMA_COPY = None  # pages of part tiles (16-row groups; any rows) and strided rows
             runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),
-                     sweep(rng, "mma+strided", (np.float16,), strided=True)]
+                     sweep(rng, "mma+strided", (np.float16,), strided=True),
+                     sweep(rng, "mma+strided+pages16", (np.float16,), page=16, strided=True)]
         if kernel == "tma":  # strided rows: a copy per key row
             runs.append(sweep(rng, "tma+strided", (np.float16,), strided=True))
         decode_module.MMA_COPY = None
@@ -105,14 +107,14 @@ def main():
 
 def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32), page=None, strided=False):
     """Every case contiguous and paged (pages of `page` keys; default 64 for "mma": whole tiles for
-    every producer, 50 for "tma": runs of a page's keys), or (strided) the cache as the transpose of
-    a (B, L, Hkv, D) array, contiguous only."""
+    every producer, 50 for "tma": runs of a page's keys); strided: the cache as the transpose of a
+    (B, L, Hkv, D) array, the pages as the transpose of (pages, page_size, Hkv, D) ones."""
     worst, failures = 0.0, 0
     if page is None:
         page = 64 if kernel.startswith("mma") else 50
     for dtype in dtypes:
         for batch, hq, hkv, sq, length, d, lens in CASES:
-            for paged in ((False,) if strided else (False, True)):
+            for paged in (False, True):
                 if paged and length % page:
                     length_p = -(-length // page) * page
                 else:

@@ -162,13 +162,16 @@ HALF = [np.float16] + ([cuattn._checks.BFLOAT16] if cuattn._checks.BFLOAT16 is n
 
 def _views(rng, k, v):
     """The caches as views the CPU kernels read in place: contiguous, FlashAttention's (B, L, Hkv, D)
-    transposed, keys reversed (negative strides) on every other head, and shuffled pages."""
+    transposed, keys reversed (negative strides) on every other head, shuffled pages, and pages
+    with key rows Hkv x D apart."""
     yield "dense", k, v, None
     flash = [np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v)]
     yield "bshd", flash[0], flash[1], None
     yield "reversed", k[:, ::2, ::-1], v[:, ::2, ::-1], None
     kp, vp, table = to_paged(rng, k, v, 8)
     yield "paged", kp, vp, table
+    nhd = [np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (kp, vp)]
+    yield "paged nhd", nhd[0], nhd[1], table  # vLLM's (pages, page_size, Hkv, D) as its transpose
 
 
 @pytest.mark.parametrize("dtype", [np.float32] + HALF, ids=lambda d: np.dtype(d).name)

@@ -578,7 +578,7 @@ def test_gpu_mma_default_copy(cp, rng, monkeypatch, split_kernel, b, hq, hkv, d)
     assert_counters_zero(cp)
 
 
-@pytest.mark.parametrize("layout", ["bshd", "paged 16", "paged 100", "dense"])
+@pytest.mark.parametrize("layout", ["bshd", "paged 16", "paged 100", "paged 16 nhd", "paged 64 nhd", "dense"])
 @pytest.mark.parametrize("hq, hkv, d", [(8, 8, 128), (8, 8, 64), (16, 4, 128), (8, 8, 256)],
                          ids=["mha_d128", "mha_d64", "gqa_d128", "mha_d256"])
 def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, d):
@@ -587,8 +587,10 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     the head dim (cp.async: any stride; pages of 16 or 100 keys looked up per 16-row group or per
     row), one row per block included; else to the bulk-copy kernel, one copy per key row where
     strided, per page's run of keys where pages are not whole tiles (run_keys), per whole tile
-    where dense. Right on the reference (ragged, a row ending mid-page), bit-identical to the
-    dense cache's call where both run the same kernel."""
+    where dense. "nhd": vLLM's paged (pages, page_size, Hkv, D) passed as its transpose (strided
+    pages: whole tiles of strided rows at 64 keys, row by row at 16). Right on the reference
+    (ragged, a row ending mid-page), bit-identical to the dense cache's call where both run the
+    same kernel."""
     if split_kernel != DECODE_MODULE.KERNELS[0]:
         pytest.skip("the automatic choice (KERNEL None): once")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
@@ -598,13 +600,14 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
     kw = dict(cache_seqlens=np.array([length - 7, 1234], np.int32), alibi_slopes="default")
     kc, vc = k, v
-    if layout == "bshd":  # (built on the GPU: key rows hkv x d apart)
-        kc, vc = flash_layout(cp, k), flash_layout(cp, v)
-        assert kc.strides[2] == hkv * d * 2
-    elif layout.startswith("paged"):
+    if layout.startswith("paged"):
         kc, vc, kw["block_table"] = to_paged(rng, k, v, int(layout.split()[1]))
+    ref_kv = (kc, vc)
+    strided = layout == "bshd" or layout.endswith("nhd")
+    if strided:  # (built on the GPU: key rows hkv x d apart)
+        kc, vc = flash_layout(cp, kc), flash_layout(cp, vc)
+        assert kc.strides[2] == hkv * d * 2
     o, lse = run(cp, q, kc, vc, **kw)
-    ref_kv = (k, v) if layout == "bshd" else (kc, vc)
     compare(o, lse, *cuattn.reference.decode(q, *ref_kv, return_lse=True, **kw), q.dtype)
     plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
     assert len(plans) == 1
@@ -616,7 +619,7 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     else:
         assert expr.startswith("decode_split_tma<")
         tile = DECODE_MODULE.tma_tile_keys(d, 2)
-        if layout == "bshd":
+        if strided:
             assert run_keys == 1
         elif layout.startswith("paged"):
             pages = int(layout.split()[1])
