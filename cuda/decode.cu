@@ -918,22 +918,24 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
     taken = __shfl_sync(kAll, taken, 0);
     failed = __shfl_sync(kAll, failed, 0);
     while (taken >= 0) {
-        // the items of this take: `taken` itself, or with even pieces (w.span) piece `taken`: split
-        // taken - (rg span / chunk) of each row group rg it meets. One call site of own (and of the
-        // copies inlined in it) for both: the producer's code stays small
-        const unsigned u = (unsigned)max(w.span, 128) >> 7, c = (unsigned)max(w.chunk, 128) >> 7;  // (split_key's units)
-        const unsigned p0 = (unsigned)taken * c, p1 = min(p0 + c, (unsigned)w.nrg * u);
-        const unsigned first = w.span ? p0 / u : 0, last = w.span ? (p1 - 1) / u : 0;
-        for (unsigned j = 0; j <= last - first; ++j) {
+        if (w.span == 0) {
+            own(taken);
+        } else {  // piece `taken`: split taken - (rg span / chunk) of each row group rg it meets, by one
+                  // call site of own (and of the copies inlined in it): the producer's code stays small
+            const unsigned u = (unsigned)w.span >> 7, c = (unsigned)w.chunk >> 7;  // (units: split_key)
+            const unsigned p0 = (unsigned)taken * c, p1 = min(p0 + c, (unsigned)w.nrg * u);
+            const unsigned first = p0 / u, last = (p1 - 1) / u;
+            for (unsigned j = 0; j <= last - first; ++j) {
 #ifdef CUATTN_DECODE_PIECE_IN_ORDER  // (probe build) the row groups in key order, the end fragment last
-            const unsigned rg = first + j;
+                const unsigned rg = first + j;
 #else
-            // the two ends first (the row groups the piece shares with its neighbours: their partials
-            // counted and merged while the launch still streams), then the whole row groups between
-            // them, whose outputs need no count: a launch's last items end without a merge
-            const unsigned rg = j == 0 ? first : j == 1 ? last : first + j - 1;
+                // the two ends first (the row groups the piece shares with its neighbours: their partials
+                // counted and merged while the launch still streams), then the whole row groups between
+                // them, whose outputs need no count: a launch's last items end without a merge
+                const unsigned rg = j == 0 ? first : j == 1 ? last : first + j - 1;
 #endif
-            own(w.span ? (int)rg * w.num_splits + taken - (int)(rg * u / c) : taken);
+                own((int)rg * w.num_splits + taken - (int)(rg * u / c));
+            }
         }
         if (lane == 0) taken = take_item(w.work(), w.num_items);
         taken = __shfl_sync(kAll, taken, 0);
