@@ -1538,24 +1538,20 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
         }
         kb += (i64)(row0 + r0) * k_ss + c * 8;
         vb += (i64)(row0 + r0) * v_ss + c * 8;
-        if (dense && t0 + kTile <= key1) {  // a whole tile of dense rows (the common case)
+        // a whole tile, rows ks / vs apart: no zero-fill, so no per-pass predicate or select
+        auto whole = [&](i64 ks, i64 vs) {
 #pragma unroll
             for (int i = 0; i < kPasses; ++i) {
                 const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
-                cp_async_16(dk + off, kb + i * kRowsPerPass * kHeadDim, true);
-                cp_async_16(dv + off, vb + i * kRowsPerPass * kHeadDim, true);
+                cp_async_16(dk + off, kb + i * kRowsPerPass * ks, true);
+                cp_async_16(dv + off, vb + i * kRowsPerPass * vs, true);
             }
-        } else if (head_dim == kHeadDim && t0 + kTile <= key1) {
-            // a whole tile of rows k_ss / v_ss apart (FlashAttention's (B, L, Hkv, D) passed as its
-            // transpose, or other strides): no zero-fill, so no per-pass predicate or select
-            const i64 k_step = (i64)kRowsPerPass * k_ss, v_step = (i64)kRowsPerPass * v_ss;
-#pragma unroll
-            for (int i = 0; i < kPasses; ++i) {
-                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
-                cp_async_16(dk + off, kb, true);
-                cp_async_16(dv + off, vb, true);
-                kb += k_step;
-                vb += v_step;
+        };
+        if (head_dim == kHeadDim && t0 + kTile <= key1) {
+            if (dense) {
+                whole(kHeadDim, kHeadDim);  // (the common case) rows at constant offsets
+            } else {
+                whole(k_ss, v_ss);  // FlashAttention's (B, L, Hkv, D) passed as its transpose, other strides
             }
         } else {  // a tile's end past the item's keys, or D < kHeadDim: zero-fill
             const i64 k_step = (i64)kRowsPerPass * k_ss, v_step = (i64)kRowsPerPass * v_ss;
