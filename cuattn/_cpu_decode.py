@@ -15,9 +15,9 @@ cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"nin
 flags: NaN inputs must flow into their own row.
 
 The caches are read where they lie, strided views and pages too: float16/bfloat16 keys and values
-are widened to float32 as each block is gathered (their bits index a 65536-entry table of the
-exact float32 values), not by a float32 copy of the whole cache first (which took ~90% of a
-float16 call's time, bfloat16's more, and twice the cache's memory).
+are widened to float32 as each block is gathered (cuattn/_widen.py: exact, from the bits), not by a
+float32 copy of the whole cache first (which took ~90% of a float16 call's time, bfloat16's more,
+and twice the cache's memory).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from numba.extending import overload
 
 from . import _checks
 from ._cpu_attention import LN2, LOG2E, _exp2, _single_threaded_blas
+from ._widen import patterns, widen
 
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
@@ -53,29 +54,36 @@ def _unravel(i, inner, middle):
     return i % inner, (i // inner) % middle, i // (inner * middle)
 
 
-_WIDEN = {}
+def _rows_apart(x):
+    """(array, swap) for the kernels: a cache whose axes 1 and 2 swapped are C-contiguous
+    (FlashAttention's (B, L, Hkv, D) or vLLM's (pages, page_size, Hkv, D) passed as their
+    transpose) as that C-contiguous array with swap True, so that Numba types it contiguous (its
+    rows' copies vectorize: a strided view of it ran 2-4x slower); any other as it is, swap None."""
+    if x.ndim == 4 and not x.flags.c_contiguous and x.shape[1] > 1 and x.shape[2] > 1:
+        t = x.transpose(0, 2, 1, 3)
+        if t.flags.c_contiguous:
+            return t, True
+    return x, None
 
 
-def _widened(x):
-    """(array, table) for the kernels: float16/bfloat16 as their 16-bit patterns with the float32
-    value of each pattern (exact), other dtypes as they are with table None."""
-    if x.dtype.itemsize != 2:
-        return x, None
-    if x.dtype not in _WIDEN:
-        _WIDEN[x.dtype] = np.arange(1 << 16, dtype=np.uint16).view(x.dtype).astype(np.float32)
-    return x.view(np.uint16), _WIDEN[x.dtype]
-
-
-def _at(x, table, page, head, row, c):
-    """x[page, head, row, c] in the working dtype (table: see _widened). Numba code only."""
+def _row(x, swap, page, head, row):
+    """Row [page, head, row] of the cache, as it lies (16-bit caches as their bits: see _widen;
+    swap: see _rows_apart). Numba code only."""
     raise NotImplementedError("compiled by Numba (overload below)")
 
 
-@overload(_at)
-def _at_typed(x, table, page, head, row, c):  # typed per call: no branch on the table at run time
-    if isinstance(table, types.NoneType):
-        return lambda x, table, page, head, row, c: x[page, head, row, c]
-    return lambda x, table, page, head, row, c: table[x[page, head, row, c]]
+@overload(_row)
+def _row_typed(x, swap, page, head, row):  # typed per call: no branch at run time
+    if isinstance(swap, types.NoneType):
+        return lambda x, swap, page, head, row: x[page, head, row]
+    return lambda x, swap, page, head, row: x[page, row, head]
+
+
+@njit(cache=True)
+def _widen_row(src, dst):
+    """dst[:] = src widened (see _widen)."""
+    for c in range(dst.shape[0]):
+        dst[c] = widen(src[c])
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -94,12 +102,12 @@ def _take(m, l, a, r, x_max):
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def _partials(q, k, v, wide, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
+def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
     """Per item and row: the largest logit (log2 units: scale and slopes times log2 e), the sum of
     2 ** (logit - it) and the values weighted by those (see the module docstring). ``k``, ``v``
-    float16/bfloat16 come as 16-bit patterns with ``wide`` their float32 values (else None)."""
+    float16/bfloat16 come as their bits (see _widen); ``kswap``/``vswap`` True where that cache
+    comes with axes 1 and 2 swapped (see _rows_apart)."""
     batch, hq, sq, d = q.shape
-    hkv = k.shape[1]
     group = hq // hkv
     rows = group * sq
     zero = q.dtype.type(0)
@@ -135,9 +143,8 @@ def _partials(q, k, v, wide, lens, table, page_size, slopes, scale, splits, chun
             for i in range(n):
                 page = table[b, (j0 + i) // page_size]
                 off = (j0 + i) % page_size
-                for c in range(d):
-                    kbuf[i, c] = _at(k, wide, page, hk, off, c)
-                    vbuf[i, c] = _at(v, wide, page, hk, off, c)
+                _widen_row(_row(k, kswap, page, hk, off), kbuf[i])
+                _widen_row(_row(v, vswap, page, hk, off), vbuf[i])
             x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
             for r in range(rows):
                 top_x = -np.inf
@@ -153,9 +160,8 @@ def _partials(q, k, v, wide, lens, table, page_size, slopes, scale, splits, chun
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
             off = j % page_size
-            for c in range(d):  # gathered first: the same sums for every layout and dtype
-                kbuf[0, c] = _at(k, wide, page, hk, off, c)
-                vbuf[0, c] = _at(v, wide, page, hk, off, c)
+            _widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
+            _widen_row(_row(v, vswap, page, hk, off), vbuf[0])  # for every layout and dtype
             for r in range(rows):
                 if j <= pos[r]:
                     dot = zero
@@ -223,8 +229,9 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
     work = np.float64 if in_dtype == _checks.FLOAT64 else np.float32
     batch, hq, sq, d = q.shape
     q = np.ascontiguousarray(q, dtype=work)
-    (k, wide), (v, _) = _widened(k_cache), _widened(v_cache)  # read in place (same dtype: one table)
-    hkv = k.shape[1]
+    hkv = k_cache.shape[1]
+    (k, kswap), (v, vswap) = _rows_apart(k_cache), _rows_apart(v_cache)
+    k, v = patterns(k), patterns(v)  # read in place, widened as they are read
     if block_table is None:
         table = np.arange(batch, dtype=np.int32)[:, None]
         page_size = max(1, sizes["cache_len"])
@@ -244,7 +251,7 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
         total = np.empty((items, rows), dtype=work)
         acc = np.empty((items, rows, d), dtype=work)
         with _single_threaded_blas():  # the Numba threads each run their own small products
-            _partials(q, k, v, wide, lens, table, np.int64(page_size), slope, work(scale * LOG2E), np.int64(splits),
-                      np.int64(chunk), best, total, acc)
+            _partials(q, k, v, np.int64(hkv), kswap, vswap, lens, table, np.int64(page_size), slope,
+                      work(scale * LOG2E), np.int64(splits), np.int64(chunk), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)

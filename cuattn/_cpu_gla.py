@@ -8,9 +8,8 @@ product of half-referenced q and k), decay factors formed only as products of E 
 difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
 products are BLAS calls through ``np.dot``. Gates of -inf must flow, so no ``fastmath=True``.
 
-float16/bfloat16 inputs are not widened to float32 copies first: the kernels read their 16-bit
-patterns and look each up in a table of the exact float32 values (``_cpu_decode._widened``), step
-by step, so they give the bits of a float32 copy.
+float16/bfloat16 inputs are not widened to float32 copies first: the kernels read their bits and
+widen them step by step (cuattn/_widen.py: exact), so they give the bits of a float32 copy.
 """
 
 from __future__ import annotations
@@ -20,34 +19,34 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import _checks
-from ._cpu_decode import _at, _widened
+from ._widen import patterns, value
 
 CHUNK = 16
 _FLAGS = {"reassoc", "contract"}  # no "nnan"/"ninf": -inf and NaN must flow
 
 
-def _steps(x, table, b, h, t0, m):
-    """x[b, h, t0:t0 + m] as a contiguous array in the working dtype (table: see
-    _cpu_decode._widened; without one, the rows themselves where contiguous). Numba code only."""
+def _steps(x, b, h, t0, m):
+    """x[b, h, t0:t0 + m] as a contiguous array in the working dtype (16-bit inputs come as their
+    bits: see _widen; float ones as the rows themselves where contiguous). Numba code only."""
     raise NotImplementedError("compiled by Numba (overload below)")
 
 
 @overload(_steps)
-def _steps_typed(x, table, b, h, t0, m):
-    if isinstance(table, types.NoneType):
-        return lambda x, table, b, h, t0, m: np.ascontiguousarray(x[b, h, t0:t0 + m])
+def _steps_typed(x, b, h, t0, m):
+    if isinstance(x.dtype, types.Float):
+        return lambda x, b, h, t0, m: np.ascontiguousarray(x[b, h, t0:t0 + m])
 
-    def widen(x, table, b, h, t0, m):
-        out = np.empty((m, x.shape[3]), table.dtype)
+    def widen(x, b, h, t0, m):
+        out = np.empty((m, x.shape[3]), np.float32)
         for t in range(m):
             for c in range(x.shape[3]):
-                out[t, c] = table[x[b, h, t0 + t, c]]
+                out[t, c] = value(x, b, h, t0 + t, c)
         return out
     return widen
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def _recurrent_kernel(q, k, v, g, wide, h0, o, ht, bos, lens, rows, scale):
+def _recurrent_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale):
     heads = q.shape[1]
     kdim = q.shape[3]
     vdim = v.shape[3]
@@ -62,13 +61,13 @@ def _recurrent_kernel(q, k, v, g, wide, h0, o, ht, bos, lens, rows, scale):
         for t in range(bos[n], bos[n] + lens[n]):
             for j in range(vdim):
                 out[j] = zero
-                vt[j] = _at(v, wide, b, h, t, j)
+                vt[j] = value(v, b, h, t, j)
             # one pass over the state per token: row c decays, takes k_c v, and adds q_c times
             # itself to the output (rows are contiguous: the j loops vectorize)
             for c in range(kdim):
-                ec = np.exp(_at(g, wide, b, h, t, c))
-                kc = _at(k, wide, b, h, t, c)
-                qc = _at(q, wide, b, h, t, c)
+                ec = np.exp(value(g, b, h, t, c))
+                kc = value(k, b, h, t, c)
+                qc = value(q, b, h, t, c)
                 for j in range(vdim):
                     x = s[c, j] * ec + kc * vt[j]
                     s[c, j] = x
@@ -79,7 +78,7 @@ def _recurrent_kernel(q, k, v, g, wide, h0, o, ht, bos, lens, rows, scale):
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def _chunk_kernel(q, k, v, g, wide, h0, o, ht, bos, lens, rows, scale, chunk):
+def _chunk_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale, chunk):
     heads = q.shape[1]
     kdim = q.shape[3]
     for item in prange(bos.shape[0] * heads):
@@ -90,10 +89,10 @@ def _chunk_kernel(q, k, v, g, wide, h0, o, ht, bos, lens, rows, scale, chunk):
         end = bos[n] + lens[n]
         for t0 in range(bos[n], end, chunk):
             m = min(chunk, end - t0)
-            e = np.exp(_steps(g, wide, b, h, t0, m))  # (m, K), in [0, 1] for gates <= 0
-            qs = _steps(q, wide, b, h, t0, m)
-            ks = _steps(k, wide, b, h, t0, m)
-            vs = _steps(v, wide, b, h, t0, m)
+            e = np.exp(_steps(g, b, h, t0, m))  # (m, K), in [0, 1] for gates <= 0
+            qs = _steps(q, b, h, t0, m)
+            ks = _steps(k, b, h, t0, m)
+            vs = _steps(v, b, h, t0, m)
             q_dec = np.empty_like(qs)                       # q_t * prod_{u<=t} E_u
             k_dec = np.empty_like(ks)                       # k_s * prod_{s<u<m} E_u
             prefix = np.ones(kdim, dtype=s.dtype)
@@ -145,9 +144,9 @@ def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     def prepare(x, dim):  # (16-bit inputs stay 16-bit: widened in the kernels)
         x = np.broadcast_to(np.asarray(x, dtype=work if x.dtype.itemsize > 2 else x.dtype),
                             batch + (heads, seqlen, dim))
-        return _widened(np.ascontiguousarray(x.reshape((nbatch, heads, seqlen, dim))))
+        return patterns(np.ascontiguousarray(x.reshape((nbatch, heads, seqlen, dim))))
 
-    (qf, wide), (kf, _), (gf, _), (vf, _) = prepare(q, kdim), prepare(k, kdim), prepare(gk, kdim), prepare(v, vdim)
+    qf, kf, gf, vf = prepare(q, kdim), prepare(k, kdim), prepare(gk, kdim), prepare(v, vdim)
     cu = sizes["cu_seqlens"]
     if cu is not None:
         bos = cu[:-1].astype(np.int64)
@@ -167,9 +166,9 @@ def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     ht = np.empty((num_seqs, heads, kdim, vdim), dtype=work)
     if num_seqs and heads:
         if mode == "chunk":
-            _chunk_kernel(qf, kf, vf, gf, wide, h0, o, ht, bos, lens, rows, work(sizes["scale"]), CHUNK)
+            _chunk_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]), CHUNK)
         else:
-            _recurrent_kernel(qf, kf, vf, gf, wide, h0, o, ht, bos, lens, rows, work(sizes["scale"]))
+            _recurrent_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]))
     o = o.reshape(batch + (heads, seqlen, vdim)).astype(in_dtype, copy=False)
     final = ht.reshape(sizes["state_shape"]).astype(np.float32) if output_final_state else None
     return o, final
