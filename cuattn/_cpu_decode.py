@@ -15,7 +15,7 @@ cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"nin
 flags: NaN inputs must flow into their own row.
 
 The caches are read where they lie, strided views and pages too: float16/bfloat16 keys and values
-are widened to float32 as each block is gathered (cuattn/_widen.py: exact, from the bits), not by a
+are widened to float32 as each block is gathered (cuattn/_bits16.py: exact, from the bits), not by a
 float32 copy of the whole cache first (which took ~90% of a float16 call's time, bfloat16's more,
 and twice the cache's memory).
 """
@@ -29,7 +29,7 @@ from numba.extending import overload
 
 from . import _checks
 from ._cpu_attention import LN2, LOG2E, _exp2, _single_threaded_blas
-from ._widen import patterns, widen
+from ._bits16 import patterns, widen
 
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
@@ -67,7 +67,7 @@ def _rows_apart(x):
 
 
 def _row(x, swap, page, head, row):
-    """Row [page, head, row] of the cache, as it lies (16-bit caches as their bits: see _widen;
+    """Row [page, head, row] of the cache, as it lies (16-bit caches as their bits: see _bits16;
     swap: see _rows_apart). Numba code only."""
     raise NotImplementedError("compiled by Numba (overload below)")
 
@@ -81,7 +81,7 @@ def _row_typed(x, swap, page, head, row):  # typed per call: no branch at run ti
 
 @njit(cache=True)
 def _widen_row(src, dst):
-    """dst[:] = src widened (see _widen)."""
+    """dst[:] = src widened (see _bits16)."""
     for c in range(dst.shape[0]):
         dst[c] = widen(src[c])
 
@@ -105,7 +105,7 @@ def _take(m, l, a, r, x_max):
 def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
     """Per item and row: the largest logit (log2 units: scale and slopes times log2 e), the sum of
     2 ** (logit - it) and the values weighted by those (see the module docstring). ``k``, ``v``
-    float16/bfloat16 come as their bits (see _widen); ``kswap``/``vswap`` True where that cache
+    float16/bfloat16 come as their bits (see _bits16); ``kswap``/``vswap`` True where that cache
     comes with axes 1 and 2 swapped (see _rows_apart)."""
     batch, hq, sq, d = q.shape
     group = hq // hkv

@@ -8,8 +8,10 @@ product of half-referenced q and k), decay factors formed only as products of E 
 difference of cumulative log sums), so -inf and huge negative gates stay exact; the state
 products are BLAS calls through ``np.dot``. Gates of -inf must flow, so no ``fastmath=True``.
 
-float16/bfloat16 inputs are not widened to float32 copies first: the kernels read their bits and
-widen them step by step (cuattn/_widen.py: exact), so they give the bits of a float32 copy.
+float16/bfloat16 inputs are not widened to float32 copies first, nor is a float32 output cast
+afterwards: the kernels read the inputs' bits and widen them step by step, and round each output
+to 16 bits as they write it (cuattn/_bits16.py: exact, to nearest even), so they give the bits of a
+float32 copy's call cast to the input dtype.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import _checks
-from ._widen import patterns, value
+from ._bits16 import narrow, patterns, value
 
 CHUNK = 16
 _FLAGS = {"reassoc", "contract"}  # no "nnan"/"ninf": -inf and NaN must flow
@@ -27,7 +29,7 @@ _FLAGS = {"reassoc", "contract"}  # no "nnan"/"ninf": -inf and NaN must flow
 
 def _steps(x, b, h, t0, m):
     """x[b, h, t0:t0 + m] as a contiguous array in the working dtype (16-bit inputs come as their
-    bits: see _widen; float ones as the rows themselves where contiguous). Numba code only."""
+    bits: see _bits16; float ones as the rows themselves where contiguous). Numba code only."""
     raise NotImplementedError("compiled by Numba (overload below)")
 
 
@@ -73,7 +75,7 @@ def _recurrent_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale):
                     s[c, j] = x
                     out[j] += qc * x
             for j in range(vdim):
-                o[b, h, t, j] = scale * out[j]
+                o[b, h, t, j] = narrow(scale * out[j], o)
         ht[n, h] = s
 
 
@@ -128,7 +130,10 @@ def _chunk_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale, chunk):
                     k_half[j] = ks[j] * run
                     run *= e[j]
                 w[half:, :half] = np.dot(q_half, k_half.T.copy())
-            o[b, h, t0:t0 + m] = scale * (np.dot(q_dec, s) + np.dot(w, vs))
+            y = scale * (np.dot(q_dec, s) + np.dot(w, vs))
+            for t in range(m):
+                for j in range(y.shape[1]):
+                    o[b, h, t0 + t, j] = narrow(y[t, j], o)
             s = prefix.reshape((kdim, 1)) * s + np.dot(k_dec.T.copy(), vs)
         ht[n, h] = s
 
@@ -162,13 +167,14 @@ def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     else:
         h0 = np.ascontiguousarray(np.broadcast_to(np.asarray(initial_state, dtype=work), sizes["state_shape"]))
         h0 = h0.reshape((num_seqs, heads, kdim, vdim))
-    o = np.zeros((nbatch, heads, seqlen, vdim), dtype=work)  # zeros: tokens past cu_seqlens[-1]
+    # zeros: tokens past cu_seqlens[-1]; 16-bit outputs written as their bits (see _bits16)
+    o = patterns(np.zeros((nbatch, heads, seqlen, vdim), dtype=in_dtype if in_dtype.itemsize == 2 else work))
     ht = np.empty((num_seqs, heads, kdim, vdim), dtype=work)
     if num_seqs and heads:
         if mode == "chunk":
             _chunk_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]), CHUNK)
         else:
             _recurrent_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]))
-    o = o.reshape(batch + (heads, seqlen, vdim)).astype(in_dtype, copy=False)
+    o = o.view(in_dtype).reshape(batch + (heads, seqlen, vdim)).astype(in_dtype, copy=False)
     final = ht.reshape(sizes["state_shape"]).astype(np.float32) if output_final_state else None
     return o, final
