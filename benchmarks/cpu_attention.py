@@ -56,11 +56,27 @@ def median_time(fn, repeats):
     return float(np.median(times))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cpu_args(doc, repeats):
+    """The command line of a CPU benchmark script: --out DIR (default benchmarks/results/) and
+    --repeats N (default ``repeats``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser.parse_args()
+
+
+def write_cpu_results(args, name, extra=None, **payload):
+    """DIR/name.json: the payload with the run's metadata (machine, threads, versions, date)."""
+    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                numba_threads=numba.get_num_threads(), numpy=np.__version__, numba=numba.__version__,
+                **(extra or {}), repeats=args.repeats, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(dict(meta=meta, **payload), indent=1) + "\n")
+
+
+def main():
+    args = cpu_args(__doc__, 5)
     rng = np.random.default_rng(0)
     rows = []
     header = f"{'B x H':>6} {'S':>5} {'D':>4} {'causal':>6} | {'cuattn':>7} {'numpy':>7} {'torch':>7} | {'x numpy':>7} {'x torch':>7}"
@@ -85,13 +101,7 @@ def main():
             ratio_torch = f"{t_torch / t_cuattn:7.2f}" if t_torch else f"{'-':>7}"
             print(f"{b:>2} x {h:<2} {s:>5} {d:>4} {str(causal):>6} | {row['cuattn_gflops']:7.1f} "
                   f"{row['numpy_gflops']:7.1f} {torch_text} | {t_numpy / t_cuattn:7.2f} {ratio_torch}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                numba_threads=numba.get_num_threads(), numpy=np.__version__, numba=numba.__version__,
-                torch=None if torch is None else torch.__version__, repeats=args.repeats,
-                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    (out / "cpu_attention.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
+    write_cpu_results(args, "cpu_attention", dict(torch=None if torch is None else torch.__version__), rows=rows)
 
 
 if __name__ == "__main__":

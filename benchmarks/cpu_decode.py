@@ -15,12 +15,7 @@ Results go to DIR/cpu_decode.json (default benchmarks/results/).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numba  # noqa: E402
-from cpu_attention import median_time  # noqa: E402
+from cpu_attention import cpu_args, median_time, write_cpu_results  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -78,10 +72,7 @@ def layout_rows(rng, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    args = cpu_args(__doc__, 7)
     rng = np.random.default_rng(0)
     rows = []
     for b, hq, hkv, length, d in ROWS:
@@ -100,12 +91,7 @@ def main():
         print(f"B{b} {hq}/{hkv} L{length} D{d}: cuattn {row['cuattn_ms']:.1f} ms ({row['cuattn_gbps']:.1f} GB/s), "
               f"NumPy materialized {row['numpy_ms']:.1f} ms, {row['speedup_vs_numpy']:.1f}x", flush=True)
     layouts = layout_rows(rng, args.repeats)
-    meta = dict(machine=platform.machine(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
-                numpy=np.__version__, numba=numba.__version__, repeats=args.repeats,
-                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu_decode.json").write_text(json.dumps(dict(meta=meta, rows=rows, layouts=layouts), indent=1))
+    write_cpu_results(args, "cpu_decode", rows=rows, layouts=layouts)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,7 @@ Results go to DIR/cpu_gla.json (default benchmarks/results/).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numba  # noqa: E402
-from cpu_attention import median_time  # noqa: E402
+from cpu_attention import cpu_args, median_time, write_cpu_results  # noqa: E402
 
 import cuattn  # noqa: E402
 from cuattn._checks import CPU_DTYPES, FLOAT64, dtype_name  # noqa: E402
@@ -36,10 +30,7 @@ SHAPES = [(1, 8, 4096, 64), (2, 4, 2048, 128)]  # B, H, T, K = V
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    args = cpu_args(__doc__, 7)
     rng = np.random.default_rng(0)
     rows = []
     for b, h, t, d in SHAPES:
@@ -59,12 +50,7 @@ def main():
                 print(f"B{b} H{h} T{t} K=V{d} {row['dtype']:>8} {mode:>9}: {row['ms']:.1f} ms"
                       + (f" (float32 copy first {row['float32_copy_first_ms']:.1f} ms)" if dtype != np.float32 else ""),
                       flush=True)
-    meta = dict(machine=platform.machine(), cpus=os.cpu_count(), numba_threads=numba.get_num_threads(),
-                numpy=np.__version__, numba=numba.__version__, repeats=args.repeats,
-                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu_gla.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    write_cpu_results(args, "cpu_gla", rows=rows)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ def _widen_all(x):
 
 
 @njit(cache=True)
-def _half_formula(x):
-    out = np.empty(x.shape, np.float32)
+def _map(fn, x, out):
+    """out[i] = fn(x[i]) (1-d arrays)."""
     for i in range(x.size):
-        out[i] = half_to_float32(x[i])
+        out[i] = fn(x[i])
     return out
 
 
@@ -53,7 +53,7 @@ def test_half_formula_gives_every_patterns_bits():
     """The integer-operation float16 path (CPUs without F16C) gives NumPy's bits, NaN payloads too."""
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     expect = bits.view(np.float16).astype(np.float32)
-    assert _same(_half_formula(bits), expect, payloads=True)
+    assert _same(_map(half_to_float32, bits, np.empty(bits.shape, np.float32)), expect, payloads=True)
 
 
 def test_float_arrays_pass_through(rng):
@@ -69,14 +69,6 @@ def _narrow_all(x, like):
     out = np.empty(x.shape, like.dtype)
     for i in range(x.size):
         out[i] = narrow(x[i], like)
-    return out
-
-
-@njit(cache=True)
-def _narrow_half_formula(x):
-    out = np.empty(x.shape, np.uint16)
-    for i in range(x.size):
-        out[i] = float32_to_half(x[i])
     return out
 
 
@@ -115,7 +107,7 @@ def test_half_narrowing_formula(rng):
     x = _float32_cases(rng)
     with np.errstate(invalid="ignore", over="ignore"):
         expect = x.astype(np.float16)
-    got = _narrow_half_formula(x).view(np.float16)
+    got = _map(float32_to_half, x, np.empty(x.shape, np.uint16)).view(np.float16)
     nan = np.isnan(expect)
     assert np.array_equal(got[~nan].view(np.uint16), expect[~nan].view(np.uint16))
     assert np.all(np.isnan(got[nan]))
