@@ -31,6 +31,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from . import _checks
+from ._bits16 import from_float32, to_float32
 
 BLOCK_M = 128
 BLOCK_N = 512
@@ -334,7 +335,8 @@ def _flat(x, batch, work):
     index (broadcast dims are indexed, not copied)."""
     lead = x.shape[:-3]
     index = np.broadcast_to(np.arange(math.prod(lead), dtype=np.int64).reshape(lead), batch).reshape(-1)
-    return np.ascontiguousarray(x, dtype=work).reshape(-1), np.ascontiguousarray(index)
+    flat = to_float32(x) if x.dtype.itemsize == 2 else np.ascontiguousarray(x, dtype=work)  # (16-bit: see _bits16)
+    return flat.reshape(-1), np.ascontiguousarray(index)
 
 
 def attention_cpu(q, k, v, sizes, causal, scale):
@@ -357,5 +359,6 @@ def attention_cpu(q, k, v, sizes, causal, scale):
         with _single_threaded_blas():
             _attention_kernel(qf, kf, vf, qidx, kidx, vidx, o, lse, dims, causal,
                               work(scale * LOG2E), work(0), workers)
-    o = o.reshape(batch + (hq, sq, dv)).astype(in_dtype, copy=False)
+    o = o.reshape(batch + (hq, sq, dv))
+    o = from_float32(o, in_dtype) if in_dtype.itemsize == 2 else o.astype(in_dtype, copy=False)
     return o, lse.reshape(batch + (hq, sq))

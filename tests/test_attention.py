@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import cuattn
+from cuattn import _checks
 from helpers import lse_error, rel_error
 
 TOL = {np.float32: 1e-5, np.float64: 1e-11}
@@ -117,6 +118,24 @@ def test_cpu_half_inputs_keep_their_dtype(rng):
     o = cuattn.attention(q, k, v)
     assert o.dtype == np.float16
     assert rel_error(o, cuattn.reference.attention(q, k, v)) < 2e-3  # output rounding to fp16
+
+
+@pytest.mark.parametrize("dt", [_checks.FLOAT16, _checks.BFLOAT16], ids=["float16", "bfloat16"])
+def test_cpu_half_inputs_widen_exactly(rng, dt):
+    """16-bit inputs are widened and the output rounded by cuattn's own parallel kernels
+    (cuattn/_bits16.py): bit for bit the call on float32 copies, cast back; a transposed view, a
+    broadcast batch dimension, GQA, causal, with infinities and a NaN in the inputs."""
+    q = rng.standard_normal((2, 4, 37, 16)).astype(dt)
+    k = rng.standard_normal((1, 2, 45, 16)).astype(dt)  # broadcast over q's batch, GQA
+    v = np.ascontiguousarray(rng.standard_normal((1, 45, 2, 24)).astype(dt)).transpose(0, 2, 1, 3)
+    k[0, 1, 3, 5] = np.inf
+    v[0, 0, 7, 2] = np.nan
+    o = cuattn.attention(q, k, v, causal=True)
+    wide = cuattn.attention(*(np.ascontiguousarray(x).astype(np.float32) for x in (q, k, v)), causal=True)
+    assert o.dtype == dt
+    assert np.array_equal(o, wide.astype(dt), equal_nan=True)
+    assert np.isnan(o[:, :2, :, 2]).all()  # kv head 0's NaN value: every row sees key 7, column 2
+    assert np.isfinite(o[:, :2, :, :2]).all()
 
 
 def test_cpu_nan_stays_in_its_row(rng):
