@@ -87,6 +87,38 @@ def _widen_row(src, dst):
 
 
 @njit(cache=True, fastmath=_FLAGS)
+def _biased_max(x, n, slope, dist0, iota, part):
+    """x[i] += slope * (dist0 + i) (the bias: key distance dist0 + i, exact in floats) for i < n;
+    returns the largest (NaN skipped, as a > comparison does), kept in 8 running maxima that
+    vectorize (one running max does not: a float max reduction needs "nnan")."""
+    for i in range(n):
+        x[i] = x[i] + slope * (dist0 + iota[i])
+    for c in range(8):
+        part[c] = -np.inf
+    whole = n - n % 8
+    for i in range(0, whole, 8):
+        for c in range(8):
+            part[c] = x[i + c] if x[i + c] > part[c] else part[c]
+    top = -np.inf
+    for c in range(8):
+        top = part[c] if part[c] > top else top
+    for i in range(whole, n):
+        top = x[i] if x[i] > top else top
+    return top
+
+
+@njit(cache=True, fastmath=_FLAGS)
+def _exp2_sum(x, n, shift):
+    """x[i] = 2 ** (x[i] - shift) for i < n; returns their sum."""
+    total = x.dtype.type(0)
+    for i in range(n):
+        e = _exp2(x[i] - shift)
+        x[i] = e
+        total += e
+    return total
+
+
+@njit(cache=True, fastmath=_FLAGS)
 def _take(m, l, a, r, x_max):
     """Raise row r's running max to x_max (log2 units): rescale its sum and values; returns the
     new shift."""
@@ -138,6 +170,8 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
         kall = max(k0, min(kend, bottom + 1))  # keys k0 .. kall - 1 every row sees: blocks of BLOCK
         kbuf = np.empty((BLOCK, d), q.dtype)
         vbuf = np.empty((BLOCK, d), q.dtype)
+        iota = np.arange(BLOCK).astype(q.dtype)
+        part = np.empty(8, q.dtype)
         for j0 in range(k0, kall, BLOCK):
             n = min(BLOCK, kall - j0)
             for i in range(n):
@@ -146,16 +180,9 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
                 _widen_row(_row(k, kswap, page, hk, off), kbuf[i])
                 _widen_row(_row(v, vswap, page, hk, off), vbuf[i])
             x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
-            for r in range(rows):
-                top_x = -np.inf
-                for i in range(n):
-                    x[r, i] = x[r, i] + slope[r] * (j0 + i - pos[r])
-                    if x[r, i] > top_x:
-                        top_x = x[r, i]
-                shift = _take(m, l, a, r, top_x)
-                for i in range(n):
-                    x[r, i] = _exp2(x[r, i] - shift)
-                    l[r] += x[r, i]
+            for r in range(rows):  # (row by row through 1-d helpers: their loops vectorize)
+                shift = _take(m, l, a, r, _biased_max(x[r], n, slope[r], x.dtype.type(j0 - pos[r]), iota, part))
+                l[r] += _exp2_sum(x[r], n, shift)
             a += np.dot(x, vbuf[:n])
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
