@@ -28,7 +28,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import _checks
-from ._cpu_attention import LN2, LOG2E, _exp2, _single_threaded_blas
+from ._cpu_attention import LANES, LN2, LOG2E, _exp2, _row_max, _single_threaded_blas
 from ._bits16 import patterns, widen
 
 _FLAGS = {"reassoc", "contract"}
@@ -87,35 +87,19 @@ def _widen_row(src, dst):
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _biased_max(x, n, slope, dist0, iota, part):
-    """x[i] += slope * (dist0 + i) (the bias: key distance dist0 + i, exact in floats) for i < n;
-    returns the largest (NaN skipped, as a > comparison does), kept in 8 running maxima that
-    vectorize (one running max does not: a float max reduction needs "nnan")."""
+def _add_bias(x, n, slope, dist0, iota):
+    """x[i] += slope * (dist0 + i) for i < n (key distances dist0 + i: exact float sums, so the
+    loop vectorizes; an int64 -> float conversion per score did not)."""
     for i in range(n):
         x[i] = x[i] + slope * (dist0 + iota[i])
-    for c in range(8):
-        part[c] = -np.inf
-    whole = n - n % 8
-    for i in range(0, whole, 8):
-        for c in range(8):
-            part[c] = x[i + c] if x[i + c] > part[c] else part[c]
-    top = -np.inf
-    for c in range(8):
-        top = part[c] if part[c] > top else top
-    for i in range(whole, n):
-        top = x[i] if x[i] > top else top
-    return top
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _exp2_sum(x, n, shift):
-    """x[i] = 2 ** (x[i] - shift) for i < n; returns their sum."""
-    total = x.dtype.type(0)
+def _exp2_row(x, n, shift):
+    """x[i] = 2 ** (x[i] - shift) for i < n (elementwise: vectorizes; their sum comes from the
+    P V product's column of ones, see _partials)."""
     for i in range(n):
-        e = _exp2(x[i] - shift)
-        x[i] = e
-        total += e
-    return total
+        x[i] = _exp2(x[i] - shift)
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -142,7 +126,7 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
     batch, hq, sq, d = q.shape
     group = hq // hkv
     rows = group * sq
-    zero = q.dtype.type(0)
+    lowest = q.dtype.type(-np.inf)
     log2e = q.dtype.type(LOG2E)
     for item in prange(batch * hkv * splits):
         s, hk, b = _unravel(item, splits, hkv)
@@ -169,32 +153,38 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
         kend = min(k1, top + 1)          # keys some row sees
         kall = max(k0, min(kend, bottom + 1))  # keys k0 .. kall - 1 every row sees: blocks of BLOCK
         kbuf = np.empty((BLOCK, d), q.dtype)
-        vbuf = np.empty((BLOCK, d), q.dtype)
+        vbuf = np.empty((BLOCK, d + 1), q.dtype)  # values, then a column of ones (the sums)
+        vbuf[:, d] = 1
         iota = np.arange(BLOCK).astype(q.dtype)
-        part = np.empty(8, q.dtype)
+        lanes = np.empty(LANES, q.dtype)
         for j0 in range(k0, kall, BLOCK):
             n = min(BLOCK, kall - j0)
             for i in range(n):
                 page = table[b, (j0 + i) // page_size]
                 off = (j0 + i) % page_size
                 _widen_row(_row(k, kswap, page, hk, off), kbuf[i])
-                _widen_row(_row(v, vswap, page, hk, off), vbuf[i])
+                _widen_row(_row(v, vswap, page, hk, off), vbuf[i, :d])
             x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
             for r in range(rows):  # (row by row through 1-d helpers: their loops vectorize)
-                shift = _take(m, l, a, r, _biased_max(x[r], n, slope[r], x.dtype.type(j0 - pos[r]), iota, part))
-                l[r] += _exp2_sum(x[r], n, shift)
-            a += np.dot(x, vbuf[:n])
+                _add_bias(x[r], n, slope[r], x.dtype.type(j0 - pos[r]), iota)
+                _exp2_row(x[r], n, _take(m, l, a, r, _row_max(x[r], n, lowest, lanes)))
+            # the weighted values and, in column d, each row's sum of weights: BLAS adds them up
+            # in one fixed order for every layout (a "reassoc" loop summing them may be
+            # vectorized in an order that depends on the code around it: each layout and dtype
+            # compiles its own _partials, and their bits must agree)
+            pv = np.dot(x, vbuf[:n])
+            a += pv[:, :d]
+            for r in range(rows):
+                l[r] += pv[r, d]
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
             off = j % page_size
             _widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
-            _widen_row(_row(v, vswap, page, hk, off), vbuf[0])  # for every layout and dtype
+            _widen_row(_row(v, vswap, page, hk, off), vbuf[0, :d])  # for every layout and dtype
+            dots = np.dot(qloc, kbuf[0])  # (BLAS: one fixed order, as the blocks' products)
             for r in range(rows):
                 if j <= pos[r]:
-                    dot = zero
-                    for c in range(d):
-                        dot += qloc[r, c] * kbuf[0, c]
-                    xj = dot + slope[r] * (j - pos[r])
+                    xj = dots[r] + slope[r] * (j - pos[r])
                     shift = _take(m, l, a, r, xj)
                     p = _exp2(xj - shift)
                     l[r] += p
