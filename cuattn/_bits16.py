@@ -118,6 +118,13 @@ def _widen_typed(h):  # typed per element dtype: no branch at run time
     return lambda h: h
 
 
+@njit(cache=True)
+def widen_row(src, dst):
+    """dst[:] = src widened (1-d: a contiguous row's loop vectorizes, F16C's included)."""
+    for c in range(dst.shape[0]):
+        dst[c] = widen(src[c])
+
+
 def value(x, i, j, k, l):
     """x[i, j, k, l] widened (see the module docstring). Numba code only."""
     raise NotImplementedError("compiled by Numba (overload below)")

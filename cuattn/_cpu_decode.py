@@ -5,7 +5,7 @@ all ``group x Sq`` query rows that share the KV head (so a GQA cache is not read
 head). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
 scored for all rows by one BLAS product, folded into each row's running max, sum of
 exponentials and weighted values (online softmax in log2 units, with the attention kernel's
-vectorized exp2), values summed by a second product. The few
+vectorized exp2), values and the sums of the weights given by a second product. The few
 newest keys that only later tokens see (Sq > 1) are scored one by one, for the rows that see
 them: invisible keys are never scored nor weighted (exact masking; a NaN there stays out of the
 rows that do not see it). A second kernel merges a row's partials by log-sum-exp, split by split
@@ -29,7 +29,7 @@ from numba.extending import overload
 
 from . import _checks
 from ._cpu_attention import LANES, LN2, LOG2E, _exp2, _row_max, _single_threaded_blas
-from ._bits16 import patterns, widen
+from ._bits16 import patterns, widen_row
 
 _FLAGS = {"reassoc", "contract"}
 MIN_CHUNK = 256          # keys per item at least (tests lower it to force splits on small caches)
@@ -77,13 +77,6 @@ def _row_typed(x, swap, page, head, row):  # typed per call: no branch at run ti
     if isinstance(swap, types.NoneType):
         return lambda x, swap, page, head, row: x[page, head, row]
     return lambda x, swap, page, head, row: x[page, row, head]
-
-
-@njit(cache=True)
-def _widen_row(src, dst):
-    """dst[:] = src widened (see _bits16)."""
-    for c in range(dst.shape[0]):
-        dst[c] = widen(src[c])
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -162,8 +155,8 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
             for i in range(n):
                 page = table[b, (j0 + i) // page_size]
                 off = (j0 + i) % page_size
-                _widen_row(_row(k, kswap, page, hk, off), kbuf[i])
-                _widen_row(_row(v, vswap, page, hk, off), vbuf[i, :d])
+                widen_row(_row(k, kswap, page, hk, off), kbuf[i])
+                widen_row(_row(v, vswap, page, hk, off), vbuf[i, :d])
             x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
             for r in range(rows):  # (row by row through 1-d helpers: their loops vectorize)
                 _add_bias(x[r], n, slope[r], x.dtype.type(j0 - pos[r]), iota)
@@ -179,8 +172,8 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
             off = j % page_size
-            _widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
-            _widen_row(_row(v, vswap, page, hk, off), vbuf[0, :d])  # for every layout and dtype
+            widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
+            widen_row(_row(v, vswap, page, hk, off), vbuf[0, :d])  # for every layout and dtype
             dots = np.dot(qloc, kbuf[0])  # (BLAS: one fixed order, as the blocks' products)
             for r in range(rows):
                 if j <= pos[r]:

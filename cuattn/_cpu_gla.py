@@ -21,7 +21,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import _checks
-from ._bits16 import narrow, patterns, value
+from ._bits16 import narrow, patterns, value, widen_row
 
 CHUNK = 16
 _FLAGS = {"reassoc", "contract"}  # no "nnan"/"ninf": -inf and NaN must flow
@@ -38,13 +38,12 @@ def _steps_typed(x, b, h, t0, m):
     if isinstance(x.dtype, types.Float):
         return lambda x, b, h, t0, m: np.ascontiguousarray(x[b, h, t0:t0 + m])
 
-    def widen(x, b, h, t0, m):
+    def widened(x, b, h, t0, m):
         out = np.empty((m, x.shape[3]), np.float32)
         for t in range(m):
-            for c in range(x.shape[3]):
-                out[t, c] = value(x, b, h, t0 + t, c)
+            widen_row(x[b, h, t0 + t], out[t])
         return out
-    return widen
+    return widened
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
@@ -61,9 +60,9 @@ def _recurrent_kernel(q, k, v, g, h0, o, ht, bos, lens, rows, scale):
         zero = s.dtype.type(0)
         vt = np.empty(vdim, s.dtype)
         for t in range(bos[n], bos[n] + lens[n]):
+            widen_row(v[b, h, t], vt)
             for j in range(vdim):
                 out[j] = zero
-                vt[j] = value(v, b, h, t, j)
             # one pass over the state per token: row c decays, takes k_c v, and adds q_c times
             # itself to the output (rows are contiguous: the j loops vectorize)
             for c in range(kdim):
@@ -175,6 +174,6 @@ def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
             _chunk_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]), CHUNK)
         else:
             _recurrent_kernel(qf, kf, vf, gf, h0, o, ht, bos, lens, rows, work(sizes["scale"]))
-    o = o.view(in_dtype).reshape(batch + (heads, seqlen, vdim)).astype(in_dtype, copy=False)
+    o = o.view(in_dtype).reshape(batch + (heads, seqlen, vdim))
     final = ht.reshape(sizes["state_shape"]).astype(np.float32) if output_final_state else None
     return o, final

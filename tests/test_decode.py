@@ -176,7 +176,7 @@ def _views(rng, k, v):
 
 @pytest.mark.parametrize("dtype", [np.float32] + HALF, ids=lambda d: np.dtype(d).name)
 def test_cpu_caches_read_in_place(rng, dtype):
-    """16-bit caches are widened block by block through a table of exact float32 values, and
+    """16-bit caches are widened block by block as they are gathered (cuattn/_bits16.py), and
     strided views are read where they lie: bit for bit the result of first copying the cache to a
     contiguous float32 one (the q rows too), then rounding the output to the input dtype."""
     q, k, v = (draw(rng, x.shape, dtype) for x in make(rng, 2, 6, 2, 3, 136, 24))

@@ -128,8 +128,8 @@ HALF = [np.float16] + ([cuattn._checks.BFLOAT16] if cuattn._checks.BFLOAT16 is n
 @pytest.mark.parametrize("mode", ["chunk", "recurrent"])
 @pytest.mark.parametrize("dtype", HALF, ids=lambda d: np.dtype(d).name)
 def test_cpu_half_inputs_read_in_place(rng, dtype, mode):
-    """16-bit inputs are widened in the kernels (a table of exact float32 values), not copied to
-    float32 first: bit for bit the result of a float32 copy, rounded to the input dtype, with -inf
+    """16-bit inputs are widened in the kernels and outputs rounded there (cuattn/_bits16.py), not
+    copied to float32 first and cast after: bit for bit the result of a float32 copy, rounded to the input dtype, with -inf
     gates, a strided v, a broadcast k and an initial state."""
     q, k, v, g = gla_inputs(rng, (2, 3, 37), 16, 24, "masked_-inf", dtype)
     k = k[:1]
