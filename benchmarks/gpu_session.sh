@@ -7,7 +7,9 @@
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
 # some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order: decode's 603
 # GPU tests take ~570 s on a fresh H200, over one call's limit, so run TEST_OPS=decode TEST_SHARD=1/2
-# and 2/2 in two calls), sanitize (compute-sanitizer memcheck and racecheck on the
+# and 2/2 in two calls, or TEST_JOBS=2: that many parts side by side on the one GPU, each its own pytest
+# process (the suite is bound by NVRTC compiles and host work: decode's 696 GPU tests in 348 s, 20th
+# session), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
@@ -66,6 +68,24 @@ for stage in "${stages[@]}"; do
                     readarray -t targets < <(sed -n "$(( (i - 1) * per + 1 )),$(( i * per ))p" "$OUT/ids_$op.txt")
                     echo "   tests $(( (i - 1) * per + 1 ))..$(( (i - 1) * per + ${#targets[@]} )) of $(wc -l <"$OUT/ids_$op.txt")" >>"$log"
                     [ ${#targets[@]} -eq 0 ] && continue
+                fi
+                jobs=${TEST_JOBS:-1}
+                if [ "$jobs" -gt 1 ] && [ ${#targets[@]} -gt 0 ]; then  # parts side by side on the one GPU
+                    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "${targets[@]}" 2>/dev/null \
+                        | grep "::" >"$OUT/jobs_$op.txt"
+                    per=$(( ($(wc -l <"$OUT/jobs_$op.txt") + jobs - 1) / jobs ))
+                    for j in $(seq 1 "$jobs"); do
+                        readarray -t part < <(sed -n "$(( (j - 1) * per + 1 )),$(( j * per ))p" "$OUT/jobs_$op.txt")
+                        [ ${#part[@]} -eq 0 ] && continue
+                        timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
+                            "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 &
+                    done
+                    wait
+                    for j in $(seq 1 "$jobs"); do
+                        [ -f "$OUT/job_${op}_$j.txt" ] && { echo "   part $j of $jobs:"; tail -12 "$OUT/job_${op}_$j.txt"; rm "$OUT/job_${op}_$j.txt"; }
+                    done >>"$log"
+                    rm -f "$OUT/jobs_$op.txt"
+                    continue
                 fi
                 timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
                     "${targets[@]}" 2>&1 | tail -30 >>"$log"
