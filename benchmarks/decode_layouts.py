@@ -1,7 +1,8 @@
 """ALiBi decode on the cache layouts users hand in: dense (B, Hkv, L, D), FlashAttention's
 (B, L, Hkv, D) passed as its transpose (key rows Hkv x D apart), paged caches of 16, 32, 64
 and 256 keys a page, and pages of 16 and 256 keys in vLLM's order (pages, page_size, Hkv, D)
-passed as their transpose ("paged N nhd"), against torch SDPA (cuDNN, flash) on the dense cache
+passed as their transpose ("paged N nhd"), the dense cache with cache_seqlens ("dense, lens": the
+paged columns pass them, and each such call waits on the host for its value check), against torch SDPA (cuDNN, flash) on the dense cache
 of the same size.
 
 Run on a GPU machine:  python benchmarks/decode_layouts.py [--out DIR] [--rounds N] [--only TEXT]
@@ -65,6 +66,9 @@ def main():
         vt = cupy.ascontiguousarray(v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
         fns = {"dense": lambda a=(q, k, v): cuattn.decode(*a, alibi_slopes="default"),
                "bshd": lambda a=(q, kt, vt): cuattn.decode(*a, alibi_slopes="default")}
+        # the dense cache with cache_seqlens, as the paged columns pass them: each such call waits on the
+        # host for its value check, so short calls are host-bound alike (D 64: paged vs this, not vs dense)
+        fns["dense, lens"] = lambda a=(q, k, v): cuattn.decode(*a, alibi_slopes="default", cache_seqlens=lens)
         # the bulk-copy kernel on strided rows: a copy per key row (the default before the 17th session)
         fns["bshd, tma"] = with_settings(fns["bshd"], KERNEL="tma")
         keep = []
