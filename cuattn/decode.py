@@ -615,11 +615,15 @@ def plan_even(groups: int, length: int, pieces: int, min_keys: int) -> tuple[int
 
 TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge, writes)
 ONE_PER_SM_MIN_KEYS = 4096  # items at least this long may run one per SM (plan_persistent)
+# the tensor-core kernel takes one item per SM only from this padded head dim up: at D 64 its two
+# blocks per SM on more, shorter items stream faster (20th session, H200, stream probe's "many
+# items": B 4 32/4 L 32768 3.080 -> 3.163 TB/s, L 131072 3.919 -> 4.137; D 128 level or slower)
+ONE_PER_SM_MMA_MIN_DIM = 128
 
 
 @functools.lru_cache(maxsize=256)
 def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int, grid: int,
-                    sms: int = 0) -> tuple[int, int]:
+                    sms: int = 0, allow_one: bool = True) -> tuple[int, int]:
     """(number of splits, keys per split) for the persistent kernels' `grid` blocks, which take
     their items (B x Hkv x row chunks x splits) one by one from a shared counter.
 
@@ -628,7 +632,8 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
     measured on an H100, 1-2% faster than three blocks per SM with a third of the keys each,
     e.g. B 8 x Hkv 16 at D 256, L 33001, and no slower elsewhere); else the split count with the shortest expected
     time, an item taking (keys + TMA_ITEM_OVERHEAD) and the blocks ending on average half an
-    item apart once there are more items than blocks. Chunks are whole CHUNK_ALIGN keys."""
+    item apart once there are more items than blocks. Chunks are whole CHUNK_ALIGN keys.
+    allow_one False: the cost model's split count always."""
     length = max(1, length)
     base = batch * num_kv_heads * row_chunks
     max_splits = max(1, -(-length // MIN_CHUNK))
@@ -639,7 +644,7 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
         splits = -(-length // chunk)
         if splits != s:
             continue
-        if 0.9 * sms < base * splits <= sms and chunk >= ONE_PER_SM_MIN_KEYS:
+        if allow_one and 0.9 * sms < base * splits <= sms and chunk >= ONE_PER_SM_MIN_KEYS:
             one_per_sm = (splits, chunk)  # the most items that still fit
         rounds = base * splits / grid
         cost = (chunk + TMA_ITEM_OVERHEAD) * (rounds + 0.5 if rounds > 1 else 1.0)
@@ -792,7 +797,8 @@ def _settings() -> tuple:
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
-            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, ONE_PER_SM_MIN_KEYS, TMA_ITEM_OVERHEAD, MAX_GRAINS,
+            _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, ONE_PER_SM_MIN_KEYS, ONE_PER_SM_MMA_MIN_DIM,
+            TMA_ITEM_OVERHEAD, MAX_GRAINS,
             SHORT_PAGE_MIN, plan, plan_persistent, get_kernel)
 
 
@@ -911,7 +917,8 @@ class _DecodePlan:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
-            splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"])
+            splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
+                                            kernel != "mma" or padded >= ONE_PER_SM_MMA_MIN_DIM)
             equal_items = splits * batch * hkv * row_chunks
             pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)

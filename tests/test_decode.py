@@ -443,6 +443,7 @@ def test_plan_persistent_covers_every_key_and_balances(batch, hkv, row_chunks, l
     (8, 16, 1, 33001, 132, (1, 33024)),   # B8 Hkv16 D256: one item per SM, no split
     (1, 32, 1, 33001, 132, (4, 8320)),    # B1 Hkv32: 128 items of 8320 keys
     (1, 8, 1, 131072, 132, (16, 8192)),   # B1 Hkv8: 128 items
+    (4, 4, 1, 32768, 132, (8, 4096)),     # B4 Hkv4 (the short D 64 row): 128 items
     (16, 32, 1, 4096, 132, None),         # 512 rows: more than one item per SM whatever the split
     (128, 1, 1, 1000, 132, None),         # short items: the cost model's choice
 ])
@@ -456,6 +457,11 @@ def test_plan_persistent_one_item_per_sm(batch, hkv, row_chunks, length, sms, ex
     else:
         assert plan == expect
         assert 0.9 * sms < batch * hkv * row_chunks * plan[0] <= sms
+    # allow_one False (the tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM): the cost model's choice
+    many = mod.plan_persistent(batch, hkv, row_chunks, length, 3 * sms, sms, False)
+    assert many == mod.plan_persistent(batch, hkv, row_chunks, length, 3 * sms)
+    if expect is not None:
+        assert many != expect and batch * hkv * row_chunks * many[0] > sms
 
 
 @pytest.mark.parametrize("chunk,padded,itemsize", [(33024, 128, 2), (8192, 64, 2), (4096, 256, 4), (128, 32, 2),

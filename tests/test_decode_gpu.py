@@ -399,8 +399,8 @@ def test_gpu_kernels_bit_identical(cp, rng, monkeypatch, split_kernel, dtype, hq
         pytest.skip("compares both kernels once")
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     plan = DECODE_MODULE.plan
-    monkeypatch.setattr(DECODE_MODULE, "plan_persistent", lambda b, hkv_, chunks, length, grid, sms=0: plan(
-        dict(batch=b, num_q_heads=hq, num_kv_heads=hkv_, seqlen_q=sq, cache_len=length), 132)[2:])
+    monkeypatch.setattr(DECODE_MODULE, "plan_persistent", lambda b, hkv_, chunks, length, grid, sms=0, allow_one=True:
+                        plan(dict(batch=b, num_q_heads=hq, num_kv_heads=hkv_, seqlen_q=sq, cache_len=length), 132)[2:])
     q, k, v = (draw(rng, s, dtype) for s in ((2, hq, sq, d), (2, hkv, length, d), (2, hkv, length, d)))
     kw = dict(cache_seqlens=np.array([length, max(0, length // 3)], np.int32), alibi_slopes="default")
     o1, l1 = run(cp, q, k, v, **kw)
@@ -849,6 +849,32 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
             if ragged and not expected:
                 pytest.skip(f"{grid} resident blocks: this shape's equal splits ({items}) leave no ragged wave")
         assert bool(pieces) == expected and bool(plan.span) == expected
+    assert_counters_zero(cp)
+
+
+def test_gpu_mma_d64_many_items(cp, rng, monkeypatch):
+    """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
+    plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
+    splits = 128 items), both blocks of an SM busy; right on the reference, and the old plan (one
+    item per SM) gives the same answer to the split order's rounding."""
+    props = DECODE_MODULE.device_properties()
+    if props["cc"] < 90 or props["num_sms"] < 128:
+        pytest.skip("the tensor-core kernel's plans on a full-size sm_90 GPU")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    b, hq, hkv, length, d = 4, 32, 4, 32768, 64
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    kw = dict(alibi_slopes="default")
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    answers = []
+    for min_dim in (DECODE_MODULE.ONE_PER_SM_MMA_MIN_DIM, d):  # the default, then one item per SM
+        monkeypatch.setattr(DECODE_MODULE, "ONE_PER_SM_MMA_MIN_DIM", min_dim)
+        answers.append(run(cp, q, k, v, **kw))
+        compare(*answers[-1], *ref, q.dtype)
+        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        kernel, rows, items, grid, pieces = plan.even_rule
+        assert kernel == "mma"
+        assert (items > props["num_sms"]) == (min_dim > d), (min_dim, items)
+    np.testing.assert_allclose(answers[0][0], answers[1][0], rtol=0, atol=2e-3)
     assert_counters_zero(cp)
 
 
