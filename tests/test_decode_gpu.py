@@ -852,13 +852,13 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     assert_counters_zero(cp)
 
 
-def test_gpu_mma_d64_many_items(cp, rng, monkeypatch):
+def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
     """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
     plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
     splits = 128 items), both blocks of an SM busy; right on the reference, and the old plan (one
     item per SM) gives the same answer to the split order's rounding."""
     props = DECODE_MODULE.device_properties()
-    if props["cc"] < 90 or props["num_sms"] < 128:
+    if split_kernel != "mma" or props["cc"] < 90 or props["num_sms"] < 128:
         pytest.skip("the tensor-core kernel's plans on a full-size sm_90 GPU")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     b, hq, hkv, length, d = 4, 32, 4, 32768, 64
