@@ -43,6 +43,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   product a tile, the same precision; "no pack lo": MMA_PACK_LO False, two products a tile;
   "tensor", "cp.async, no pack lo", "tensor, no pack lo": each producer (MMA_COPY) with and
   without the packing (the default producer: cp.async at D 128, tensor copies at D 64),
+- "lean mask" (tensor-core kernel, -DCUATTN_DECODE_MMA_LEAN_MASK, opt-in, the same bits): tiles
+  every real row sees whole scored without the per-score mask (P_lo packed row groups),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -84,6 +86,7 @@ MERGE_4 = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",)  # merge_rows: 4 partials' load
 OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")  # before the 14th session
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 SKIP_MERGE = ("-DCUATTN_DECODE_SKIP_MERGE",)  # the count and its answer, no merge (wrong results)
+LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)  # tensor-core kernel: whole visible tiles without the per-score mask
 P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
@@ -108,6 +111,8 @@ MMA_VARIANTS = [
     ("cp.async, no pack lo", {"MMA_COPY": "cp.async", "MMA_PACK_LO": False}),
     ("tensor, no pack lo", {"MMA_COPY": "tensor", "MMA_PACK_LO": False}),
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
+    ("lean mask", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK}),
+    ("lean mask, many items", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK, "ONE_PER_SM_MIN_KEYS": 1 << 40}),
 ]
 TMA_VARIANTS = [
     ("default", {}),

@@ -75,6 +75,10 @@
 // n partials at a time, c columns a thread (the default: 8, and 1 or 2 with one query row; before
 // the 14th session 16 and 4, which held decode_split_tma<half_t, 128, 1, ...> at the cap of 128
 // registers: it now takes 94).
+// -DCUATTN_DECODE_MMA_LEAN_MASK (opt-in, results the same bits; built in the 20th session after its
+// device time, not yet run on a GPU): decode_split_mma with P_lo packed scores a tile that every real
+// row sees whole (the item's first real row's position at or past its last key) without the
+// per-score mask and integer-to-float conversion: ~13 instructions a warp a tile, not ~36 (SASS).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
@@ -1680,6 +1684,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         for (int kk = 0; kk < kKTiles; ++kk) ldmatrix_x4(qf[kk], smem_addr(sQ + a_row * kStride + kk * 16 + a_col));
         int pos[2];
         float slope[2], m[2], l[2];
+#ifdef CUATTN_DECODE_MMA_LEAN_MASK
+        // the first real row's position, the least of the item's (rows not real score Q's zeros, with
+        // slope 0: finite, never written out, and a row of the mma is its own)
+        const int pos_min = len - seqlen_q + (row0 % seqlen_q + rows_here > seqlen_q ? 0 : row0 % seqlen_q);
+#endif
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = g + 8 * h, row = row0 + r;
@@ -1731,6 +1740,23 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
             }
             // log2 units, bias, exact masking (invisible keys are -inf)
+#ifdef CUATTN_DECODE_MMA_LEAN_MASK  // (opt-in: see the top)
+            // (row groups of at most 8 rows, P_lo packed: the rows of a lane's h = 0 only; with both halves
+            // real the two paths spilled 4-8 bytes at bfloat16 D 128)
+            if (kPackLo && t0 + kTile <= key1 && t0 + kTile - 1 <= pos_min) {  // every real row sees the tile
+#pragma unroll
+                for (int h = 0; h < 1; ++h) {
+                    // j - pos[h] as a float: an integer below 2^24 in magnitude, so the sum of the two
+                    // exact conversions is exact, as (float)(j - pos[h]) below (the same bits)
+                    const float d0 = (float)(t0 + kb + 2 * tq - pos[h]);
+#pragma unroll
+                    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                        for (int c = 0; c < 2; ++c)
+                            s[nt][2 * h + c] = fmaf(slope[h], d0 + (float)(nt * 8 + c), s[nt][2 * h + c] * scale_log2);
+                }
+            } else
+#endif
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll

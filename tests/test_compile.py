@@ -63,6 +63,19 @@ def test_decode_page_prefetch_compiles():
             assert spills and max(spills) == 0, f"{expr} with {mod.PAGE_PREFETCH_OPTION} spills:\n{log}"
 
 
+def test_decode_mma_lean_mask_compiles():
+    """The opt-in -DCUATTN_DECODE_MMA_LEAN_MASK (whole visible tiles scored without the per-score
+    mask; it acts where P_lo is packed) on every tensor-core decode kernel variant, packed and not:
+    compiles for sm_90a without spills."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
+    for extra in ((), (mod.MMA_PACK_LO_OPTION,)):
+        log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a",
+                                       (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_MMA_LEAN_MASK", *extra))
+        spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
+        assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with the lean mask {extra}:\n{log}"
+
+
 def test_decode_mma_pack_lo_compiles():
     """The packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
     decode kernel variant: compiles for sm_90a without spills."""

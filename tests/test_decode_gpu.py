@@ -852,6 +852,36 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, dtype", [
+    (3, 32, 8, 1, 9001, 128, 0, np.float16),     # 4 rows, ragged, a zero-length row, a tail tile
+    (2, 16, 2, 1, 4160, 64, 64, BFLOAT16),       # 8 rows, paged, D 64
+    (2, 8, 2, 2, 3001, 128, 0, np.float16),      # Sq 2: 8 rows of two tokens (the first token's keys end 1 early)
+    (2, 12, 4, 2, 700, 96, 0, BFLOAT16),         # 6 rows of Sq 2, a padded head dim
+    (1, 4, 1, 1, 63, 128, 0, np.float16)])       # one tile, cut by the row's end
+def test_gpu_mma_lean_mask(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype):
+    """-DCUATTN_DECODE_MMA_LEAN_MASK (opt-in: tiles every real row sees whole are scored without the
+    per-score mask): the same bits as the default on the tensor-core kernel with P_lo packed, on
+    the reference, with ragged and zero lengths, several query tokens, paged caches."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's option")
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 2:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    default = tuple(DECODE_MODULE.TMA_OPTIONS)
+    lean = default + ("-DCUATTN_DECODE_MMA_LEAN_MASK",)
+    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, lean], q, k, v, ref, **kw)
+    assert any(lean[-1] in getattr(plan, "options", ()) for plan in DECODE_MODULE._PLANS.values())
+    np.testing.assert_array_equal(out[default][0], out[lean][0])
+    np.testing.assert_array_equal(out[default][1], out[lean][1])
+    assert_counters_zero(cp)
+
+
 def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
     """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
     plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
