@@ -1741,20 +1741,17 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             // log2 units, bias, exact masking (invisible keys are -inf)
 #ifdef CUATTN_DECODE_MMA_LEAN_MASK  // (opt-in: see the top)
-            // (row groups of at most 8 rows, P_lo packed: the rows of a lane's h = 0 only; with both halves
-            // real the two paths spilled 4-8 bytes at bfloat16 D 128)
+            // (row groups of at most 8 rows, P_lo packed: a lane's rows g only, e < 2; with both halves real
+            // the two paths spilled 4-8 bytes at bfloat16 D 128)
             if (kPackLo && t0 + kTile <= key1 && t0 + kTile - 1 <= pos_min) {  // every real row sees the tile
+                // j - pos[0] as a float: an integer below 2^24 in magnitude, so the sum of the two exact
+                // conversions is exact, as (float)(j - pos[h]) below (the same bits)
+                const float d0 = (float)(t0 + kb + 2 * tq - pos[0]);
 #pragma unroll
-                for (int h = 0; h < 1; ++h) {
-                    // j - pos[h] as a float: an integer below 2^24 in magnitude, so the sum of the two
-                    // exact conversions is exact, as (float)(j - pos[h]) below (the same bits)
-                    const float d0 = (float)(t0 + kb + 2 * tq - pos[h]);
+                for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-                    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                        for (int c = 0; c < 2; ++c)
-                            s[nt][2 * h + c] = fmaf(slope[h], d0 + (float)(nt * 8 + c), s[nt][2 * h + c] * scale_log2);
-                }
+                    for (int e = 0; e < 2; ++e)
+                        s[nt][e] = fmaf(slope[0], d0 + (float)(nt * 8 + e), s[nt][e] * scale_log2);
             } else
 #endif
 #pragma unroll
