@@ -45,6 +45,22 @@ limit() {  # limit STAGE DEFAULT
     echo "${!var:-$2}"
 }
 
+collect_ids() {  # collect_ids FILE TARGETS...: the GPU test ids of TARGETS, one a line, in collection order
+    local file=$1
+    shift
+    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "$@" 2>/dev/null | grep "::" >"$file"
+}
+
+per_part() {  # per_part FILE N: lines of FILE a part when cut into N consecutive parts
+    echo $(( ($(wc -l <"$1") + $2 - 1) / $2 ))
+}
+
+part_of() {  # part_of FILE I N: the lines of part I of N of FILE
+    local per
+    per=$(per_part "$1" "$3")
+    sed -n "$(( ($2 - 1) * per + 1 )),$(( $2 * per ))p" "$1"
+}
+
 decode_checks() {  # decode_checks STAGE PYTEST_K LOG: those decode GPU tests, then memcheck and racecheck of the sweep
     timeout "$(limit "$1" 300)" python3 -m pytest -m gpu -q tests/test_decode_gpu.py -k "$2" 2>&1 | tail -15 >"$3"
     for tool in memcheck racecheck; do
@@ -64,20 +80,17 @@ for stage in "${stages[@]}"; do
                 targets=("tests/test_${op}"*.py)
                 if [ -n "${TEST_SHARD:-}" ]; then  # part i of n of the op's GPU tests (in collection order)
                     i=${TEST_SHARD%/*} n=${TEST_SHARD#*/}
-                    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "${targets[@]}" 2>/dev/null \
-                        | grep "::" >"$OUT/ids_$op.txt"
-                    per=$(( ($(wc -l <"$OUT/ids_$op.txt") + n - 1) / n ))
-                    readarray -t targets < <(sed -n "$(( (i - 1) * per + 1 )),$(( i * per ))p" "$OUT/ids_$op.txt")
+                    collect_ids "$OUT/ids_$op.txt" "${targets[@]}"
+                    per=$(per_part "$OUT/ids_$op.txt" "$n")
+                    readarray -t targets < <(part_of "$OUT/ids_$op.txt" "$i" "$n")
                     echo "   tests $(( (i - 1) * per + 1 ))..$(( (i - 1) * per + ${#targets[@]} )) of $(wc -l <"$OUT/ids_$op.txt")" >>"$log"
                     [ ${#targets[@]} -eq 0 ] && continue
                 fi
                 jobs=${TEST_JOBS:-1}
                 if [ "$jobs" -gt 1 ] && [ ${#targets[@]} -gt 0 ]; then  # parts side by side on the one GPU
-                    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "${targets[@]}" 2>/dev/null \
-                        | grep "::" >"$OUT/jobs_$op.txt"
-                    per=$(( ($(wc -l <"$OUT/jobs_$op.txt") + jobs - 1) / jobs ))
+                    collect_ids "$OUT/jobs_$op.txt" "${targets[@]}"
                     for j in $(seq 1 "$jobs"); do
-                        readarray -t part < <(sed -n "$(( (j - 1) * per + 1 )),$(( j * per ))p" "$OUT/jobs_$op.txt")
+                        readarray -t part < <(part_of "$OUT/jobs_$op.txt" "$j" "$jobs")
                         [ ${#part[@]} -eq 0 ] && continue
                         timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
                             "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 &
