@@ -2,8 +2,8 @@
 (B, L, Hkv, D) passed as its transpose (key rows Hkv x D apart), paged caches of 16, 32, 64
 and 256 keys a page, and pages of 16 and 256 keys in vLLM's order (pages, page_size, Hkv, D)
 passed as their transpose ("paged N nhd"), the dense cache with cache_seqlens ("dense, lens": the
-paged columns pass them, and each such call waits on the host for its value check), against torch SDPA (cuDNN, flash) on the dense cache
-of the same size.
+paged columns pass them, and each such call waits on the host for its value check), against torch
+SDPA (cuDNN, flash) on the dense cache of the same size.
 
 Run on a GPU machine:  python benchmarks/decode_layouts.py [--out DIR] [--rounds N] [--only TEXT]
 
