@@ -26,9 +26,9 @@
 # (benchmarks/decode_pieces_sweep.py: pieces per SM of the bulk-copy kernel on MHA shapes), stream (benchmarks/
 # stream_mechanisms.py: copy mechanisms alone and on decode's items), ncu-mma (Nsight Compute's stall
 # reasons and issue slots of the tensor-core kernel on B 1 32/8, with and without its math, and B 8 L 8192:
-# benchmarks/decode_ncu_case.py), mma-opt-ins (the opt-ins -DCUATTN_DECODE_MMA_LEAN_MASK and
-# -DCUATTN_DECODE_MMA_PIPE: their GPU tests, memcheck and racecheck of the decode sweep (which has lean-mask
-# and pipe passes), the stream probe of the GQA and D 64 rows with and without them), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
+# benchmarks/decode_ncu_case.py), lean-mask (the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK: its GPU tests, memcheck
+# and racecheck of the decode sweep (which has a lean-mask pass), the stream probe of the GQA and D 64 rows
+# with and without it), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -138,13 +138,12 @@ for stage in "${stages[@]}"; do
             decode_checks "$stage" "pack_lo" "$log"
             timeout "$(limit pack-lo 200)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
                 --variants "no pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
-        mma-opt-ins)  # the opt-ins -DCUATTN_DECODE_MMA_LEAN_MASK and -DCUATTN_DECODE_MMA_PIPE: tests, sanitizers, probe
-            decode_checks "$stage" "opt_ins or pipe_thieves" "$log"
-            timeout "$(limit mma-opt-ins 250)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
-                --variants "lean mask/pipe/pipe, lean mask/no math" --out "$OUT" >>"$log" 2>&1
-            timeout "$(limit mma-opt-ins 200)" python3 benchmarks/decode_stream_probe.py \
-                --shapes "4,32,4,64,32768;4,32,4,64,131072" --variants "lean mask/pipe/pipe, lean mask/no math" \
-                --out "$OUT/d64" >>"$log" 2>&1 ;;
+        lean-mask)  # the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK (20th session, not yet run): its tests, sanitizers, probe
+            decode_checks "$stage" "lean_mask" "$log"
+            timeout "$(limit lean-mask 250)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
+                --variants "lean mask/no math" --out "$OUT" >>"$log" 2>&1
+            timeout "$(limit lean-mask 200)" python3 benchmarks/decode_stream_probe.py \
+                --shapes "4,32,4,64,32768;4,32,4,64,131072" --variants "lean mask/no math" --out "$OUT/d64" >>"$log" 2>&1 ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;

@@ -79,10 +79,6 @@
 // device time, not yet run on a GPU): decode_split_mma with P_lo packed scores a tile that every real
 // row sees whole (the item's first real row's position at or past its last key) without the
 // per-score mask and integer-to-float conversion: ~13 instructions a warp a tile, not ~36 (SASS).
-// -DCUATTN_DECODE_MMA_PIPE (opt-in, results the same bits; 21st session): decode_split_mma's warps
-// issue the next tile's S = Q K^T (its ldmatrix and mma) before this tile's mask, softmax and P V,
-// so the two chains overlap (the 20th session's ncu: one consumer warp per scheduler, stalled on
-// fixed-latency dependencies); a warp then holds two stages at a time.
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
@@ -1709,18 +1705,28 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
         int keys = 0, code;
-        // a tile's steps: zeros in the V rows past the item's keys (a tail tile), S = Q K^T, then bias,
-        // mask, online softmax and O += P V. The default runs them in that order; with
-        // -DCUATTN_DECODE_MMA_PIPE (opt-in, the same bits) a warp issues the next tile's S = Q K^T
-        // before this tile's softmax and P V, so the two dependency chains overlap.
-        auto zero_tail = [&](u32 dv, int t0) {  // V rows of this warp's keys past the item: other bytes
-            for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
-                const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;
-                if (t0 + r >= key1) st_shared_zero_16(dv + (u32)(x * kTile * 128 + r * 128 + 16 * c));
+        for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
+            const int stage = it % kStages;
+            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+            code = ld_shared_s32(s_hdr + 8 * stage + 4);
+            if (code < 0) {  // an end record: a header-only stage
+                mbar_arrive(s_empty + 8 * stage);
+                ++it;
+                break;
             }
-            __syncwarp();
-        };
-        auto scores = [&](u32 dk, float(&s)[2][4]) {
+            const int t0 = code >> 2;
+            DECODE_SKIP_MATH_TILE();
+            if (keys == 0) DECODE_TRACE(n, 1, global_ns());
+            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
+            const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
+            if (tail) {  // V rows of this warp's keys past the item hold other bytes: zero whole rows
+                for (int i = lane; i < 16 * kBoxes * 8; i += 32) {
+                    const int r = kb + i / (kBoxes * 8), x = (i / 8) % kBoxes, c = i % 8;
+                    if (t0 + r >= key1) st_shared_zero_16(dv + (u32)(x * kTile * 128 + r * 128 + 16 * c));
+                }
+                __syncwarp();
+            }
+            float s[2][4];
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -1733,8 +1739,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 Mma<T>::run(s[0], qf[kk], bb[0], bb[1]);
                 Mma<T>::run(s[1], qf[kk], bb[2], bb[3]);
             }
-        };
-        auto soft_pv = [&](float(&s)[2][4], u32 dv, int t0) {
             // log2 units, bias, exact masking (invisible keys are -inf)
 #ifdef CUATTN_DECODE_MMA_LEAN_MASK  // (opt-in: see the top)
             // (row groups of at most 8 rows, P_lo packed: a lane's rows g only, e < 2; with both halves real
@@ -1809,75 +1813,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 }
 #endif
             }
-        };
-#if defined(CUATTN_DECODE_MMA_PIPE) && !defined(CUATTN_DECODE_SKIP_MATH)
-        static_assert(kStages >= 2, "the pipelined tiles hold two stages");
-        // the partial's first header (read again: it is in shared memory); an end record at once is an
-        // empty partial
-        mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
-        code = ld_shared_s32(s_hdr + 8 * (it % kStages) + 4);
-        if (code < 0) {
-            mbar_arrive(s_empty + 8 * (it % kStages));
-            ++it;
-        } else {
-            float s[2][4];
-            DECODE_TRACE(n, 1, global_ns());
-            scores(s_ring + 2 * kTileBytes * (it % kStages), s);
-            for (;;) {  // tile `it` holds scores s; code is its header
-                const int stage = it % kStages, t0 = code >> 2;
-                const u32 dv = s_ring + 2 * kTileBytes * stage + kTileBytes;
-                const bool last = code & 1;  // the owner's last tile: no next tile in this partial
-                int next = 0;  // the next stage's header: a tile (>= 0) or an end record
-                float sn[2][4];
-                if (!last) {
-                    const int stage1 = (it + 1) % kStages;
-                    mbar_wait(s_full + 8 * stage1, ((it + 1) / kStages) & 1);
-                    next = ld_shared_s32(s_hdr + 8 * stage1 + 4);
-                    if (next >= 0) scores(s_ring + 2 * kTileBytes * stage1, sn);
-                }
-                const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
-                if (tail) zero_tail(dv, t0);
-                soft_pv(s, dv, t0);
-                if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
-                keys += min(kTile, key1 - t0);
-                mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
-                ++it;
-                if (last) {
-                    code = owner_end(code);
-                    break;
-                }
-                if (next < 0) {  // an end record: a header-only stage
-                    mbar_arrive(s_empty + 8 * (it % kStages));
-                    ++it;
-                    code = next;
-                    break;
-                }
-                code = next;
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) s[nt][e] = sn[nt][e];
-            }
-        }
-#else
-        for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
-            const int stage = it % kStages;
-            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            code = ld_shared_s32(s_hdr + 8 * stage + 4);
-            if (code < 0) {  // an end record: a header-only stage
-                mbar_arrive(s_empty + 8 * stage);
-                ++it;
-                break;
-            }
-            const int t0 = code >> 2;
-            DECODE_SKIP_MATH_TILE();
-            if (keys == 0) DECODE_TRACE(n, 1, global_ns());
-            const u32 dk = s_ring + 2 * kTileBytes * stage, dv = dk + kTileBytes;
-            const bool tail = !kCpAsync && t0 + kTile > key1;  // (cp.async zero-fills those rows itself)
-            if (tail) zero_tail(dv, t0);
-            float s[2][4];
-            scores(dk, s);
-            soft_pv(s, dv, t0);
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
             keys += min(kTile, key1 - t0);
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
@@ -1887,7 +1822,6 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 break;
             }
         }
-#endif
         const bool lone = code == kOwnerLone, owner = lone || code >= kOwnerEndStolen;
         const int ref = owner ? 0 : -3 - code;
         const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;

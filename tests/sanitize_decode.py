@@ -13,8 +13,7 @@ forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and 
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
-producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK, both producers with the opt-in
--DCUATTN_DECODE_MMA_PIPE (and stealing),
+producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
 and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
 kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -95,11 +94,6 @@ def main():
             saved_options = decode_module.TMA_OPTIONS  # the opt-in lean mask of whole visible tiles
             decode_module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_MMA_LEAN_MASK",)
             runs.append(sweep(rng, "mma+cp.async+lean-mask", (np.float16, BFLOAT16)))
-            decode_module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_MMA_PIPE",)  # the opt-in pipelined tiles
-            runs += [sweep(rng, "mma+cp.async+pipe", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async+pipe")]
-            decode_module.MMA_COPY = "tensor"
-            runs.append(sweep(rng, "mma+pipe", (np.float16,)))
-            decode_module.MMA_COPY = "cp.async"
             decode_module.TMA_OPTIONS = saved_options
             decode_module.MMA_COPY = None  # pages of part tiles (16-row groups; any rows) and strided rows
             runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),

@@ -76,27 +76,6 @@ def test_decode_mma_lean_mask_compiles():
         assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with the lean mask {extra}:\n{log}"
 
 
-def test_decode_mma_pipe_compiles():
-    """The opt-in -DCUATTN_DECODE_MMA_PIPE (a warp scores the next tile before this tile's softmax
-    and P V) on every tensor-core decode kernel variant, packed and not: compiles for sm_90a, and
-    without spills where the default picks it for row groups of up to 8 rows (D 64, tensor copies;
-    D 128, cp.async; P_lo packed). (Unpacked at D 128 it spills 8-24 bytes at the cap of 168
-    registers: 8 more live scores.)"""
-    mod = importlib.import_module("cuattn.decode")
-    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
-    for extra in ((), (mod.MMA_PACK_LO_OPTION,)):
-        log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_MMA_PIPE", *extra))
-        blocks = re.split(r"(?=ptxas info\s*: Compiling entry function)", log)[1:]
-        assert len(blocks) >= len(exprs), log
-        for block in blocks:
-            name = re.search(r"entry function '(\S+)'", block).group(1)
-            spill = int(re.search(r"(\d+) bytes spill stores", block).group(1))
-            # mangled: decode_split_mma<T, D, paged, stages, cp_async> ends "Li<D>ELb<paged>ELi<stages>ELb<cp>EE"
-            d, cp_async = re.search(r"Li(\d+)ELb[01]ELi\d+ELb([01])EE", name).groups()
-            if extra and (d == "64" or cp_async == "1"):
-                assert spill == 0, f"{name} spills {spill} bytes with the pipelined tiles:\n{block}"
-
-
 def test_decode_mma_pack_lo_compiles():
     """The packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
     decode kernel variant: compiles for sm_90a without spills."""
