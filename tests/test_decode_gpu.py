@@ -852,29 +852,22 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     assert_counters_zero(cp)
 
 
-LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)
-PIPE = ("-DCUATTN_DECODE_MMA_PIPE",)
-
-
-@pytest.mark.parametrize("extra", [LEAN_MASK, PIPE, LEAN_MASK + PIPE], ids=["lean", "pipe", "lean+pipe"])
 @pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, dtype, copy", [
     (3, 32, 8, 1, 9001, 128, 0, np.float16, None),    # 4 rows, ragged, a zero-length row, a tail tile
     (2, 16, 2, 1, 4160, 64, 64, BFLOAT16, None),      # 8 rows, paged, D 64
     (2, 8, 2, 2, 3001, 128, 0, np.float16, None),     # Sq 2: 8 rows of two tokens (the first token's keys end 1 early)
     (2, 12, 4, 2, 700, 96, 0, BFLOAT16, None),        # 6 rows of Sq 2, a padded head dim
     (1, 4, 1, 1, 63, 128, 0, np.float16, None),       # one tile, cut by the row's end
-    (2, 32, 2, 1, 5000, 128, 0, BFLOAT16, None),      # 16 rows: P_lo not packed
+    (2, 32, 2, 1, 5000, 128, 0, BFLOAT16, None),      # 16 rows: P_lo not packed (the option does not act)
     (3, 32, 8, 1, 4100, 128, 0, np.float16, "tensor"),  # tensor copies at D 128 (tail tiles zeroed by the warps)
-    (2, 16, 4, 1, 3000, 128, 16, np.float16, None)])  # pages of 16 keys (cp.async per row)
-def test_gpu_mma_opt_ins_same_bits(cp, rng, monkeypatch, split_kernel, extra, b, hq, hkv, sq, length, d, page, dtype,
-                                   copy):
-    """The tensor-core kernel's opt-ins that keep the bits: -DCUATTN_DECODE_MMA_LEAN_MASK (tiles every
-    real row sees whole are scored without the per-score mask; acts where P_lo is packed) and
-    -DCUATTN_DECODE_MMA_PIPE (a warp scores the next tile before this tile's softmax and P V), alone
-    and together: the same bits as the default, on the reference, with ragged and zero lengths,
-    several query tokens, paged caches, both producers."""
+    (2, 16, 4, 1, 3008, 128, 16, np.float16, None)])  # pages of 16 keys (cp.async per row)
+def test_gpu_mma_lean_mask(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype, copy):
+    """-DCUATTN_DECODE_MMA_LEAN_MASK (opt-in: tiles every real row sees whole are scored without the
+    per-score mask; acts where P_lo is packed): the same bits as the default on the tensor-core
+    kernel, on the reference, with ragged and zero lengths, several query tokens, paged caches,
+    both producers."""
     if split_kernel != "mma":
-        pytest.skip("the tensor-core kernel's options")
+        pytest.skip("the tensor-core kernel's option")
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: every item streamed by its owner)
     monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
     q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
@@ -887,33 +880,11 @@ def test_gpu_mma_opt_ins_same_bits(cp, rng, monkeypatch, split_kernel, extra, b,
         k, v, kw["block_table"] = to_paged(rng, k, v, page)
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     default = tuple(DECODE_MODULE.TMA_OPTIONS)
-    opted = default + extra
-    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, opted], q, k, v, ref, **kw)
-    assert any(set(extra) <= set(getattr(plan, "options", ())) for plan in DECODE_MODULE._PLANS.values())
-    np.testing.assert_array_equal(out[default][0], out[opted][0])
-    np.testing.assert_array_equal(out[default][1], out[opted][1])
-    assert_counters_zero(cp)
-
-
-@pytest.mark.parametrize("case", STEAL_CASES[:3] + STEAL_CASES[5:6], ids=str)
-def test_gpu_mma_pipe_thieves(cp, rng, monkeypatch, split_kernel, case):
-    """-DCUATTN_DECODE_MMA_PIPE with work stealing forced: thieves' partials end in end records (a
-    header-only stage after a scored tile, or at once): right on the reference, twice in a row,
-    the counters zero afterwards."""
-    if split_kernel != "mma":
-        pytest.skip("the tensor-core kernel's option")
-    b, hq, hkv, sq, length, d, lens, page = case
-    force_thieves(monkeypatch)
-    monkeypatch.setattr(DECODE_MODULE, "TMA_OPTIONS", tuple(DECODE_MODULE.TMA_OPTIONS) + PIPE)
-    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    kw = dict(cache_seqlens=np.array(lens, np.int32), alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    for _ in range(2):
-        o, lse = run(cp, q, k, v, **kw)
-        compare(o, lse, *ref, q.dtype)
-    assert any(PIPE[0] in getattr(plan, "options", ()) for plan in DECODE_MODULE._PLANS.values())
+    lean = default + ("-DCUATTN_DECODE_MMA_LEAN_MASK",)
+    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, lean], q, k, v, ref, **kw)
+    assert any(lean[-1] in getattr(plan, "options", ()) for plan in DECODE_MODULE._PLANS.values())
+    np.testing.assert_array_equal(out[default][0], out[lean][0])
+    np.testing.assert_array_equal(out[default][1], out[lean][1])
     assert_counters_zero(cp)
 
 
