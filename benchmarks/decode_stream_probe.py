@@ -45,9 +45,6 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   without the packing (the default producer: cp.async at D 128, tensor copies at D 64),
 - "lean mask" (tensor-core kernel, -DCUATTN_DECODE_MMA_LEAN_MASK, opt-in, the same bits): tiles
   every real row sees whole scored without the per-score mask (P_lo packed row groups),
-- "warp arrive" (both persistent kernels, -DCUATTN_DECODE_WARP_ARRIVE, opt-in, the same bits): a
-  ring stage handed back by one arrival per consumer warp (lane 0 after __syncwarp), not one per
-  consumer thread (4 arrivals a stage, not 128),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -90,7 +87,6 @@ OLD_MERGE = ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4"
 SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no merge (bulk-copy kernel)
 SKIP_MERGE = ("-DCUATTN_DECODE_SKIP_MERGE",)  # the count and its answer, no merge (wrong results)
 LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)  # tensor-core kernel: whole visible tiles without the per-score mask
-WARP_ARRIVE = ("-DCUATTN_DECODE_WARP_ARRIVE",)  # both persistent kernels: one empty arrival per consumer warp
 P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
@@ -117,8 +113,6 @@ MMA_VARIANTS = [
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
     ("lean mask", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK}),
     ("lean mask, many items", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK, "ONE_PER_SM_MIN_KEYS": 1 << 40}),
-    ("warp arrive", {"TMA_OPTIONS": module.TMA_OPTIONS + WARP_ARRIVE}),
-    ("warp arrive, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + WARP_ARRIVE + SKIP}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -148,8 +142,6 @@ TMA_VARIANTS = [
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
-    ("warp arrive", {"TMA_OPTIONS": module.TMA_OPTIONS + WARP_ARRIVE}),
-    ("warp arrive, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + WARP_ARRIVE + SKIP}),
 ]
 
 

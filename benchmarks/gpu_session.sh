@@ -28,9 +28,7 @@
 # reasons and issue slots of the tensor-core kernel on B 1 32/8, with and without its math, and B 8 L 8192:
 # benchmarks/decode_ncu_case.py), lean-mask (the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK: its GPU tests, memcheck
 # and racecheck of the decode sweep (which has a lean-mask pass), the stream probe of the GQA and D 64 rows
-# with and without it), warp-arrive (the opt-in -DCUATTN_DECODE_WARP_ARRIVE: its GPU tests, memcheck and
-# racecheck of the decode sweep (which has warp-arrive passes), the stream probe of every decode.py row with
-# and without it), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
+# with and without it), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -146,10 +144,6 @@ for stage in "${stages[@]}"; do
                 --variants "lean mask/no math" --out "$OUT" >>"$log" 2>&1
             timeout "$(limit lean-mask 200)" python3 benchmarks/decode_stream_probe.py \
                 --shapes "4,32,4,64,32768;4,32,4,64,131072" --variants "lean mask/no math" --out "$OUT/d64" >>"$log" 2>&1 ;;
-        warp-arrive)  # the opt-in -DCUATTN_DECODE_WARP_ARRIVE (21st session): its tests, sanitizers, the stream probe
-            decode_checks "$stage" "warp_arrive" "$log"
-            timeout "$(limit warp-arrive 300)" python3 benchmarks/decode_stream_probe.py \
-                --variants "warp arrive/no math/warp arrive, no math" --out "$OUT" >>"$log" 2>&1 ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;

@@ -79,23 +79,21 @@
 // device time, not yet run on a GPU): decode_split_mma with P_lo packed scores a tile that every real
 // row sees whole (the item's first real row's position at or past its last key) without the
 // per-score mask and integer-to-float conversion: ~13 instructions a warp a tile, not ~36 (SASS).
-// -DCUATTN_DECODE_WARP_ARRIVE (opt-in, results the same bits; 21st session): the persistent kernels'
-// consumers hand a ring stage back with one arrival per warp, not per thread (init_ring_barriers).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
-#define DECODE_SKIP_MATH_TILE()                   \
-    {                                             \
-        keys += min(kTile, key1 - t0);            \
-        release_stage(s_empty + 8 * stage, lane); \
-        ++it;                                     \
-        if (code & 1) {                           \
-            code = owner_end(code);               \
-            break;                                \
-        }                                         \
-        continue;                                 \
+#define DECODE_SKIP_MATH_TILE()                \
+    {                                          \
+        keys += min(kTile, key1 - t0);         \
+        mbar_arrive(s_empty + 8 * stage);      \
+        ++it;                                  \
+        if (code & 1) {                        \
+            code = owner_end(code);            \
+            break;                             \
+        }                                      \
+        continue;                              \
     }
 #else
 #define DECODE_SKIP_MATH_TILE()
@@ -670,31 +668,13 @@ __device__ __forceinline__ void merge_rows(const PartialSet& ps, int num_parts, 
 }
 
 // Barriers of a kStages ring: full[s] completes on the producer's arrival plus the bytes it
-// expects; empty[s] on the consumers' arrivals, once per use of the stage: every consumer thread's
-// (`consumers` threads), or with -DCUATTN_DECODE_WARP_ARRIVE (opt-in, 21st session) one per
-// consumer warp, its lane 0 after the warp's __syncwarp (which orders the other lanes' reads of the
-// stage before lane 0's release): 4 arrivals a stage instead of 128.
-#ifdef CUATTN_DECODE_WARP_ARRIVE
-constexpr int kArrivalLanes = 32;
-#else
-constexpr int kArrivalLanes = 1;
-#endif
+// expects; empty[s] on `consumers` arrivals (every consumer thread, once per use of the stage).
 __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int stages, int consumers) {
     for (int s = 0; s < stages; ++s) {
         mbar_init(s_full + 8 * s, 1);
-        mbar_init(s_empty + 8 * s, consumers / kArrivalLanes);
+        mbar_init(s_empty + 8 * s, consumers);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-
-// A consumer thread is done with its reads of a ring stage (every lane of a consumer warp calls it).
-__device__ __forceinline__ void release_stage(u32 s_empty_stage, int lane) {
-    if (kArrivalLanes == 1) {
-        mbar_arrive(s_empty_stage);
-    } else {
-        __syncwarp();
-        if (lane == 0) mbar_arrive(s_empty_stage);
-    }
 }
 
 // Work distribution of the persistent kernels. Items (split, kv head x row chunk, batch row), split
@@ -1267,7 +1247,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
             code = ld_shared_s32(s_hdr + 8 * stage + 4);
             if (code < 0) {  // an end record: a header-only stage
-                release_stage(s_empty + 8 * stage, lane);
+                mbar_arrive(s_empty + 8 * stage);
                 ++it;
                 break;
             }
@@ -1293,7 +1273,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                              : make_uint4(0, 0, 0, 0);
             }, t0, slot, key1);
             keys += min(kTile, key1 - t0);
-            release_stage(s_empty + 8 * stage, lane);  // every consumer thread: its reads of the stage are done
+            mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
             if (code & 1) {  // the owner's last tile
                 code = owner_end(code);
@@ -1730,7 +1710,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
             code = ld_shared_s32(s_hdr + 8 * stage + 4);
             if (code < 0) {  // an end record: a header-only stage
-                release_stage(s_empty + 8 * stage, lane);
+                mbar_arrive(s_empty + 8 * stage);
                 ++it;
                 break;
             }
@@ -1835,7 +1815,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
             keys += min(kTile, key1 - t0);
-            release_stage(s_empty + 8 * stage, lane);  // every consumer thread: its reads of the stage are done
+            mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
             if (code & 1) {  // the owner's last tile
                 code = owner_end(code);

@@ -13,8 +13,7 @@ forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and 
 checks: STATIC_FIRST), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
-producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK, both persistent kernels with the opt-in -DCUATTN_DECODE_WARP_ARRIVE
-(and stealing),
+producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
 and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
 kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -100,11 +99,6 @@ def main():
             runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),
                      sweep(rng, "mma+strided", (np.float16,), strided=True),
                      sweep(rng, "mma+strided+pages16", (np.float16,), page=16, strided=True)]
-        if kernel != "regs":  # the opt-in one arrival per consumer warp on the ring's empty barriers
-            saved_options = decode_module.TMA_OPTIONS
-            decode_module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_WARP_ARRIVE",)
-            runs += [sweep(rng, kernel + "+warp-arrive", (np.float16,)), stealing(rng, kernel + "+warp-arrive")]
-            decode_module.TMA_OPTIONS = saved_options
         if kernel == "tma":  # strided rows: a copy per key row
             runs.append(sweep(rng, "tma+strided", (np.float16,), strided=True))
         decode_module.MMA_COPY = None

@@ -76,16 +76,6 @@ def test_decode_mma_lean_mask_compiles():
         assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with the lean mask {extra}:\n{log}"
 
 
-def test_decode_warp_arrive_compiles():
-    """The opt-in -DCUATTN_DECODE_WARP_ARRIVE (one empty-barrier arrival per consumer warp) on every
-    persistent decode kernel variant (bulk-copy and tensor-core): compiles for sm_90a without spills."""
-    mod = importlib.import_module("cuattn.decode")
-    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith(("decode_split_tma", "decode_split_mma"))]
-    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_WARP_ARRIVE"))
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with one arrival per warp:\n{log}"
-
-
 def test_decode_mma_pack_lo_compiles():
     """The packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
     decode kernel variant: compiles for sm_90a without spills."""

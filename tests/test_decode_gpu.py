@@ -888,42 +888,6 @@ def test_gpu_mma_lean_mask(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, l
     assert_counters_zero(cp)
 
 
-@pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, dtype", [
-    (3, 8, 8, 1, 5000, 128, 0, np.float16),      # one row per block (the bulk-copy kernel's rows)
-    (3, 32, 8, 1, 9001, 128, 0, BFLOAT16),       # 4 rows, ragged, a zero-length row
-    (2, 32, 2, 2, 3001, 64, 64, np.float16),     # 32 rows of Sq 2, paged, D 64
-    (2, 8, 4, 1, 3008, 128, 16, np.float32),     # pages of 16 keys, float32 (the bulk-copy kernel)
-    (2, 16, 8, 1, 2000, 256, 0, np.float16)])    # D 256
-def test_gpu_warp_arrive_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype):
-    """-DCUATTN_DECODE_WARP_ARRIVE (opt-in: one arrival per consumer warp hands a ring stage back,
-    not one per thread) in both persistent kernels: the same bits as the default, on the
-    reference; then with thieves forced, on the reference twice, the counters zero after."""
-    if split_kernel == "regs":
-        pytest.skip("the persistent kernels' option")
-    if split_kernel == "mma" and (dtype == np.float32 or d > 128):
-        pytest.skip("the tensor-core kernel takes fp16 / bf16 up to D 128")
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: every item streamed by its owner)
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 2:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
-    default = tuple(DECODE_MODULE.TMA_OPTIONS)
-    warp = default + ("-DCUATTN_DECODE_WARP_ARRIVE",)
-    out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, warp], q, k, v, ref, **kw)
-    assert any(warp[-1] in getattr(plan, "options", ()) for plan in DECODE_MODULE._PLANS.values())
-    np.testing.assert_array_equal(out[default][0], out[warp][0])
-    np.testing.assert_array_equal(out[default][1], out[warp][1])
-    force_thieves(monkeypatch)
-    for _ in range(2):
-        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-    assert_counters_zero(cp)
-
-
 def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
     """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
     plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
