@@ -28,7 +28,9 @@
 # reasons and issue slots of the tensor-core kernel on B 1 32/8, with and without its math, and B 8 L 8192:
 # benchmarks/decode_ncu_case.py), lean-mask (the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK: its GPU tests, memcheck
 # and racecheck of the decode sweep (which has a lean-mask pass), the stream probe of the GQA and D 64 rows
-# with and without it), layouts (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
+# with and without it), ncu-stream (Nsight Compute's launch, occupancy and memory sections of torch's
+# cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), layouts
+# (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
@@ -144,6 +146,15 @@ for stage in "${stages[@]}"; do
                 --variants "lean mask/no math" --out "$OUT" >>"$log" 2>&1
             timeout "$(limit lean-mask 200)" python3 benchmarks/decode_stream_probe.py \
                 --shapes "4,32,4,64,32768;4,32,4,64,131072" --variants "lean mask/no math" --out "$OUT/d64" >>"$log" 2>&1 ;;
+        ncu-stream)  # how cuDNN streams the rows where our stream alone trails its whole kernel (21st session's plan)
+            for case in torch_cudnn:1:32:8:128:131072 cuattn:1:32:8:128:131072:define=SKIP_MATH \
+                        torch_cudnn:8:32:8:128:8192 cuattn:8:32:8:128:8192:define=SKIP_MATH \
+                        torch_cudnn:1:32:32:128:33001 cuattn:1:32:32:128:33001:define=SKIP_MATH; do
+                echo "-- $case" >>"$log"
+                timeout "$(limit ncu-stream 150)" ncu --profile-from-start off --section LaunchStats \
+                    --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
+                    python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
+            done ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
