@@ -2,7 +2,10 @@
 
 A work item is (batch row, KV head, key split): it reads each of its keys and values once for
 all ``group x Sq`` query rows that share the KV head (so a GQA cache is not read once per query
-head). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
+head). A parallel task runs one item, or, for caches whose heads' rows of a key lie side by side
+(FlashAttention's (B, L, Hkv, D), vLLM's pages), the items of several KV heads of one split block by
+block (heads_per_task), so a block's rows are read while their neighbours are in cache; each
+item's arithmetic is the same either way (the same bits). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
 scored for all rows by one BLAS product, folded into each row's running max, sum of
 exponentials and weighted values (online softmax in log2 units, with the attention kernel's
 vectorized exp2), values and the sums of the weights given by a second product. The few
@@ -111,38 +114,45 @@ def _take(m, l, a, r, x_max):
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale, splits, chunk, best, total, acc):
+def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale, splits, chunk, heads, best, total,
+              acc):
     """Per item and row: the largest logit (log2 units: scale and slopes times log2 e), the sum of
     2 ** (logit - it) and the values weighted by those (see the module docstring). ``k``, ``v``
     float16/bfloat16 come as their bits (see _bits16); ``kswap``/``vswap`` True where that cache
-    comes with axes 1 and 2 swapped (see _rows_apart)."""
+    comes with axes 1 and 2 swapped (see _rows_apart). A parallel task takes ``heads`` KV heads of
+    one split, block by block (each head's partial computed as alone: the same bits for any
+    ``heads``): where the heads' rows of a key lie side by side (a swapped cache), a block's rows
+    are then read while the neighbouring heads' bytes are in cache."""
     batch, hq, sq, d = q.shape
     group = hq // hkv
     rows = group * sq
     lowest = q.dtype.type(-np.inf)
     log2e = q.dtype.type(LOG2E)
-    for item in prange(batch * hkv * splits):
-        s, hk, b = _unravel(item, splits, hkv)
+    head_groups = hkv // heads
+    for task in prange(batch * head_groups * splits):
+        s, hg, b = _unravel(task, splits, head_groups)
+        hk0 = hg * heads
         length = lens[b]
         k0 = s * chunk
         k1 = min(length, k0 + chunk)
         # the group's rows r = (h - hk * group) * sq + t, at positions length - sq + t
-        qloc = np.empty((rows, d), q.dtype)
+        qloc = np.empty((heads, rows, d), q.dtype)
         pos = np.empty(rows, np.int64)
-        slope = np.empty(rows, q.dtype)
+        slope = np.empty((heads, rows), q.dtype)
         top, bottom = -1, length
         for r in range(rows):
-            h = hk * group + r // sq
             t = r % sq
-            for c in range(d):
-                qloc[r, c] = q[b, h, t, c] * scale  # scale: scale x log2 e (log2 units)
             pos[r] = length - sq + t
-            slope[r] = slopes[h] * log2e
             top = max(top, pos[r])
             bottom = min(bottom, pos[r])
-        m = np.full(rows, -np.inf, q.dtype)  # running max, sum of exponentials, weighted values
-        l = np.zeros(rows, q.dtype)
-        a = np.zeros((rows, d), q.dtype)
+            for g in range(heads):
+                h = (hk0 + g) * group + r // sq
+                for c in range(d):
+                    qloc[g, r, c] = q[b, h, t, c] * scale  # scale: scale x log2 e (log2 units)
+                slope[g, r] = slopes[h] * log2e
+        m = np.full((heads, rows), -np.inf, q.dtype)  # running max, sum of exponentials, weighted values
+        l = np.zeros((heads, rows), q.dtype)
+        a = np.zeros((heads, rows, d), q.dtype)
         kend = min(k1, top + 1)          # keys some row sees
         kall = max(k0, min(kend, bottom + 1))  # keys k0 .. kall - 1 every row sees: blocks of BLOCK
         kbuf = np.empty((BLOCK, d), q.dtype)
@@ -152,42 +162,63 @@ def _partials(q, k, v, hkv, kswap, vswap, lens, table, page_size, slopes, scale,
         lanes = np.empty(LANES, q.dtype)
         for j0 in range(k0, kall, BLOCK):
             n = min(BLOCK, kall - j0)
-            for i in range(n):
-                page = table[b, (j0 + i) // page_size]
-                off = (j0 + i) % page_size
-                widen_row(_row(k, kswap, page, hk, off), kbuf[i])
-                widen_row(_row(v, vswap, page, hk, off), vbuf[i, :d])
-            x = np.dot(qloc, kbuf[:n].T)  # (rows, n) dot products
-            for r in range(rows):  # (row by row through 1-d helpers: their loops vectorize)
-                _add_bias(x[r], n, slope[r], x.dtype.type(j0 - pos[r]), iota)
-                _exp2_row(x[r], n, _take(m, l, a, r, _row_max(x[r], n, lowest, lanes)))
-            # the weighted values and, in column d, each row's sum of weights: BLAS adds them up
-            # in one fixed order for every layout (a "reassoc" loop summing them may be
-            # vectorized in an order that depends on the code around it: each layout and dtype
-            # compiles its own _partials, and their bits must agree)
-            pv = np.dot(x, vbuf[:n])
-            a += pv[:, :d]
-            for r in range(rows):
-                l[r] += pv[r, d]
+            for g in range(heads):
+                hk = hk0 + g
+                mg, lg, ag = m[g], l[g], a[g]
+                for i in range(n):
+                    page = table[b, (j0 + i) // page_size]
+                    off = (j0 + i) % page_size
+                    widen_row(_row(k, kswap, page, hk, off), kbuf[i])
+                    widen_row(_row(v, vswap, page, hk, off), vbuf[i, :d])
+                x = np.dot(qloc[g], kbuf[:n].T)  # (rows, n) dot products
+                for r in range(rows):  # (row by row through 1-d helpers: their loops vectorize)
+                    _add_bias(x[r], n, slope[g, r], x.dtype.type(j0 - pos[r]), iota)
+                    _exp2_row(x[r], n, _take(mg, lg, ag, r, _row_max(x[r], n, lowest, lanes)))
+                # the weighted values and, in column d, each row's sum of weights: BLAS adds them up
+                # in one fixed order for every layout (a "reassoc" loop summing them may be
+                # vectorized in an order that depends on the code around it: each layout and dtype
+                # compiles its own _partials, and their bits must agree)
+                pv = np.dot(x, vbuf[:n])
+                ag += pv[:, :d]
+                for r in range(rows):
+                    lg[r] += pv[r, d]
         for j in range(kall, kend):  # the newest keys, seen by the later tokens only (Sq > 1)
             page = table[b, j // page_size]
             off = j % page_size
-            widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
-            widen_row(_row(v, vswap, page, hk, off), vbuf[0, :d])  # for every layout and dtype
-            dots = np.dot(qloc, kbuf[0])  # (BLAS: one fixed order, as the blocks' products)
+            for g in range(heads):
+                hk = hk0 + g
+                mg, lg, ag = m[g], l[g], a[g]
+                widen_row(_row(k, kswap, page, hk, off), kbuf[0])  # gathered first: the same sums
+                widen_row(_row(v, vswap, page, hk, off), vbuf[0, :d])  # for every layout and dtype
+                dots = np.dot(qloc[g], kbuf[0])  # (BLAS: one fixed order, as the blocks' products)
+                for r in range(rows):
+                    if j <= pos[r]:
+                        xj = dots[r] + slope[g, r] * (j - pos[r])
+                        shift = _take(mg, lg, ag, r, xj)
+                        p = _exp2(xj - shift)
+                        lg[r] += p
+                        for c in range(d):
+                            ag[r, c] += p * vbuf[0, c]
+        for g in range(heads):
+            item = s + splits * (hk0 + g + hkv * b)  # (split, kv head, batch row), split fastest
             for r in range(rows):
-                if j <= pos[r]:
-                    xj = dots[r] + slope[r] * (j - pos[r])
-                    shift = _take(m, l, a, r, xj)
-                    p = _exp2(xj - shift)
-                    l[r] += p
-                    for c in range(d):
-                        a[r, c] += p * vbuf[0, c]
-        for r in range(rows):
-            best[item, r] = m[r]
-            total[item, r] = l[r]
-            for c in range(d):
-                acc[item, r, c] = a[r, c]
+                best[item, r] = m[g, r]
+                total[item, r] = l[g, r]
+                for c in range(d):
+                    acc[item, r, c] = a[g, r, c]
+
+
+def heads_per_task(batch: int, hkv: int, splits: int, threads: int, swapped: bool) -> int:
+    """KV heads per parallel task of _partials: 1 for caches whose heads lie apart (each head's rows
+    back to back); for swapped ones (a key's rows of all heads side by side) the most heads (a
+    divisor of hkv) that still leave a task per Numba thread."""
+    if not swapped:
+        return 1
+    best = 1
+    for heads in range(1, hkv + 1):
+        if hkv % heads == 0 and batch * (hkv // heads) * splits >= threads:
+            best = heads
+    return best
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
@@ -255,13 +286,15 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
     lse = np.empty((batch, hq, sq), dtype=work)
     if lse.size:
         rows = hq // hkv * sq
-        splits, chunk = plan(batch, hkv, sizes["cache_len"], numba.get_num_threads())
+        threads = numba.get_num_threads()
+        splits, chunk = plan(batch, hkv, sizes["cache_len"], threads)
+        heads = heads_per_task(batch, hkv, splits, threads, bool(kswap or vswap))
         items = batch * hkv * splits
         best = np.empty((items, rows), dtype=work)
         total = np.empty((items, rows), dtype=work)
         acc = np.empty((items, rows, d), dtype=work)
         with _single_threaded_blas():  # the Numba threads each run their own small products
             _partials(q, k, v, np.int64(hkv), kswap, vswap, lens, table, np.int64(page_size), slope,
-                      work(scale * LOG2E), np.int64(splits), np.int64(chunk), best, total, acc)
+                      work(scale * LOG2E), np.int64(splits), np.int64(chunk), np.int64(heads), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)

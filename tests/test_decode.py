@@ -196,6 +196,48 @@ def test_cpu_caches_read_in_place(rng, dtype):
         assert rel_error(o, ro) < (1e-5 if dtype == np.float32 else 2 * UNIT_ROUNDOFF[dtype_name(dtype)]), name
 
 
+def test_cpu_heads_per_task_plan():
+    """heads_per_task: one KV head per task for caches whose heads lie apart; for swapped caches the
+    most heads (a divisor of Hkv) that leave a task per thread, never fewer tasks than threads
+    where one head per task gives enough."""
+    from cuattn._cpu_decode import heads_per_task
+
+    assert heads_per_task(1, 8, 1, 2, False) == 1
+    assert heads_per_task(1, 8, 1, 2, True) == 4
+    assert heads_per_task(1, 8, 2, 2, True) == 8
+    assert heads_per_task(1, 8, 8, 16, True) == 4
+    assert heads_per_task(4, 6, 1, 64, True) == 1  # fewer tasks than threads either way
+    for batch, hkv, splits, threads in [(1, 8, 1, 2), (2, 12, 3, 16), (3, 5, 2, 7), (1, 32, 4, 64)]:
+        heads = heads_per_task(batch, hkv, splits, threads, True)
+        assert hkv % heads == 0
+        assert batch * (hkv // heads) * splits >= min(threads, batch * hkv * splits)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda d: np.dtype(d).name)
+def test_cpu_heads_per_task_same_bits(rng, monkeypatch, dtype):
+    """_partials with 1, 2, 3 or 6 KV heads per parallel task (forced) gives the bits of one head per
+    task, on dense, FlashAttention-layout and vLLM-order paged caches, with Sq 2 (the newest keys'
+    one-by-one loop), ragged lengths and several splits."""
+    from cuattn import _cpu_decode
+
+    monkeypatch.setattr(_cpu_decode, "MIN_CHUNK", 64)
+    b, hq, hkv, sq, length, d = 2, 12, 6, 2, 320, 24
+    q, k, v = (draw(rng, x.shape, dtype) for x in make(rng, b, hq, hkv, sq, length, d))
+    lens = np.array([320, 101], np.int32)
+    kf, vf = (np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v))
+    answers = {}
+    for heads in (1, 2, 3, 6):
+        monkeypatch.setattr(_cpu_decode, "heads_per_task", lambda *a, h=heads: h)
+        for name, kc, vc in (("dense", k, v), ("bshd", kf, vf)):
+            answers[heads, name] = cuattn.decode(q, kc, vc, cache_seqlens=lens, alibi_slopes="default",
+                                                 return_lse=True)
+    o1, l1 = answers[1, "dense"]
+    ro = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default")
+    assert rel_error(o1, ro) < (1e-5 if dtype == np.float32 else 2 * UNIT_ROUNDOFF[dtype_name(dtype)])
+    for key, (o, lse) in answers.items():
+        assert np.array_equal(o, o1) and np.array_equal(lse, l1), key
+
+
 def test_cpu_nan_stays_in_its_row(rng):
     q, k, v = make(rng, 2, 2, 2, 1, 20, 8, np.float32)
     q[1, 0, 0, 3] = np.nan
