@@ -1,21 +1,21 @@
 """Numba CPU kernels for ``cuattn.decode``: split-KV over a GQA group's rows, exact softmax.
 
-A work item is (batch row, KV head, key split): it reads each of its keys and values once for
-all ``group x Sq`` query rows that share the KV head (so a GQA cache is not read once per query
-head). A parallel task runs one item, or, for caches whose heads' rows of a key lie side by side
-(FlashAttention's (B, L, Hkv, D), vLLM's pages), the items of several KV heads of one split block by
-block (heads_per_task), so a block's rows are read while their neighbours are in cache; each
-item's arithmetic is the same either way (the same bits). Keys every row sees go in blocks of BLOCK: gathered into contiguous buffers (pages too),
-scored for all rows by one BLAS product, folded into each row's running max, sum of
-exponentials and weighted values (online softmax in log2 units, with the attention kernel's
-vectorized exp2), values and the sums of the weights given by a second product. The few
-newest keys that only later tokens see (Sq > 1) are scored one by one, for the rows that see
-them: invisible keys are never scored nor weighted (exact masking; a NaN there stays out of the
-rows that do not see it). A second kernel merges a row's partials by log-sum-exp, split by split
-in a fixed order; a row with no visible key writes zeros and lse -inf. Splits and blocks depend
-on the sizes alone, so a paged cache and the contiguous one give identical bits; a contiguous
-cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"ninf" fast-math
-flags: NaN inputs must flow into their own row.
+A work item is (batch row, KV head, key split): it reads each of its keys and values once for all
+``group x Sq`` query rows that share the KV head (so a GQA cache is not read once per query head).
+A parallel task runs one item, or, for caches whose heads' rows of a key lie side by side
+(FlashAttention's (B, L, Hkv, D), vLLM's pages), the items of several KV heads of one split block
+by block (heads_per_task), so a block's rows are read while their neighbours are in cache; each
+item's arithmetic is the same either way (the same bits). Keys every row sees go in blocks of
+BLOCK: gathered into contiguous buffers (pages too), scored for all rows by one BLAS product,
+folded into each row's running max, sum of exponentials and weighted values (online softmax in log2
+units, with the attention kernel's vectorized exp2), values and the sums of the weights given by a
+second product. The few newest keys that only later tokens see (Sq > 1) are scored one by one, for
+the rows that see them: invisible keys are never scored nor weighted (exact masking; a NaN there
+stays out of the rows that do not see it). A second kernel merges a row's partials by log-sum-exp,
+split by split in a fixed order; a row with no visible key writes zeros and lse -inf. Splits and
+blocks depend on the sizes alone, so a paged cache and the contiguous one give identical bits; a
+contiguous cache is a paged one with one page of length ``L`` per batch row. No "nnan"/"ninf"
+fast-math flags: NaN inputs must flow into their own row.
 
 The caches are read where they lie, strided views and pages too: float16/bfloat16 keys and values
 are widened to float32 as each block is gathered (cuattn/_bits16.py: exact, from the bits), not by a
