@@ -151,7 +151,7 @@ for stage in "${stages[@]}"; do
                         torch_cudnn:8:32:8:128:8192 cuattn:8:32:8:128:8192:define=SKIP_MATH \
                         torch_cudnn:1:32:32:128:33001 cuattn:1:32:32:128:33001:define=SKIP_MATH; do
                 echo "-- $case" >>"$log"
-                timeout "$(limit ncu-stream 150)" ncu --profile-from-start off --section LaunchStats \
+                timeout "$(limit ncu-stream 90)" ncu --profile-from-start off --section LaunchStats \
                     --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
                     python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
             done ;;
