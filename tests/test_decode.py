@@ -215,27 +215,30 @@ def test_cpu_heads_per_task_plan():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda d: np.dtype(d).name)
 def test_cpu_heads_per_task_same_bits(rng, monkeypatch, dtype):
-    """_partials with 1, 2, 3 or 6 KV heads per parallel task (forced) gives the bits of one head per
-    task, on dense, FlashAttention-layout and vLLM-order paged caches, with Sq 2 (the newest keys'
-    one-by-one loop), ragged lengths and several splits."""
+    """_partials with 1, 2, 3 or 6 KV heads per parallel task (forced, where they divide Hkv) gives
+    the bits of one head per task, on every view _views makes (dense, FlashAttention's layout,
+    reversed keys, shuffled pages, vLLM-order pages), with Sq 2 (the newest keys' one-by-one loop),
+    ragged lengths and several splits; the views of the same keys agree with dense."""
     from cuattn import _cpu_decode
 
     monkeypatch.setattr(_cpu_decode, "MIN_CHUNK", 64)
     b, hq, hkv, sq, length, d = 2, 12, 6, 2, 320, 24
+    group = hq // hkv
     q, k, v = (draw(rng, x.shape, dtype) for x in make(rng, b, hq, hkv, sq, length, d))
     lens = np.array([320, 101], np.int32)
-    kf, vf = (np.ascontiguousarray(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for x in (k, v))
+    views = list(_views(rng, k, v))  # (the same pages for every head count)
     answers = {}
     for heads in (1, 2, 3, 6):
-        monkeypatch.setattr(_cpu_decode, "heads_per_task", lambda *a, h=heads: h)
-        for name, kc, vc in (("dense", k, v), ("bshd", kf, vf)):
-            answers[heads, name] = cuattn.decode(q, kc, vc, cache_seqlens=lens, alibi_slopes="default",
-                                                 return_lse=True)
+        monkeypatch.setattr(_cpu_decode, "heads_per_task", lambda batch, n, *rest, h=heads: h if n % h == 0 else 1)
+        for name, kc, vc, table in views:
+            answers[heads, name] = cuattn.decode(q[:, : group * kc.shape[1]], kc, vc, cache_seqlens=lens,
+                                                 alibi_slopes="default", block_table=table, return_lse=True)
     o1, l1 = answers[1, "dense"]
     ro = cuattn.reference.decode(q, k, v, cache_seqlens=lens, alibi_slopes="default")
     assert rel_error(o1, ro) < (1e-5 if dtype == np.float32 else 2 * UNIT_ROUNDOFF[dtype_name(dtype)])
-    for key, (o, lse) in answers.items():
-        assert np.array_equal(o, o1) and np.array_equal(lse, l1), key
+    for (heads, name), (o, lse) in answers.items():
+        one = answers[1, "dense" if name != "reversed" else name]
+        assert np.array_equal(o, one[0]) and np.array_equal(lse, one[1]), (heads, name)
 
 
 def test_cpu_nan_stays_in_its_row(rng):
