@@ -51,6 +51,14 @@ def test_kernel_compiles(arch, source, expression):
     assert spills and max(spills) == 0, f"{expression} on {arch} spills registers:\n{log}"
 
 
+def _assert_spill_free(exprs, options, what):
+    """Compile the decode.cu variants `exprs` together for sm_90a with `options`: a spill report for
+    each, every one without spills."""
+    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", options)
+    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
+    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {what}:\n{log}"
+
+
 def test_decode_page_prefetch_compiles():
     """The opt-in block-table prefetch (cuattn.decode.PAGE_PREFETCH: a compile option) of the
     paged tensor-core kernels with the cp.async producer: compiles for sm_90a without spills."""
@@ -58,9 +66,7 @@ def test_decode_page_prefetch_compiles():
     for type_name in mod.MMA_TYPES:
         for d in mod.MMA_HEAD_DIMS:
             expr = mod.split_expression(type_name, d, mod.MMA_ROWS, True, "mma", copy="cp.async")
-            log = _cuda.compile_ptx_report("decode.cu", [expr], "sm_90a", (mod.PAGE_PREFETCH_OPTION,))
-            spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-            assert spills and max(spills) == 0, f"{expr} with {mod.PAGE_PREFETCH_OPTION} spills:\n{log}"
+            _assert_spill_free([expr], (mod.PAGE_PREFETCH_OPTION,), f"{expr} with {mod.PAGE_PREFETCH_OPTION}")
 
 
 def test_decode_mma_lean_mask_compiles():
@@ -70,10 +76,7 @@ def test_decode_mma_lean_mask_compiles():
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
     for extra in ((), (mod.MMA_PACK_LO_OPTION,)):
-        log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a",
-                                       (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_MMA_LEAN_MASK", *extra))
-        spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-        assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with the lean mask {extra}:\n{log}"
+        _assert_spill_free(exprs, (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_MMA_LEAN_MASK", *extra), f"the lean mask {extra}")
 
 
 def test_decode_mma_pack_lo_compiles():
@@ -81,9 +84,7 @@ def test_decode_mma_pack_lo_compiles():
     decode kernel variant: compiles for sm_90a without spills."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
-    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION))
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.MMA_PACK_LO_OPTION}:\n{log}"
+    _assert_spill_free(exprs, (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION), mod.MMA_PACK_LO_OPTION)
 
 
 def test_decode_static_first_compiles():
@@ -91,9 +92,7 @@ def test_decode_static_first_compiles():
     persistent decode kernel variant: compile for sm_90a without spills."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith(("decode_split_tma", "decode_split_mma"))]
-    log = _cuda.compile_ptx_report("decode.cu", exprs, "sm_90a", (mod.STATIC_FIRST_OPTION,))
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) >= len(exprs) and max(spills) == 0, f"spills with {mod.STATIC_FIRST_OPTION}:\n{log}"
+    _assert_spill_free(exprs, (mod.STATIC_FIRST_OPTION,), mod.STATIC_FIRST_OPTION)
 
 
 @pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),
