@@ -140,7 +140,7 @@ for stage in "${stages[@]}"; do
             decode_checks "$stage" "pack_lo" "$log"
             timeout "$(limit pack-lo 200)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
                 --variants "no pack lo/p hi only/no math" --out "$OUT" >>"$log" 2>&1 ;;
-        lean-mask)  # the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK (20th session, not yet run): its tests, sanitizers, probe
+        lean-mask)  # the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK (run in the 21st session): its tests, sanitizers, probe
             decode_checks "$stage" "lean_mask" "$log"
             timeout "$(limit lean-mask 250)" python3 benchmarks/decode_stream_probe.py --only "/8 D128" \
                 --variants "lean mask/no math" --out "$OUT" >>"$log" 2>&1
