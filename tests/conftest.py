@@ -10,6 +10,13 @@ from cuattn._backend import gpu_available
 
 
 def pytest_collection_modifyitems(config, items):
+    from helpers import broken_page_cases
+
+    bad = broken_page_cases(items)
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise pytest.UsageError("paged test cases must be whole pages (tests/helpers.py to_paged): "
+                                + "; ".join(bad[:5]) + more)
     if gpu_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy (none found)")

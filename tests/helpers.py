@@ -68,6 +68,39 @@ def to_paged(rng, k, v, page_size):
     return cuattn.paged_cache(k, v, page_size, seed=rng)
 
 
+def broken_page_cases(items):
+    """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through a helper
+    of their module that calls it) for pages of a length that is not a whole number of pages.
+
+    Those tests are GPU tests: on a machine without a GPU they are skipped before their setup runs,
+    so the assertion in ``to_paged`` would first fire on the device. conftest.py runs this over
+    every collection and stops it with a UsageError naming them. The length and page size are
+    read from the parameters ``length`` and ``page`` / ``page_size``, or from a ``case`` tuple
+    ``(B, Hq, Hkv, Sq, L, D, lens, page, ...)`` whose page entry is an integer."""
+    import inspect
+
+    bad = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", None)
+        fn = getattr(item, "function", None)
+        if not params or fn is None:
+            continue
+        try:
+            source = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        if "to_paged(" not in source and "ragged_inputs(" not in source:
+            continue
+        length, page = params.get("length"), params.get("page", params.get("page_size"))
+        case = params.get("case")
+        if isinstance(case, tuple) and len(case) >= 8:
+            length, page = case[4], case[7]
+        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (length, page)):
+            if page > 0 and length % page:
+                bad.append(f"{item.nodeid} (length {length}, pages of {page})")
+    return bad
+
+
 def poison(cp, *shapes, itemsize=4):
     """Fill memory-pool blocks the size of these shapes (of ``itemsize``-byte elements) with NaN
     and free them: the next allocations of those sizes reuse them, so an element a kernel
