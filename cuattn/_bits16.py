@@ -41,6 +41,8 @@ from llvmlite import binding, ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from . import _numba_cache
+
 
 def _hardware_half() -> bool:
     """Whether Numba compiles for this x86 CPU and it converts float16 (F16C)."""
@@ -212,3 +214,6 @@ def from_float32(x: np.ndarray, dtype) -> np.ndarray:
     out = patterns(np.empty(flat.shape, dtype))
     _convert_flat(flat, out)
     return out.view(dtype).reshape(x.shape)
+
+
+_numba_cache.guard(globals())  # after every kernel: Numba does not see edits of the files they call into

@@ -30,7 +30,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from . import _checks
+from . import _checks, _numba_cache
 from ._bits16 import from_float32, to_float32
 
 BLOCK_M = 128
@@ -362,3 +362,6 @@ def attention_cpu(q, k, v, sizes, causal, scale):
     o = o.reshape(batch + (hq, sq, dv))
     o = from_float32(o, in_dtype) if in_dtype.itemsize == 2 else o.astype(in_dtype, copy=False)
     return o, lse.reshape(batch + (hq, sq))
+
+
+_numba_cache.guard(globals())  # after every kernel: Numba does not see edits of the files they call into

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from . import _checks
+from . import _checks, _numba_cache
 from ._cpu_attention import LANES, LN2, LOG2E, _exp2, _row_max, _single_threaded_blas
 from ._bits16 import patterns, widen_row
 
@@ -298,3 +298,6 @@ def decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, s
                       work(scale * LOG2E), np.int64(splits), np.int64(chunk), np.int64(heads), best, total, acc)
         _merge(best, total, acc, lens, np.int64(hkv), np.int64(splits), np.int64(chunk), o, lse)
     return o.astype(in_dtype, copy=False), lse.astype(np.float32)
+
+
+_numba_cache.guard(globals())  # after every kernel: Numba does not see edits of the files they call into

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from . import _checks
+from . import _checks, _numba_cache
 from ._bits16 import narrow, patterns, value, widen_row
 
 CHUNK = 16
@@ -177,3 +177,6 @@ def gla_cpu(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     o = o.view(in_dtype).reshape(batch + (heads, seqlen, vdim))
     final = ht.reshape(sizes["state_shape"]).astype(np.float32) if output_final_state else None
     return o, final
+
+
+_numba_cache.guard(globals())  # after every kernel: Numba does not see edits of the files they call into
