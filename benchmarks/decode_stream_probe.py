@@ -45,6 +45,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   without the packing (the default producer: cp.async at D 128, tensor copies at D 64),
 - "lean mask" (tensor-core kernel, -DCUATTN_DECODE_MMA_LEAN_MASK, opt-in, the same bits): tiles
   every real row sees whole scored without the per-score mask (P_lo packed row groups),
+- "l2 128", "l2 256" (tensor-core kernel's cp.async producer, -DCUATTN_CP_ASYNC_L2_PREFETCH): its
+  16-byte copies with PTX's L2 prefetch-size hint (SASS LDGSTS.E.BYPASS.LTC128B / LTC256B, as
+  FlashInfer's decode and CUTLASS's sm80 copies use .L2::128B; ours had none); "l2 256, no math": the stream alone with it,
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -90,6 +93,7 @@ LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)  # tensor-core kernel: whole visi
 P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
+L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -113,6 +117,9 @@ MMA_VARIANTS = [
     ("no merge", {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP_MERGE}),
     ("lean mask", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK}),
     ("lean mask, many items", {"TMA_OPTIONS": module.TMA_OPTIONS + LEAN_MASK, "ONE_PER_SM_MIN_KEYS": 1 << 40}),
+    ("l2 128", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[128]}),
+    ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
+    ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
 ]
 TMA_VARIANTS = [
     ("default", {}),

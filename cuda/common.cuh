@@ -77,9 +77,23 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 }
 
 // 16-byte global->shared copy; when !valid the 16 bytes are zero-filled and nothing is read.
+// Probe option (decode's TMA_OPTIONS): -DCUATTN_CP_ASYNC_L2_PREFETCH=64/128/256 adds PTX's L2
+// prefetch-size hint (.L2::128B etc.: L2 fetches that many bytes around each miss); not measured yet.
+#ifndef CUATTN_CP_ASYNC_L2_PREFETCH
+#define CUATTN_CP_ASYNC_L2_SUFFIX ""
+#elif CUATTN_CP_ASYNC_L2_PREFETCH == 64
+#define CUATTN_CP_ASYNC_L2_SUFFIX ".L2::64B"
+#elif CUATTN_CP_ASYNC_L2_PREFETCH == 128
+#define CUATTN_CP_ASYNC_L2_SUFFIX ".L2::128B"
+#elif CUATTN_CP_ASYNC_L2_PREFETCH == 256
+#define CUATTN_CP_ASYNC_L2_SUFFIX ".L2::256B"
+#else
+#error "CUATTN_CP_ASYNC_L2_PREFETCH must be 64, 128 or 256"
+#endif
 __device__ __forceinline__ void cp_async_16(u32 dst, const void* src, bool valid) {
     int src_size = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_size));
+    asm volatile("cp.async.cg.shared.global" CUATTN_CP_ASYNC_L2_SUFFIX " [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_size));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {

@@ -87,6 +87,20 @@ def test_decode_mma_pack_lo_compiles():
     _assert_spill_free(exprs, (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION), mod.MMA_PACK_LO_OPTION)
 
 
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_decode_cp_async_l2_prefetch_compiles(size):
+    """The probe option -DCUATTN_CP_ASYNC_L2_PREFETCH (the tensor-core kernels' cp.async copies with
+    PTX's L2 prefetch-size hint; nvdisasm shows LDGSTS.E.BYPASS.LTC<size>B) on every cp.async
+    tensor-core decode variant: compiles for sm_90a without spills; another size is a compile error."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [mod.split_expression(t, d, mod.MMA_ROWS, paged, "mma", copy="cp.async")
+             for t in mod.MMA_TYPES for d in mod.MMA_HEAD_DIMS for paged in (False, True)]
+    _assert_spill_free(exprs, (*mod.TMA_OPTIONS, f"-DCUATTN_CP_ASYNC_L2_PREFETCH={size}"), f"L2 prefetch {size}")
+    if size == 64:
+        with pytest.raises(RuntimeError, match="must be 64, 128 or 256"):
+            _cuda.compile_ptx_report("decode.cu", exprs[:1], "sm_90a", (*mod.TMA_OPTIONS, "-DCUATTN_CP_ASYNC_L2_PREFETCH=32"))
+
+
 def test_decode_static_first_compiles():
     """The opt-in static first items (cuattn.decode.STATIC_FIRST: a compile option) of every
     persistent decode kernel variant: compile for sm_90a without spills."""
