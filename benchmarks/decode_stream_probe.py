@@ -46,8 +46,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "lean mask" (tensor-core kernel, -DCUATTN_DECODE_MMA_LEAN_MASK, opt-in, the same bits): tiles
   every real row sees whole scored without the per-score mask (P_lo packed row groups),
 - "l2 128", "l2 256" (tensor-core kernel's cp.async producer, -DCUATTN_CP_ASYNC_L2_PREFETCH): its
-  16-byte copies with PTX's L2 prefetch-size hint (SASS LDGSTS.E.BYPASS.LTC128B / LTC256B, as
-  FlashInfer's decode and CUTLASS's sm80 copies use .L2::128B; ours had none); "l2 256, no math": the stream alone with it,
+  16-byte copies with PTX's L2 prefetch-size hint (SASS LDGSTS.E.BYPASS.LTC128B / LTC256B;
+  FlashInfer's decode and CUTLASS's sm80 copies carry .L2::128B, ours none); "l2 256, no math":
+  the stream alone with it,
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
