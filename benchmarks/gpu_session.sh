@@ -147,9 +147,11 @@ for stage in "${stages[@]}"; do
             timeout "$(limit lean-mask 200)" python3 benchmarks/decode_stream_probe.py \
                 --shapes "4,32,4,64,32768;4,32,4,64,131072" --variants "lean mask/no math" --out "$OUT/d64" >>"$log" 2>&1 ;;
         ncu-stream)  # how cuDNN streams the rows where our stream alone trails its whole kernel (21st session's plan)
-            for case in torch_cudnn:1:32:8:128:131072 cuattn:1:32:8:128:131072:define=SKIP_MATH \
+            # NCU_STREAM_CASES (space-separated decode_ncu_case.py cases) replaces the list, e.g. the MHA
+            # short rows: "torch_cudnn:64:32:32:128:2048 cuattn:64:32:32:128:2048:define=SKIP_MATH"
+            for case in ${NCU_STREAM_CASES:-torch_cudnn:1:32:8:128:131072 cuattn:1:32:8:128:131072:define=SKIP_MATH \
                         torch_cudnn:8:32:8:128:8192 cuattn:8:32:8:128:8192:define=SKIP_MATH \
-                        torch_cudnn:1:32:32:128:33001 cuattn:1:32:32:128:33001:define=SKIP_MATH; do
+                        torch_cudnn:1:32:32:128:33001 cuattn:1:32:32:128:33001:define=SKIP_MATH}; do
                 echo "-- $case" >>"$log"
                 timeout "$(limit ncu-stream 90)" ncu --profile-from-start off --section LaunchStats \
                     --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
