@@ -48,9 +48,15 @@ limit() {  # limit STAGE DEFAULT
 }
 
 collect_ids() {  # collect_ids FILE TARGETS...: the GPU test ids of TARGETS, one a line, in collection order
-    local file=$1
+    local file=$1 rc
     shift
-    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "$@" 2>/dev/null | grep "::" >"$file"
+    python3 -m pytest -m gpu -q --collect-only -p no:cacheprovider "$@" >"$file.raw" 2>&1
+    rc=$?
+    grep "^tests/.*::" "$file.raw" >"$file"
+    if [ "$rc" -ne 0 ]; then  # (a collection error must not pass as "no tests": say it in the log)
+        { echo "   COLLECTION FAILED (pytest exit $rc):"; grep -v "^tests/.*::" "$file.raw" | tail -8 | cut -c1-400; } | tee -a "$log" >&2
+    fi
+    rm -f "$file.raw"
 }
 
 per_part() {  # per_part FILE N: lines of FILE a part when cut into N consecutive parts
@@ -90,7 +96,11 @@ for stage in "${stages[@]}"; do
                 fi
                 jobs=${TEST_JOBS:-1}
                 if [ "$jobs" -gt 1 ] && [ ${#targets[@]} -gt 0 ]; then  # parts side by side on the one GPU
-                    collect_ids "$OUT/jobs_$op.txt" "${targets[@]}"
+                    if [ -n "${TEST_SHARD:-}" ]; then  # targets are the shard's test ids already
+                        printf '%s\n' "${targets[@]}" >"$OUT/jobs_$op.txt"
+                    else
+                        collect_ids "$OUT/jobs_$op.txt" "${targets[@]}"
+                    fi
                     for j in $(seq 1 "$jobs"); do
                         readarray -t part < <(part_of "$OUT/jobs_$op.txt" "$j" "$jobs")
                         [ ${#part[@]} -eq 0 ] && continue
