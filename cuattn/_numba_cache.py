@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-# The modules with Numba kernels, and those they call into (tests/test_bits16.py checks that
+# The modules with Numba kernels, and those they call into (tests/test_numba_cache.py checks that
 # every module of the package with cached Numba functions is listed)
 SOURCES = ("_bits16.py", "_cpu_attention.py", "_cpu_decode.py", "_cpu_gla.py")
 

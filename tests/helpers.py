@@ -69,8 +69,9 @@ def to_paged(rng, k, v, page_size):
 
 
 def broken_page_cases(items):
-    """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through a helper
-    of their module that calls it) for pages of a length that is not a whole number of pages.
+    """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through
+    test_decode_gpu.py's ``ragged_inputs``) for pages of a length that is not a whole number of
+    pages.
 
     Those tests are GPU tests: on a machine without a GPU they are skipped before their setup runs,
     so the assertion in ``to_paged`` would first fire on the device. conftest.py runs this over
@@ -79,17 +80,19 @@ def broken_page_cases(items):
     ``(B, Hq, Hkv, Sq, L, D, lens, page, ...)`` whose page entry is an integer."""
     import inspect
 
-    bad = []
+    bad, pages = [], {}  # pages: test function -> whether its source pages a cache
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", None)
         fn = getattr(item, "function", None)
         if not params or fn is None:
             continue
-        try:
-            source = inspect.getsource(fn)
-        except (OSError, TypeError):
-            continue
-        if "to_paged(" not in source and "ragged_inputs(" not in source:
+        if fn not in pages:
+            try:
+                source = inspect.getsource(fn)
+            except (OSError, TypeError):
+                source = ""
+            pages[fn] = "to_paged(" in source or "ragged_inputs(" in source
+        if not pages[fn]:
             continue
         length, page = params.get("length"), params.get("page", params.get("page_size"))
         case = params.get("case")
