@@ -29,7 +29,8 @@
 # benchmarks/decode_ncu_case.py), lean-mask (the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK: its GPU tests, memcheck
 # and racecheck of the decode sweep (which has a lean-mask pass), the stream probe of the GQA and D 64 rows
 # with and without it), ncu-stream (Nsight Compute's launch, occupancy and memory sections of torch's
-# cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), layouts
+# cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), l2-prefetch
+# (the stream probe of the tensor-core kernel's cp.async copies with L2 prefetch-size hints), layouts
 # (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
@@ -167,6 +168,9 @@ for stage in "${stages[@]}"; do
                     --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
                     python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
             done ;;
+        l2-prefetch)  # the cp.async producer with PTX's L2 prefetch-size hint (22nd session's probe option)
+            timeout "$(limit l2-prefetch 400)" python3 benchmarks/decode_stream_probe.py \
+                --variants "l2 128/l2 256/no math/l2 256, no math" --out "$OUT" >"$log" 2>&1 ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
