@@ -412,12 +412,14 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     machine's host: 17-28 us a call instead of 93-185 us). Module settings (``KERNEL``,
     ``TMA_STAGES``, ...) are part of the match.
 
-    Cache layouts (Hopper, fp16, measured on an H200 with ``benchmarks/decode_layouts.py``):
-    dense ``(B, Hkv, L, D)`` caches stream fastest (4.2-4.5 TB/s on long caches); a
-    FlashAttention-layout ``(B, L, Hkv, D)`` cache passed as its transpose reads its key rows
-    ``Hkv * D`` elements apart, ~0.88x the dense rate (0.81x at D 64); paged caches of 64 keys a
-    page or more run within 1-6% of dense at D 128 (11-16% at D 64), 16-key pages at ~0.8x
-    (0.66x at D 64). A copy to a dense layout on every call costs more than those differences.
+    Cache layouts (Hopper, fp16, measured on an H200 with ``benchmarks/decode_layouts.py``,
+    2026-12): a FlashAttention-layout ``(B, L, Hkv, D)`` cache passed as its transpose (key rows
+    ``Hkv * D`` elements apart) streams at the dense ``(B, Hkv, L, D)`` rate (4.15 vs 4.17 TB/s
+    on B 1 32/32, 4.50 vs 4.48 on B 16 32/8, 3.15 vs 3.16 at D 64); paged caches of 256 keys a
+    page run within 2-3% of dense at D 128 (5% at D 64), 64-key pages within 3-6%, 16-key pages
+    at ~0.8x; vLLM's ``(pages, page_size, Hkv, D)`` passed as its transpose runs as the other
+    pages do. Short calls with ``cache_seqlens`` or a block table also wait for the value check
+    (see above). A copy to a dense layout on every call costs more than those differences.
 
     GPU results are bit-reproducible: the same inputs and layout give the same bits on every
     call. Setting ``cuattn.decode.STEAL = True`` lets blocks that run out of work take the rest
