@@ -160,11 +160,13 @@ def pick_kernel(kernel: str, cc: int, type_name: str, padded: int, sizes: dict) 
     the next one down ("mma" -> "tma" -> "regs")."""
     if sizes["cache_len"] >= PERSISTENT_MAX_KEYS:
         return "regs"  # both persistent kernels' ring headers take keys below PERSISTENT_MAX_KEYS
-    if kernel == "mma" and (cc < 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
+    if kernel == "mma" and (cc != 90 or type_name not in MMA_TYPES or padded not in MMA_HEAD_DIMS
                             or sizes["cache_len"] == 0 or not mma_pages_ok(sizes)):
         kernel = "tma"  # tensor cores take 16-bit inputs; whole swizzle atoms; pages of >= 4 keys
-    if kernel == "tma" and (cc < 90 or rows_per_block(sizes) not in TMA_ROWS):
+    if kernel == "tma" and (cc != 90 or rows_per_block(sizes) not in TMA_ROWS):
         kernel = "regs"  # the bulk copy engine is Hopper's; 8 rows do not fit its registers
+    # (cc 90 only, as attention's wgmma path: both persistent kernels are built with -arch=sm_90a,
+    # whose cubin no later GPU loads; Blackwell (cc 100, 120) runs the register kernel)
     return kernel
 
 

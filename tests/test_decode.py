@@ -565,9 +565,9 @@ def test_plan_even_cuts_the_row_groups_end_to_end():
 
 def test_pick_kernel_falls_back():
     """The split kernel a launch runs: the tensor-core kernel for 16-bit rows at D 64/128, the
-    bulk-copy kernel for one or four rows, the register kernel before Hopper, for eight rows per
-    block and for caches of PERSISTENT_MAX_KEYS keys or more (the ring headers' key field),
-    whichever kernel was asked for."""
+    bulk-copy kernel for one or four rows, the register kernel on GPUs other than Hopper (cc 90:
+    sm_90a cubins load there only), for eight rows per block and for caches of
+    PERSISTENT_MAX_KEYS keys or more (the ring headers' key field), whichever kernel was asked for."""
     mod = sys.modules["cuattn.decode"]
     big = mod.PERSISTENT_MAX_KEYS
 
@@ -589,7 +589,8 @@ def test_pick_kernel_falls_back():
     assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big - 1)) == "tma"
     assert mod.pick_kernel("tma", 90, "half_t", 128, sizes(32, 32, big)) == "regs"
     for kernel in ("mma", "tma", "regs"):
-        assert mod.pick_kernel(kernel, 80, "half_t", 128, sizes(32, 8, 4096)) == "regs"
+        for cc in (80, 86, 89, 100, 120):  # before Hopper, and after it: sm_90a cubins load on cc 90 only
+            assert mod.pick_kernel(kernel, cc, "half_t", 128, sizes(32, 8, 4096)) == "regs"
     # KERNEL None: tensor cores for row groups, and for one row on a strided or paged cache
     assert mod.KERNEL is None
     assert [mod._kernel_choice(rows, dense) for rows in (1, 4) for dense in (True, False)] == ["tma", "mma", "mma", "mma"]
