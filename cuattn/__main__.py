@@ -1,9 +1,12 @@
-"""Command line: ``python -m cuattn precision [options]``.
+"""Command line: ``python -m cuattn precision [options]`` and ``python -m cuattn info [--json]``.
 
 ``precision`` runs :func:`cuattn.precision.precision_sweep`: random inputs ``scale * N(0, 1)``
 (drawn in float64) at each ``--scale``, and for each dtype the error of cuattn against the
 float64 reference split into input rounding (the floor) and kernel error, next to a plain
 same-dtype implementation. See ``python -m cuattn precision --help``.
+
+``info`` prints what cuattn finds on this machine (versions, CPU backend, CUDA sources, kernel
+caches, each GPU and the kernels cuattn runs there): paste it into a bug report.
 """
 
 from __future__ import annotations
@@ -56,7 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="save error vs input scale per dtype (needs matplotlib)")
+    i = commands.add_parser("info", help="what cuattn finds on this machine (for bug reports)",
+                            description="Versions, the CPU backend's threads and BLAS, the CUDA sources, the "
+                                        "kernel caches, and each GPU CuPy sees with the kernels cuattn runs "
+                                        "there. Compiles and launches nothing.")
+    i.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def run_info(args) -> int:
+    from ._info import environment, format_text
+
+    info = environment()
+    print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
 
 
 def run_precision(args) -> int:
@@ -85,6 +101,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "precision":
             return run_precision(args)
+        if args.command == "info":
+            return run_info(args)
     except (ValueError, TypeError, RuntimeError) as error:
         parser.exit(2, f"python -m cuattn {args.command}: error: {error}\n")
     return 1
