@@ -119,6 +119,20 @@ def _properties_of(device_id: int) -> dict:
     }
 
 
+def check_arch(what: str, dtype_name: str, cc: int, tensor_cores: bool) -> None:
+    """TypeError where a GPU of compute capability ``cc`` cannot run the call: bfloat16 anywhere,
+    and float16 on the tensor-core kernels (``tensor_cores``: attention, GLA's chunk mode), need
+    sm_80 (bfloat16 conversions, cp.async, mma.sync m16n8k16); ptxas would reject them with a log
+    instead. float32 (and float16 decode and GLA recurrent mode) also run on sm_75."""
+    if cc >= 80 or not (dtype_name == "bfloat16" or (dtype_name == "float16" and tensor_cores)):
+        return
+    raise TypeError(
+        f"{dtype_name} {what} on the GPU needs compute capability 8.0 or newer (bfloat16 conversions, "
+        f"cp.async, mma.sync); this GPU is {cc // 10}.{cc % 10}. Pass float32 arrays"
+        + (", or float16 in GLA's recurrent mode" if what == "gla" and dtype_name == "float16" else "")
+        + ", or NumPy arrays for the CPU backend")
+
+
 def launch(kernel, grid, block, args, shared_mem: int = 0):
     """Launch on CuPy's current stream."""
     kernel(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=int(shared_mem))

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
-from ._cuda import device_properties, get_kernel, launch
+from ._cuda import check_arch, device_properties, get_kernel, launch
 
 LOG2E = 1.4426950408889634
 MAX_GRID_Z = 65535
@@ -165,6 +165,7 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
         o, lse = attention_cpu(q, k, v, sizes, causal, scale)
     else:
         _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
+        check_arch("attention", _checks.dtype_name(q.dtype), device_properties()["cc"], tensor_cores=True)
         o, lse = _attention_cuda(q, k, v, sizes, causal, scale)
     return (o, lse) if return_lse else o
 

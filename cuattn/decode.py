@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
-from ._cuda import PackedLaunch, device_properties, get_kernel, launch_packed
+from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch_packed
 from .attention import _kernel_ready, _tma_ready
 
 LOG2E = 1.4426950408889634
@@ -476,6 +476,7 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
         o, lse = decode_cpu(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes)
     else:
         _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
+        check_arch("decode", _checks.dtype_name(q.dtype), device_properties()["cc"], tensor_cores=False)
         o, lse = _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse,
                               key)
     return (o, lse) if return_lse else o

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _checks
 from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
-from ._cuda import device_properties, get_kernel, launch
+from ._cuda import check_arch, device_properties, get_kernel, launch
 from .attention import _flatten_batch, _kernel_ready
 
 MODES = ("chunk", "recurrent")
@@ -384,6 +384,9 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     cu = sizes["cu_seqlens"]
     num_seqs = sizes["num_seqs"]
     varlen = cu is not None
+    # (the one-token step kernel serves chunk mode too: no tensor cores there)
+    check_arch("gla", _checks.dtype_name(q.dtype), device_properties()["cc"],
+               tensor_cores=mode == "chunk" and (seqlen != 1 or varlen))
     out_shape = batch + (heads, seqlen, vdim)
     leftover = varlen and int(cu[-1]) < seqlen  # tokens that belong to no sequence output zeros
     o = (cupy.zeros if leftover else cupy.empty)(out_shape, dtype=q.dtype)

@@ -87,6 +87,48 @@ def test_decode_mma_pack_lo_compiles():
     _assert_spill_free(exprs, (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION), mod.MMA_PACK_LO_OPTION)
 
 
+# what each call runs (kernel families, by template name) for check_arch's cases: (op, dtype, tensor
+# cores) -> families; the one-token GLA step kernel and the merge go with every decode / GLA call
+SM75_CASES = {
+    ("attention", "float16", True): ["attention_fwd_mma<half_t"],
+    ("attention", "bfloat16", True): ["attention_fwd_mma<bf16_t"],
+    ("attention", "float32", True): ["attention_fwd_f32<"],
+    ("decode", "float16", False): ["decode_split<half_t", "decode_merge<half_t", "decode_validate<"],
+    ("decode", "bfloat16", False): ["decode_split<bf16_t", "decode_merge<bf16_t"],
+    ("decode", "float32", False): ["decode_split<float", "decode_merge<float"],
+    ("gla", "float16", True): ["gla_chunk_mma<half_t", "gla_chunk_prep<half_t", "gla_chunk_scan"],
+    ("gla", "bfloat16", True): ["gla_chunk_mma<bf16_t", "gla_chunk_prep<bf16_t"],
+    ("gla", "float16", False): ["gla_recurrent_tiled<half_t", "gla_step<half_t"],
+    ("gla", "bfloat16", False): ["gla_recurrent_tiled<bf16_t", "gla_step<bf16_t"],
+    ("gla", "float32", False): ["gla_recurrent_tiled<float", "gla_step<float"],
+}
+
+
+@pytest.mark.parametrize("case", list(SM75_CASES), ids=str)
+def test_sm75_kernels_match_check_arch(case):
+    """cuattn._cuda.check_arch lets a call through on a cc 7.5 GPU (T4) exactly where the kernels it
+    runs compile for sm_75 (one variant of each family): elsewhere the call raises its TypeError
+    instead of NVRTC's log."""
+    from cuattn._cuda import check_arch
+
+    op, dtype, tensor_cores = case
+    source = f"{op}.cu"
+    exprs = [e for e in _variants("sm_80") if e[0] == source]
+    compiles = True
+    for family in SM75_CASES[case]:
+        expr = next(e for s, e in exprs if e.startswith(family))
+        try:
+            _cuda.compile_ptx_report(source, [expr], "sm_75")
+        except RuntimeError:
+            compiles = False
+    try:
+        check_arch(op, dtype, 75, tensor_cores)
+        allowed = True
+    except TypeError:
+        allowed = False
+    assert allowed == compiles, (case, "compiles" if compiles else "does not compile")
+
+
 @pytest.mark.parametrize("size", [64, 128, 256])
 def test_decode_cp_async_l2_prefetch_compiles(size):
     """The probe option -DCUATTN_CP_ASYNC_L2_PREFETCH (the tensor-core kernels' cp.async copies with

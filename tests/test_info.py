@@ -46,3 +46,25 @@ def test_info_kernels_match_the_dispatch():
 def test_format_text_nests():
     text = _info.format_text({"a": 1, "b": {"c": None, "d": [1, 2]}, "e": [{"f": "x"}], "g": []})
     assert text == "a: 1\nb:\n  c: -\n  d: 1, 2\ne:\n  f: x\ng: -"
+
+
+def test_check_arch_rules():
+    """Before sm_80: bfloat16 anywhere and float16 on tensor cores raise a TypeError that says
+    what to pass instead; float32, float16 decode and float16 GLA recurrent mode pass (they compile
+    for sm_75: test_compile.py's test_sm75_kernels_match_check_arch)."""
+    import pytest
+
+    from cuattn._cuda import check_arch
+
+    for cc in (80, 86, 89, 90, 100, 120):
+        for dtype in ("float16", "bfloat16", "float32"):
+            check_arch("attention", dtype, cc, tensor_cores=True)
+    check_arch("attention", "float32", 75, tensor_cores=True)
+    check_arch("decode", "float16", 75, tensor_cores=False)
+    check_arch("gla", "float16", 75, tensor_cores=False)
+    with pytest.raises(TypeError, match=r"bfloat16 decode on the GPU needs compute capability 8\.0.*this GPU is 7\.5"):
+        check_arch("decode", "bfloat16", 75, tensor_cores=False)
+    with pytest.raises(TypeError, match="float16 attention .*Pass float32 arrays, or NumPy arrays"):
+        check_arch("attention", "float16", 75, tensor_cores=True)
+    with pytest.raises(TypeError, match="float16 in GLA's recurrent mode"):
+        check_arch("gla", "float16", 75, tensor_cores=True)
