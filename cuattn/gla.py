@@ -384,9 +384,9 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     cu = sizes["cu_seqlens"]
     num_seqs = sizes["num_seqs"]
     varlen = cu is not None
-    # (the one-token step kernel serves chunk mode too: no tensor cores there)
-    check_arch("gla", _checks.dtype_name(q.dtype), device_properties()["cc"],
-               tensor_cores=mode == "chunk" and (seqlen != 1 or varlen))
+    if q.dtype != _checks.FLOAT32:  # (the one-token step kernel serves chunk mode too: no tensor cores)
+        check_arch("gla", _checks.dtype_name(q.dtype), device_properties()["cc"],
+                   tensor_cores=mode == "chunk" and (seqlen != 1 or varlen))
     out_shape = batch + (heads, seqlen, vdim)
     leftover = varlen and int(cu[-1]) < seqlen  # tokens that belong to no sequence output zeros
     o = (cupy.zeros if leftover else cupy.empty)(out_shape, dtype=q.dtype)
