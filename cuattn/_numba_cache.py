@@ -14,6 +14,7 @@ the new digest. Any edit of any of the files costs each module one recompile, no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -36,6 +37,13 @@ def sources_digest(paths) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _package_digest() -> str:
+    """sources_digest of the package's SOURCES, once per process (each of the four modules asks)."""
+    here = Path(__file__).resolve().parent
+    return sources_digest([here / name for name in SOURCES])
+
+
 def guard(namespace: dict, sources=None) -> bool:
     """Flush the disk caches of the cached Numba functions defined in the module whose globals are
     ``namespace`` if ``sources`` (paths; default: the package's ``SOURCES``) changed since their
@@ -51,8 +59,7 @@ def guard(namespace: dict, sources=None) -> bool:
                   and isinstance(getattr(obj, "_cache", None), Cache)]
         if not caches:
             return False
-        here = Path(__file__).resolve().parent
-        digest = sources_digest(sources if sources is not None else [here / name for name in SOURCES])
+        digest = sources_digest(sources) if sources is not None else _package_digest()
         stem = Path(namespace["__file__"]).stem
         marker = Path(caches[0].cache_path) / f"{stem}.cuattn-sources"
         try:
