@@ -112,12 +112,13 @@ def _gpu() -> dict:
     devices = []
     for i in range(cupy.cuda.runtime.getDeviceCount()):
         try:
-            p = cupy.cuda.runtime.getDeviceProperties(i)
+            from ._cuda import _properties_of  # (what the dispatchers read: cc, SMs)
+
+            p, known = cupy.cuda.runtime.getDeviceProperties(i), _properties_of(i)
             name = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
-            cc = int(p["major"]) * 10 + int(p["minor"])
+            cc = known["cc"]
             devices.append({"id": i, "name": name, "compute_capability": f"{cc // 10}.{cc % 10}",
-                            "sms": int(p["multiProcessorCount"]),
-                            "memory_gib": round(int(p["totalGlobalMem"]) / 2**30, 1),
+                            "sms": known["num_sms"], "memory_gib": round(int(p["totalGlobalMem"]) / 2**30, 1),
                             "kernels": _gpu_paths(cc)})
         except Exception as exc:
             devices.append({"id": i, "error": repr(exc)})
