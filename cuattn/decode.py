@@ -373,6 +373,10 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
         None means ``L`` for every row (``max_pages * page_size`` when paged).
     alibi_slopes : None, 'default' or float32 array (Hq,)
         None: no bias. 'default': :func:`cuattn.alibi_slopes` ``(Hq)`` (Press et al.).
+        Slopes >= 0 keep every visible logit's bias <= 0 and small near the query, so precision
+        does not fall with the cache length. Negative slopes are accepted, but their bias grows
+        with the distance ``i - j`` (``|slope| * L`` at the first key), and float32 logits of that
+        size carry absolute errors of about ``2**-24 * |slope| * L``, as in any implementation.
     scale : float, optional
         Score scale; None means ``D ** -0.5``. Any finite value is used exactly as given.
     block_table : int32 array, shape (B, max_pages), optional
