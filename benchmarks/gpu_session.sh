@@ -32,7 +32,8 @@
 # cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), l2-prefetch
 # (the stream probe of the tensor-core kernel's cp.async copies with L2 prefetch-size hints), fuzz
 # (tests/fuzz.py on the GPU: random shapes, layouts, dtypes and decode settings against the float64
-# reference, FUZZ_SECONDS per op), layouts
+# reference, FUZZ_SECONDS per op), power (benchmarks/decode_power.py: SM clock, power and throttle
+# reasons sampled while each implementation runs back to back: does the consumers' math cost clock?), layouts
 # (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
@@ -175,6 +176,7 @@ for stage in "${stages[@]}"; do
                 --variants "l2 128/l2 256/no math/l2 256, no math" --out "$OUT" >"$log" 2>&1 ;;
         fuzz)  # random cases of every op against the float64 reference (tests/fuzz.py), FUZZ_SECONDS per op
             timeout "$(limit fuzz 400)" python3 tests/fuzz.py --device cuda --seconds "${FUZZ_SECONDS:-90}" >"$log" 2>&1 ;;
+        power) timeout "$(limit power 200)" python3 benchmarks/decode_power.py --out "$OUT" >"$log" 2>&1 ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
         stream) timeout "$(limit stream 200)" python3 benchmarks/stream_mechanisms.py --out "$OUT" >"$log" 2>&1 ;;
