@@ -8,7 +8,8 @@ transposed and padded views, paged caches, ragged lengths, Sq > 1, ALiBi slopes,
 zero scales, -inf gates, packed sequences, initial states) and checks the result against
 ``cuattn.reference`` with the tests' bounds: float64 1e-10 and float32 a few 1e-5 norm-wise;
 float16/bfloat16 attention no worse than plain same-dtype math (``cuattn.precision
-.plain_attention``), decode within one unit roundoff, gla within a few. On the GPU each decode
+.plain_attention``), decode within one unit roundoff, gla within a few (or, where its sums
+cancel, within 16 float32 roundings of the reference on the inputs' magnitudes). On the GPU each decode
 case also draws the module settings (kernel, copy mechanism, P_lo packing, work stealing, even
 pieces, page prefetch, static first items) and is called twice with fresh lengths, so cached
 launch plans are exercised too. Every failure prints the case and its seed; exit status 1 if
@@ -252,8 +253,30 @@ def gla_case(rng, xp, gpu):
     name = dtype_name(dtype)
     bound = {"float64": 1e-10, "float32": 2e-5 if gpu else 3e-5, "float16": 2e-3, "bfloat16": 1e-2}[name]
     _check(desc, o.dtype == dtype and o.shape == ro.shape, "dtype or shape")
-    _check(desc, rel_error(o, ro) <= bound, f"output error {rel_error(o, ro):.3g} > {bound:.3g}")
-    _check(desc, rel_error(s, rs) <= max(bound, 3e-5), f"state error {rel_error(s, rs):.3g}")
+    state_bound = max(bound, 3e-5)
+    if rel_error(o, ro) > bound or rel_error(s, rs) > state_bound:
+        # Where the sums cancel (a state of terms that nearly add to zero) no float32 arithmetic is
+        # near the float64 result in norm-wise relative terms; what any implementation keeps is an
+        # error of a few float32 roundings of the terms' magnitudes: the reference on |q|, |k|, |v|,
+        # |scale|, |h0| (the gates' factors are >= 0). Measured: <= 1.7 u of that (ours, chunk and
+        # recurrent, and a plain float32 recurrence, on cancelling cases); allowed ABS_ROUNDINGS u.
+        ao, as_ = cuattn.reference.gla(*(np.abs(x) for x in (q, k, v)), g, **{
+            **kw, "scale": None if scale is None else abs(scale), "initial_state": None if h0 is None else np.abs(h0)})
+        _check(desc, _within(o, ro, ao, bound), f"output error {rel_error(o, ro):.3g} > {bound:.3g}")
+        _check(desc, _within(s, rs, as_, state_bound), f"state error {rel_error(s, rs):.3g} > {state_bound:.3g}")
+
+
+ABS_ROUNDINGS = 16  # gla: float32 unit roundoffs allowed of the norm of the terms' magnitudes
+
+
+def _within(x, ref, ref_abs, rel):
+    """rel_error(x, ref) <= rel, or ||x - ref|| <= ABS_ROUNDINGS float32 roundings of ||ref_abs||
+    (the same sums of magnitudes: what cancellation leaves any float32 arithmetic)."""
+    if rel_error(x, ref) <= rel:
+        return True
+    x = np.asarray(x, dtype=np.float64)
+    return bool(np.all(np.isfinite(x))) and float(np.linalg.norm(x - ref)) <= (
+        ABS_ROUNDINGS * UNIT_ROUNDOFF["float32"] * float(np.linalg.norm(ref_abs)))
 
 
 def _check(desc, ok, what):
