@@ -20,6 +20,7 @@ active. Writes DIR/decode_power.json and prints a table.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cupy  # noqa: E402
 from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
 from decode import make_inputs, torch_impls, with_settings  # noqa: E402
+from decode_stream_probe import SKIP  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -44,16 +46,22 @@ FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "power.limit", "temperature.g
 REASONS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")  # (newer, older nvidia-smi)
 
 
-def sampler():
-    """A running nvidia-smi sampling FIELDS and the active clock-event reasons every 50 ms."""
+@functools.lru_cache(maxsize=None)
+def _query() -> str:
+    """nvidia-smi's --query-gpu list: FIELDS and the clock-event reasons field it takes (probed once)."""
     for reason in REASONS:
         query = ",".join(FIELDS + (reason,))
         probe = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
                                capture_output=True, text=True)
         if probe.returncode == 0 and "Field" not in probe.stdout:
-            return subprocess.Popen(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits",
-                                     "-lms", "50"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            return query
     raise RuntimeError("nvidia-smi takes neither clock-event reason field")
+
+
+def sampler():
+    """A running nvidia-smi sampling FIELDS and the active clock-event reasons every 50 ms."""
+    return subprocess.Popen(["nvidia-smi", f"--query-gpu={_query()}", "--format=csv,noheader,nounits", "-lms", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def summary(lines):
@@ -95,7 +103,7 @@ def main():
     out = out_dir(args)
     info = subprocess.run(["nvidia-smi", "-q", "-d", "POWER,CLOCK,PERFORMANCE"], capture_output=True, text=True).stdout
     print(info)
-    skip = {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_SKIP_MATH",)}
+    skip = {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}
     rows = []
     for b, hq, hkv, d, length in ROWS:
         t, (q, k, v) = make_inputs(b, hq, hkv, d, length)
