@@ -15,7 +15,9 @@ For each row and implementation (cuattn.decode with ALiBi "default", the same co
 the calls run back to back for --seconds (CUDA-event timing as every benchmark here: TB/s = K and
 V bytes / median time per call) while nvidia-smi samples the GPU every 50 ms: the medians of SM
 clock, memory clock, power draw, the power limit, and every clock-event (throttle) reason seen
-active. Writes DIR/decode_power.json and prints a table.
+active. The implementations take turns for --rounds rounds, so a drift of the GPU's temperature
+or clock over the run reaches them alike; the table gives each round, the JSON keeps them all.
+Writes DIR/decode_power.json and prints a table.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ def measure(fn, nbytes, seconds):
 
 def main():
     parser = results_parser(__doc__)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=1.5, help="per implementation and round")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     out = out_dir(args)
     info = subprocess.run(["nvidia-smi", "-q", "-d", "POWER,CLOCK,PERFORMANCE"], capture_output=True, text=True).stdout
     print(info)
+    meta = run_metadata(nvidia_smi=info)
     skip = {"TMA_OPTIONS": module.TMA_OPTIONS + SKIP}
     rows = []
     for b, hq, hkv, d, length in ROWS:
@@ -114,15 +118,19 @@ def main():
             impls.update({name: fn for name, (fn, _) in torch_impls(*t, cuattn.alibi_slopes(hq)).items()
                           if name in ("torch_cudnn", "torch_flash")})
         label = f"B{b} {hq}/{hkv} D{d} L{length}"
-        row = {"label": label, "B": b, "Hq": hq, "Hkv": hkv, "D": d, "L": length, "impls": {}}
-        for name, fn in impls.items():
-            row["impls"][name] = r = measure(fn, nbytes, args.seconds)
-            print(f"{label:24s} {name:12s} {r['tbps']:6.3f} TB/s  SM {r.get('clocks.sm')} MHz  mem "
-                  f"{r.get('clocks.mem')} MHz  {r.get('power.draw')} / {r.get('power.limit')} W  "
-                  f"{r.get('temperature.gpu')} C  reasons {r.get('reasons_seen')}", flush=True)
-        rows.append(row)
-    meta = run_metadata(nvidia_smi=info)
-    (out / "decode_power.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        row = {"label": label, "B": b, "Hq": hq, "Hkv": hkv, "D": d, "L": length,
+               "impls": {name: [] for name in impls}}
+        for fn in impls.values():  # compiled and warm before the first sample
+            fn()
+        for round_ in range(args.rounds):
+            for name, fn in impls.items():
+                r = measure(fn, nbytes, args.seconds)
+                row["impls"][name].append(r)
+                print(f"{label:24s} {name:12s} round {round_}  {r['tbps']:6.3f} TB/s  SM {r.get('clocks.sm')} MHz  "
+                      f"mem {r.get('clocks.mem')} MHz  {r.get('power.draw')} / {r.get('power.limit')} W  "
+                      f"{r.get('temperature.gpu')} C  reasons {r.get('reasons_seen')}", flush=True)
+        rows.append(row)  # (written after every row: a run cut by its time limit keeps what it measured)
+        (out / "decode_power.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
