@@ -393,6 +393,10 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
     final = cupy.empty(sizes["state_shape"], dtype=cupy.float32) if output_final_state else None
     if num_seqs == 0 or heads == 0:
         return o, final
+    if seqlen == 0:  # no token anywhere (every packed sequence empty too): the states pass through
+        if final is not None:
+            final[...] = 0 if initial_state is None else initial_state.astype(cupy.float32, copy=False)
+        return o, final
     qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy)
                       for x, n in ((q, "q"), (k, "k"), (v, "v"), (gk, "gk")))
     of = o.reshape((-1, heads, seqlen, vdim))

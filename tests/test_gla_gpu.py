@@ -197,6 +197,25 @@ def test_gpu_strided_layout_and_no_final_state(cp, rng, mode):
     assert s is None and rel_error(o, ro) < TOL[np.dtype(BFLOAT16)]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("state", ["none", "full", "broadcast"])
+def test_gpu_no_tokens(cp, rng, dtype, mode, state):
+    """T = 0, dense (batch 2) and packed (three empty sequences): an empty output, and each final
+    state is its initial state (zeros without one), as the reference gives. (The GPU fuzz found
+    these raising a ValueError from a reshape of the empty output, 24th session.) A broadcast
+    initial state is the dense call's alone (packed calls take one state per sequence)."""
+    for lead, cu in (((2, 3, 0), None), ((1, 3, 0), np.zeros(4, np.int32))):
+        q, k, v, g = gla_inputs(rng, lead, 32, 16, "logsigmoid", dtype)
+        states = (3 if cu is not None else 2, 3, 32, 16)
+        h0_shape = (1,) + states[1:] if state == "broadcast" and cu is None else states
+        h0 = None if state == "none" else rng.standard_normal(h0_shape).astype(np.float32)
+        o, s = run(cp, q, k, v, g, mode=mode, h0=h0, cu=cu)
+        ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+        assert o.shape == ro.shape == lead + (16,)
+        assert s.shape == rs.shape == states and np.array_equal(s, rs.astype(np.float32))
+
+
 def test_gpu_positive_gates(cp, rng):
     q, k, v, _ = gla_inputs(rng, (1, 2, 40), 64, 64, "logsigmoid", np.float32)
     g = np.full(q.shape, 0.02, np.float32)
