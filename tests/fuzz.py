@@ -8,8 +8,9 @@ transposed and padded views, paged caches, ragged lengths, Sq > 1, ALiBi slopes,
 zero scales, -inf gates, packed sequences, initial states) and checks the result against
 ``cuattn.reference`` with the tests' bounds: float64 1e-10 and float32 a few 1e-5 norm-wise;
 float16/bfloat16 attention no worse than plain same-dtype math (``cuattn.precision
-.plain_attention``), decode within one unit roundoff, gla within a few (or, where its sums
-cancel, within 16 float32 roundings of the reference on the inputs' magnitudes). On the GPU each decode
+.plain_attention``) or within one unit roundoff, decode within one unit roundoff, gla within a
+few (or, where its sums cancel, within 16 float32 roundings of the reference on the inputs'
+magnitudes). On the GPU each decode
 case also draws the module settings (kernel, copy mechanism, P_lo packing, work stealing, even
 pieces, page prefetch, static first items) and is called twice with fresh lengths, so cached
 launch plans are exercised too. Every failure prints the case and its seed; exit status 1 if
@@ -60,6 +61,21 @@ def _begin(desc):
     _CURRENT.clear()
     _CURRENT.update(desc)
     return desc
+
+
+def attention_bound(plain, name):
+    """The norm-wise error a float16/bfloat16 attention output may have, where plain same-dtype math
+    has error `plain`: no worse than it by more than 5%, or within one unit roundoff of the dtype.
+
+    Both outputs are rounded to the dtype. Where both errors sit at that one rounding (small outputs
+    of short rows, where the plain math's roundings of the scores and weights cost little), which
+    of them comes out lower is a coin toss: two outputs of equal accuracy, each an fp16 rounding of
+    the exact values after an internal error of half a unit roundoff, fail 1.05x plain in 30-40% of
+    draws at 64-192 elements (test_attention_bound_at_the_rounding_floor); on the GPU (24th
+    session) two of ~3000 16-bit cases did, at 0.6 unit roundoffs (bf16 2.37e-3 vs plain 2.36e-3,
+    192 elements; fp16 3.21e-4 vs 2.62e-4, 64 elements). One unit roundoff norm-wise is what no
+    implementation in the dtype avoids, the decode fuzz's bound; elsewhere the 5% holds."""
+    return max(1.05 * plain + 1e-6, UNIT_ROUNDOFF[name])
 
 
 def _norm_bound(dtype, float32=3e-5):
@@ -118,8 +134,9 @@ def attention_case(rng, xp, gpu):
     err = rel_error(o, ro)
     bound = _norm_bound(dtype)
     s = d ** -0.5 if scale is None else scale
-    if bound is None:  # float16/bfloat16: no worse than plain same-dtype math
-        bound = 1.05 * rel_error(plain_attention(q, k, v, causal=causal, scale=s, dtype=dtype), ro) + 1e-6
+    if bound is None:  # float16/bfloat16: no worse than plain same-dtype math, or one rounding of the output
+        bound = attention_bound(rel_error(plain_attention(q, k, v, causal=causal, scale=s, dtype=dtype), ro),
+                                dtype_name(dtype))
     elif dtype_name(dtype) == "float32" and err > bound:  # large logits: held to plain float32 math
         bound = max(bound, 4 * rel_error(plain_attention(q, k, v, causal=causal, scale=s, dtype=dtype), ro))
     _check(desc, o.dtype == dtype and o.shape == ro.shape, "dtype or shape")

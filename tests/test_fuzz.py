@@ -71,3 +71,25 @@ def test_gla_bound_of_cancelling_sums(rng):
     unit = fuzz.UNIT_ROUNDOFF["float32"] * np.linalg.norm(rs_abs)
     off = rs + 4 * fuzz.ABS_ROUNDINGS * unit * np.sign(np.sin(np.arange(rs.size))).reshape(rs.shape) / np.sqrt(rs.size)
     assert not fuzz._within(off, rs, rs_abs, 3e-5)
+
+
+def test_attention_bound_at_the_rounding_floor(rng):
+    """16-bit attention where both our output and plain math's sit at one rounding of the result:
+    two outputs of equal accuracy (each an fp16 rounding of the exact values after an internal
+    error of half a unit roundoff, 64 and 192 elements: 0.65 unit roundoffs norm-wise) fail 1.05x
+    plain in 30-40% of draws, and pass fuzz.attention_bound (which also takes one unit roundoff)
+    but for up to 2 in a thousand; an output with four times that internal error (2 unit
+    roundoffs, 3x plain) fails it every time."""
+    u = fuzz.UNIT_ROUNDOFF["float16"]
+    for n in (64, 192):
+        x = rng.standard_normal((4000, n))
+
+        def error(internal):
+            y = (x * (1 + internal * u * rng.standard_normal(x.shape))).astype(np.float16).astype(np.float64)
+            return np.linalg.norm(y - x, axis=1) / np.linalg.norm(x, axis=1)
+
+        ours, plain, worse = error(0.5), error(0.5), error(2.0)
+        bound = np.array([fuzz.attention_bound(p, "float16") for p in plain])
+        assert np.mean(ours > 1.05 * plain + 1e-6) > 0.25
+        assert np.mean(ours > bound) < 0.005
+        assert np.median(worse / plain) > 2.5 and np.mean(worse > bound) > 0.99
