@@ -38,7 +38,8 @@
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
 # its own timeout (seconds, per op for tests and sanitize: TIMEOUT_<STAGE> overrides, e.g.
 # TIMEOUT_TESTS=600) and writes
-# $OUT/<stage>.log; benchmark JSON and plots go to $OUT. Run from the repository root.
+# $OUT/<stage>.log; benchmark JSON and plots go to $OUT. NCU_OPTIONS adds options to the ncu stages'
+# command (e.g. "--clock-control none": ncu fixes the clocks at base by default). Run from the repository root.
 set -uo pipefail
 OUT=${OUT:?set OUT to a writable folder}
 mkdir -p "$OUT"
@@ -167,7 +168,7 @@ for stage in "${stages[@]}"; do
                         torch_cudnn:8:32:8:128:8192 cuattn:8:32:8:128:8192:define=SKIP_MATH \
                         torch_cudnn:1:32:32:128:33001 cuattn:1:32:32:128:33001:define=SKIP_MATH}; do
                 echo "-- $case" >>"$log"
-                timeout "$(limit ncu-stream 90)" ncu --profile-from-start off --section LaunchStats \
+                timeout "$(limit ncu-stream 90)" ncu ${NCU_OPTIONS:-} --profile-from-start off --section LaunchStats \
                     --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
                     python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
             done ;;
@@ -184,7 +185,7 @@ for stage in "${stages[@]}"; do
             for case in cuattn:1:32:8:128:131072 cuattn:1:32:8:128:131072:define=SKIP_MATH \
                         cuattn:8:32:8:128:8192; do
                 echo "-- $case" >>"$log"
-                timeout "$(limit ncu-mma 200)" ncu --profile-from-start off --section SpeedOfLight \
+                timeout "$(limit ncu-mma 200)" ncu ${NCU_OPTIONS:-} --profile-from-start off --section SpeedOfLight \
                     --section WarpStateStats --section SchedulerStats --section InstructionStats \
                     --section ComputeWorkloadAnalysis python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
             done ;;
