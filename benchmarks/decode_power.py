@@ -120,7 +120,7 @@ def main():
         label = f"B{b} {hq}/{hkv} D{d} L{length}"
         row = {"label": label, "B": b, "Hq": hq, "Hkv": hkv, "D": d, "L": length,
                "impls": {name: [] for name in impls}}
-        for fn in impls.values():  # compiled and warm before the first sample
+        for fn in impls.values():  # every variant compiled first: no compile pause (an idle, cooling GPU) between runs
             fn()
         for round_ in range(args.rounds):
             for name, fn in impls.items():
