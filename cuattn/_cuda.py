@@ -11,6 +11,7 @@ system headers, so NVRTC needs no CUDA include directory either.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -138,6 +139,31 @@ def launch(kernel, grid, block, args, shared_mem: int = 0):
     kernel(tuple(int(g) for g in grid), tuple(int(b) for b in block), tuple(args), shared_mem=int(shared_mem))
 
 
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared_mem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttribute)), ("num_attrs", ctypes.c_uint)]
+
+
+_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
+@functools.lru_cache(maxsize=None)
+def _launch_ex():
+    """The driver's cuLaunchKernelEx (CuPy does not wrap it), and cuGetErrorString for its errors."""
+    lib = ctypes.CDLL("libcuda.so.1")
+    fn = lib.cuLaunchKernelEx
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    err = lib.cuGetErrorString
+    err.restype = ctypes.c_int
+    err.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+    return fn, err
+
+
 class PackedLaunch:
     """A kernel launch whose arguments are packed once into cuLaunchKernel's parameter array.
 
@@ -147,13 +173,18 @@ class PackedLaunch:
     little-endian) each call passes in ``values``, in slot order.
     A call writes only those slots and launches through the driver, skipping CuPy's conversion of
     every argument (about 0.7 us an argument on a slow host: 25 us for a 36-argument kernel).
+    ``programmatic``: launch through cuLaunchKernelEx with programmatic stream serialization
+    (programmatic dependent launch, cc 9.0): the launch may begin while the kernel before it in the
+    stream ends; the kernel itself must wait for that one (griddepcontrol.wait) before it touches
+    global memory.
     """
 
-    def __init__(self, kernel, grid, block, args, shared_mem: int = 0):
+    def __init__(self, kernel, grid, block, args, shared_mem: int = 0, programmatic: bool = False):
         import cupy
         from cupy.cuda import driver
 
         self._launch = driver.launchKernel
+        self.programmatic = bool(programmatic)
         self.kernel = kernel
         self.function = kernel.kernel.ptr  # CUfunction on the current device
         self.grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
@@ -180,11 +211,24 @@ class PackedLaunch:
                 raise TypeError(f"kernel argument {i}: {type(a).__name__} (a CuPy array, NumPy scalar or slot name)")
         self._index = np.array(index, dtype=np.intp)
         self._lock = threading.Lock()
+        if self.programmatic:
+            self._attr = _LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+            self._config = _LaunchConfig(grid=self.grid, block=self.block, shared_mem=self.shared_mem,
+                                         attrs=ctypes.pointer(self._attr), num_attrs=1)
 
     def __call__(self, stream_ptr: int, values=()):
         with self._lock:  # the cells are shared: one launch at a time reads them
             if len(values):
                 self._values[self._index] = values
+            if self.programmatic:
+                self._config.stream = stream_ptr or None
+                fn, err = _launch_ex()
+                rc = fn(ctypes.byref(self._config), self.function, self._params_ptr, None)
+                if rc:
+                    text = ctypes.c_char_p()
+                    err(rc, ctypes.byref(text))
+                    raise RuntimeError(f"cuLaunchKernelEx failed ({rc}): {(text.value or b'').decode()}")
+                return
             self._launch(self.function, *self.grid, *self.block, self.shared_mem, stream_ptr,
                                 self._params_ptr, 0)
 

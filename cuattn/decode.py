@@ -80,6 +80,14 @@ MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # item back until it runs. Measured level with the default (H200, 11th session: -0.3 to +0.6%).
 STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
+# Opt-in: programmatic dependent launch of the persistent kernels (cc 9.0; decode.cu,
+# CUATTN_DECODE_PDL). The split kernel is launched with programmatic stream serialization, so its
+# blocks may be placed and set up (barriers) while the kernel before it in the stream ends; each
+# thread then waits for that kernel's completion and memory (griddepcontrol.wait) before it reads or
+# writes global memory: the same inputs and bits as a plain launch. A block's producer lets the
+# next such launch begin when it has no more tiles to copy. Not yet measured.
+PDL = False
+PDL_OPTION = "-DCUATTN_DECODE_PDL"
 MMA_COPIES = ("tensor", "cp.async")
 # (A third producer, one 1-d bulk copy per key row into rows padded by 16 bytes, was built in the
 # 16th session and removed in the 17th: 0.95 TB/s on B 1 32/8 where cp.async gives 4.09, the same
@@ -802,7 +810,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST, PDL,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
@@ -965,7 +973,7 @@ class _DecodePlan:
         # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
         # both caches (in place of the flag)
         self.check_first = False  # the persistent kernels skip all work when the check fails
-        options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ())
+        options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ()) + ((PDL_OPTION,) if PDL else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
             # keys per copy (produce_tiles' run_keys): 0, a whole tile by one lane (its keys back
@@ -1009,7 +1017,7 @@ class _DecodePlan:
                                       args + [copy_arg, np.int32(splits), np.int32(span), "o", lse_out, counters,
                                               np.int32(hq), flags, "generation" if self.checked else np.int32(0),
                                               words, lists, pool, np.int32(grain), np.int32(pool_cap), np.int32(window),
-                                              np.int32(OWNER_GRAINS), "launch"], smem)]
+                                              np.int32(OWNER_GRAINS), "launch"], smem, programmatic=PDL)]
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
         """Queue the call: (o, lse); lse is None unless the plan returns it."""

@@ -99,6 +99,24 @@
 #else
 #define DECODE_SKIP_MATH_TILE()
 #endif
+// -DCUATTN_DECODE_PDL (cuattn.decode.PDL, opt-in; sm_90): programmatic dependent launch of the
+// persistent kernels. The host launches them with programmatic stream serialization, so a launch may
+// begin while the kernel before it in the stream is still ending. Every thread waits for that kernel
+// (its completion and its memory: griddepcontrol.wait) after the ring's barriers are set up and before
+// it reads or writes global memory, so the results are those of a plain launch; a block's producer
+// lets the next launch begin once it has no more tiles to copy (griddepcontrol.launch_dependents).
+// Without the launch attribute both instructions do nothing.
+#if defined(CUATTN_DECODE_PDL) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DECODE_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define DECODE_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define DECODE_GRID_WAIT() \
+    do {                   \
+    } while (0)
+#define DECODE_LAUNCH_DEPENDENTS() \
+    do {                           \
+    } while (0)
+#endif
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
 __device__ __forceinline__ unsigned long long global_ns() {
@@ -1213,6 +1231,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
+    DECODE_GRID_WAIT();  // (-DCUATTN_DECODE_PDL: the kernel before this one in the stream is done)
 
     // The ring position `it` runs on across items and partials, so the producer streams the next
     // partial's first tiles while the consumers merge and write the previous one.
@@ -1220,6 +1239,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(
             DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, row_bytes,
             run_keys, s_ring, s_full, s_empty, s_hdr, lane);
+        DECODE_LAUNCH_DEPENDENTS();
         return;
     }
 
@@ -1622,18 +1642,21 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     if (kPackLo && num_rows > 8) __trap();  // (the host never asks)
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, M::kThreads);
     __syncthreads();
+    DECODE_GRID_WAIT();  // (-DCUATTN_DECODE_PDL: the kernel before this one in the stream is done)
 
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
 #if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
         produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
                                                              v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring, s_full,
                                                              s_empty, s_hdr, lane);
+        DECODE_LAUNCH_DEPENDENTS();
         return;
 #endif
         if (kCpAsync) {
             produce_tiles_cp_async<T, kPaged, kTile, kTileBytes, kBoxes, kStages>(
                 DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, bt_stride, page_size, head_dim,
                 s_ring, s_full, s_empty, s_hdr, lane);
+            DECODE_LAUNCH_DEPENDENTS();
             return;
         }
         if (lane == 0) {
@@ -1642,6 +1665,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         }
         produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(DECODE_WORK, tmaps, block_table, bt_stride, page_size,
                                                                          s_ring, s_full, s_empty, s_hdr, lane);
+        DECODE_LAUNCH_DEPENDENTS();
         return;
     }
 

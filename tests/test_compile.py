@@ -151,6 +151,34 @@ def test_decode_static_first_compiles():
     _assert_spill_free(exprs, (mod.STATIC_FIRST_OPTION,), mod.STATIC_FIRST_OPTION)
 
 
+def _decode_ptx(exprs, options) -> str:
+    """The PTX of these decode.cu variants for sm_90a (NVRTC, no GPU)."""
+    from cupy.cuda import nvrtc
+
+    prog = nvrtc.createProgram(_cuda.load_source("decode.cu"), "decode.cu", [], [])
+    try:
+        for expr in exprs:
+            nvrtc.addNameExpression(prog, expr)
+        nvrtc.compileProgram(prog, [*_cuda.BASE_OPTIONS, "-arch=sm_90a", *options])
+        ptx = nvrtc.getPTX(prog)
+        return ptx.decode() if isinstance(ptx, bytes) else ptx
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def test_decode_pdl_compiles():
+    """The opt-in programmatic dependent launch (cuattn.decode.PDL: a compile option) of every
+    persistent decode kernel variant: compiles for sm_90a without spills, and its PTX carries
+    griddepcontrol.wait and griddepcontrol.launch_dependents (the default's none)."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith(("decode_split_tma", "decode_split_mma"))]
+    _assert_spill_free(exprs, (mod.PDL_OPTION,), mod.PDL_OPTION)
+    for options, present in (((mod.PDL_OPTION,), True), ((), False)):
+        ptx = _decode_ptx(exprs[:1] + [e for e in exprs if e.startswith("decode_split_mma")][:1], options)
+        for op in ("griddepcontrol.wait", "griddepcontrol.launch_dependents"):
+            assert (op in ptx) == present, (op, options)
+
+
 @pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_SKIP_END"),
                                      ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_MMA_BULK"),

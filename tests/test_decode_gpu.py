@@ -693,6 +693,38 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
+def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel):
+    """PDL (opt-in: programmatic dependent launch of the persistent kernels): the same bits as the
+    default over repeated calls with a failed value check between (one-item-per-SM and
+    many-items-per-block plans, GQA and MHA, D 64 / 128 / 256, paged), and calls queued back to back
+    on one plan, each on inputs of its own: a launch that begins while the one before it ends must
+    neither read nor write before that one is done (the same bits as each call alone)."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel is not persistent")
+    if cp.cuda.Device().compute_capability != "90":
+        pytest.skip("the persistent kernels run on cc 9.0")
+    for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
+                                        (2, 16, 4, 8192, 128, 256), (4, 16, 16, 3000, 256, 0)]:
+        q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page)
+        out = opt_in_runs(cp, monkeypatch, "PDL", q, k, v, exact=True, **kw)
+        np.testing.assert_array_equal(out[False][0], out[True][0])
+        np.testing.assert_array_equal(out[False][1], out[True][1])
+    monkeypatch.setattr(DECODE_MODULE, "PDL", True)
+    for b, hq, hkv, length, d in [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]:
+        shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
+        sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
+        alone = []
+        for qs, ks, vs in sets:  # each alone (.get() waits for the call)
+            o, lse = cuattn.decode(qs, ks, vs, alibi_slopes="default", return_lse=True)
+            alone.append((o.get(), lse.get()))
+        check(*alone[0], *(x.get() for x in sets[0]), alibi_slopes="default")
+        queued = [cuattn.decode(*sets[i % 3], alibi_slopes="default", return_lse=True) for i in range(12)]
+        for i, (o, lse) in enumerate(queued):
+            np.testing.assert_array_equal(o.get(), alone[i % 3][0])
+            np.testing.assert_array_equal(lse.get(), alone[i % 3][1])
+    assert_counters_zero(cp)
+
+
 @pytest.mark.parametrize("b, hq, hkv, length, d, page, pieces", [
     (24, 16, 16, 4096, 128, 0, 37),   # ~10 row groups a piece: both end fragments, then whole ones
     (8, 32, 32, 2048, 128, 0, 100),   # ~2.6 a piece: one whole row group between the fragments
