@@ -124,6 +124,7 @@ MMA_VARIANTS = [
     ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
     ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
     ("pdl", {"PDL": True}),
+    ("pdl, no trigger", {"PDL": True, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_NO_TRIGGER",)}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -154,6 +155,7 @@ TMA_VARIANTS = [
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
     ("pdl", {"PDL": True}),
+    ("pdl, no trigger", {"PDL": True, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_NO_TRIGGER",)}),
 ]
 
 

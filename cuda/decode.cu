@@ -106,9 +106,16 @@
 // it reads or writes global memory, so the results are those of a plain launch; a block's producer
 // lets the next launch begin once it has no more tiles to copy (griddepcontrol.launch_dependents).
 // Without the launch attribute both instructions do nothing.
+// -DCUATTN_DECODE_PDL_NO_TRIGGER (probe): no early trigger; the next launch begins as blocks end.
 #if defined(CUATTN_DECODE_PDL) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define DECODE_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#ifdef CUATTN_DECODE_PDL_NO_TRIGGER
+#define DECODE_LAUNCH_DEPENDENTS() \
+    do {                           \
+    } while (0)
+#else
 #define DECODE_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#endif
 #else
 #define DECODE_GRID_WAIT() \
     do {                   \
