@@ -53,8 +53,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
   the count's release and acquire cost beside its round trip,
-- "pdl" (both kernels): cuattn.decode.PDL, programmatic dependent launch (each call's kernel placed
-  and set up while the previous call's ends; its reads and writes wait for that one),
+- "no pdl" (both kernels): cuattn.decode.PDL False, plain launches (the default since the 25th
+  session: programmatic dependent launch, each call's kernel placed and set up while the previous
+  call's ends, its reads and writes waiting for that one); "pdl trigger": also each block's
+  producer starting the next launch when it has no more tiles (-DCUATTN_DECODE_PDL_TRIGGER),
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
   one split per row group, then even pieces by the default rule),
 
@@ -123,8 +125,8 @@ MMA_VARIANTS = [
     ("l2 128", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[128]}),
     ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
     ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
-    ("pdl", {"PDL": True}),
-    ("pdl, no trigger", {"PDL": True, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_NO_TRIGGER",)}),
+    ("no pdl", {"PDL": False}),
+    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_TRIGGER",)}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -154,8 +156,8 @@ TMA_VARIANTS = [
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
-    ("pdl", {"PDL": True}),
-    ("pdl, no trigger", {"PDL": True, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_NO_TRIGGER",)}),
+    ("no pdl", {"PDL": False}),
+    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_TRIGGER",)}),
 ]
 
 

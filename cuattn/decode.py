@@ -80,13 +80,15 @@ MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
 # item back until it runs. Measured level with the default (H200, 11th session: -0.3 to +0.6%).
 STATIC_FIRST = False
 STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
-# Opt-in: programmatic dependent launch of the persistent kernels (cc 9.0; decode.cu,
-# CUATTN_DECODE_PDL). The split kernel is launched with programmatic stream serialization, so its
-# blocks may be placed and set up (barriers) while the kernel before it in the stream ends; each
-# thread then waits for that kernel's completion and memory (griddepcontrol.wait) before it reads or
-# writes global memory: the same inputs and bits as a plain launch. A block's producer lets the
-# next such launch begin when it has no more tiles to copy. Not yet measured.
-PDL = False
+# Programmatic dependent launch of the persistent kernels (cc 9.0; decode.cu, CUATTN_DECODE_PDL):
+# the split kernel is launched with programmatic stream serialization, so its blocks may be placed
+# and set up (ring barriers) while the kernel before it in the stream ends; each thread then waits
+# for that kernel's completion and memory (griddepcontrol.wait) before it reads or writes global
+# memory: the same inputs and bits as a plain launch. Measured on an H100 (25th session, stream
+# probe, TB/s plain -> PDL): B 1 32/32 2.976 -> 3.001, B 1 32/8 2.953 -> 2.976, B 16 32/32 L 4096
+# 3.108 -> 3.117, B 16 32/8 3.134 -> 3.140, B 64 3.138 -> 3.144, D 256 3.147 -> 3.150, B 4 32/4 D 64
+# 2.463 -> 2.552 (+3.6%), B 8 L 8192 2.767 -> 2.816 (+1.8%). False: plain launches.
+PDL = True
 PDL_OPTION = "-DCUATTN_DECODE_PDL"
 MMA_COPIES = ("tensor", "cp.async")
 # (A third producer, one 1-d bulk copy per key row into rows padded by 16 bytes, was built in the

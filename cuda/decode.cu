@@ -99,27 +99,26 @@
 #else
 #define DECODE_SKIP_MATH_TILE()
 #endif
-// -DCUATTN_DECODE_PDL (cuattn.decode.PDL, opt-in; sm_90): programmatic dependent launch of the
-// persistent kernels. The host launches them with programmatic stream serialization, so a launch may
-// begin while the kernel before it in the stream is still ending. Every thread waits for that kernel
-// (its completion and its memory: griddepcontrol.wait) after the ring's barriers are set up and before
-// it reads or writes global memory, so the results are those of a plain launch; a block's producer
-// lets the next launch begin once it has no more tiles to copy (griddepcontrol.launch_dependents).
-// Without the launch attribute both instructions do nothing.
-// -DCUATTN_DECODE_PDL_NO_TRIGGER (probe): no early trigger; the next launch begins as blocks end.
+// -DCUATTN_DECODE_PDL (cuattn.decode.PDL, on by default; sm_90): programmatic dependent launch of
+// the persistent kernels. The host launches them with programmatic stream serialization, so a
+// launch may begin (blocks placed, ring barriers set up) while the kernel before it in the stream
+// ends. Every thread then waits for that kernel (its completion and its memory: griddepcontrol.wait)
+// before it reads or writes global memory, so inputs and results are those of a plain launch.
+// Without the launch attribute the wait does nothing. -DCUATTN_DECODE_PDL_TRIGGER (probe) also lets
+// each block's producer start the next launch once it has no more tiles to copy
+// (griddepcontrol.launch_dependents): measured slower where a launch has one block per SM (H100,
+// 25th session: B 1 32/32 -6%, B 1 32/8 and B 8 L 8192 -5%): the next launch's blocks take the
+// free second slots of SMs still running this one, two to an SM, and those SMs stream both.
 #if defined(CUATTN_DECODE_PDL) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define DECODE_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
-#ifdef CUATTN_DECODE_PDL_NO_TRIGGER
-#define DECODE_LAUNCH_DEPENDENTS() \
-    do {                           \
-    } while (0)
-#else
-#define DECODE_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
-#endif
 #else
 #define DECODE_GRID_WAIT() \
     do {                   \
     } while (0)
+#endif
+#if defined(CUATTN_DECODE_PDL) && defined(CUATTN_DECODE_PDL_TRIGGER) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DECODE_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#else
 #define DECODE_LAUNCH_DEPENDENTS() \
     do {                           \
     } while (0)

@@ -47,6 +47,7 @@ DECODE_SETTINGS = {  # module setting: values a GPU case draws from (first: the 
     "PAGE_PREFETCH": [False, True],
     "STATIC_FIRST": [False, True],
     "STEAL": [False, True],
+    "PDL": [True, False],
 }
 
 

@@ -10,8 +10,8 @@ with zero-length rows and rows shorter than Sq, an empty cache, and several spli
 with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the register one), and
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
-checks: STATIC_FIRST) and with programmatic dependent launches (fp16, bf16 and the failed value
-checks: PDL), and the tensor-core kernel again with its cp.async producer
+checks: STATIC_FIRST) and with plain launches (fp16, bf16 and the failed value checks: PDL False;
+the default launches are programmatic), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
 producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
@@ -81,10 +81,10 @@ def main():
             runs.append(sweep(rng, kernel + "+static", (np.float16,)))
             failures += bad_values(kernel)
             decode_module.STATIC_FIRST = False
-            decode_module.PDL = True  # programmatic dependent launches (opt-in), the value checks too
-            runs.append(sweep(rng, kernel + "+pdl", (np.float16, BFLOAT16)))
+            decode_module.PDL = False  # plain launches (the default: programmatic dependent launches)
+            runs.append(sweep(rng, kernel + "+no-pdl", (np.float16, BFLOAT16)))
             failures += bad_values(kernel)
-            decode_module.PDL = False
+            decode_module.PDL = True
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]

@@ -167,16 +167,21 @@ def _decode_ptx(exprs, options) -> str:
 
 
 def test_decode_pdl_compiles():
-    """The opt-in programmatic dependent launch (cuattn.decode.PDL: a compile option) of every
-    persistent decode kernel variant: compiles for sm_90a without spills, and its PTX carries
-    griddepcontrol.wait and griddepcontrol.launch_dependents (the default's none)."""
+    """Programmatic dependent launch (cuattn.decode.PDL, on by default: a compile option) of every
+    persistent decode kernel variant, with and without the probe's early trigger: compiles for
+    sm_90a without spills; its PTX carries griddepcontrol.wait (without the option none), and
+    griddepcontrol.launch_dependents only with -DCUATTN_DECODE_PDL_TRIGGER."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith(("decode_split_tma", "decode_split_mma"))]
+    trigger = "-DCUATTN_DECODE_PDL_TRIGGER"
     _assert_spill_free(exprs, (mod.PDL_OPTION,), mod.PDL_OPTION)
-    for options, present in (((mod.PDL_OPTION,), True), ((), False)):
-        ptx = _decode_ptx(exprs[:1] + [e for e in exprs if e.startswith("decode_split_mma")][:1], options)
-        for op in ("griddepcontrol.wait", "griddepcontrol.launch_dependents"):
-            assert (op in ptx) == present, (op, options)
+    _assert_spill_free(exprs, (mod.PDL_OPTION, trigger), trigger)
+    pair = exprs[:1] + [e for e in exprs if e.startswith("decode_split_mma")][:1]
+    for options, wait, launch in (((mod.PDL_OPTION,), True, False), ((mod.PDL_OPTION, trigger), True, True),
+                                  ((), False, False)):
+        ptx = _decode_ptx(pair, options)
+        assert ("griddepcontrol.wait" in ptx) == wait, options
+        assert ("griddepcontrol.launch_dependents" in ptx) == launch, options
 
 
 @pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),

@@ -694,8 +694,8 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
 
 
 def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel):
-    """PDL (opt-in: programmatic dependent launch of the persistent kernels): the same bits as the
-    default over repeated calls with a failed value check between (one-item-per-SM and
+    """PDL (programmatic dependent launch of the persistent kernels, the default) off, then on: the
+    same bits over repeated calls with a failed value check between (one-item-per-SM and
     many-items-per-block plans, GQA and MHA, D 64 / 128 / 256, paged), and calls queued back to back
     on one plan, each on inputs of its own: a launch that begins while the one before it ends must
     neither read nor write before that one is done (the same bits as each call alone)."""
