@@ -46,6 +46,38 @@ def test_packed_arguments_and_slots(values):
     assert seen[1][1][0] == values[0] + 16 and seen[1][1][4] == 9 and seen[1][1][1:4] == cells[1:4]
 
 
+def test_programmatic_launch_config(monkeypatch):
+    """programmatic=True launches through cuLaunchKernelEx: the CUlaunchConfig carries the grid,
+    block, shared memory and stream, and one attribute, programmatic stream serialization (id 6)
+    with value 1; the parameters are the same packed cells; a driver error is a RuntimeError with
+    the driver's text."""
+    seen = []
+
+    def fake_launch(config_ref, function, params, extra):
+        c = ctypes.cast(config_ref, ctypes.POINTER(_cuda._LaunchConfig)).contents
+        attr = c.attrs[0]
+        seen.append((tuple(c.grid), tuple(c.block), c.shared_mem, c.stream, c.num_attrs, attr.id, attr.value,
+                     function, cell(params, 0, ctypes.c_uint64), cell(params, 1, ctypes.c_int32), extra))
+        return rc[0]
+
+    def fake_error(code, text_ref):
+        ctypes.cast(text_ref, ctypes.POINTER(ctypes.c_char_p))[0] = b"invalid argument"
+        return 0
+
+    rc = [0]
+    monkeypatch.setattr(_cuda, "_launch_ex", lambda: (fake_launch, fake_error))
+    packed = _cuda.PackedLaunch(FakeKernel(), (5,), (160,), ["ptr", np.int32(-7)], shared_mem=110_000, programmatic=True)
+    packed._launch = lambda *args: pytest.fail("the plain launch path was taken")
+    packed(stream_ptr=0x1234, values=[0xABC0])
+    packed(stream_ptr=0, values=[0xDEF0])
+    assert seen[0] == ((5, 1, 1), (160, 1, 1), 110_000, 0x1234, 1, 6, 1, 0xF00D, 0xABC0, -7, None)
+    assert seen[1][3] is None and seen[1][8] == 0xDEF0  # the legacy stream, the slot rewritten
+    rc[0] = 1
+    with pytest.raises(RuntimeError, match=r"cuLaunchKernelEx failed \(1\): invalid argument"):
+        packed(stream_ptr=0, values=[0])
+    assert ctypes.sizeof(_cuda._LaunchAttribute) == 72 and ctypes.sizeof(_cuda._LaunchConfig) == 56  # cuda.h
+
+
 def test_unsupported_argument_is_a_type_error():
     with pytest.raises(TypeError, match="kernel argument 1"):
         _cuda.PackedLaunch(FakeKernel(), (1,), (32,), ["x", 3.5])
