@@ -812,7 +812,8 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST, PDL,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+            PDL,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,

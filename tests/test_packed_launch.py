@@ -66,7 +66,8 @@ def test_programmatic_launch_config(monkeypatch):
 
     rc = [0]
     monkeypatch.setattr(_cuda, "_launch_ex", lambda: (fake_launch, fake_error))
-    packed = _cuda.PackedLaunch(FakeKernel(), (5,), (160,), ["ptr", np.int32(-7)], shared_mem=110_000, programmatic=True)
+    packed = _cuda.PackedLaunch(FakeKernel(), (5,), (160,), ["ptr", np.int32(-7)], shared_mem=110_000,
+                                programmatic=True)
     packed._launch = lambda *args: pytest.fail("the plain launch path was taken")
     packed(stream_ptr=0x1234, values=[0xABC0])
     packed(stream_ptr=0, values=[0xDEF0])
