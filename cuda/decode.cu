@@ -112,16 +112,12 @@
 #if defined(CUATTN_DECODE_PDL) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define DECODE_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
 #else
-#define DECODE_GRID_WAIT() \
-    do {                   \
-    } while (0)
+#define DECODE_GRID_WAIT() ((void)0)
 #endif
 #if defined(CUATTN_DECODE_PDL) && defined(CUATTN_DECODE_PDL_TRIGGER) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define DECODE_LAUNCH_DEPENDENTS() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
 #else
-#define DECODE_LAUNCH_DEPENDENTS() \
-    do {                           \
-    } while (0)
+#define DECODE_LAUNCH_DEPENDENTS() ((void)0)
 #endif
 #ifdef CUATTN_DECODE_TRACE
 __device__ unsigned long long decode_trace[1024 * 16 * 8];
