@@ -244,6 +244,21 @@ def compile_ptx_report(name: str, name_expressions, arch: str, extra_options=())
     Needs CuPy's NVRTC (no driver, no GPU). The log carries ptxas' resource report
     (registers, spills, shared memory). Raises RuntimeError with the log on failure.
     """
+    return _nvrtc_compile(name, name_expressions, arch, extra_options, lambda nvrtc, prog: nvrtc.getProgramLog(prog))
+
+
+def compile_ptx(name: str, name_expressions, arch: str, extra_options=()) -> str:
+    """The PTX of ``cuda/<name>``'s ``name_expressions`` for ``arch``, compiled as
+    :func:`compile_ptx_report` does (no GPU): what instructions a variant carries."""
+    def read(nvrtc, prog):
+        ptx = nvrtc.getPTX(prog)
+        return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+    return _nvrtc_compile(name, name_expressions, arch, extra_options, read)
+
+
+def _nvrtc_compile(name: str, name_expressions, arch: str, extra_options, read):
+    """Compile ``cuda/<name>`` with NVRTC (ptxas' report on) and return ``read(nvrtc, program)``."""
     from cupy.cuda import nvrtc
 
     src = load_source(name)
@@ -256,6 +271,6 @@ def compile_ptx_report(name: str, name_expressions, arch: str, extra_options=())
             nvrtc.compileProgram(prog, opts)
         except nvrtc.NVRTCError as exc:
             raise RuntimeError(f"NVRTC failed on {name} for {arch}:\n{nvrtc.getProgramLog(prog)}") from exc
-        return nvrtc.getProgramLog(prog)
+        return read(nvrtc, prog)
     finally:
         nvrtc.destroyProgram(prog)

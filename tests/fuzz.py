@@ -11,10 +11,10 @@ float16/bfloat16 attention no worse than plain same-dtype math (``cuattn.precisi
 .plain_attention``) or within one unit roundoff, decode within one unit roundoff, gla within a
 few (or, where its sums cancel, within 16 float32 roundings of the reference on the inputs'
 magnitudes). On the GPU each decode case also draws the module settings (kernel, copy mechanism,
-P_lo packing, work stealing, even pieces, page prefetch, static first items) and is called twice
-with fresh lengths, so cached launch plans are exercised too. Every failure prints the case and
-its seed; exit status 1 if any. ``tests/test_fuzz.py`` runs a few seconds of it on the CPU in the
-test suite.
+P_lo packing, work stealing, even pieces, page prefetch, static first items, programmatic
+launches) and is called twice with fresh lengths, so cached launch plans are exercised too. Every
+failure prints the case and its seed; exit status 1 if any. ``tests/test_fuzz.py`` runs a few
+seconds of it on the CPU in the test suite.
 """
 
 from __future__ import annotations

@@ -151,21 +151,6 @@ def test_decode_static_first_compiles():
     _assert_spill_free(exprs, (mod.STATIC_FIRST_OPTION,), mod.STATIC_FIRST_OPTION)
 
 
-def _decode_ptx(exprs, options) -> str:
-    """The PTX of these decode.cu variants for sm_90a (NVRTC, no GPU)."""
-    from cupy.cuda import nvrtc
-
-    prog = nvrtc.createProgram(_cuda.load_source("decode.cu"), "decode.cu", [], [])
-    try:
-        for expr in exprs:
-            nvrtc.addNameExpression(prog, expr)
-        nvrtc.compileProgram(prog, [*_cuda.BASE_OPTIONS, "-arch=sm_90a", *options])
-        ptx = nvrtc.getPTX(prog)
-        return ptx.decode() if isinstance(ptx, bytes) else ptx
-    finally:
-        nvrtc.destroyProgram(prog)
-
-
 def test_decode_pdl_compiles():
     """Programmatic dependent launch (cuattn.decode.PDL, on by default: a compile option) of every
     persistent decode kernel variant, with and without the probe's early trigger: compiles for
@@ -179,7 +164,7 @@ def test_decode_pdl_compiles():
     pair = exprs[:1] + [e for e in exprs if e.startswith("decode_split_mma")][:1]
     for options, wait, launch in (((mod.PDL_OPTION,), True, False), ((mod.PDL_OPTION, trigger), True, True),
                                   ((), False, False)):
-        ptx = _decode_ptx(pair, options)
+        ptx = _cuda.compile_ptx("decode.cu", pair, "sm_90a", options)
         assert ("griddepcontrol.wait" in ptx) == wait, options
         assert ("griddepcontrol.launch_dependents" in ptx) == launch, options
 
