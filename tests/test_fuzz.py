@@ -23,22 +23,35 @@ def test_cpu_fuzz(op, rng):
 
 @pytest.mark.parametrize("op", list(fuzz.OPS))
 def test_fuzz_sees_a_wrong_result(op, monkeypatch, rng):
-    """The fuzz fails where a result is off by a few parts in a thousand (one key's weight lost
-    in a thousand keys is worse than that): each op's call is wrapped to perturb its output."""
+    """The fuzz fails nearly every case whose output is off by a few parts in a thousand (one key's
+    weight lost in a thousand keys is worse than that; bfloat16: 3e-2, a few of its roundings,
+    since its bounds are 1e-2): each op's call is wrapped to perturb its output by that much of its
+    largest magnitude (of 1 where the output is all zeros: gla with scale 0, decode of empty
+    caches), in alternating signs. Cases with large logits, held to plain same-dtype math, may
+    hide it (measured: 3 in 2700 attention cases, 3 in 980 decode cases, 0 in 6400 gla cases), so
+    of at least 30 cases run, nine in ten of those with an output must fail (the chance that more
+    hide: ~1e-6). (Until the 26th session 3e-3 everywhere and half of 10 cases: gla's bfloat16 and
+    scale-0 cases hid it, and CI failed on a draw where half did.)"""
     real = getattr(cuattn, op)
+    empty = []
 
     def off(*args, **kwargs):
         out = real(*args, **kwargs)
         o, rest = out[0], out[1:]
-        o = o + (np.abs(o).max(initial=0) * 3e-3 * np.sign(np.sin(np.arange(o.size)))).reshape(o.shape).astype(o.dtype)
+        empty.append(o.size == 0)
+        top = float(np.abs(o).max(initial=0)) or 1.0
+        size = 3e-2 if o.dtype == fuzz.BFLOAT16 else 3e-3
+        signs = 1.0 - 2.0 * (np.arange(o.size) % 2)
+        o = o + (top * size * signs).reshape(o.shape).astype(o.dtype)
         return (o, *rest)
 
     monkeypatch.setattr(cuattn, op, off)
     runs, failures = 0, []
-    while runs < 10:  # (a slow machine's first cases may take the whole second: compiles)
+    while runs < 30:  # (a slow machine's first cases may take the whole second: compiles)
         r, f = fuzz.fuzz([op], "cpu", 1.0, int(rng.integers(2**31)), out=lambda line: None)
         runs, failures = runs + r, failures + f
-    assert len(failures) > runs // 2, (runs, len(failures))
+    shown = runs - sum(empty)  # (on the CPU each case calls the op once)
+    assert shown >= 20 and len(failures) >= 0.9 * shown, (runs, shown, len(failures))
 
 
 @pytest.mark.parametrize("op", list(fuzz.OPS))
