@@ -10,7 +10,7 @@
 # and 2/2 in two calls, or TEST_JOBS=2: that many parts side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: decode's 696 GPU tests in 348 s, 20th
 # session), sanitize (compute-sanitizer memcheck and racecheck on the
-# tests/sanitize_*.py sweeps), bench-decode, bench-attention, bench-gla (flash-linear-attention from
+# tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention, bench-gla (flash-linear-attention from
 # .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
 # (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
@@ -123,9 +123,9 @@ for stage in "${stages[@]}"; do
                     "${targets[@]}" 2>&1 | tail -30 >>"$log"
             done ;;
         sanitize)
-            for op in attention decode gla; do
+            for op in ${SANITIZE_OPS:-attention decode gla}; do
                 for tool in memcheck racecheck; do
-                    echo "-- $tool $op" >>"$log"
+                    echo "-- $tool $op ($(date -u +%T))" >>"$log"
                     timeout "$(limit sanitize 300)" compute-sanitizer --tool "$tool" python3 "tests/sanitize_$op.py" 2>&1 \
                         | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | tail -20 >>"$log"  # the summary is last
                 done
