@@ -5,9 +5,11 @@ Runs everywhere CuPy's NVRTC is installed (the 'test' extra brings cupy-cuda13x[
 """
 
 import importlib
+import importlib.util
 import inspect
 import os
 import re
+import sys
 
 import pytest
 
@@ -158,7 +160,7 @@ def test_decode_pdl_compiles():
     griddepcontrol.launch_dependents only with -DCUATTN_DECODE_PDL_TRIGGER."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith(("decode_split_tma", "decode_split_mma"))]
-    trigger = "-DCUATTN_DECODE_PDL_TRIGGER"
+    trigger = mod.PDL_TRIGGER_OPTION
     _assert_spill_free(exprs, (mod.PDL_OPTION,), mod.PDL_OPTION)
     _assert_spill_free(exprs, (mod.PDL_OPTION, trigger), trigger)
     pair = exprs[:1] + [e for e in exprs if e.startswith("decode_split_mma")][:1]
@@ -169,20 +171,34 @@ def test_decode_pdl_compiles():
         assert ("griddepcontrol.launch_dependents" in ptx) == launch, options
 
 
-@pytest.mark.parametrize("options", [("-DCUATTN_DECODE_SKIP_MATH",), ("-DCUATTN_DECODE_SKIP_END",),
-                                     ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_SKIP_END"),
-                                     ("-DCUATTN_DECODE_SKIP_MATH", "-DCUATTN_DECODE_MMA_BULK"),
-                                     ("-DCUATTN_DECODE_TRACE",), ("-DCUATTN_DECODE_SC_FENCE",),
-                                     ("-DCUATTN_DECODE_LONE_PARTIAL",), ("-DCUATTN_DECODE_RELAXED_COUNT",),
-                                     ("-DCUATTN_DECODE_SKIP_COUNT",), ("-DCUATTN_DECODE_SERIAL_FINISH",),
-                                     ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=4",), ("-DCUATTN_DECODE_PIECE_IN_ORDER",),
-                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT",), ("-DCUATTN_DECODE_SKIP_MERGE",),
-                                     ("-DCUATTN_DECODE_MMA_P_HI_ONLY",),
-                                     ("-DCUATTN_DECODE_COUNT_NO_WAIT", "-DCUATTN_DECODE_RELAXED_COUNT"),
-                                     ("-DCUATTN_DECODE_MERGE_IN_FLIGHT=16", "-DCUATTN_DECODE_MERGE_VEC=4")])
+def _probe_builds():
+    """The compile options of benchmarks/decode_stream_probe.py's variants beyond the module's own
+    (each distinct tuple once, in the probe's order), and decode_probe.py --trace's: read from the
+    probe itself, so a variant added there is compiled here. The probe's imports (benchmarks/ on
+    sys.path: common.py, decode.py) are undone after it is read."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_stream_probe.py"
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    try:
+        spec = importlib.util.spec_from_file_location("_decode_stream_probe", path)
+        probe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(probe)
+        variants = probe.TMA_VARIANTS + probe.MMA_VARIANTS
+        base = len(probe.module.TMA_OPTIONS)
+    finally:
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - saved_modules:
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(path.parent)):
+                del sys.modules[name]
+    builds = [tuple(settings["TMA_OPTIONS"][base:]) for _, settings in variants if "TMA_OPTIONS" in settings]
+    return list(dict.fromkeys(builds + [("-DCUATTN_DECODE_TRACE",)]))
+
+
+@pytest.mark.parametrize("options", _probe_builds())
 def test_decode_probe_builds_compile(options):
-    """The probe builds of the persistent decode kernels (benchmarks/decode_stream_probe.py,
-    decode_probe.py --trace: timing only) compile for sm_90a, fp16 D 128, both kernels."""
+    """The probe builds of the persistent decode kernels (benchmarks/decode_stream_probe.py's
+    variants, decode_probe.py --trace: timing only) compile for sm_90a, fp16 D 128, both kernels."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [mod.split_expression("half_t", 128, 1, False, "tma"),
              mod.split_expression("half_t", 128, mod.MMA_ROWS, False, "mma", copy="cp.async"),
