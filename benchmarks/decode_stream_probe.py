@@ -56,7 +56,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "no pdl" (both kernels): cuattn.decode.PDL False, plain launches (the default since the 25th
   session: programmatic dependent launch, each call's kernel placed and set up while the previous
   call's ends, its reads and writes waiting for that one); "pdl trigger": also each block's
-  producer starting the next launch when it has no more tiles (-DCUATTN_DECODE_PDL_TRIGGER),
+  producer starting the next launch when it has no more tiles (-DCUATTN_DECODE_PDL_TRIGGER; lost
+  5-6% on one-block-per-SM rows, 25th session); "pdl trigger, own sms": cuattn.decode.PDL_TRIGGER,
+  the trigger and launches of one block per SM asking for half an SM's shared memory, so the next
+  launch's blocks cannot double up on SMs that finished early,
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
   one split per row group, then even pieces by the default rule),
 
@@ -126,7 +129,8 @@ MMA_VARIANTS = [
     ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
     ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
     ("no pdl", {"PDL": False}),
-    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_TRIGGER",)}),
+    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
+    ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -157,7 +161,8 @@ TMA_VARIANTS = [
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
     ("no pdl", {"PDL": False}),
-    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_PDL_TRIGGER",)}),
+    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
+    ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
 ]
 
 

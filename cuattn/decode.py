@@ -90,6 +90,15 @@ STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
 # 2.463 -> 2.552 (+3.6%), B 8 L 8192 2.767 -> 2.816 (+1.8%). False: plain launches.
 PDL = True
 PDL_OPTION = "-DCUATTN_DECODE_PDL"
+# Opt-in (a probe, 26th session, not yet measured): with PDL, each block's producer starts the next
+# launch once it has no more tiles to copy (-DCUATTN_DECODE_PDL_TRIGGER), so the next launch's blocks
+# are placed and set up while this one's consumers finish, and a launch of at most one block per SM
+# asks for SMEM_PER_SM // 2 bytes of shared memory (not its ~100 KB), so that no second block fits
+# beside it. The trigger alone (25th session, H100) lost 5-6% on the one-block-per-SM rows: the next
+# launch's blocks took the free second slots of SMs that were still streaming, and landed two to an
+# SM on those that had finished. With the padding each of them waits for an SM of its own.
+PDL_TRIGGER = False
+PDL_TRIGGER_OPTION = "-DCUATTN_DECODE_PDL_TRIGGER"
 MMA_COPIES = ("tensor", "cp.async")
 # (A third producer, one 1-d bulk copy per key row into rows padded by 16 bytes, was built in the
 # 16th session and removed in the 17th: 0.95 TB/s on B 1 32/8 where cp.async gives 4.09, the same
@@ -818,7 +827,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
-            PDL,
+            PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
@@ -1010,12 +1019,16 @@ class _DecodePlan:
                                     tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
                 self._maps = (None, None)
                 copy_arg = "tmaps"
-        split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
-        self.options = options  # (tests)
-        self.span = span  # (tests: even pieces in use)
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks
         blocks = min(grid, takes or items)
+        if PDL and PDL_TRIGGER:  # (probe) the next launch starts early, on SMs of its own
+            options += (PDL_TRIGGER_OPTION,)
+            if blocks <= props["num_sms"]:
+                smem = max(smem, SMEM_PER_SM // 2)
+        split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
+        self.options = options  # (tests)
+        self.span = span  # (tests: even pieces in use)
         counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)

@@ -109,6 +109,8 @@
 // (griddepcontrol.launch_dependents): measured slower where a launch has one block per SM (H100,
 // 25th session: B 1 32/32 -6%, B 1 32/8 and B 8 L 8192 -5%): the next launch's blocks take the
 // free second slots of SMs still running this one, two to an SM, and those SMs stream both.
+// (cuattn.decode.PDL_TRIGGER, opt-in: the trigger, with such launches asking for half an SM's
+// shared memory so that no second block fits beside them.)
 #if defined(CUATTN_DECODE_PDL) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define DECODE_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
 #else

@@ -693,23 +693,34 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
-def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel):
+@pytest.mark.parametrize("setting", ["PDL", "PDL_TRIGGER"])
+def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
     """PDL (programmatic dependent launch of the persistent kernels, the default) off, then on: the
     same bits over repeated calls with a failed value check between (one-item-per-SM and
     many-items-per-block plans, GQA and MHA, D 64 / 128 / 256, paged), and calls queued back to back
     on one plan, each on inputs of its own: a launch that begins while the one before it ends must
-    neither read nor write before that one is done (the same bits as each call alone)."""
+    neither read nor write before that one is done (the same bits as each call alone). The same for
+    PDL_TRIGGER (opt-in probe, PDL on: the next launch started early, and launches of one block
+    per SM asking for half an SM's shared memory: checked on its plans)."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     if cp.cuda.Device().compute_capability != "90":
         pytest.skip("the persistent kernels run on cc 9.0")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
     for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
                                         (2, 16, 4, 8192, 128, 256), (4, 16, 16, 3000, 256, 0)]:
         q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page)
-        out = opt_in_runs(cp, monkeypatch, "PDL", q, k, v, exact=True, **kw)
+        out = opt_in_runs(cp, monkeypatch, setting, q, k, v, exact=True, **kw)
         np.testing.assert_array_equal(out[False][0], out[True][0])
         np.testing.assert_array_equal(out[False][1], out[True][1])
-    monkeypatch.setattr(DECODE_MODULE, "PDL", True)
+    if setting == "PDL_TRIGGER":
+        sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+        launches = [plan.launches[0] for plan in DECODE_MODULE._PLANS.values()
+                    if DECODE_MODULE.PDL_TRIGGER_OPTION in getattr(plan, "options", ())]
+        assert any(launch.grid[0] <= sms for launch in launches) and any(launch.grid[0] > sms for launch in launches)
+        for launch in launches:
+            assert (launch.shared_mem >= DECODE_MODULE.SMEM_PER_SM // 2) == (launch.grid[0] <= sms), launch.grid
+    monkeypatch.setattr(DECODE_MODULE, setting, True)
     for b, hq, hkv, length, d in [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]:
         shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
         sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
