@@ -707,8 +707,10 @@ def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
     if cp.cuda.Device().compute_capability != "90":
         pytest.skip("the persistent kernels run on cc 9.0")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
+    # (1, 16, 16, 32768, 128): 8 splits of 4096 keys, 128 items, one block per SM (plan_persistent)
     for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
-                                        (2, 16, 4, 8192, 128, 256), (4, 16, 16, 3000, 256, 0)]:
+                                        (2, 16, 4, 8192, 128, 256), (4, 16, 16, 3000, 256, 0),
+                                        (1, 16, 16, 32768, 128, 0)]:
         q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page)
         out = opt_in_runs(cp, monkeypatch, setting, q, k, v, exact=True, **kw)
         np.testing.assert_array_equal(out[False][0], out[True][0])
