@@ -85,7 +85,8 @@ def get_kernel(name: str, expression: str, options: tuple = (), max_dynamic_smem
 
     One module is compiled per (file, expression, options): variants compile lazily, at first
     use, and CuPy caches the binary on disk. Kernels that need more than 48 KB of dynamic
-    shared memory get their limit raised here, once per device.
+    shared memory get their limit raised here (to the most any caller asked for), once per device
+    and limit.
     """
     return _kernel_on(require_cupy().cuda.Device().id, name, expression, tuple(options), max_dynamic_smem)
 
@@ -101,7 +102,10 @@ def _kernel_on(device_id: int, name: str, expression: str, options: tuple, max_d
              "by NVRTC, or loaded from CuPy's disk cache)", expression, name,
              " " + " ".join(options) if options else "", device_id, seconds)
     if max_dynamic_smem > 48 * 1024:
-        kernel.max_dynamic_shared_size_bytes = int(max_dynamic_smem)
+        # The limit is the module function's, shared by every entry of this cache that has the
+        # same (file, expression, options) and another limit (decode.PDL_TRIGGER pads some launches
+        # of a kernel, not others): raise it, never lower it under a launch that needs more.
+        kernel.max_dynamic_shared_size_bytes = max(int(max_dynamic_smem), int(kernel.max_dynamic_shared_size_bytes))
     return kernel
 
 

@@ -107,3 +107,30 @@ def test_kernel_first_use_is_logged(monkeypatch, caplog):
     assert len(records) == 2
     assert records[0][0] == logging.INFO and "k<1> (cuda/decode.cu -DX)" in records[0][1] and "2.5 s" in records[0][1]
     assert records[1][0] == logging.DEBUG and "g<2> (cuda/gla.cu)" in records[1][1] and "0.2 s" in records[1][1]
+
+
+def test_shared_memory_limit_only_rises(monkeypatch):
+    """Entries of the kernel cache with the same (file, expression, options) share the module's
+    function, and so its dynamic shared-memory limit: a later entry with a smaller limit must not
+    lower it under launches of the earlier one (decode.PDL_TRIGGER pads one-block-per-SM launches
+    of a kernel whose other launches ask for less); 48 KB and below leave it alone."""
+
+    class Function:  # one module function: what every get_function of it shares
+        max_dynamic_shared_size_bytes = 0
+
+    function = Function()
+
+    class Module:
+        def get_function(self, expression):
+            return function
+
+    monkeypatch.setattr(_cuda, "_module", lambda name, exprs, options: Module())
+    _cuda._kernel_on.cache_clear()
+    try:
+        limits = []
+        for smem in (116736, 107592, 40000, 120000, 100000):
+            _cuda._kernel_on(0, "decode.cu", "k<1>", ("-DX",), smem)
+            limits.append(function.max_dynamic_shared_size_bytes)
+    finally:
+        _cuda._kernel_on.cache_clear()
+    assert limits == [116736, 116736, 116736, 120000, 120000]
