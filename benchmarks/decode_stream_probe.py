@@ -59,7 +59,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   producer starting the next launch when it has no more tiles (-DCUATTN_DECODE_PDL_TRIGGER; lost
   5-6% on one-block-per-SM rows, 25th session); "pdl trigger, own sms": cuattn.decode.PDL_TRIGGER,
   the trigger and launches of one block per SM asking for half an SM's shared memory, so the next
-  launch's blocks cannot double up on SMs that finished early,
+  launch's blocks cannot double up on SMs that finished early; "steal": cuattn.decode.STEAL (work
+  stealing: the ragged ends of one-item-per-SM launches), and with the trigger ("pdl trigger, own
+  sms, steal": the head and the tail of the launch both shortened),
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
   one split per row group, then even pieces by the default rule),
 
@@ -131,6 +133,8 @@ MMA_VARIANTS = [
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
+    ("steal", {"STEAL": True}),
+    ("pdl trigger, own sms, steal", {"PDL_TRIGGER": True, "STEAL": True}),
 ]
 TMA_VARIANTS = [
     ("default", {}),
@@ -163,6 +167,8 @@ TMA_VARIANTS = [
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
+    ("steal", {"STEAL": True}),
+    ("pdl trigger, own sms, steal", {"PDL_TRIGGER": True, "STEAL": True}),
 ]
 
 
