@@ -630,7 +630,7 @@ DECODE_CONSTANTS = {"HEAD_DIMS", "KERNELS", "LOG2E", "MAX_GRID_Z", "MAX_HEAD_DIM
                     "MMA_HEAD_DIMS", "MMA_ROWS", "MMA_TILE_KEYS", "MMA_TYPES", "PERSISTENT_MAX_KEYS",
                     "RING_STAGE_EXTRA", "ROWS", "SMEM_PER_SM", "TMA_TILE_BYTES", "TYPE_NAMES", "VALIDATE_EXPRESSION",
                     "MMA_PACK_LO_OPTION", "PAGE_PREFETCH_OPTION", "STATIC_FIRST_OPTION",
-                    "PDL_OPTION"}
+                    "PDL_OPTION", "PDL_TRIGGER_OPTION"}
 
 
 def test_plan_key_covers_every_setting(monkeypatch):
