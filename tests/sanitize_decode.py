@@ -11,7 +11,7 @@ with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the regist
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
 checks: STATIC_FIRST) and with plain launches (fp16 and the failed value checks: PDL False;
-the default launches are programmatic), and the tensor-core kernel again with its cp.async producer
+the default launches are programmatic) and with the opt-in early trigger (fp16: PDL_TRIGGER), and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
 producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
@@ -85,6 +85,9 @@ def main():
             runs.append(sweep(rng, kernel + "+no-pdl", (np.float16,)))
             failures += bad_values(kernel)
             decode_module.PDL = True
+            decode_module.PDL_TRIGGER = True  # opt-in: the early trigger, one-block-per-SM launches padded
+            runs.append(sweep(rng, kernel + "+pdl-trigger", (np.float16,)))
+            decode_module.PDL_TRIGGER = False
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]
