@@ -11,7 +11,8 @@ with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the regist
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
 checks: STATIC_FIRST) and with plain launches (fp16 and the failed value checks: PDL False;
-the default launches are programmatic) and with the opt-in early trigger (fp16: PDL_TRIGGER), and the tensor-core kernel again with its cp.async producer
+the default launches are programmatic) and with the opt-in early trigger (fp16: PDL_TRIGGER),
+and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
 producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
@@ -69,6 +70,14 @@ def main():
         finally:
             decode_module.EVEN_SPLIT, decode_module.EVEN_MIN_KEYS, decode_module.EVEN_PIECES = None, 4096, None
 
+    def setting(rng, kernel, name, value, label, check_values):  # one module setting's fp16 sweep (and value checks)
+        saved = getattr(decode_module, name)
+        setattr(decode_module, name, value)
+        try:
+            return sweep(rng, kernel + label, (np.float16,)), bad_values(kernel) if check_values else 0
+        finally:
+            setattr(decode_module, name, saved)
+
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
@@ -77,17 +86,13 @@ def main():
         runs = [sweep(rng, kernel)]
         if kernel != "regs":
             runs += [stealing(rng, kernel), even(rng, kernel)]
-            decode_module.STATIC_FIRST = True  # block i's first item i, the counter the rest (opt-in)
-            runs.append(sweep(rng, kernel + "+static", (np.float16,)))
-            failures += bad_values(kernel)
-            decode_module.STATIC_FIRST = False
-            decode_module.PDL = False  # plain launches (the default: programmatic dependent launches)
-            runs.append(sweep(rng, kernel + "+no-pdl", (np.float16,)))
-            failures += bad_values(kernel)
-            decode_module.PDL = True
-            decode_module.PDL_TRIGGER = True  # opt-in: the early trigger, one-block-per-SM launches padded
-            runs.append(sweep(rng, kernel + "+pdl-trigger", (np.float16,)))
-            decode_module.PDL_TRIGGER = False
+            for name, value, label, check_values in (
+                    ("STATIC_FIRST", True, "+static", True),  # block i's first item i, the counter the rest (opt-in)
+                    ("PDL", False, "+no-pdl", True),  # plain launches (the default: programmatic dependent launches)
+                    ("PDL_TRIGGER", True, "+pdl-trigger", False)):  # opt-in: early trigger, padded launches
+                run, bad = setting(rng, kernel, name, value, label, check_values)
+                runs.append(run)
+                failures += bad
         if kernel == "mma":  # the cp.async producer, alone and stealing
             decode_module.MMA_COPY = "cp.async"
             runs += [sweep(rng, "mma+cp.async", (np.float16, BFLOAT16)), stealing(rng, "mma+cp.async")]
