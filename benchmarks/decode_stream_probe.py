@@ -104,6 +104,13 @@ P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V pr
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
+LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
+    ("no pdl", {"PDL": False}),
+    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
+    ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
+    ("steal", {"STEAL": True}),
+    ("pdl trigger, own sms, steal", {"PDL_TRIGGER": True, "STEAL": True}),
+]
 MMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"MMA_STAGES": 4}),
@@ -130,12 +137,7 @@ MMA_VARIANTS = [
     ("l2 128", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[128]}),
     ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
     ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
-    ("no pdl", {"PDL": False}),
-    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
-    ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
-    ("steal", {"STEAL": True}),
-    ("pdl trigger, own sms, steal", {"PDL_TRIGGER": True, "STEAL": True}),
-]
+] + LAUNCH_VARIANTS
 TMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"TMA_STAGES": 4}),
@@ -164,12 +166,7 @@ TMA_VARIANTS = [
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
-    ("no pdl", {"PDL": False}),
-    ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
-    ("pdl trigger, own sms", {"PDL_TRIGGER": True}),
-    ("steal", {"STEAL": True}),
-    ("pdl trigger, own sms, steal", {"PDL_TRIGGER": True, "STEAL": True}),
-]
+] + LAUNCH_VARIANTS
 
 
 def apply(settings: dict, saved: dict):
