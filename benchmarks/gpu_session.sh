@@ -10,8 +10,8 @@
 # and 2/2 in two calls, or TEST_JOBS=2: that many parts side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: decode's 696 GPU tests in 348 s, 20th
 # session), sanitize (compute-sanitizer memcheck and racecheck on the
-# tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention, bench-gla (flash-linear-attention from
-# .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
+# tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention,
+# bench-gla (flash-linear-attention from .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
 # (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
 # per-item timelines of the persistent kernels), timeline-decode (benchmarks/decode_timeline.py:
