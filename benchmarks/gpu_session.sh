@@ -5,7 +5,7 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
-# some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order: decode's 603
+# some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order ("1,3,4/4": those parts): decode's 603
 # GPU tests take ~570 s on a fresh H200, over one call's limit, so run TEST_OPS=decode TEST_SHARD=1/2
 # and 2/2 in two calls, or TEST_JOBS=2: that many parts side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: decode's 696 GPU tests in 348 s, 20th
@@ -92,11 +92,13 @@ for stage in "${stages[@]}"; do
                 echo "-- $op ${TEST_SHARD:-}" >>"$log"
                 targets=("tests/test_${op}"*.py)
                 if [ -n "${TEST_SHARD:-}" ]; then  # part i of n of the op's GPU tests (in collection order)
-                    i=${TEST_SHARD%/*} n=${TEST_SHARD#*/}
+                    n=${TEST_SHARD#*/} shard_parts=${TEST_SHARD%/*}
                     collect_ids "$OUT/ids_$op.txt" "${targets[@]}"
-                    per=$(per_part "$OUT/ids_$op.txt" "$n")
-                    readarray -t targets < <(part_of "$OUT/ids_$op.txt" "$i" "$n")
-                    echo "   tests $(( (i - 1) * per + 1 ))..$(( (i - 1) * per + ${#targets[@]} )) of $(wc -l <"$OUT/ids_$op.txt")" >>"$log"
+                    targets=()
+                    for i in ${shard_parts//,/ }; do  # "1,3,4/4": parts 1, 3 and 4 of 4
+                        readarray -t -O ${#targets[@]} targets < <(part_of "$OUT/ids_$op.txt" "$i" "$n")
+                    done
+                    echo "   parts $shard_parts of $n: ${#targets[@]} of $(wc -l <"$OUT/ids_$op.txt") tests" >>"$log"
                     [ ${#targets[@]} -eq 0 ] && continue
                 fi
                 jobs=${TEST_JOBS:-1}
@@ -110,7 +112,8 @@ for stage in "${stages[@]}"; do
                         readarray -t part < <(part_of "$OUT/jobs_$op.txt" "$j" "$jobs")
                         [ ${#part[@]} -eq 0 ] && continue
                         timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
-                            "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 &
+                            "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 \
+                            || echo "   PART $j OF $jobs ENDED WITH EXIT $? (124: timed out)" >>"$OUT/job_${op}_$j.txt" &
                     done
                     wait
                     for j in $(seq 1 "$jobs"); do
@@ -119,8 +122,8 @@ for stage in "${stages[@]}"; do
                     rm -f "$OUT/jobs_$op.txt"
                     continue
                 fi
-                timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
-                    "${targets[@]}" 2>&1 | tail -30 >>"$log"
+                { timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
+                    "${targets[@]}" 2>&1 || echo "   ENDED WITH EXIT $? (124: timed out)"; } | tail -30 >>"$log"
             done ;;
         sanitize)
             for op in ${SANITIZE_OPS:-attention decode gla}; do
