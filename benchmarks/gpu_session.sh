@@ -32,7 +32,8 @@
 # cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), l2-prefetch
 # (the stream probe of the tensor-core kernel's cp.async copies with L2 prefetch-size hints), fuzz
 # (tests/fuzz.py on the GPU: random shapes, layouts, dtypes and decode settings against the float64
-# reference, FUZZ_SECONDS per op), power (benchmarks/decode_power.py: SM clock, power and throttle
+# reference, FUZZ_SECONDS per op), pdl-steps (tests/pdl_steps.py: the programmatic-launch test's steps with
+# PDL_TRIGGER, each waited for with a deadline, PDL_KERNELS="mma,tma"), power (benchmarks/decode_power.py: SM clock, power and throttle
 # reasons sampled while each implementation runs back to back: does the consumers' math cost clock?), layouts
 # (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
@@ -178,6 +179,8 @@ for stage in "${stages[@]}"; do
         l2-prefetch)  # the cp.async producer with PTX's L2 prefetch-size hint (22nd session's probe option)
             timeout "$(limit l2-prefetch 400)" python3 benchmarks/decode_stream_probe.py \
                 --variants "l2 128/l2 256/no math/l2 256, no math" --out "$OUT" >"$log" 2>&1 ;;
+        pdl-steps)  # test_gpu_programmatic_launch's steps, each with a deadline: a hang (where) or a slow test?
+            timeout "$(limit pdl-steps 300)" python3 tests/pdl_steps.py --kernels "${PDL_KERNELS:-mma,tma}" >"$log" 2>&1 ;;
         fuzz)  # random cases of every op against the float64 reference (tests/fuzz.py), FUZZ_SECONDS per op
             timeout "$(limit fuzz 400)" python3 tests/fuzz.py --device cuda --seconds "${FUZZ_SECONDS:-90}" >"$log" 2>&1 ;;
         power) timeout "$(limit power 200)" python3 benchmarks/decode_power.py --out "$OUT" >"$log" 2>&1 ;;

@@ -1,0 +1,105 @@
+"""test_gpu_programmatic_launch's steps one at a time, each waited for with a deadline: tells a
+launch that hangs (and at which step) from a test that is only slow.
+
+    python tests/pdl_steps.py                      # PDL_TRIGGER on, every persistent kernel
+    python tests/pdl_steps.py --kernels mma --setting PDL --deadline 30
+
+For each kernel, the setting off then on: the test's plans (one-item-per-SM and many-items-per-block,
+GQA and MHA, D 64 / 128 / 256, paged, one block per SM), each called, then a call that fails its
+value check, then again (the same bits as the first); then calls queued back to back on one plan.
+Every call is waited for by polling the stream (not a blocking synchronize): a step past
+--deadline seconds prints "HANG at ..." and the process exits 3 (the kernel may still spin on the
+GPU: end the process). Each step's wait is printed, the first of a plan with its NVRTC compile.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cupy as cp  # noqa: E402
+
+import cuattn  # noqa: E402
+import cuattn.decode  # noqa: E402,F401
+from helpers import draw, to_paged  # noqa: E402
+
+DECODE_MODULE = sys.modules["cuattn.decode"]
+# (b, hq, hkv, length, d, page): the plans of test_gpu_programmatic_launch
+PLANS = [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0), (2, 16, 4, 8192, 128, 256),
+         (4, 16, 16, 3000, 256, 0), (1, 16, 16, 32768, 128, 0)]
+QUEUED = [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]
+
+
+def wait(label, deadline):
+    """Poll the current stream until its work is done; exit 3 past `deadline` seconds."""
+    stream, start = cp.cuda.get_current_stream(), time.perf_counter()
+    while not stream.done:
+        if time.perf_counter() - start > deadline:
+            print(f"HANG at {label}: not done after {deadline:.0f} s", flush=True)
+            os._exit(3)
+        time.sleep(0.001)
+    print(f"  {label:<64} {time.perf_counter() - start:8.3f} s", flush=True)
+
+
+def plan_steps(rng, label, shape, deadline):
+    """One plan: a call, a call that fails its value check, the call again; False if the bits differ."""
+    b, hq, hkv, length, d, page = shape
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+    q, k, v = cp.asarray(q), cp.asarray(k), cp.asarray(v)
+    o, lse = cuattn.decode(q, k, v, return_lse=True, **dev)
+    wait(f"{label} {shape} call", deadline)
+    try:
+        cuattn.decode(q, k, v, return_lse=True, **dict(dev, cache_seqlens=np.full(b, length + 1, np.int32)))
+        print(f"  {label} {shape}: the bad lengths were not refused", flush=True)
+        return False
+    except ValueError:
+        pass
+    wait(f"{label} {shape} failed value check", deadline)
+    again, again_lse = cuattn.decode(q, k, v, return_lse=True, **dev)
+    wait(f"{label} {shape} again", deadline)
+    return bool((again == o).all()) and bool((again_lse == lse).all())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernels", default="tma,mma", help="persistent split kernels (cuattn.decode.KERNELS)")
+    parser.add_argument("--setting", default="PDL_TRIGGER", choices=("PDL", "PDL_TRIGGER"))
+    parser.add_argument("--deadline", type=float, default=60.0, help="seconds a step may take (compiles included)")
+    args = parser.parse_args()
+    if cp.cuda.Device().compute_capability != "90":
+        sys.exit("the persistent kernels' programmatic launches run on cc 9.0")
+    differ = 0
+    for kernel in args.kernels.split(","):
+        DECODE_MODULE.KERNEL = kernel
+        rng = np.random.default_rng(0)
+        for value in (False, True):
+            setattr(DECODE_MODULE, args.setting, value)
+            label = f"{kernel} {args.setting}={value}"
+            for shape in PLANS:
+                if not plan_steps(rng, label, shape, args.deadline):
+                    print(f"  {label} {shape}: the repeated call gave other bits", flush=True)
+                    differ += 1
+            for b, hq, hkv, length, d in QUEUED:
+                shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
+                sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
+                for i in range(12):
+                    cuattn.decode(*sets[i % 3], alibi_slopes="default", return_lse=True)
+                wait(f"{label} 12 queued calls {(b, hq, hkv, length, d)}", args.deadline)
+    print(f"done: no step hung; {differ} plans gave other bits when repeated")
+    sys.exit(1 if differ else 0)
+
+
+if __name__ == "__main__":
+    main()
