@@ -7,7 +7,7 @@
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
 # some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order ("1,3,4/4": those parts): decode's 603
 # GPU tests take ~570 s on a fresh H200, over one call's limit, so run TEST_OPS=decode TEST_SHARD=1/2
-# and 2/2 in two calls, or TEST_JOBS=2: that many parts side by side on the one GPU, each its own pytest
+# and 2/2 in two calls, or TEST_JOBS=2: that many parts (every second test, ...) side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: decode's 696 GPU tests in 348 s, 20th
 # session), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention,
@@ -110,7 +110,10 @@ for stage in "${stages[@]}"; do
                         collect_ids "$OUT/jobs_$op.txt" "${targets[@]}"
                     fi
                     for j in $(seq 1 "$jobs"); do
-                        readarray -t part < <(part_of "$OUT/jobs_$op.txt" "$j" "$jobs")
+                        # every jobs-th test from the j-th: the slow long-context tests, which come
+                        # together in collection order, spread over the parts (the 27th session's
+                        # consecutive parts ran 196-450 s)
+                        readarray -t part < <(awk -v n="$jobs" -v j="$j" 'NR % n == j % n' "$OUT/jobs_$op.txt")
                         [ ${#part[@]} -eq 0 ] && continue
                         timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
                             "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 \
