@@ -9,7 +9,8 @@ GQA and MHA, D 64 / 128 / 256, paged, one block per SM), each called, then a cal
 value check, then again (the same bits as the first); then calls queued back to back on one plan.
 Every call is waited for by polling the stream (not a blocking synchronize): a step past
 --deadline seconds prints "HANG at ..." and the process exits 3 (the kernel may still spin on the
-GPU: end the process). Each step's wait is printed, the first of a plan with its NVRTC compile.
+GPU: end the process). Each step's time is printed (host and GPU; a plan's first call with its
+NVRTC compile, so keep the deadline above a compile).
 """
 
 import argparse
@@ -36,15 +37,17 @@ PLANS = [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 6
 QUEUED = [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]
 
 
-def wait(label, deadline):
-    """Poll the current stream until its work is done; exit 3 past `deadline` seconds."""
-    stream, start = cp.cuda.get_current_stream(), time.perf_counter()
+def wait(label, start, deadline):
+    """Poll the current stream until its work is done; exit 3 once `deadline` seconds have passed
+    since `start` (time.perf_counter() before the step's calls: the host's part, compiles included,
+    counts too)."""
+    stream = cp.cuda.get_current_stream()
     while not stream.done:
         if time.perf_counter() - start > deadline:
             print(f"HANG at {label}: not done after {deadline:.0f} s", flush=True)
             os._exit(3)
         time.sleep(0.001)
-    print(f"  {label:<64} {time.perf_counter() - start:8.3f} s", flush=True)
+    print(f"  {label:<72} {time.perf_counter() - start:8.3f} s", flush=True)
 
 
 def plan_steps(rng, label, shape, deadline):
@@ -58,17 +61,20 @@ def plan_steps(rng, label, shape, deadline):
         k, v, kw["block_table"] = to_paged(rng, k, v, page)
     dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
     q, k, v = cp.asarray(q), cp.asarray(k), cp.asarray(v)
+    start = time.perf_counter()
     o, lse = cuattn.decode(q, k, v, return_lse=True, **dev)
-    wait(f"{label} {shape} call", deadline)
+    wait(f"{label} {shape} call", start, deadline)
+    start = time.perf_counter()
     try:
         cuattn.decode(q, k, v, return_lse=True, **dict(dev, cache_seqlens=np.full(b, length + 1, np.int32)))
         print(f"  {label} {shape}: the bad lengths were not refused", flush=True)
         return False
     except ValueError:
         pass
-    wait(f"{label} {shape} failed value check", deadline)
+    wait(f"{label} {shape} failed value check", start, deadline)
+    start = time.perf_counter()
     again, again_lse = cuattn.decode(q, k, v, return_lse=True, **dev)
-    wait(f"{label} {shape} again", deadline)
+    wait(f"{label} {shape} again", start, deadline)
     return bool((again == o).all()) and bool((again_lse == lse).all())
 
 
@@ -94,9 +100,10 @@ def main():
             for b, hq, hkv, length, d in QUEUED:
                 shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
                 sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
+                start = time.perf_counter()
                 for i in range(12):
                     cuattn.decode(*sets[i % 3], alibi_slopes="default", return_lse=True)
-                wait(f"{label} 12 queued calls {(b, hq, hkv, length, d)}", args.deadline)
+                wait(f"{label} 12 queued calls {(b, hq, hkv, length, d)}", start, args.deadline)
     print(f"done: no step hung; {differ} plans gave other bits when repeated")
     sys.exit(1 if differ else 0)
 
