@@ -4,7 +4,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh                 # every stage
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
-# Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; TEST_OPS="decode" for
+# Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; a part cut off by its time
+# limit names the test it was in; $OUT/watchdog_<op>*: each test's start, and the stacks of one running
+# over TEST_WATCHDOG seconds (120), every so often: tests/conftest.py; TEST_OPS="decode" for
 # some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order ("1,3,4/4": those parts): decode's 603
 # GPU tests take ~570 s on a fresh H200, over one call's limit, so run TEST_OPS=decode TEST_SHARD=1/2
 # and 2/2 in two calls, or TEST_JOBS=2: that many parts (every second test, ...) side by side on the one GPU, each its own pytest
@@ -65,6 +67,12 @@ collect_ids() {  # collect_ids FILE TARGETS...: the GPU test ids of TARGETS, one
     rm -f "$file.raw"
 }
 
+last_test() {  # last_test PATH: ", in <the last test started>" from tests/conftest.py's watchdog files PATH.<pid>
+    local last
+    last=$(cat "$1".* 2>/dev/null | grep -E '^[0-9]{2}:[0-9]{2}:[0-9]{2} tests/' | tail -1)
+    [ -n "$last" ] && echo ", in the test started at $last"
+}
+
 per_part() {  # per_part FILE N: lines of FILE a part when cut into N consecutive parts
     echo $(( ($(wc -l <"$1") + $2 - 1) / $2 ))
 }
@@ -102,7 +110,7 @@ for stage in "${stages[@]}"; do
                     echo "   parts $shard_parts of $n: ${#targets[@]} of $(wc -l <"$OUT/ids_$op.txt") tests" >>"$log"
                     [ ${#targets[@]} -eq 0 ] && continue
                 fi
-                jobs=${TEST_JOBS:-1}
+                jobs=${TEST_JOBS:-1} watch=${TEST_WATCHDOG:-120}
                 if [ "$jobs" -gt 1 ] && [ ${#targets[@]} -gt 0 ]; then  # parts side by side on the one GPU
                     if [ -n "${TEST_SHARD:-}" ]; then  # targets are the shard's test ids already
                         printf '%s\n' "${targets[@]}" >"$OUT/jobs_$op.txt"
@@ -115,9 +123,11 @@ for stage in "${stages[@]}"; do
                         # consecutive parts ran 196-450 s)
                         readarray -t part < <(awk -v n="$jobs" -v j="$j" 'NR % n == j % n' "$OUT/jobs_$op.txt")
                         [ ${#part[@]} -eq 0 ] && continue
-                        timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 \
-                            "${part[@]}" >"$OUT/job_${op}_$j.txt" 2>&1 \
-                            || echo "   PART $j OF $jobs ENDED WITH EXIT $? (124: timed out)" >>"$OUT/job_${op}_$j.txt" &
+                        CUATTN_TEST_WATCHDOG="$watch:$OUT/watchdog_${op}_$j" timeout "$(limit tests 400)" \
+                            python3 -m pytest -m gpu -q -p no:cacheprovider --durations=5 "${part[@]}" \
+                            >"$OUT/job_${op}_$j.txt" 2>&1 \
+                            || echo "   PART $j OF $jobs ENDED WITH EXIT $? (124: timed out)$(last_test "$OUT/watchdog_${op}_$j")" \
+                            >>"$OUT/job_${op}_$j.txt" &
                     done
                     wait
                     for j in $(seq 1 "$jobs"); do
@@ -126,8 +136,9 @@ for stage in "${stages[@]}"; do
                     rm -f "$OUT/jobs_$op.txt"
                     continue
                 fi
-                { timeout "$(limit tests 400)" python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 \
-                    "${targets[@]}" 2>&1 || echo "   ENDED WITH EXIT $? (124: timed out)"; } | tail -30 >>"$log"
+                { CUATTN_TEST_WATCHDOG="$watch:$OUT/watchdog_$op" timeout "$(limit tests 400)" \
+                    python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 "${targets[@]}" 2>&1 \
+                    || echo "   ENDED WITH EXIT $? (124: timed out)$(last_test "$OUT/watchdog_$op")"; } | tail -30 >>"$log"
             done ;;
         sanitize)
             for op in ${SANITIZE_OPS:-attention decode gla}; do

@@ -1,7 +1,9 @@
 """Shared test fixtures: fresh random inputs, GPU skipping, error measures."""
 
+import faulthandler
 import os
 import secrets
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +25,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """CUATTN_TEST_WATCHDOG="SECONDS:PATH" (benchmarks/gpu_session.sh sets it): each test's id and
+    start time go to PATH.<pid>, and every SECONDS a test runs on, the stacks of all threads too, so
+    a test run cut off by a time limit still says which test it was in and where."""
+    watchdog = os.environ.get("CUATTN_TEST_WATCHDOG")
+    if not watchdog:
+        yield
+        return
+    seconds, path = watchdog.split(":", 1)
+    with open(f"{path}.{os.getpid()}", "a") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} {item.nodeid}\n")
+        log.flush()
+        faulthandler.dump_traceback_later(float(seconds), repeat=True, file=log)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
