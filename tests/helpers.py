@@ -69,9 +69,24 @@ def to_paged(rng, k, v, page_size):
     return cuattn.paged_cache(k, v, page_size, seed=rng)
 
 
+def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
+    """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
+    default slopes, paged with pages of `page` keys where page > 0 (length a whole number of
+    pages): (q, k, v, decode keywords)."""
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if zero_row:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    return q, k, v, kw
+
+
 def broken_page_cases(items):
     """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through
-    test_decode_gpu.py's ``ragged_inputs``) for pages of a length that is not a whole number of
+    ``ragged_inputs``) for pages of a length that is not a whole number of
     pages.
 
     Those tests are GPU tests: on a machine without a GPU they are skipped before their setup runs,

@@ -28,13 +28,10 @@ import cupy as cp  # noqa: E402
 
 import cuattn  # noqa: E402
 import cuattn.decode  # noqa: E402,F401
-from helpers import draw, to_paged  # noqa: E402
+from helpers import draw, ragged_inputs  # noqa: E402
+from test_decode_gpu import PDL_PLANS, PDL_QUEUED  # noqa: E402
 
 DECODE_MODULE = sys.modules["cuattn.decode"]
-# (b, hq, hkv, length, d, page): the plans of test_gpu_programmatic_launch
-PLANS = [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0), (2, 16, 4, 8192, 128, 256),
-         (4, 16, 16, 3000, 256, 0), (1, 16, 16, 32768, 128, 0)]
-QUEUED = [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]
 
 
 def wait(label, start, deadline):
@@ -52,13 +49,8 @@ def wait(label, start, deadline):
 
 def plan_steps(rng, label, shape, deadline):
     """One plan: a call, a call that fails its value check, the call again; False if the bits differ."""
-    b, hq, hkv, length, d, page = shape
-    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    b, length = shape[0], shape[3]
+    q, k, v, kw = ragged_inputs(rng, *shape)
     dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
     q, k, v = cp.asarray(q), cp.asarray(k), cp.asarray(v)
     start = time.perf_counter()
@@ -93,11 +85,11 @@ def main():
         for value in (False, True):
             setattr(DECODE_MODULE, args.setting, value)
             label = f"{kernel} {args.setting}={value}"
-            for shape in PLANS:
+            for shape in PDL_PLANS:
                 if not plan_steps(rng, label, shape, args.deadline):
                     print(f"  {label} {shape}: the repeated call gave other bits", flush=True)
                     differ += 1
-            for b, hq, hkv, length, d in QUEUED:
+            for b, hq, hkv, length, d in PDL_QUEUED:
                 shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
                 sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
                 start = time.perf_counter()

@@ -17,8 +17,8 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, poison, rel_error,
-                     to_paged)
+from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, poison, ragged_inputs,
+                     rel_error, to_paged)
 
 pytestmark = pytest.mark.gpu
 
@@ -636,21 +636,6 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     assert_counters_zero(cp)
 
 
-def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
-    """fp16 q, k, v of one query token with ragged lengths (row 0 full; row 1 empty with zero_row),
-    default slopes, paged with pages of `page` keys where page > 0 (length a whole number of
-    pages): (q, k, v, decode keywords)."""
-    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(0, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if zero_row:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    return q, k, v, kw
-
-
 def opt_in_runs(cp, monkeypatch, name, q, k, v, exact, **kw):
     """DECODE_MODULE.<name> off, then on: each on the float64 reference, a failed value check in
     between (the next call is right again), and the repeated call the same bits where `exact`;
@@ -693,6 +678,14 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
+# test_gpu_programmatic_launch's plans (b, hq, hkv, length, d, page) and queued calls (b, hq, hkv,
+# length, d); tests/pdl_steps.py runs the same steps one at a time. (1, 16, 16, 32768, 128): 8 splits
+# of 4096 keys, 128 items, one block per SM (plan_persistent)
+PDL_PLANS = [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0), (2, 16, 4, 8192, 128, 256),
+             (4, 16, 16, 3000, 256, 0), (1, 16, 16, 32768, 128, 0)]
+PDL_QUEUED = [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]
+
+
 @pytest.mark.parametrize("setting", ["PDL", "PDL_TRIGGER"])
 def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
     """PDL (programmatic dependent launch of the persistent kernels, the default) off, then on: the
@@ -707,10 +700,7 @@ def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
     if cp.cuda.Device().compute_capability != "90":
         pytest.skip("the persistent kernels run on cc 9.0")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})  # (only this test's plans below)
-    # (1, 16, 16, 32768, 128): 8 splits of 4096 keys, 128 items, one block per SM (plan_persistent)
-    for b, hq, hkv, length, d, page in [(1, 32, 8, 33001, 128, 0), (24, 32, 8, 4096, 128, 0), (3, 8, 8, 5000, 64, 0),
-                                        (2, 16, 4, 8192, 128, 256), (4, 16, 16, 3000, 256, 0),
-                                        (1, 16, 16, 32768, 128, 0)]:
+    for b, hq, hkv, length, d, page in PDL_PLANS:
         q, k, v, kw = ragged_inputs(rng, b, hq, hkv, length, d, page)
         out = opt_in_runs(cp, monkeypatch, setting, q, k, v, exact=True, **kw)
         np.testing.assert_array_equal(out[False][0], out[True][0])
@@ -723,7 +713,7 @@ def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
         for launch in launches:
             assert (launch.shared_mem >= DECODE_MODULE.SMEM_PER_SM // 2) == (launch.grid[0] <= sms), launch.grid
     monkeypatch.setattr(DECODE_MODULE, setting, True)
-    for b, hq, hkv, length, d in [(1, 32, 8, 20000, 128), (16, 16, 16, 2048, 128), (8, 8, 2, 4100, 64)]:
+    for b, hq, hkv, length, d in PDL_QUEUED:
         shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
         sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
         alone = []
