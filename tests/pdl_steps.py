@@ -58,7 +58,7 @@ def plan_steps(rng, label, shape, deadline):
     wait(f"{label} {shape} call", start, deadline)
     start = time.perf_counter()
     try:
-        cuattn.decode(q, k, v, return_lse=True, **dict(dev, cache_seqlens=np.full(b, length + 1, np.int32)))
+        cuattn.decode(q, k, v, return_lse=True, **dict(dev, cache_seqlens=cp.full(b, length + 1, cp.int32)))
         print(f"  {label} {shape}: the bad lengths were not refused", flush=True)
         return False
     except ValueError:
