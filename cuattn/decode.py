@@ -90,8 +90,9 @@ STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
 # 2.463 -> 2.552 (+3.6%), B 8 L 8192 2.767 -> 2.816 (+1.8%). False: plain launches.
 PDL = True
 PDL_OPTION = "-DCUATTN_DECODE_PDL"
-# Opt-in (a probe, 26th session, not yet measured): with PDL, each block's producer starts the next
-# launch once it has no more tiles to copy (-DCUATTN_DECODE_PDL_TRIGGER), so the next launch's blocks
+# Opt-in (26th session; H100, 28th session: +0.0 to +0.9% on every decode.py row, README): with
+# PDL, each block's producer starts the next launch once it has no more tiles to copy
+# (-DCUATTN_DECODE_PDL_TRIGGER), so the next launch's blocks
 # are placed and set up while this one's consumers finish, and a launch of at most one block per SM
 # asks for SMEM_PER_SM // 2 bytes of shared memory (not its ~100 KB), so that no second block fits
 # beside it. The trigger alone (25th session, H100) lost 5-6% on the one-block-per-SM rows: the next
