@@ -84,6 +84,18 @@ def ragged_inputs(rng, b, hq, hkv, length, d, page, zero_row=False):
     return q, k, v, kw
 
 
+def on_device(cp, kw):
+    """The keyword arguments `kw` with their NumPy arrays copied to the GPU (CuPy), the rest as they are."""
+    return {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+
+
+def queued_sets(cp, rng, b, hq, hkv, length, d, count=3):
+    """`count` fp16 (q, k, v) of one query token on the GPU, each drawn afresh: inputs of decode calls
+    queued back to back."""
+    shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
+    return [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(count)]
+
+
 def broken_page_cases(items):
     """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through
     ``ragged_inputs``) for pages of a length that is not a whole number of

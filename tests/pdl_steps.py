@@ -28,7 +28,7 @@ import cupy as cp  # noqa: E402
 
 import cuattn  # noqa: E402
 import cuattn.decode  # noqa: E402,F401
-from helpers import draw, ragged_inputs  # noqa: E402
+from helpers import on_device, queued_sets, ragged_inputs  # noqa: E402
 from test_decode_gpu import PDL_PLANS, PDL_QUEUED  # noqa: E402
 
 DECODE_MODULE = sys.modules["cuattn.decode"]
@@ -51,7 +51,7 @@ def plan_steps(rng, label, shape, deadline):
     """One plan: a call, a call that fails its value check, the call again; False if the bits differ."""
     b, length = shape[0], shape[3]
     q, k, v, kw = ragged_inputs(rng, *shape)
-    dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+    dev = on_device(cp, kw)
     q, k, v = cp.asarray(q), cp.asarray(k), cp.asarray(v)
     start = time.perf_counter()
     o, lse = cuattn.decode(q, k, v, return_lse=True, **dev)
@@ -90,8 +90,7 @@ def main():
                     print(f"  {label} {shape}: the repeated call gave other bits", flush=True)
                     differ += 1
             for b, hq, hkv, length, d in PDL_QUEUED:
-                shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
-                sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
+                sets = queued_sets(cp, rng, b, hq, hkv, length, d)
                 start = time.perf_counter()
                 for i in range(12):
                     cuattn.decode(*sets[i % 3], alibi_slopes="default", return_lse=True)

@@ -35,7 +35,7 @@ import cupy as cp  # noqa: E402
 import cuattn  # noqa: E402
 import cuattn.decode  # noqa: E402,F401
 from cuattn._checks import BFLOAT16  # noqa: E402
-from helpers import flash_layout, rel_error, to_paged  # noqa: E402
+from helpers import flash_layout, on_device, rel_error, to_paged  # noqa: E402
 
 TOL = {np.dtype(np.float16): 2e-3, np.dtype(BFLOAT16): 1e-2, np.dtype(np.float32): 2e-5}
 
@@ -147,7 +147,7 @@ def sweep(rng, kernel, dtypes=(np.float16, BFLOAT16, np.float32), page=None, str
                     kd, vd, kw["block_table"] = to_paged(rng, k, v, page)
                 elif paged:
                     continue
-                dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+                dev = on_device(cp, kw)
                 kg, vg = cp.asarray(kd), cp.asarray(vd)
                 if strided:  # key rows hkv x d apart
                     kg, vg = flash_layout(cp, kg), flash_layout(cp, vg)

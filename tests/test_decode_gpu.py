@@ -17,8 +17,8 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, poison, ragged_inputs,
-                     rel_error, to_paged)
+from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, on_device, poison,
+                     queued_sets, ragged_inputs, rel_error, to_paged)
 
 pytestmark = pytest.mark.gpu
 
@@ -67,7 +67,7 @@ def compare(o, lse, ro, rl, dtype):
 
 def run(cp, q, k, v, **kw):
     """Copy to the GPU, poison the output sizes, run, return host arrays (o, lse)."""
-    dev = {n: (cp.asarray(x) if isinstance(x, np.ndarray) else x) for n, x in kw.items()}
+    dev = on_device(cp, kw)
     batch, hq, sq, d = q.shape
     dq, dk, dv = cp.asarray(q), cp.asarray(k), cp.asarray(v)  # before poisoning: q has o's size
     poison(cp, (batch, hq, sq, d), itemsize=q.dtype.itemsize)
@@ -237,7 +237,7 @@ def test_gpu_repeated_layout_reuses_its_plan(cp, rng, split_kernel, paged):
 
     def queue(q, k, v, kw):
         return cuattn.decode(cp.asarray(q), cp.asarray(k), cp.asarray(v), return_lse=True,
-                             **{n: cp.asarray(x) if isinstance(x, np.ndarray) else x for n, x in kw.items()})
+                             **on_device(cp, kw))
 
     first = inputs()
     results = [(first, queue(*first))]
@@ -714,8 +714,7 @@ def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
             assert (launch.shared_mem >= DECODE_MODULE.SMEM_PER_SM // 2) == (launch.grid[0] <= sms), launch.grid
     monkeypatch.setattr(DECODE_MODULE, setting, True)
     for b, hq, hkv, length, d in PDL_QUEUED:
-        shapes = ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d))
-        sets = [tuple(cp.asarray(draw(rng, s, np.float16)) for s in shapes) for _ in range(3)]
+        sets = queued_sets(cp, rng, b, hq, hkv, length, d)
         alone = []
         for qs, ks, vs in sets:  # each alone (.get() waits for the call)
             o, lse = cuattn.decode(qs, ks, vs, alibi_slopes="default", return_lse=True)
