@@ -73,13 +73,8 @@ last_test() {  # last_test PATH: ", in <the last test started>" from tests/conft
     [ -n "$last" ] && echo ", in the test started at $last"
 }
 
-per_part() {  # per_part FILE N: lines of FILE a part when cut into N consecutive parts
-    echo $(( ($(wc -l <"$1") + $2 - 1) / $2 ))
-}
-
-part_of() {  # part_of FILE I N: the lines of part I of N of FILE
-    local per
-    per=$(per_part "$1" "$3")
+part_of() {  # part_of FILE I N: the lines of part I of N of FILE, cut into N consecutive parts
+    local per=$(( ($(wc -l <"$1") + $3 - 1) / $3 ))
     sed -n "$(( ($2 - 1) * per + 1 )),$(( $2 * per ))p" "$1"
 }
 
