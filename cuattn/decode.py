@@ -90,7 +90,9 @@ STATIC_FIRST_OPTION = "-DCUATTN_DECODE_STATIC_FIRST"
 # 2.463 -> 2.552 (+3.6%), B 8 L 8192 2.767 -> 2.816 (+1.8%). False: plain launches.
 PDL = True
 PDL_OPTION = "-DCUATTN_DECODE_PDL"
-# Opt-in (26th session; H100, 28th session: +0.0 to +0.9% on every decode.py row, README): with
+# The default since the 29th session (built in the 26th; H100, 28th session: +0.0 to +0.9% on every
+# decode.py row of the stream probe, README; the decode GPU suite, a decode fuzz and the sanitizer
+# sweep pass with it on; False: PDL without the trigger): with
 # PDL, each block's producer starts the next launch once it has no more tiles to copy
 # (-DCUATTN_DECODE_PDL_TRIGGER), so the next launch's blocks
 # are placed and set up while this one's consumers finish, and a launch of at most one block per SM
@@ -98,7 +100,7 @@ PDL_OPTION = "-DCUATTN_DECODE_PDL"
 # beside it. The trigger alone (25th session, H100) lost 5-6% on the one-block-per-SM rows: the next
 # launch's blocks took the free second slots of SMs that were still streaming, and landed two to an
 # SM on those that had finished. With the padding each of them waits for an SM of its own.
-PDL_TRIGGER = False
+PDL_TRIGGER = True
 PDL_TRIGGER_OPTION = "-DCUATTN_DECODE_PDL_TRIGGER"
 MMA_COPIES = ("tensor", "cp.async")
 # (A third producer, one 1-d bulk copy per key row into rows padded by 16 bytes, was built in the
@@ -1023,7 +1025,7 @@ class _DecodePlan:
         items = splits * hkv * row_chunks * batch
         groups = batch * hkv * row_chunks
         blocks = min(grid, takes or items)
-        if PDL and PDL_TRIGGER:  # (probe) the next launch starts early, on SMs of its own
+        if PDL and PDL_TRIGGER:  # the next launch starts early, on SMs of its own
             options += (PDL_TRIGGER_OPTION,)
             if blocks <= props["num_sms"]:
                 smem = max(smem, SMEM_PER_SM // 2)

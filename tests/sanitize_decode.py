@@ -11,7 +11,8 @@ with each split kernel (cuattn.decode.KERNELS: the bulk-copy ring and the regist
 the persistent ones again with work stealing forced (fp16: OWNER_GRAINS) and with even pieces
 forced (fp16: EVEN_MIN_KEYS, EVEN_PIECES) and with static first items (fp16 and the failed value
 checks: STATIC_FIRST) and with plain launches (fp16 and the failed value checks: PDL False;
-the default launches are programmatic) and with the opt-in early trigger (fp16: PDL_TRIGGER),
+the default launches are programmatic, with the early trigger) and with programmatic launches
+without the early trigger (fp16: PDL_TRIGGER False),
 and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
@@ -89,7 +90,7 @@ def main():
             for name, value, label, check_values in (
                     ("STATIC_FIRST", True, "+static", True),  # block i's first item i, the counter the rest (opt-in)
                     ("PDL", False, "+no-pdl", True),  # plain launches (the default: programmatic dependent launches)
-                    ("PDL_TRIGGER", True, "+pdl-trigger", False)):  # opt-in: early trigger, padded launches
+                    ("PDL_TRIGGER", False, "+no-trigger", False)):  # PDL without the early trigger (the default has it)
                 run, bad = setting(rng, kernel, name, value, label, check_values)
                 runs.append(run)
                 failures += bad

@@ -693,7 +693,7 @@ def test_gpu_programmatic_launch(cp, rng, monkeypatch, split_kernel, setting):
     many-items-per-block plans, GQA and MHA, D 64 / 128 / 256, paged), and calls queued back to back
     on one plan, each on inputs of its own: a launch that begins while the one before it ends must
     neither read nor write before that one is done (the same bits as each call alone). The same for
-    PDL_TRIGGER (opt-in probe, PDL on: the next launch started early, and launches of one block
+    PDL_TRIGGER (the default since the 29th session, PDL on: the next launch started early, and launches of one block
     per SM asking for half an SM's shared memory: checked on its plans)."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
