@@ -177,7 +177,7 @@ def main():
     reps = dict(min_batches=3, min_seconds=0.02) if args.quick else dict(min_batches=5, min_seconds=0.05)
     rounds = args.rounds or (3 if args.quick else 7)
 
-    meta = run_metadata(unit="TB/s = bytes of K and V / time")
+    meta = run_metadata(unit="TB/s = bytes of K and V / time", decode_settings=decode_settings())
     rng = np.random.default_rng(0)
     rows = []
     lines = []
@@ -278,6 +278,14 @@ def main():
     print(header)
     for line in lines:
         print(line)
+
+
+def decode_settings() -> dict:
+    """cuattn.decode's switches and choices at the start of the run (upper-case module names whose
+    value is a bool or None: PDL, PDL_TRIGGER, STEAL, KERNEL, ...), so a results file says which
+    defaults it timed; each column's own settings are in its name."""
+    return {name: value for name, value in sorted(vars(decode_module).items())
+            if name.isupper() and not name.startswith("_") and (value is None or isinstance(value, bool))}
 
 
 def plot(rows, meta, path):
