@@ -48,7 +48,7 @@ DECODE_SETTINGS = {  # module setting: values a GPU case draws from (first: the 
     "STATIC_FIRST": [False, True],
     "STEAL": [False, True],
     "PDL": [True, False],
-    "PDL_TRIGGER": [False, True],
+    "PDL_TRIGGER": [True, False],
 }
 
 

@@ -66,6 +66,15 @@ def test_gpu_cases_drawn_on_the_cpu(op, rng):
     assert {n: getattr(fuzz.DECODE, n) for n in fuzz.DECODE_SETTINGS} == before
 
 
+def test_decode_settings_lead_with_the_defaults():
+    """Each of decode's module settings the GPU fuzz draws lists the module's default first: a case
+    reports only the settings it drew away from it (a default that changed, as PDL_TRIGGER's did in
+    the 29th session, must change here too)."""
+    for name, values in fuzz.DECODE_SETTINGS.items():
+        assert values[0] == getattr(fuzz.DECODE, name), name
+        assert len(set(map(repr, values))) == len(values) >= 2, name
+
+
 def test_gla_bound_of_cancelling_sums(rng):
     """A gla state whose terms nearly cancel (found by the fuzz: float32 state error 3.1e-5 against
     a plain float32 recurrence's 2.8e-5): held to float32 roundings of the terms' magnitudes, not
