@@ -198,7 +198,14 @@ def _kernel_ready(x, name: str, cupy):
             f"{x.strides[-1]}: pass cupy.ascontiguousarray({name})"
         )
     aligned = x.data.ptr % 16 == 0 and all(s % 16 == 0 for s, n in zip(x.strides[:-1], x.shape[:-1]) if n > 1)
-    return x if aligned else cupy.ascontiguousarray(x)
+    return x if aligned else aligned_copy(x)
+
+
+def aligned_copy(x):
+    """A C-contiguous copy of x in a fresh allocation (which starts on a 256-byte boundary).
+    Not cupy.ascontiguousarray: it returns a C-contiguous x itself, wherever its data starts
+    (a view one element into a buffer would reach the kernels' 16-byte loads misaligned)."""
+    return x.copy(order="C")
 
 
 def _tma_ready(x, cupy):

@@ -14,7 +14,7 @@ import numpy as np
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch_packed
-from .attention import _kernel_ready, _tma_ready
+from .attention import _kernel_ready, _tma_ready, aligned_copy
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 256
@@ -905,8 +905,9 @@ class _DecodePlan:
         self.o_shape, self.lse_shape = (batch, hq, sq, d), (batch, hq, sq)
         self.return_lse = return_lse
         # per-call copies: unaligned rows (_kernel_ready), strided lengths / tables / slopes
-        self.copy_qkv = tuple(_kernel_ready(x, n, cupy) is not x for x, n in
-                              ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache")))
+        ready = [_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache"))]
+        self.copy_qkv = tuple(r is not x for r, x in zip(ready, (q, k_cache, v_cache)))
+        q, k_cache, v_cache = ready  # planned on what the kernels read: a copy's C-contiguous strides
         self.copy_lens = cache_seqlens is not None and not cache_seqlens.flags.c_contiguous
         self.copy_table = block_table is not None and not block_table.flags.c_contiguous
         self.slopes_given = slopes is not None and not isinstance(slopes, np.ndarray)
@@ -1049,7 +1050,7 @@ class _DecodePlan:
         o = cupy.empty(self.o_shape, dtype=self.dtype)
         lse = cupy.empty(self.lse_shape, dtype=cupy.float32) if self.return_lse else None
         if any(self.copy_qkv):  # rows not on 16-byte boundaries: aligned copies
-            q, k_cache, v_cache = (cupy.ascontiguousarray(x) if c else x
+            q, k_cache, v_cache = (aligned_copy(x) if c else x
                                    for x, c in zip((q, k_cache, v_cache), self.copy_qkv))
         values = {"q": q.data.ptr, "k": k_cache.data.ptr, "v": v_cache.data.ptr, "o": o.data.ptr}
         if lse is not None:

@@ -163,3 +163,17 @@ def flash_layout(cp, x):
     """The cache x (B, Hkv, L, D) on the GPU as FlashAttention's (B, L, Hkv, D) array, passed as its
     (B, Hkv, L, D) transpose: the same values, key rows Hkv x D elements apart."""
     return cp.ascontiguousarray(cp.asarray(x).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def misaligned(cp, x, rows=False):
+    """x on the GPU at an address 16-byte loads cannot take: contiguous data one element past a
+    16-byte boundary, or (``rows``) a view into rows one element longer (row stride and start
+    off 16-byte boundaries, the last dim still contiguous). The GPU paths must copy either."""
+    if rows:
+        wide = cp.empty(x.shape[:-1] + (x.shape[-1] + 1,), dtype=x.dtype)
+        out = wide[..., 1:]
+    else:
+        out = cp.empty(x.size + 1, dtype=x.dtype)[1:].reshape(x.shape)
+    out[...] = cp.asarray(x)
+    assert out.data.ptr % 16 != 0
+    return out

@@ -14,7 +14,7 @@ import pytest
 import cuattn
 from cuattn._checks import BFLOAT16
 from cuattn.precision import plain_attention
-from helpers import lse_error, poison, rel_error
+from helpers import lse_error, misaligned, poison, rel_error
 
 pytestmark = pytest.mark.gpu
 
@@ -40,6 +40,8 @@ def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd")
     q, k, v = draw(shape_q), draw(shape_k), draw(shape_k[:-1] + (dv,))
     if layout == "bshd":  # FlashAttention layout, passed as a transposed view
         dq, dk, dv_ = (cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3) for x in (q, k, v))
+    elif layout.startswith("unaligned"):  # data (and rows) off 16-byte boundaries
+        dq, dk, dv_ = (misaligned(cp, x, rows=layout == "unaligned_rows") for x in (q, k, v))
     else:
         dq, dk, dv_ = (cp.asarray(x) for x in (q, k, v))
     out_shape = np.broadcast_shapes(shape_q[:-3], shape_k[:-3]) + (shape_q[-3], shape_q[-2], dv)
@@ -89,6 +91,14 @@ def test_gpu_scales(cp, rng, dtype, scale, kernel_path):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_gpu_flash_layout_view(cp, rng, dtype, kernel_path):
     run_case(cp, rng, dtype, (2, 4, 300, 128), (2, 4, 300, 128), 128, True, None, layout="bshd")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ["unaligned", "unaligned_rows"])
+def test_gpu_unaligned_inputs(cp, rng, dtype, layout, kernel_path):
+    """Inputs whose data starts off a 16-byte boundary, contiguous or not, are copied to aligned
+    memory (cupy.ascontiguousarray alone keeps a contiguous one where it lies)."""
+    run_case(cp, rng, dtype, (2, 4, 130, 128), (2, 2, 200, 128), 128, True, None, layout=layout)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -17,8 +17,8 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16, dtype_name
-from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, on_device, poison,
-                     queued_sets, ragged_inputs, rel_error, to_paged)
+from helpers import (UNIT_ROUNDOFF, draw, elementwise_mismatches, flash_layout, lse_error, misaligned, on_device,
+                     poison, queued_sets, ragged_inputs, rel_error, to_paged)
 
 pytestmark = pytest.mark.gpu
 
@@ -260,6 +260,21 @@ def test_gpu_repeated_layout_reuses_its_plan(cp, rng, split_kernel, paged):
     o, lse = queue(q, k, v, kw)
     check(o.get(), lse.get(), q, k, v, **kw)
     assert DECODE_MODULE._PLANS == plans
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["contiguous", "rows"])
+def test_gpu_unaligned_inputs(cp, rng, rows):
+    """q and caches whose data starts off a 16-byte boundary (contiguous, or rows one element
+    longer) are copied to aligned memory on every call, the first and those through the cached
+    plan, and the plan's strides are the copies'."""
+    b, hq, hkv, length, d = 2, 8, 2, 3000, 128
+    for _ in range(3):
+        q, k, v = draw(rng, (b, hq, 1, d), np.float16), draw(rng, (b, hkv, length, d), np.float16), \
+            draw(rng, (b, hkv, length, d), np.float16)
+        lens = rng.integers(1, length + 1, b).astype(np.int32)
+        o, lse = cuattn.decode(*(misaligned(cp, x, rows) for x in (q, k, v)), cache_seqlens=cp.asarray(lens),
+                               alibi_slopes="default", return_lse=True)
+        check(o.get(), lse.get(), q, k, v, cache_seqlens=lens, alibi_slopes="default")
 
 
 @pytest.mark.kernels_inside

@@ -20,7 +20,7 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16
-from helpers import gla_inputs, rel_error
+from helpers import gla_inputs, misaligned, rel_error
 
 pytestmark = pytest.mark.gpu
 gla_module = importlib.import_module("cuattn.gla")  # the module (cuattn.gla is the function)
@@ -44,6 +44,8 @@ def run(cp, q, k, v, g, *, mode, scale=None, h0=None, cu=None, final=True, layou
     def dev(x):
         if layout == "bthd":  # (B, T, H, D) memory passed as a transposed view
             return cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3)
+        if layout.startswith("unaligned"):  # data (and rows) off 16-byte boundaries
+            return misaligned(cp, x, rows=layout == "unaligned_rows")
         return cp.asarray(x)
 
     o_shape = q.shape[:-1] + (v.shape[-1],)
@@ -195,6 +197,18 @@ def test_gpu_strided_layout_and_no_final_state(cp, rng, mode):
     o, s = run(cp, q, k, v, g, mode=mode, final=False, layout="bthd")
     ro, _ = cuattn.reference.gla(q, k, v, g)
     assert s is None and rel_error(o, ro) < TOL[np.dtype(BFLOAT16)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layout", ["unaligned", "unaligned_rows"])
+def test_gpu_unaligned_inputs(cp, rng, dtype, mode, layout):
+    """Inputs whose data starts off a 16-byte boundary, contiguous or not, are copied to aligned
+    memory (cupy.ascontiguousarray alone keeps a contiguous one where it lies)."""
+    q, k, v, g = gla_inputs(rng, (2, 3, 90), 64, 64, "logsigmoid", dtype)
+    o, s = run(cp, q, k, v, g, mode=mode, layout=layout)
+    ro, rs = cuattn.reference.gla(q, k, v, g, output_final_state=True)
+    assert rel_error(o, ro) < TOL[np.dtype(dtype)] and rel_error(s, rs) < TOL[np.dtype(dtype)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
