@@ -35,7 +35,8 @@
 # (the stream probe of the tensor-core kernel's cp.async copies with L2 prefetch-size hints), fuzz
 # (tests/fuzz.py on the GPU: random shapes, layouts, dtypes and decode settings against the float64
 # reference, FUZZ_SECONDS per op, FUZZ_OPS="decode" for some), pdl-steps (tests/pdl_steps.py: the programmatic-launch test's steps with
-# PDL_TRIGGER, each waited for with a deadline, PDL_KERNELS="mma,tma"), power (benchmarks/decode_power.py: SM clock, power and throttle
+# PDL_TRIGGER, each waited for with a deadline, PDL_KERNELS="mma,tma"), pace-attention (benchmarks/
+# attention_pace_probe.py: attention and torch flash back to back with host busy-waits between calls), power (benchmarks/decode_power.py: SM clock, power and throttle
 # reasons sampled while each implementation runs back to back: does the consumers' math cost clock?), layouts
 # (benchmarks/decode_layouts.py: dense, FlashAttention-layout and
 # paged caches of 16 to 256 keys a page against torch). Each stage runs under
@@ -193,6 +194,8 @@ for stage in "${stages[@]}"; do
         fuzz)  # random cases of every op against the float64 reference (tests/fuzz.py), FUZZ_SECONDS per op
             timeout "$(limit fuzz 400)" python3 tests/fuzz.py --device cuda --seconds "${FUZZ_SECONDS:-90}" \
                 ${FUZZ_OPS:+--ops "$FUZZ_OPS"} >"$log" 2>&1 ;;
+        pace-attention)  # does the host's pace change attention's back-to-back GPU time? (30th session)
+            timeout "$(limit pace-attention 300)" python3 benchmarks/attention_pace_probe.py --out "$OUT" >"$log" 2>&1 ;;
         power) timeout "$(limit power 200)" python3 benchmarks/decode_power.py --out "$OUT" >"$log" 2>&1 ;;
         layouts) timeout "$(limit layouts 300)" python3 benchmarks/decode_layouts.py --out "$OUT" >"$log" 2>&1 ;;
         pieces-sweep) timeout "$(limit pieces-sweep 300)" python3 benchmarks/decode_pieces_sweep.py --out "$OUT" >"$log" 2>&1 ;;
