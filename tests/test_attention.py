@@ -213,3 +213,31 @@ def test_cpu_restores_blas_threads(rng):
     cuattn.attention(q, k, v)
     after = [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
     assert before == after
+
+
+def test_misaligned_gpu_inputs_get_a_fresh_copy():
+    """The GPU paths' _kernel_ready (attention, decode, gla) gives an input whose data starts off
+    a 16-byte boundary a copy in fresh memory even when it is C-contiguous (cupy.ascontiguousarray
+    would hand such an array back as it is), and leaves aligned ones alone. A stand-in array: no
+    GPU needed."""
+    import sys
+    from types import SimpleNamespace
+
+    mod = sys.modules["cuattn.attention"]
+
+    class Stand:
+        shape, strides, itemsize, size = (2, 3, 4, 8), (192, 64, 16, 2), 2, 192
+
+        def __init__(self, ptr):
+            self.data = SimpleNamespace(ptr=ptr)
+
+        def copy(self, order="K"):
+            assert order == "C"
+            return Stand(4096)
+
+    for ptr in (1026, 4098, 4104):  # 2 and 8 bytes past a 16-byte boundary
+        x = Stand(ptr)
+        ready = mod._kernel_ready(x, "q", None)
+        assert ready is not x and ready.data.ptr % 16 == 0
+    x = Stand(4096)
+    assert mod._kernel_ready(x, "q", None) is x
