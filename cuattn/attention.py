@@ -188,7 +188,7 @@ def _flatten_batch(x, batch: tuple, cupy):
     return cupy.ascontiguousarray(x).reshape((nbatch,) + x.shape[-3:])
 
 
-def _kernel_ready(x, name: str, cupy):
+def _kernel_ready(x, name: str):
     """Check the last dim is contiguous; copy when rows are not 16-byte aligned."""
     if x.size == 0:
         return x
@@ -229,7 +229,7 @@ def _attention_cuda(q, k, v, sizes, causal, scale):
     lse = cupy.empty(batch + (hq, sq), dtype=cupy.float32)
     if lse.size == 0:  # no query row anywhere: nothing to launch
         return o, lse
-    qf, kf, vf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    qf, kf, vf = (_kernel_ready(_flatten_batch(x, batch, cupy), n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     of = o.reshape((-1, hq, sq, dv))
     lsef = lse.reshape((-1, hq, sq))
     padded = padded_head_dim(d, dv)

@@ -905,7 +905,7 @@ class _DecodePlan:
         self.o_shape, self.lse_shape = (batch, hq, sq, d), (batch, hq, sq)
         self.return_lse = return_lse
         # per-call copies: unaligned rows (_kernel_ready), strided lengths / tables / slopes
-        ready = [_kernel_ready(x, n, cupy) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache"))]
+        ready = [_kernel_ready(x, n) for x, n in ((q, "q"), (k_cache, "k_cache"), (v_cache, "v_cache"))]
         self.copy_qkv = tuple(r is not x for r, x in zip(ready, (q, k_cache, v_cache)))
         q, k_cache, v_cache = ready  # planned on what the kernels read: a copy's C-contiguous strides
         self.copy_lens = cache_seqlens is not None and not cache_seqlens.flags.c_contiguous

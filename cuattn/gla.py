@@ -397,7 +397,7 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state):
         if final is not None:
             final[...] = 0 if initial_state is None else initial_state.astype(cupy.float32, copy=False)
         return o, final
-    qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n, cupy)
+    qf, kf, vf, gf = (_kernel_ready(_flatten_batch(x, batch, cupy), n)
                       for x, n in ((q, "q"), (k, "k"), (v, "v"), (gk, "gk")))
     of = o.reshape((-1, heads, seqlen, vdim))
     dummy = _placeholder("float32")

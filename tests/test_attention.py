@@ -237,7 +237,7 @@ def test_misaligned_gpu_inputs_get_a_fresh_copy():
 
     for ptr in (1026, 4098, 4104):  # 2 and 8 bytes past a 16-byte boundary
         x = Stand(ptr)
-        ready = mod._kernel_ready(x, "q", None)
+        ready = mod._kernel_ready(x, "q")
         assert ready is not x and ready.data.ptr % 16 == 0
     x = Stand(4096)
-    assert mod._kernel_ready(x, "q", None) is x
+    assert mod._kernel_ready(x, "q") is x
