@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from . import _checks, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
-from ._cuda import check_arch, device_properties, get_kernel, launch
+from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
 
 LOG2E = 1.4426950408889634
 MAX_GRID_Z = 65535
@@ -135,6 +136,15 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     contiguous), so ``x.transpose(0, 2, 1, 3)`` of a ``(B, S, H, D)`` array needs no copy.
     Inputs whose rows are not 16-byte aligned are copied once. Accumulation is float32.
 
+    Short GPU calls (up to ``PLAN_MAX_WORK``, about 100 us of GPU work on an H100) remember
+    their launch plan (kernel, launch shape, packed kernel arguments) per layout: shapes,
+    strides, dtypes, 16-byte alignment, ``causal``, ``scale``, ``return_lse``, device, current
+    stream and the module's tile settings (the latest ``MAX_PLANS``). A call that matches one
+    skips the argument checks and the planning: it allocates the outputs and queues the launch
+    (on Hopper new input addresses also need new tensor maps). Larger calls, layouts that need a
+    copy (unaligned rows, broadcast batches the kernel cannot stride over) and calls of more than
+    one launch always take the full path.
+
     Examples
     --------
     >>> import numpy as np, cuattn
@@ -146,6 +156,12 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     >>> o.shape, lse.shape
     ((1, 8, 128, 64), (1, 8, 128))
     """
+    key = _plan_key(q, k, v, causal, scale, return_lse, backend)
+    if key is not None:
+        cached = _PLANS.get(key)
+        if cached is not None:  # checked and planned before: only the launch
+            o, lse = cached(q, k, v)
+            return (o, lse) if return_lse else o
     chosen = resolve_backend({"q": q, "k": k, "v": v}, backend)
     causal = _checks.check_bool(causal, "causal")
     return_lse = _checks.check_bool(return_lse, "return_lse")
@@ -166,7 +182,7 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     else:
         _checks.check_dtype(q, "q", _checks.GPU_DTYPES, "CUDA")
         check_arch("attention", _checks.dtype_name(q.dtype), device_properties()["cc"], tensor_cores=True)
-        o, lse = _attention_cuda(q, k, v, sizes, causal, scale)
+        o, lse = _attention_cuda(q, k, v, sizes, causal, scale, key)
     return (o, lse) if return_lse else o
 
 
@@ -215,7 +231,89 @@ def _tma_ready(x, cupy):
     return x
 
 
-def _attention_cuda(q, k, v, sizes, causal, scale):
+_PLANS: dict = {}
+MAX_PLANS = 64
+# Plans only for calls of at most this much work (batch x heads x Sq x Sk x (D + Dv), causal or
+# not: 2**34 is about 100 us on an H100), where the host's 100-200 us of checks and planning a call
+# would leave the GPU waiting. Larger calls keep the full path: its host time hides behind their GPU
+# time, and with plans bench-attention's large rows ran about 1% slower on an H100 (31st session,
+# benchmarks/NOTES.md; unexplained: the same kernel, grid and arguments).
+PLAN_MAX_WORK = 1 << 34
+
+
+def _settings():
+    """The module settings a plan depends on (tests and the tile sweep change them)."""
+    return (USE_WGMMA, SHORT_KV, tuple(MMA_TILES.items()), tuple(WGMMA_TILES.items()),
+            tuple(WGMMA_TILES_SHORT_KV.items()), _tma.L2_PROMOTION)
+
+
+def _plan_key(q, k, v, causal, scale, return_lse, backend):
+    """What a cached _AttentionPlan must match, or None where the call takes the full path
+    (inputs other than CuPy arrays, unusual argument types). Everything the argument checks
+    look at is in it (shapes, strides, dtypes, 16-byte alignment of the data), so a hit skips
+    them."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None or (backend is not None and backend != "cuda"):
+        return None
+    if type(causal) is not bool or type(return_lse) is not bool:
+        return None
+    if scale is not None and type(scale) is not float and type(scale) is not int:
+        return None
+    nd = cupy.ndarray
+    if type(q) is not nd or type(k) is not nd or type(v) is not nd:
+        return None
+    return (q.shape, q.strides, q.dtype, q.data.ptr & 15, k.shape, k.strides, k.dtype, k.data.ptr & 15,
+            v.shape, v.strides, v.dtype, v.data.ptr & 15, causal, scale, return_lse,
+            cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr, _settings())
+
+
+class _AttentionPlan:
+    """A GPU attention call's launch as its layout fixes it: the kernel, its launch shape and
+    packed arguments, the output shapes, and on Hopper the flattened views' shapes and strides
+    for the tensor maps (made once per input addresses). A call allocates the outputs, writes
+    the arrays' addresses into the packed arguments and launches."""
+
+    def __init__(self, packed, o_shape, lse_shape, dtype, maps_spec):
+        cupy = require_cupy()
+        self.packed = packed
+        self.o_shape, self.lse_shape, self.dtype = o_shape, lse_shape, dtype
+        self.maps_spec = maps_spec  # None, or (dtype name, [(shape, strides, box rows)] of q, k, v)
+        self.stream_ptr = cupy.cuda.get_current_stream().ptr
+        self._maps = (None, None)  # (q, k, v addresses, their tensor maps)
+
+    def __call__(self, q, k, v):
+        cupy = require_cupy()
+        o = cupy.empty(self.o_shape, dtype=self.dtype)
+        lse = cupy.empty(self.lse_shape, dtype=cupy.float32)
+        values = [q.data.ptr, k.data.ptr, v.data.ptr, o.data.ptr, lse.data.ptr]
+        maps = None
+        if self.maps_spec is not None:
+            maps = self._tensor_maps(q, k, v, cupy)  # alive until the launch is queued
+            values.append(maps.data.ptr)
+        launch_packed(self.packed, self.stream_ptr, values)
+        return o, lse
+
+    def _tensor_maps(self, q, k, v, cupy):
+        ptrs = (q.data.ptr, k.data.ptr, v.data.ptr)
+        cached, maps = self._maps
+        if cached != ptrs:
+            name, specs = self.maps_spec
+            views = [(cupy.lib.stride_tricks.as_strided(x, shape, strides), name, rows)
+                     for x, (shape, strides, rows) in zip((q, k, v), specs)]
+            maps = _tma.tensor_maps(views)
+            self._maps = (ptrs, maps)
+        return maps
+
+
+def _remember(key, plan_):
+    if MAX_PLANS <= 0:  # plans off
+        return
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
+    _PLANS[key] = plan_
+
+
+def _attention_cuda(q, k, v, sizes, causal, scale, key=None):
     cupy = require_cupy()
     d, dv = sizes["head_dim"], sizes["head_dim_v"]
     for name, dim in (("D", d), ("Dv", dv)):
@@ -267,16 +365,41 @@ def _attention_cuda(q, k, v, sizes, causal, scale):
         return args + [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
 
     nb = of.shape[0]
+    if key is not None and nb * hq * sq * sk * (d + dv) > PLAN_MAX_WORK:
+        key = None  # a large call: no plan (PLAN_MAX_WORK)
     if use_wgmma:  # persistent: one block per SM walks the tiles
         num_tiles = num_m_blocks * hq * nb
         name = _checks.dtype_name(q.dtype)
         qt, kt, vt = (_tma_ready(x, cupy) for x in (qf, kf, vf))  # alive until the launch is queued
         maps = _tma.tensor_maps([(qt, name, block_m), (kt, name, block_n), (vt, name, block_n)])
         args = arguments((qf, kf, vf, of), lsef) + [np.int32(num_m_blocks), np.int32(hq), np.int32(nb), maps]
-        launch(kernel, (min(num_tiles, device_properties()["num_sms"]),), (threads,), args, shared_mem=smem)
+        grid = (min(num_tiles, device_properties()["num_sms"]),)
+        launch(kernel, grid, (threads,), args, shared_mem=smem)
+        if key is not None and _views_of_inputs((qt, kt, vt), (q, k, v)):
+            specs = [(x.shape, x.strides, rows) for x, rows in ((qt, block_m), (kt, block_n), (vt, block_n))]
+            _remember_launch(key, kernel, grid, threads, args[:-1] + ["maps"], smem, o, lse, (name, specs))
+        return o, lse
+    if key is not None and nb <= MAX_GRID_Z and _views_of_inputs((qf, kf, vf), (q, k, v)):
+        args = arguments((qf, kf, vf, of), lsef)
+        launch(kernel, (num_m_blocks, hq, nb), (threads,), args, shared_mem=smem)
+        _remember_launch(key, kernel, (num_m_blocks, hq, nb), threads, args, smem, o, lse, None)
         return o, lse
     for b0 in range(0, nb, MAX_GRID_Z):
         b1 = min(nb, b0 + MAX_GRID_Z)
         args = arguments([x[b0:b1] for x in (qf, kf, vf, of)], lsef[b0:b1])
         launch(kernel, (num_m_blocks, hq, b1 - b0), (threads,), args, shared_mem=smem)
     return o, lse
+
+
+def _views_of_inputs(views, inputs):
+    """Whether the kernel's views start at the inputs' own data (no copy was made), so a plan
+    can take the addresses of later calls' inputs as they are."""
+    return all(x.data.ptr == y.data.ptr for x, y in zip(views, inputs))
+
+
+def _remember_launch(key, kernel, grid, threads, args, smem, o, lse, maps_spec):
+    """Keep this call's launch as the plan of its layout: the arrays of ``args`` (q, k, v, o and
+    lse views, first) become slots that each call fills."""
+    slots = ["q", "k", "v", "o", "lse"] + list(args[5:])
+    packed = PackedLaunch(kernel, grid, (threads,), slots, shared_mem=smem)
+    _remember(key, _AttentionPlan(packed, o.shape, lse.shape, o.dtype, maps_spec))

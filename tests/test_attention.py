@@ -241,3 +241,28 @@ def test_misaligned_gpu_inputs_get_a_fresh_copy():
         assert ready is not x and ready.data.ptr % 16 == 0
     x = Stand(4096)
     assert mod._kernel_ready(x, "q") is x
+
+
+def test_launch_plans_only_for_gpu_arrays_and_follow_the_settings(rng, monkeypatch):
+    """NumPy calls never take (or make) a GPU launch plan; a plan's key carries every module
+    setting the planning reads, so a test or the tile sweep that changes one gets a new plan."""
+    import sys
+
+    mod = sys.modules["cuattn.attention"]
+    q = rng.standard_normal((1, 2, 16, 32)).astype(np.float32)
+    assert mod._plan_key(q, q, q, False, None, False, None) is None
+    plans = dict(mod._PLANS)
+    cuattn.attention(q, q, q)
+    assert mod._PLANS == plans
+    base = mod._settings()
+    for name, value in (("USE_WGMMA", not mod.USE_WGMMA), ("SHORT_KV", mod.SHORT_KV + 1)):
+        with monkeypatch.context() as m:
+            m.setattr(mod, name, value)
+            assert mod._settings() != base, name
+    for table in ("MMA_TILES", "WGMMA_TILES", "WGMMA_TILES_SHORT_KV"):
+        with monkeypatch.context() as m:
+            changed = dict(getattr(mod, table))
+            changed[128] = (1, 1, 1, 1)
+            m.setattr(mod, table, changed)
+            assert mod._settings() != base, table
+    assert mod._settings() == base

@@ -48,6 +48,12 @@ def run_case(cp, rng, dtype, shape_q, shape_k, dv, causal, scale, layout="bhsd")
     poison(cp, out_shape, out_shape[:-1])
     o, lse = cuattn.attention(dq, dk, dv_, causal=causal, scale=scale, return_lse=True)
     assert o.dtype == dq.dtype and o.shape == out_shape and lse.dtype == cp.float32
+    return check_result(o, lse, q, k, v, causal, scale)
+
+
+def check_result(o, lse, q, k, v, causal, scale):
+    """Norm-wise error of (o, lse) from the GPU against the float64 reference (see the top)."""
+    dtype = q.dtype
     ro, rl = cuattn.reference.attention(q, k, v, causal=causal, scale=scale, return_lse=True)
     err = rel_error(o, ro)
     if dtype == np.float32:
@@ -113,6 +119,74 @@ def test_gpu_input_scale_ten(cp, rng, dtype):
         assert err <= 1.05 * rel_error(plain_attention(q, k, v, dtype=dtype), ro)
     else:
         assert err < 1e-4
+
+
+ATTENTION_MODULE = sys.modules["cuattn.attention"]
+
+
+@pytest.mark.parametrize("layout", ["bhsd", "bshd", "broadcast", "unaligned"])
+def test_gpu_repeated_layout_reuses_its_plan(cp, rng, kernel_path, layout):
+    """Calls with one layout share one launch plan (checked and planned once), yet each gets its
+    own data right: new inputs at new addresses (new tensor maps on Hopper) queued back to back
+    without a sync, then the same arrays again with new contents. Layouts the kernel cannot take
+    as they are (unaligned rows; on Hopper a broadcast batch, stride 0) make no plan and stay
+    right."""
+    dtype = np.float16
+    shape_q, shape_k = ((3, 4, 50, 64), (1, 2, 50, 64)) if layout == "broadcast" else \
+        ((2, 4, 300, 128), (2, 2, 260, 128))
+
+    def draw(shape):
+        return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+    def to_device(x):
+        if layout == "bshd":  # FlashAttention layout, passed as a transposed view
+            return cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3)
+        if layout == "unaligned":  # rows 2 bytes off 16-byte boundaries: copied by the full path
+            base = cp.empty(x.size + 1, x.dtype)
+            base[1:] = cp.asarray(x.ravel())
+            return base[1:].reshape(x.shape)
+        return cp.asarray(x)
+
+    def inputs():
+        host = (draw(shape_q), draw(shape_k), draw(shape_k))
+        return host, tuple(to_device(x) for x in host)
+
+    calls = [inputs() for _ in range(4)]
+    results = [cuattn.attention(*dev, causal=True, return_lse=True) for _, dev in calls[:1]]
+    plans = dict(ATTENTION_MODULE._PLANS)
+    key = ATTENTION_MODULE._plan_key(*calls[0][1], True, None, True, None)
+    wgmma = kernel_path != "mma_sync" and cuattn._cuda.device_properties()["cc"] == 90
+    copied = layout == "unaligned" or (layout == "broadcast" and wgmma)  # (the copy engine takes no stride 0)
+    assert key is not None and (key in plans) == (not copied)
+    results += [cuattn.attention(*dev, causal=True, return_lse=True) for _, dev in calls[1:]]
+    assert ATTENTION_MODULE._PLANS == plans  # no new plan: the same objects under the same keys
+    for (host, _), (o, lse) in zip(calls, results):
+        check_result(o, lse, *host, True, None)
+    host, dev = calls[0]
+    new = (draw(shape_q), draw(shape_k), draw(shape_k))
+    for x, y in zip(dev, new):  # the same addresses, new contents
+        x[...] = cp.asarray(y)
+    o, lse = cuattn.attention(*dev, causal=True, return_lse=True)
+    check_result(o, lse, *new, True, None)
+    assert ATTENTION_MODULE._PLANS == plans
+
+
+def test_gpu_large_calls_make_no_plan(cp, rng, monkeypatch):
+    """Calls of more work than PLAN_MAX_WORK take the full path every time (no plan kept) and
+    stay right; at the threshold a plan is kept."""
+    q, k, v = (rng.standard_normal((1, 2, 40, 64)).astype(np.float32).astype(np.float16) for _ in range(3))
+    work = 2 * 40 * 40 * 128
+    dev = [cp.asarray(x) for x in (q, k, v)]
+    key = ATTENTION_MODULE._plan_key(*dev, False, None, True, None)
+    for limit, planned in ((work - 1, False), (work, True)):
+        monkeypatch.setattr(ATTENTION_MODULE, "PLAN_MAX_WORK", limit)
+        ATTENTION_MODULE._PLANS.pop(key, None)
+        for _ in range(2):
+            poison(cp, (1, 2, 40, 64), (1, 2, 40))
+            o, lse = cuattn.attention(*dev, return_lse=True)
+            check_result(o, lse, q, k, v, False, None)
+        assert (key in ATTENTION_MODULE._PLANS) == planned
+    ATTENTION_MODULE._PLANS.pop(key, None)
 
 
 def test_gpu_zero_lengths(cp):
