@@ -240,3 +240,17 @@ def test_chunk_plan(monkeypatch):
     monkeypatch.setattr(gla_module, "CHUNK_WARPS", 6)
     with pytest.raises(ValueError, match="CHUNK_WARPS"):
         plan(8, 16, 128, 128, 2048)
+
+
+def test_one_token_plans_only_for_gpu_arrays(rng):
+    """NumPy calls never take (or make) a GPU launch plan, T = 1 or not; the key is only for
+    one-token calls without cu_seqlens."""
+    mod = importlib.import_module("cuattn.gla")
+    q, k, v, g = gla_inputs(rng, (2, 3, 1), 32, 16, "logsigmoid", np.float32)
+    assert mod._plan_key(q, k, v, g, None, None, True, None, "recurrent", None) is None
+    plans = dict(mod._PLANS)
+    for mode in ("chunk", "recurrent"):
+        o, s = cuattn.gla(q, k, v, g, output_final_state=True, mode=mode)
+        ro, rs = cuattn.reference.gla(q, k, v, g, output_final_state=True)
+        assert rel_error(o, ro) < 1e-5 and rel_error(s, rs) < 1e-5
+    assert mod._PLANS == plans

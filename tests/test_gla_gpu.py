@@ -52,7 +52,7 @@ def run(cp, q, k, v, g, *, mode, scale=None, h0=None, cu=None, final=True, layou
     s_shape = (h0.shape if h0 is not None else q.shape[:-2] + (q.shape[-1], v.shape[-1]))
     poison(cp, o_shape, s_shape)
     o, s = cuattn.gla(dev(q), dev(k), dev(v), dev(g), scale=scale, mode=mode,
-                      initial_state=None if h0 is None else cp.asarray(h0), output_final_state=final,
+                      initial_state=None if h0 is None else dev(h0), output_final_state=final,
                       cu_seqlens=None if cu is None else cp.asarray(cu))
     assert o.dtype == q.dtype and o.shape == o_shape
     if final:
@@ -204,11 +204,79 @@ def test_gpu_strided_layout_and_no_final_state(cp, rng, mode):
 @pytest.mark.parametrize("layout", ["unaligned", "unaligned_rows"])
 def test_gpu_unaligned_inputs(cp, rng, dtype, mode, layout):
     """Inputs whose data starts off a 16-byte boundary, contiguous or not, are copied to aligned
-    memory (cupy.ascontiguousarray alone keeps a contiguous one where it lies)."""
-    q, k, v, g = gla_inputs(rng, (2, 3, 90), 64, 64, "logsigmoid", dtype)
-    o, s = run(cp, q, k, v, g, mode=mode, layout=layout)
-    ro, rs = cuattn.reference.gla(q, k, v, g, output_final_state=True)
-    assert rel_error(o, ro) < TOL[np.dtype(dtype)] and rel_error(s, rs) < TOL[np.dtype(dtype)]
+    memory (cupy.ascontiguousarray alone keeps a contiguous one where it lies); the initial state
+    as well (the recurrent and one-token kernels read it with 16-byte loads)."""
+    for t in (90, 1):  # (T = 1: the one-token kernel)
+        q, k, v, g = gla_inputs(rng, (2, 3, t), 64, 64, "logsigmoid", dtype)
+        h0 = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)  # the initial state too
+        o, s = run(cp, q, k, v, g, mode=mode, h0=h0, layout=layout)
+        ro, rs = cuattn.reference.gla(q, k, v, g, initial_state=h0, output_final_state=True)
+        assert rel_error(o, ro) < TOL[np.dtype(dtype)] and rel_error(s, rs) < TOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("layout", ["bhtd", "bthd", "unaligned", "state_fp16"])
+@pytest.mark.parametrize("state", ["in_out", "in", "out", "none"])
+def test_gpu_one_token_calls_reuse_their_plan(cp, rng, layout, state):
+    """One-token calls of one layout share one launch plan (checked and planned once), yet each
+    gets its own data right: new inputs at new addresses queued back to back without a sync (each
+    step's state the previous step's output, as in generation), then the same arrays again with
+    new contents. Layouts that need a copy (unaligned inputs, a float16 state) make no plan and
+    stay right."""
+    dtype, lead, kdim, vdim = BFLOAT16, (3, 4, 1), 128, 96
+    use_h0, final = state in ("in_out", "in"), state in ("in_out", "out")
+
+    def dev(x):
+        if layout == "bthd":
+            return cp.asarray(np.ascontiguousarray(x.swapaxes(-2, -3))).swapaxes(-2, -3)
+        if layout == "unaligned":
+            return misaligned(cp, x)
+        return cp.asarray(x)
+
+    def step_inputs():
+        host = gla_inputs(rng, lead, kdim, vdim, "masked_-inf", dtype)
+        return host, tuple(dev(x) for x in host)
+
+    def state_dev(h):  # states are (N, H, K, V) in every layout
+        if layout == "state_fp16":
+            return cp.asarray(h.astype(np.float16))
+        return misaligned(cp, h) if layout == "unaligned" else cp.asarray(h)
+
+    h_host = rng.standard_normal((3, 4, kdim, vdim)).astype(np.float32)
+    if layout == "state_fp16":
+        h_host = h_host.astype(np.float16).astype(np.float32)
+    h_dev = state_dev(h_host) if use_h0 else None
+    steps = [step_inputs() for _ in range(4)]
+    key = gla_module._plan_key(*steps[0][1], None, h_dev, final, None, "recurrent", None)
+    copied = layout == "unaligned" or (layout == "state_fp16" and use_h0)
+    results, states = [], [h_dev]
+    for i, (_, x) in enumerate(steps):
+        poison(cp, lead[:2] + (1, vdim), (3, 4, kdim, vdim))
+        o, s = cuattn.gla(*x, initial_state=states[-1] if use_h0 else None, output_final_state=final,
+                          mode="recurrent")
+        assert (s is not None) == final
+        results.append(o)
+        states.append(s if (final and use_h0 and layout != "state_fp16") else h_dev)
+        if i == 0:
+            plans = dict(gla_module._PLANS)
+            assert key is not None and (key in plans) == (not copied)
+    assert gla_module._PLANS == plans  # no new plan: the same objects under the same keys
+    h = h_host if use_h0 else None
+    for i, ((host, _), o) in enumerate(zip(steps, results)):
+        ro, rs = cuattn.reference.gla(*host, initial_state=h, output_final_state=True)
+        assert rel_error(o.get(), ro) < TOL[np.dtype(dtype)], i
+        if final and use_h0 and layout != "state_fp16":
+            assert rel_error(states[i + 1].get(), rs) < TOL[np.dtype(dtype)], i
+            h = states[i + 1].get()  # the next step starts from the GPU's state, as it did
+    host, x = steps[0]
+    new = gla_inputs(rng, lead, kdim, vdim, "logsigmoid", dtype)
+    for a, b in zip(x, new):  # the same addresses, new contents
+        a[...] = cp.asarray(b)
+    o, s = cuattn.gla(*x, initial_state=h_dev, output_final_state=final, mode="recurrent")
+    ro, rs = cuattn.reference.gla(*new, initial_state=h_host if use_h0 else None, output_final_state=True)
+    assert rel_error(o.get(), ro) < TOL[np.dtype(dtype)]
+    if final:
+        assert rel_error(s.get(), rs) < TOL[np.dtype(dtype)]
+    assert gla_module._PLANS == plans
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
