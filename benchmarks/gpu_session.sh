@@ -13,6 +13,7 @@
 # persistent-kernel tests ran in 203 s, attention's 232 and gla's 506 in ~40 s each, 29th-30th sessions;
 # PYTEST_ADDOPTS='-k "not regs"' narrows the selection), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention,
+# bench-attention-short (benchmarks/attention_short.py: short calls with and without launch plans vs torch),
 # bench-gla (flash-linear-attention from .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
 # (benchmarks/decode_probe.py: decode geometry, partition and value-check timings, then --trace:
@@ -146,6 +147,7 @@ for stage in "${stages[@]}"; do
             done ;;
         bench-decode) timeout "$(limit bench-decode 300)" python3 benchmarks/decode.py --out "$OUT" >"$log" 2>&1 ;;
         bench-attention) timeout "$(limit bench-attention 400)" python3 benchmarks/attention.py --out "$OUT" >"$log" 2>&1 ;;
+        bench-attention-short) timeout "$(limit bench-attention-short 200)" python3 benchmarks/attention_short.py --out "$OUT" >"$log" 2>&1 ;;
         bench-gla)
             if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
                 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla_site .whl/fla_core-*.whl >/dev/null 2>&1

@@ -2,9 +2,9 @@
 
     python benchmarks/host_profile.py [--out DIR] [--calls 300] [--only decode]
 
-A pipeline of short calls (the attention tie row, T=1 GLA steps, decode at small batch) runs at
-the host's pace once Python's per-call work exceeds the kernel's GPU time. For one shape per
-operation this prints and saves (DIR/host_profile.json): the host microseconds per call
+A pipeline of short calls (the attention tie row and a short attention call, T=1 GLA steps, decode
+at small batch) runs at the host's pace once Python's per-call work exceeds the kernel's GPU
+time. For one shape per operation this prints and saves (DIR/host_profile.json): the host microseconds per call
 (common.host_time: wall time of queuing calls, the GPU not waited on), the GPU-only time per
 call (common.cupy_graph_ms: CUDA-graph replay), the pipelined time per call (common.time_calls:
 what the benchmarks report; host-bound when it tracks host_us instead of the GPU-only time), and
@@ -50,6 +50,10 @@ def cases():
     sets = itertools.cycle([(dev((32, 16, 512, 128)), dev((32, 16, 512, 128)), dev((32, 16, 512, 128)))
                             for _ in range(3)] + [(q, k, v)])
     yield "attention ... 4 input sets in turn", lambda: cuattn.attention(*next(sets), causal=True), True
+    # a short call (under cuattn.attention.PLAN_MAX_WORK: it keeps a launch plan; the rows above do not)
+    sq_a, sk_a, sv_a = dev((1, 32, 128, 128)), dev((1, 32, 128, 128)), dev((1, 32, 128, 128))
+    yield ("attention short fp16 B1 H32 S128 D128 causal (planned)",
+           lambda: cuattn.attention(sq_a, sk_a, sv_a, causal=True), True)
     dq, kc, vc = dev((16, 32, 1, 128)), dev((16, 8, 4096, 128)), dev((16, 8, 4096, 128))
     lens = cupy.asarray(rng.integers(1, 4097, 16).astype(np.int32))
     yield "decode fp16 B16 Hq32 Hkv8 L4096 ALiBi", lambda: cuattn.decode(dq, kc, vc, alibi_slopes="default"), True
