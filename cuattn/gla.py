@@ -367,10 +367,10 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     return _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state, key)
 
 
-# One-token GPU calls (generation: T = 1, a state in and out) take ~20 us of GPU time per 16 heads
-# of 128 x 128 at batch 8 against 100-200 us of Python checks and planning, so each layout's launch
-# is kept as a plan (as cuattn.decode and cuattn.attention do): a call that matches one allocates
-# the outputs and queues the launch.
+# One-token GPU calls (generation: T = 1, a state in and out) are short (B 128 H 16 K = V = 128:
+# 93 us of GPU time on an H100) against 110-200 us of Python checks and planning, so each
+# layout's launch is kept as a plan (as cuattn.decode and cuattn.attention do): a call that
+# matches one allocates the outputs and queues the launch (16 us of host time, 31st session).
 _PLANS: dict = {}
 MAX_PLANS = 64
 
