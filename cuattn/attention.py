@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
-from . import _checks, _tma
+from . import _checks, _plans, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
 
@@ -252,19 +251,10 @@ def _plan_key(q, k, v, causal, scale, return_lse, backend):
     (inputs other than CuPy arrays, unusual argument types). Everything the argument checks
     look at is in it (shapes, strides, dtypes, 16-byte alignment of the data), so a hit skips
     them."""
-    cupy = sys.modules.get("cupy")
-    if cupy is None or (backend is not None and backend != "cuda"):
-        return None
     if type(causal) is not bool or type(return_lse) is not bool:
         return None
-    if scale is not None and type(scale) is not float and type(scale) is not int:
-        return None
-    nd = cupy.ndarray
-    if type(q) is not nd or type(k) is not nd or type(v) is not nd:
-        return None
-    return (q.shape, q.strides, q.dtype, q.data.ptr & 15, k.shape, k.strides, k.dtype, k.data.ptr & 15,
-            v.shape, v.strides, v.dtype, v.data.ptr & 15, causal, scale, return_lse,
-            cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr, _settings())
+    key = _plans.gpu_key(backend, scale, q, k, v)
+    return None if key is None else tuple(key + [causal, return_lse, _settings()])
 
 
 class _AttentionPlan:
@@ -303,14 +293,6 @@ class _AttentionPlan:
             maps = _tma.tensor_maps(views)
             self._maps = (ptrs, maps)
         return maps
-
-
-def _remember(key, plan_):
-    if MAX_PLANS <= 0:  # plans off
-        return
-    if len(_PLANS) >= MAX_PLANS:
-        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
-    _PLANS[key] = plan_
 
 
 def _attention_cuda(q, k, v, sizes, causal, scale, key=None):
@@ -402,4 +384,4 @@ def _remember_launch(key, kernel, grid, threads, args, smem, o, lse, maps_spec):
     lse views, first) become slots that each call fills."""
     slots = ["q", "k", "v", "o", "lse"] + list(args[5:])
     packed = PackedLaunch(kernel, grid, (threads,), slots, shared_mem=smem)
-    _remember(key, _AttentionPlan(packed, o.shape, lse.shape, o.dtype, maps_spec))
+    _plans.remember(_PLANS, key, _AttentionPlan(packed, o.shape, lse.shape, o.dtype, maps_spec), MAX_PLANS)

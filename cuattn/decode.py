@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from . import _checks, _tma
+from . import _checks, _plans, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch_packed
 from .attention import _kernel_ready, _tma_ready, aligned_copy
@@ -847,15 +847,13 @@ def _plan_key(q, k_cache, v_cache, cache_seqlens, alibi_slopes, scale, block_tab
     """What a cached _DecodePlan must match, or None where the call takes the full path (inputs
     other than CuPy arrays, unusual argument types). Everything the argument checks look at is
     in it (shapes, strides, dtypes, 16-byte alignment of the data), so a hit skips them."""
-    cupy = sys.modules.get("cupy")
-    if cupy is None or (backend is not None and backend != "cuda") or type(return_lse) is not bool:
+    if type(return_lse) is not bool:
         return None
-    nd = cupy.ndarray
-    if type(q) is not nd or type(k_cache) is not nd or type(v_cache) is not nd:
+    key = _plans.gpu_key(backend, scale, q, k_cache, v_cache)
+    if key is None:
         return None
-    key = [q.shape, q.strides, q.dtype, q.data.ptr & 15, k_cache.shape, k_cache.strides, k_cache.dtype,
-           k_cache.data.ptr & 15, v_cache.shape, v_cache.strides, v_cache.dtype, v_cache.data.ptr & 15]
-    for x in (cache_seqlens, block_table):
+    nd = sys.modules["cupy"].ndarray
+    for x in (cache_seqlens, block_table):  # (read by scalar loads: their alignment does not matter)
         if x is None:
             key.append(None)
         elif type(x) is nd:
@@ -868,16 +866,8 @@ def _plan_key(q, k_cache, v_cache, cache_seqlens, alibi_slopes, scale, block_tab
         key.append((alibi_slopes.shape, alibi_slopes.strides, alibi_slopes.dtype))
     else:
         return None
-    if scale is not None and type(scale) is not float and type(scale) is not int:
-        return None
-    key += [scale, return_lse, cupy.cuda.runtime.getDevice(), cupy.cuda.get_current_stream().ptr, _settings()]
+    key += [return_lse, _settings()]
     return tuple(key)
-
-
-def _remember(key, plan_):
-    if len(_PLANS) >= MAX_PLANS:
-        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
-    _PLANS[key] = plan_
 
 
 class _DecodePlan:
@@ -1117,5 +1107,5 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     """Plan the call (remembered under `key` when given) and queue it."""
     plan_ = _DecodePlan(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse)
     if key is not None:
-        _remember(key, plan_)
+        _plans.remember(_PLANS, key, plan_, MAX_PLANS)
     return plan_(q, k_cache, v_cache, cache_seqlens, block_table, slopes)

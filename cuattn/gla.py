@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _plans
 from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
 from .attention import _flatten_batch, _kernel_ready, aligned_copy
@@ -380,28 +379,13 @@ def _plan_key(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens,
     a T = 1 call of CuPy arrays without cu_seqlens, unusual argument types). Everything the
     checks look at is in it (shapes, strides, dtypes, 16-byte alignment of the data, the
     arguments), so a hit skips them."""
-    cupy = sys.modules.get("cupy")
-    if cupy is None or (backend is not None and backend != "cuda") or cu_seqlens is not None:
+    if cu_seqlens is not None or type(output_final_state) is not bool or type(mode) is not str:
         return None
-    if type(output_final_state) is not bool or type(mode) is not str:
+    state = () if initial_state is None else (initial_state,)
+    key = _plans.gpu_key(backend, scale, q, k, v, gk, *state)
+    if key is None or q.ndim < 3 or q.shape[-2] != 1:
         return None
-    if scale is not None and type(scale) is not float and type(scale) is not int:
-        return None
-    nd = cupy.ndarray
-    if type(q) is not nd or type(k) is not nd or type(v) is not nd or type(gk) is not nd:
-        return None
-    if q.ndim < 3 or q.shape[-2] != 1:
-        return None
-    if initial_state is None:
-        state = None
-    elif type(initial_state) is nd:
-        state = (initial_state.shape, initial_state.strides, initial_state.dtype, initial_state.data.ptr & 15)
-    else:
-        return None
-    return (q.shape, q.strides, q.dtype, q.data.ptr & 15, k.shape, k.strides, k.dtype, k.data.ptr & 15,
-            v.shape, v.strides, v.dtype, v.data.ptr & 15, gk.shape, gk.strides, gk.dtype, gk.data.ptr & 15,
-            state, output_final_state, mode, scale, cupy.cuda.runtime.getDevice(),
-            cupy.cuda.get_current_stream().ptr, STEP_ROWS, STEP_BLOCK_V)
+    return tuple(key + [initial_state is None, output_final_state, mode, STEP_ROWS, STEP_BLOCK_V])
 
 
 class _StepPlan:
@@ -425,14 +409,6 @@ class _StepPlan:
             values.append(final.data.ptr)
         launch_packed(self.packed, self.stream_ptr, values)
         return o, final
-
-
-def _remember(key, plan_):
-    if MAX_PLANS <= 0:  # plans off
-        return
-    if len(_PLANS) >= MAX_PLANS:
-        _PLANS.pop(next(iter(_PLANS)), None)  # the oldest
-    _PLANS[key] = plan_
 
 
 @functools.lru_cache(maxsize=None)
@@ -510,8 +486,9 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state, key=N
             # no copy was made: later calls of this layout can launch on their own arrays as they are
             slots = ["q", "k", "v", "g", "o", "h0" if initial_state is not None else h0, "ht" if final is not None else ht]
             packed = PackedLaunch(kernel, grid, block, slots + args[7:])
-            _remember(key, _StepPlan(packed, o.shape, o.dtype, sizes["state_shape"], initial_state is not None,
-                                     final is not None))
+            plan_ = _StepPlan(packed, o.shape, o.dtype, sizes["state_shape"], initial_state is not None,
+                              final is not None)
+            _plans.remember(_PLANS, key, plan_, MAX_PLANS)
         return o, final
 
     cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder("int32")
