@@ -5,8 +5,9 @@
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh tests bench-decode   # some stages, in this order
 #
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; a part cut off by its time
-# limit names the test it was in; $OUT/watchdog_<op>*: each test's start, and the stacks of one running
-# over TEST_WATCHDOG seconds (120), every so often: tests/conftest.py; TEST_OPS="decode" for
+# limit names the test it was in; $OUT/watchdog_<op>*, bundled into $OUT/watchdog.tar.gz at the stage's end:
+# each test's start, and the stacks of one running over TEST_WATCHDOG seconds (120), every so often:
+# tests/conftest.py; TEST_OPS="decode" for
 # some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order ("1,3,4/4": those parts);
 # TEST_JOBS=n: that many parts (every n-th test) side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: with TEST_JOBS=8 on an H100, decode's 486
@@ -136,7 +137,12 @@ for stage in "${stages[@]}"; do
                 { CUATTN_TEST_WATCHDOG="$watch:$OUT/watchdog_$op" timeout "$(limit tests 400)" \
                     python3 -m pytest -m gpu -q -p no:cacheprovider --durations=10 "${targets[@]}" 2>&1 \
                     || echo "   ENDED WITH EXIT $? (124: timed out)$(last_test "$OUT/watchdog_$op")"; } | tail -30 >>"$log"
-            done ;;
+            done
+            # one archive for the watchdog files (one a test process): a device call returns at most
+            # 8 files, and 20 watchdog files once crowded out a benchmark's results (31st session)
+            if compgen -G "$OUT/watchdog_*" >/dev/null; then
+                (cd "$OUT" && tar -czf watchdog.tar.gz watchdog_* && rm -f watchdog_*)
+            fi ;;
         sanitize)
             for op in ${SANITIZE_OPS:-attention decode gla}; do
                 for tool in memcheck racecheck; do
