@@ -58,7 +58,8 @@ def main():
     default_plans = attn_mod.MAX_PLANS
     rows = []
     print(f"{cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}: us per call (pipelined; host in brackets)")
-    print(f"{'row':34s} {'plans':>16s} {'no plans':>16s} {'graph':>7s} {'flash':>7s} {'cudnn':>7s} {'x best torch':>12s}")
+    print(f"{'row':34s} {'plans':>16s} {'no plans':>16s} {'graph':>7s} {'flash':>7s} {'cudnn':>7s} "
+          f"{'x best torch':>12s}")
     for dtype, d, s, b, h, causal in ROWS:
         tin, (q, k, v) = make_inputs(b, h, s, d, dtype)
         work = b * h * s * s * 2 * d

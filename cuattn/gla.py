@@ -484,7 +484,8 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state, key=N
         views = (qf, kf, vf, gf) + (() if initial_state is None else (h0,))
         if key is not None and num_seqs <= MAX_GRID_Z and all(x.data.ptr == y.data.ptr for x, y in zip(views, inputs)):
             # no copy was made: later calls of this layout can launch on their own arrays as they are
-            slots = ["q", "k", "v", "g", "o", "h0" if initial_state is not None else h0, "ht" if final is not None else ht]
+            slots = ["q", "k", "v", "g", "o", "h0" if initial_state is not None else h0,
+                     "ht" if final is not None else ht]
             packed = PackedLaunch(kernel, grid, block, slots + args[7:])
             plan_ = _StepPlan(packed, o.shape, o.dtype, sizes["state_shape"], initial_state is not None,
                               final is not None)
