@@ -10,7 +10,7 @@ import numpy as np
 from . import _checks, _plans
 from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
-from .attention import _flatten_batch, _kernel_ready, aligned_copy
+from .attention import _flatten_batch, _kernel_ready, _views_of_inputs, aligned_copy
 
 MODES = ("chunk", "recurrent")
 MAX_GRID_Z = 65535
@@ -482,7 +482,7 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state, key=N
             launch(kernel, grid, block, args)
         inputs = (q, k, v, gk) + (() if initial_state is None else (initial_state,))
         views = (qf, kf, vf, gf) + (() if initial_state is None else (h0,))
-        if key is not None and num_seqs <= MAX_GRID_Z and all(x.data.ptr == y.data.ptr for x, y in zip(views, inputs)):
+        if key is not None and num_seqs <= MAX_GRID_Z and _views_of_inputs(views, inputs):
             # no copy was made: later calls of this layout can launch on their own arrays as they are
             slots = ["q", "k", "v", "g", "o", "h0" if initial_state is not None else h0,
                      "ht" if final is not None else ht]
