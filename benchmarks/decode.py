@@ -1,6 +1,7 @@
 """ALiBi decode benchmark: cuattn.decode vs torch SDPA (flash, cuDNN, and a materialized ALiBi bias).
 
 Run on a GPU machine:  python benchmarks/decode.py [--out DIR] [--quick] [--sweep] [--rounds N] [--only TEXT]
+                                                [--layers N]
 
 Rows are ANCHORS.md's decode rows (one query token, fp16 KV cache) plus a paged-cache row and
 two short calls (per-layer sizes whose reads take 45-90 us, where host time per call shows).
@@ -29,12 +30,18 @@ and 0.05 s, median per call; a column's TB/s is its median over the rounds (per-
 JSON, and the ratio to the best torch backend round by round as [min, median, max]), so drift of
 the clocks over a row's seconds falls on every column alike. cuattn's host time per call (Python
 checks and the launch, GPU not waited on) is recorded beside it.
+--layers N (default 1) gives every row N independent sets of inputs (q, K, V, block table) and has every
+column cycle through them call by call, as a model's layer loop does: no call then finds bytes the call
+before it left in the 50 MB L2 (with one set, the end of one call's reads can still be in L2 when the next
+call starts; triton.testing.do_bench, which measured ANCHORS.md, clears L2 before each call instead).
+Every set of a row is at least 2x the L2 for N >= 2 on these rows (the smallest row reads 134 MB).
 Results go to DIR/decode.json (default benchmarks/results/) and DIR/decode.png (matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -143,6 +150,15 @@ def interleaved(fns, nbytes, rounds, reps):
     return result
 
 
+def cycled(fns):
+    """One callable that calls fns[0], fns[1], ... in turn, one per call (a layer loop); fns[0] itself
+    when there is one."""
+    if len(fns) == 1:
+        return fns[0]
+    turn = itertools.cycle(fns)
+    return lambda: next(turn)()
+
+
 def make_inputs(b, hq, hkv, d, length):
     try:
         import torch
@@ -171,13 +187,18 @@ def main():
     parser.add_argument("--sweep", action="store_true", help="also time other BLOCKS_PER_SM split targets and TMA_STAGES ring depths")
     parser.add_argument("--only", default="", help="only rows whose label (as 'B16 32/8 D128 L32768 paged') "
                         "contains this text")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="independent input sets per row, cycled call by call (a layer loop; default 1)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reps = dict(min_batches=3, min_seconds=0.02) if args.quick else dict(min_batches=5, min_seconds=0.05)
     rounds = args.rounds or (3 if args.quick else 7)
 
-    meta = run_metadata(unit="TB/s = bytes of K and V / time", decode_settings=decode_settings())
+    if args.layers < 1:
+        parser.error("--layers must be at least 1")
+    meta = run_metadata(unit="TB/s = bytes of K and V / time", decode_settings=decode_settings(),
+                        layers=args.layers)
     rng = np.random.default_rng(0)
     rows = []
     lines = []
@@ -187,19 +208,27 @@ def main():
     for b, hq, hkv, d, length, paged in ROWS:
         if args.only not in f"B{b} {hq}/{hkv} D{d} L{length}{' paged' if paged else ''}":
             continue
-        t, c = make_inputs(b, hq, hkv, d, length)
+        # args.layers sets of inputs: (torch tensors or None, [q, k, v] CuPy, cuattn's (q, k, v), its kwargs)
+        layers = []
+        for _ in range(args.layers):
+            t, c = make_inputs(b, hq, hkv, d, length)
+            q, k, v = c
+            kw = {}
+            kc, vc = k, v
+            if paged:
+                kc, vc, table = paged_copy(k, v, PAGE_SIZE, rng)
+                kw["block_table"] = table
+            layers.append((t, c, (q, kc, vc), kw))
+        t, c, (q, kc, vc), kw = layers[0]
         q, k, v = c
         nbytes = 2 * b * hkv * length * d * k.itemsize
-        row = dict(B=b, Hq=hq, Hkv=hkv, D=d, L=length, paged=paged, bytes=nbytes)
-        kw = {}
-        kc, vc = k, v
-        if paged:
-            kc, vc, table = paged_copy(k, v, PAGE_SIZE, rng)
-            kw["block_table"] = table
+        row = dict(B=b, Hq=hq, Hkv=hkv, D=d, L=length, paged=paged, bytes=nbytes, layers=args.layers)
         saved_kernel = decode_module.KERNEL
         # the row's arrays bound as defaults (they are deleted at the row's end)
-        fns = {"cuattn_alibi": lambda a=(q, kc, vc), kw=kw: cuattn.decode(*a, alibi_slopes="default", **kw),
-               "cuattn": lambda a=(q, kc, vc), kw=kw: cuattn.decode(*a, alibi_slopes=None, **kw)}
+        fns = {"cuattn_alibi": cycled([lambda a=a, kw=kw: cuattn.decode(*a, alibi_slopes="default", **kw)
+                                       for _, _, a, kw in layers]),
+               "cuattn": cycled([lambda a=a, kw=kw: cuattn.decode(*a, alibi_slopes=None, **kw)
+                                 for _, _, a, kw in layers])}
         alibi = fns["cuattn_alibi"]
         # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
         for other in decode_module.KERNELS:
@@ -225,12 +254,15 @@ def main():
                 alibi, EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
         fns["cuattn_alibi_even_pieces_deep"] = with_settings(alibi, EVEN_SPLIT=True, TMA_STAGES=8, MMA_STAGES=6)
         notes = {}
+        per_layer = []  # torch's columns of each layer
         if t is not None:
             slopes = cuattn.alibi_slopes(hq)
-            for name, (fn, note) in torch_impls(*t, slopes).items():
-                fns[name] = fn
-                if note:
-                    notes[name] = note
+            per_layer = [torch_impls(*lt, slopes) for lt, *_ in layers]
+            for name, (fn, note) in per_layer[0].items():
+                if all(name in impls for impls in per_layer):
+                    fns[name] = cycled([impls[name][0] for impls in per_layer])
+                    if note:
+                        notes[name] = note
         row.update(interleaved(fns, nbytes, rounds, reps))
         # Python and launch work per call (GPU not waited on): under the GPU time, calls queue
         # back to back and the GPU never waits for the host
@@ -247,9 +279,9 @@ def main():
                 sweep[value] = nbytes / time_calls(alibi, min_batches=5, min_seconds=0.1) / 1e12
             setattr(decode_module, knob_name, saved)
         row["notes"] = notes
-        if "torch_alibi_bias" in fns:  # the two implementations agree on the same inputs
-            ref = cupy.from_dlpack(fns["torch_alibi_bias"]()).astype(cupy.float32)
-            o = alibi().astype(cupy.float32)
+        if "torch_alibi_bias" in fns:  # the two implementations agree on the same inputs (the same layer)
+            ref = cupy.from_dlpack(per_layer[0]["torch_alibi_bias"][0]()).astype(cupy.float32)
+            o = cuattn.decode(q, kc, vc, alibi_slopes="default", **kw).astype(cupy.float32)
             row["rel_diff_vs_torch_alibi"] = float(cupy.linalg.norm(o - ref) / cupy.linalg.norm(ref))
         torch_names = [n for n in TORCH_NAMES if n in row]
         best = max((row[n] for n in torch_names), default=None)
@@ -268,7 +300,7 @@ def main():
                   if n.startswith("cuattn_alibi_") and isinstance(x, float)}
         print(line + f"  [{row['kernel']}; other kernels {others}]"
               + (f"  sweep {row.get('sweep_blocks_per_sm')} stages {row.get('sweep_tma_stages')}" if args.sweep else ""), flush=True)
-        del t, c, q, k, v, kc, vc, fns, alibi
+        del layers, per_layer, t, c, q, k, v, kc, vc, fns, alibi
         cupy.get_default_memory_pool().free_all_blocks()
     result = {"meta": meta, "rows": rows}
     (out / "decode.json").write_text(json.dumps(result, indent=1))

@@ -13,7 +13,7 @@
 # process (the suite is bound by NVRTC compiles and host work: with TEST_JOBS=8 on an H100, decode's 486
 # persistent-kernel tests ran in 203 s, attention's 232 and gla's 506 in ~40 s each, 29th-30th sessions;
 # PYTEST_ADDOPTS='-k "not regs"' narrows the selection), sanitize (compute-sanitizer memcheck and racecheck on the
-# tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode, bench-attention,
+# tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode (DECODE_ARGS="--layers 4": its options), bench-attention,
 # bench-attention-short (benchmarks/attention_short.py: short calls with and without launch plans vs torch),
 # bench-gla (flash-linear-attention from .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
 # (benchmarks/gla_step_probe.py: GPU-only T=1 step time, recurrent tiles), probe-decode
@@ -151,7 +151,7 @@ for stage in "${stages[@]}"; do
                         | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|failures|Error|Race" | tail -20 >>"$log"  # the summary is last
                 done
             done ;;
-        bench-decode) timeout "$(limit bench-decode 300)" python3 benchmarks/decode.py --out "$OUT" >"$log" 2>&1 ;;
+        bench-decode) timeout "$(limit bench-decode 300)" python3 benchmarks/decode.py --out "$OUT" ${DECODE_ARGS:-} >"$log" 2>&1 ;;
         bench-attention) timeout "$(limit bench-attention 400)" python3 benchmarks/attention.py --out "$OUT" >"$log" 2>&1 ;;
         bench-attention-short) timeout "$(limit bench-attention-short 200)" python3 benchmarks/attention_short.py --out "$OUT" >"$log" 2>&1 ;;
         bench-gla)
