@@ -129,9 +129,13 @@ def bar_chart(path, rows, names, labels, ylabel, title, log=False, hline=None, r
 
 def cupy_graph_ms(fn, calls=20, replays=20):
     """Median GPU ms per call with no host work between calls: `calls` calls captured in a CUDA
-    graph (CuPy stream capture) and replayed. For calls whose host time exceeds their GPU time."""
+    graph (CuPy stream capture) and replayed. For calls whose host time exceeds their GPU time.
+    cuattn calls are captured inside cuattn.graph_memory(), which holds their buffers while the
+    graph is replayed here."""
+    import cuattn
+
     stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
+    with stream, cuattn.graph_memory() as memory:
         fn()
         stream.synchronize()
         stream.begin_capture()
@@ -148,6 +152,8 @@ def cupy_graph_ms(fn, calls=20, replays=20):
             e1.record(stream)
             e1.synchronize()
             times.append(cupy.cuda.get_elapsed_time(e0, e1) / calls)
+    del graph
+    memory.release()
     return float(np.median(times))
 
 

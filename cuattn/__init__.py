@@ -10,6 +10,8 @@ paged_cache
     Contiguous K and V caches cut into (shuffled) pages and a block table, for ``decode``.
 gla
     Gated linear attention, chunk (tensor cores) and recurrent modes, packed sequences.
+graph_memory
+    Holds the device memory of cuattn calls captured in CUDA graphs (attention, gla).
 precision_report
     Splits low-precision attention error into input rounding and kernel error (lesson 1);
     also ``python -m cuattn precision``.
@@ -22,6 +24,7 @@ NumPy arrays run Numba kernels on the CPU. ``backend='cuda'|'cpu'|'reference'`` 
 
 from . import reference
 from ._backend import gpu_available
+from ._capture import GraphMemory, graph_memory
 from .attention import attention
 from .decode import alibi_slopes, decode
 from .gla import gla
@@ -30,4 +33,4 @@ from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "decode", "alibi_slopes", "paged_cache", "gla", "reference", "gpu_available", "precision_report", "__version__"]
+__all__ = ["attention", "decode", "alibi_slopes", "paged_cache", "gla", "reference", "gpu_available", "graph_memory", "GraphMemory", "precision_report", "__version__"]

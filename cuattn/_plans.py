@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from . import _capture
+
 
 def array_key(x) -> tuple:
     """What the checks and the kernels see of a GPU array: shape, strides, dtype and where its
@@ -22,9 +24,10 @@ def array_key(x) -> tuple:
 def gpu_key(backend, scale, *arrays):
     """The shared part of a plan key as a list, or None where the call takes the full path:
     CuPy not imported, a backend other than CUDA asked for, an unusual ``scale`` type, or any of
-    ``arrays`` not a CuPy ndarray (subclasses included: they may behave otherwise)."""
+    ``arrays`` not a CuPy ndarray (subclasses included: they may behave otherwise), or a call
+    being captured in a CUDA graph (cuattn._capture: its buffers must be its own)."""
     cupy = sys.modules.get("cupy")
-    if cupy is None or (backend is not None and backend != "cuda"):
+    if cupy is None or (backend is not None and backend != "cuda") or _capture.recording():
         return None
     if scale is not None and type(scale) is not float and type(scale) is not int:
         return None

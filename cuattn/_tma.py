@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from . import _capture
 from ._backend import require_cupy
 
 _DTYPES = {"float16": 6, "bfloat16": 9}  # CUtensorMapDataType
@@ -63,6 +64,8 @@ def encode(x, dtype_name: str, box_rows: int) -> bytes:
 def tensor_maps(specs):
     """Device array holding the tensor maps of ``specs`` [(array, dtype_name, box_rows), ...]."""
     cupy = require_cupy()
+    if _capture.recording():  # a captured call: maps of its own, held by its graph_memory
+        return _capture.upload(b"".join(encode(x, name, rows) for x, name, rows in specs))
     # the copy to the device is ordered on the current stream only: reuse a map on that stream
     key = (cupy.cuda.get_current_stream().ptr, L2_PROMOTION) + tuple((x.data.ptr, x.shape, x.strides, name, rows)
                                                        for x, name, rows in specs)

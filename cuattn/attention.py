@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import _checks, _plans, _tma
+from . import _capture, _checks, _plans, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
 
@@ -155,6 +155,10 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     >>> o.shape, lse.shape
     ((1, 8, 128, 64), (1, 8, 128))
     """
+    captured = _capture.enter("attention", q)
+    if captured is not None:  # inside a CUDA graph capture (cuattn.graph_memory)
+        with captured:
+            return attention(q, k, v, causal=causal, scale=scale, return_lse=return_lse, backend=backend)
     key = _plan_key(q, k, v, causal, scale, return_lse, backend)
     if key is not None:
         cached = _PLANS.get(key)

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from . import _checks, _plans, _tma
+from . import _capture, _checks, _plans, _tma
 from ._backend import as_cupy, require_cupy, resolve_backend
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch_packed
 from .attention import _kernel_ready, _tma_ready, aligned_copy
@@ -471,6 +471,11 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     >>> o.shape, lse.shape
     ((2, 8, 1, 64), (2, 8, 1))
     """
+    captured = _capture.enter("decode", q, _capture_refusal(cache_seqlens, block_table))
+    if captured is not None:  # inside a CUDA graph capture (cuattn.graph_memory)
+        with captured:
+            return decode(q, k_cache, v_cache, cache_seqlens=cache_seqlens, alibi_slopes=alibi_slopes, scale=scale,
+                          block_table=block_table, return_lse=return_lse, backend=backend)
     key = _plan_key(q, k_cache, v_cache, cache_seqlens, alibi_slopes, scale, block_table, return_lse, backend)
     if key is not None:
         cached = _PLANS.get(key)
@@ -694,7 +699,7 @@ def _constant_int32(device_id: int, n: int, value: int):
     """A read-only int32 vector of n copies of value on a device (default lengths, the dummy block
     table), made once instead of a fill per call."""
     cupy = require_cupy()
-    with cupy.cuda.Device(device_id):
+    with cupy.cuda.Device(device_id), _capture.eager():
         out = cupy.full((n,), value, dtype=cupy.int32)
         cupy.cuda.get_current_stream().synchronize()  # ready for calls on any stream
         return out
@@ -713,7 +718,7 @@ def _split_counters(device_id: int, stream_ptr: int, n: int):
     cupy = require_cupy()
     buf = _COUNTERS.get((device_id, stream_ptr))
     if buf is None or buf.size < n:
-        with cupy.cuda.Device(device_id):
+        with cupy.cuda.Device(device_id), _capture.eager():
             buf = cupy.zeros(max(n, 1024), dtype=cupy.int32)
             cupy.cuda.get_current_stream().synchronize()  # zeroed before any stream uses it
         _COUNTERS[(device_id, stream_ptr)] = buf
@@ -735,7 +740,7 @@ class _StealState:
 
     def buffers(self, device_id: int, items: int, list_entries: int, pool_floats: int):
         cupy = require_cupy()
-        with cupy.cuda.Device(device_id):
+        with cupy.cuda.Device(device_id), _capture.eager():
             if self.words is None or self.words.size < items:
                 self.words = cupy.zeros(max(items, 1024), dtype=cupy.uint64)
                 cupy.cuda.get_current_stream().synchronize()
@@ -780,7 +785,7 @@ def steal_plan(chunk: int, padded: int, itemsize: int, items: int, grid: int) ->
 def _device_slopes(device_id: int, num_heads: int, default: bool):
     """Zeros (no bias) or the default slopes on a device, copied once (no host copy per call)."""
     cupy = require_cupy()
-    with cupy.cuda.Device(device_id):
+    with cupy.cuda.Device(device_id), _capture.eager():
         out = cupy.asarray(alibi_slopes(num_heads) if default else np.zeros(num_heads, np.float32))
         cupy.cuda.get_current_stream().synchronize()  # ready for calls on any stream
         return out
@@ -1101,6 +1106,15 @@ class _DecodePlan:
             # call once the counter wraps
             self.flags.flags.fill(0)
             raise_for_flags(bad, self.sizes)
+
+
+def _capture_refusal(cache_seqlens, block_table):
+    """Why a decode call cannot be captured in a CUDA graph, or None."""
+    if cache_seqlens is not None or block_table is not None:
+        return "with cache_seqlens or block_table it waits on the host for their value check"
+    if STEAL:
+        return "work stealing (cuattn.decode.STEAL) tags each launch on the host; turn it off"
+    return None
 
 
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse, key=None):

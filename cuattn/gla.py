@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import _checks, _plans
+from . import _capture, _checks, _plans
 from ._backend import as_cupy, require_cupy, resolve_backend, to_numpy
 from ._cuda import PackedLaunch, check_arch, device_properties, get_kernel, launch, launch_packed
 from .attention import _flatten_batch, _kernel_ready, _views_of_inputs, aligned_copy
@@ -340,6 +340,12 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     >>> bool(np.allclose(o2, o[:, :, 50:], atol=1e-4))
     True
     """
+    captured = _capture.enter("gla", q, None if cu_seqlens is None else
+                              "its cu_seqlens offsets are read on the host to plan the launch")
+    if captured is not None:  # inside a CUDA graph capture (cuattn.graph_memory)
+        with captured:
+            return gla(q, k, v, gk, scale=scale, initial_state=initial_state,
+                       output_final_state=output_final_state, cu_seqlens=cu_seqlens, mode=mode, backend=backend)
     key = _plan_key(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens, mode, backend)
     if key is not None:
         cached = _PLANS.get(key)
@@ -414,8 +420,10 @@ class _StepPlan:
 @functools.lru_cache(maxsize=None)
 def _placeholder_on(device_id: int, dtype_name: str):
     cupy = require_cupy()
-    with cupy.cuda.Device(device_id):
-        return cupy.zeros(1, dtype=dtype_name)
+    with cupy.cuda.Device(device_id), _capture.eager():  # zeroed now, even inside a captured call
+        out = cupy.zeros(1, dtype=dtype_name)
+        cupy.cuda.get_current_stream().synchronize()
+        return out
 
 
 def _placeholder(dtype_name: str):

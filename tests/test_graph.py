@@ -1,0 +1,300 @@
+"""CUDA graph capture of cuattn calls (cuattn.graph_memory).
+
+CPU: the block changes nothing outside a capture. GPU (marked gpu): attention, gla and decode captured
+in CuPy stream capture, relaxed and global mode (torch.cuda.graph's), replayed on new input
+contents copied into the captured arrays; each replay must give the bits of an eager call on
+those contents (same kernels and launches), and those are held to the float64 reference. The
+outputs are poisoned (NaN) before every replay, so an element the graph does not write fails.
+Buffers a captured call drops (attention's lse) must stay held: arrays made after the capture
+on the same stream must not be overwritten by replays. decode (without cache_seqlens or
+block_table) is captured too; decode with them or with work stealing, gla with cu_seqlens, and
+calls outside a graph_memory block raise before queuing anything (the capture stays usable).
+"""
+
+import sys
+
+import numpy as np
+import pytest
+
+import cuattn
+from cuattn import _capture
+from cuattn._checks import BFLOAT16
+from helpers import misaligned, rel_error
+
+MODES = ["relaxed", "global"]
+
+
+def test_graph_memory_outside_a_capture_changes_nothing(rng):
+    q, k, v = (rng.standard_normal((1, 2, 20, 16)).astype(np.float32) for _ in range(3))
+    expected = cuattn.attention(q, k, v, causal=True)
+    with cuattn.graph_memory() as memory:
+        assert _capture.enter("attention", q) is None  # NumPy arrays: never a capture
+        assert not _capture.recording()
+        np.testing.assert_array_equal(cuattn.attention(q, k, v, causal=True), expected)
+    assert memory.calls == 0 and memory.nbytes == 0
+    assert "0 captured calls" in repr(memory)
+    memory.release()
+
+
+def test_graph_memory_blocks_nest():
+    outer, inner = cuattn.graph_memory(), cuattn.graph_memory()
+    with outer:
+        with inner:
+            assert _capture._state.scopes == [outer, inner]  # the innermost records
+        assert _capture._state.scopes == [outer]
+    assert _capture._state.scopes == []
+
+
+# ---- GPU ----
+
+def capture(cp, mode, body):
+    """(graph, memory, stream, body's result): body() captured on a fresh stream in ``mode``
+    inside a graph_memory block."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    modes = {"relaxed": cp.cuda.runtime.streamCaptureModeRelaxed, "global": cp.cuda.runtime.streamCaptureModeGlobal}
+    with stream, cuattn.graph_memory() as memory:
+        stream.begin_capture(mode=modes[mode])
+        try:
+            result = body()
+        finally:
+            graph = stream.end_capture()
+    return graph, memory, stream, result
+
+
+def refill(cp, rng, arrays, stream):
+    """New random contents in place (the captured arrays), on the graph's stream."""
+    with stream:
+        for x in arrays:
+            x[...] = cp.asarray(rng.standard_normal(x.shape).astype(np.float32)).astype(x.dtype)
+
+
+def replay(cp, graph, stream, outputs):
+    """Poison the outputs, launch the graph, wait."""
+    with stream:
+        for x in outputs:
+            x[...] = cp.nan
+    graph.launch(stream)
+    stream.synchronize()
+
+
+ATTENTION_CASES = [
+    # (dtype, q shape, k shape, causal, layout)
+    (np.float16, (2, 4, 200, 128), (2, 4, 200, 128), True, "bhsd"),   # wgmma on Hopper
+    (BFLOAT16, (1, 8, 77, 64), (1, 2, 300, 64), False, "bhsd"),       # GQA, Sq < Sk
+    (np.float32, (2, 2, 65, 32), (2, 2, 65, 32), True, "bhsd"),
+    (np.float16, (1, 4, 130, 64), (1, 4, 130, 64), True, "unaligned"),  # copied inside the graph
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,shape_q,shape_k,causal,layout", ATTENTION_CASES,
+                         ids=["fp16_d128", "bf16_gqa", "fp32", "fp16_unaligned"])
+def test_gpu_attention_replays(cp, rng, mode, dtype, shape_q, shape_k, causal, layout):
+    def dev(shape):
+        x = rng.standard_normal(shape).astype(np.float32).astype(dtype)
+        return misaligned(cp, x) if layout == "unaligned" else cp.asarray(x)
+
+    q, k, v = dev(shape_q), dev(shape_k), dev(shape_k)
+    cuattn.attention(q, k, v, causal=causal)  # a plan for this layout exists before the capture
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, (o1, (o2, lse2)) = capture(cp, mode, lambda: (
+        cuattn.attention(q, k, v, causal=causal), cuattn.attention(q, k, v, causal=causal, return_lse=True)))
+    assert memory.calls == 2 and memory.nbytes >= o1.nbytes + o2.nbytes + lse2.nbytes
+    for _ in range(2):  # each replay computes on the contents of that time
+        refill(cp, rng, (q, k, v), stream)
+        replay(cp, graph, stream, (o1, o2, lse2))
+        with stream:
+            eo, e_lse = cuattn.attention(q, k, v, causal=causal, return_lse=True)
+        stream.synchronize()
+        for got in (o1, o2):
+            np.testing.assert_array_equal(got.get(), eo.get())
+        np.testing.assert_array_equal(lse2.get(), e_lse.get())
+        ref = cuattn.reference.attention(q.get(), k.get(), v.get(), causal=causal)
+        assert rel_error(o1, ref) < (1e-5 if dtype == np.float32 else 1e-2)
+    del graph
+    memory.release()
+
+
+@pytest.mark.gpu
+def test_gpu_dropped_buffers_stay_held(cp, rng):
+    """attention's lse, dropped when not returned, stays held: replays must not write into
+    arrays made after the capture (without graph_memory they would take its pool block)."""
+    q, k, v = (cp.asarray(rng.standard_normal((1, 8, 256, 64)).astype(np.float16)) for _ in range(3))
+    graph, memory, stream, o = capture(cp, "relaxed", lambda: cuattn.attention(q, k, v))
+    lse_bytes = 8 * 256 * 4
+    with stream:  # the capture's pool arena: where a freed lse block would be handed out again
+        others = [cp.full((1, 8, 256), 7.0, dtype=cp.float32) for _ in range(8)]
+    replay(cp, graph, stream, (o,))
+    for x in others:
+        assert bool((x == 7.0).all())
+    assert memory.nbytes >= o.nbytes + lse_bytes
+    assert rel_error(o, cuattn.reference.attention(q.get(), k.get(), v.get())) < 1e-2
+
+
+GLA_CASES = [
+    # (mode, dtype, (B, H, T), K, V, with a state in)
+    ("chunk", np.float16, (2, 3, 150), 64, 64, True),
+    ("chunk", BFLOAT16, (1, 2, 300), 128, 128, False),   # the prepass workspace, dropped
+    ("recurrent", np.float32, (2, 2, 40), 64, 32, True),
+    ("recurrent", BFLOAT16, (4, 4, 1), 128, 128, True),  # one token (generation)
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph_mode", MODES)
+@pytest.mark.parametrize("mode,dtype,lead,kdim,vdim,with_state", GLA_CASES,
+                         ids=["chunk_fp16", "chunk_bf16_k128", "recurrent_fp32", "one_token_bf16"])
+def test_gpu_gla_replays(cp, rng, graph_mode, mode, dtype, lead, kdim, vdim, with_state):
+    def dev(shape, dt=dtype):
+        return cp.asarray(rng.standard_normal(shape).astype(np.float32).astype(dt))
+
+    q, k, v = dev(lead + (kdim,)), dev(lead + (kdim,)), dev(lead + (vdim,))
+    g = cp.asarray(-np.logaddexp(0.0, -rng.standard_normal(lead + (kdim,))).astype(np.float32).astype(dtype))
+    h0 = dev(lead[:2] + (kdim, vdim), np.float32) if with_state else None
+
+    def call():
+        return cuattn.gla(q, k, v, g, initial_state=h0, output_final_state=True, mode=mode)
+
+    call()
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, (o, state) = capture(cp, graph_mode, call)
+    assert memory.calls == 1
+    for _ in range(2):
+        refill(cp, rng, (q, k, v) + ((h0,) if with_state else ()), stream)
+        with stream:  # gates stay log-space (<= 0)
+            g[...] = -cp.abs(g)
+        replay(cp, graph, stream, (o, state))
+        with stream:
+            eo, es = call()
+        stream.synchronize()
+        np.testing.assert_array_equal(o.get(), eo.get())
+        np.testing.assert_array_equal(state.get(), es.get())
+        ro, rs = cuattn.reference.gla(q.get(), k.get(), v.get(), g.get(),
+                                      initial_state=None if h0 is None else h0.get(), output_final_state=True)
+        assert rel_error(o, ro) < (2e-5 if dtype == np.float32 else 1e-2)
+        assert rel_error(state, rs) < (2e-5 if dtype == np.float32 else 1e-2)
+
+
+DECODE_CASES = [
+    # (dtype, B, Hq, Hkv, D, L, ALiBi slopes)
+    (np.float16, 1, 8, 8, 128, 5000, "default"),     # one row per item (bulk copies on Hopper)
+    (BFLOAT16, 2, 16, 4, 128, 3001, "default"),      # GQA row groups (tensor cores on Hopper)
+    (np.float32, 3, 4, 2, 64, 777, None),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,b,hq,hkv,d,length,slopes", DECODE_CASES, ids=["fp16_mha", "bf16_gqa", "fp32"])
+def test_gpu_decode_replays(cp, rng, mode, dtype, b, hq, hkv, d, length, slopes):
+    """decode without cache_seqlens or block_table: replays give an eager call's bits."""
+    def dev(shape):
+        return cp.asarray(rng.standard_normal(shape).astype(np.float32).astype(dtype))
+
+    q, kc, vc = dev((b, hq, 1, d)), dev((b, hkv, length, d)), dev((b, hkv, length, d))
+
+    def call():
+        return cuattn.decode(q, kc, vc, alibi_slopes=slopes, return_lse=True)
+
+    call()
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, (o, lse) = capture(cp, mode, call)
+    assert memory.calls == 1
+    for _ in range(2):
+        refill(cp, rng, (q, kc, vc), stream)
+        replay(cp, graph, stream, (o, lse))
+        with stream:
+            eo, e_lse = call()
+        stream.synchronize()
+        np.testing.assert_array_equal(o.get(), eo.get())
+        np.testing.assert_array_equal(lse.get(), e_lse.get())
+        ref = cuattn.reference.decode(q.get(), kc.get(), vc.get(), alibi_slopes=slopes)
+        assert rel_error(o, ref) < (1e-5 if dtype == np.float32 else 1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
+    """decode with cache_seqlens or with work stealing, gla with cu_seqlens, and any call outside
+    graph_memory raise a RuntimeError that says why, before queuing anything: the capture ends
+    cleanly and its (empty) graph launches."""
+    q = cp.asarray(rng.standard_normal((2, 8, 1, 64)).astype(np.float16))
+    kc = cp.asarray(rng.standard_normal((2, 2, 100, 64)).astype(np.float16))
+    x = cp.asarray(rng.standard_normal((1, 2, 40, 64)).astype(np.float16))
+    gates = -cp.abs(x)
+    cu = cp.asarray(np.array([0, 15, 40], dtype=np.int32))
+    lens = cp.asarray(np.array([9, 100], dtype=np.int32))
+    modes = {"relaxed": cp.cuda.runtime.streamCaptureModeRelaxed, "global": cp.cuda.runtime.streamCaptureModeGlobal}
+    decode_module = sys.modules["cuattn.decode"]
+
+    def stealing():
+        monkeypatch.setattr(decode_module, "STEAL", True)
+        try:
+            return cuattn.decode(q, kc, kc)
+        finally:
+            monkeypatch.setattr(decode_module, "STEAL", False)
+
+    cases = [
+        (lambda: cuattn.decode(q, kc, kc, cache_seqlens=lens), True,
+         "cuattn.decode cannot be captured.*value check"),
+        (stealing, True, "STEAL"),
+        (lambda: cuattn.gla(x, x, x, gates, cu_seqlens=cu), True, "cu_seqlens"),
+        (lambda: cuattn.attention(x, x, x), False, "graph_memory"),
+    ]
+    for call, in_block, words in cases:
+        stream = cp.cuda.Stream(non_blocking=True)
+        memory = cuattn.graph_memory()
+        with stream:
+            stream.begin_capture(mode=modes[mode])
+            try:
+                with pytest.raises(RuntimeError, match=words):
+                    if in_block:
+                        with memory:
+                            call()
+                    else:
+                        call()
+            finally:
+                graph = stream.end_capture()
+        graph.launch(stream)
+        stream.synchronize()
+        assert memory.calls == 0 and memory.nbytes == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:ExternalStream is deprecated:DeprecationWarning")  # CuPy 14; older ones lack from_external
+def test_gpu_torch_graph(cp, rng):
+    """Captured by torch.cuda.graph (global mode, torch's stream made CuPy's current one):
+    attention and decode on DLPack views of torch tensors replay on new contents."""
+    torch = pytest.importorskip("torch")
+    qt, kt, vt = (torch.randn(2, 8, 96, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    dq, kct = torch.randn(2, 8, 1, 64, device="cuda", dtype=torch.float16), torch.randn(
+        2, 2, 2000, 64, device="cuda", dtype=torch.float16)
+    q, k, v, dqc, kc = (cp.from_dlpack(t) for t in (qt, kt, vt, dq, kct))
+
+    def calls():
+        with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            return cuattn.attention(q, k, v, causal=True), cuattn.decode(dqc, kc, kc, alibi_slopes="default")
+
+    side = torch.cuda.Stream()  # torch's recipe: warm up on a side stream
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        calls()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with cuattn.graph_memory() as memory, torch.cuda.graph(graph):
+        o, od = calls()
+    assert memory.calls == 2
+    for t in (qt, kt, vt, dq, kct):
+        t.copy_(torch.randn_like(t))
+    o[...] = cp.nan
+    od[...] = cp.nan
+    cp.cuda.Device().synchronize()
+    graph.replay()
+    torch.cuda.synchronize()
+    eo, eod = calls()
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(o.get(), eo.get())
+    np.testing.assert_array_equal(od.get(), eod.get())
+    assert rel_error(o, cuattn.reference.attention(q.get(), k.get(), v.get(), causal=True)) < 1e-2
