@@ -144,6 +144,9 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     copy (unaligned rows, broadcast batches the kernel cannot stride over) and calls of more than
     one launch always take the full path.
 
+    GPU calls can be captured in a CUDA graph inside :func:`cuattn.graph_memory`, which holds
+    their buffers (the log-sum-exp too when not returned) as long as the graph lives.
+
     Examples
     --------
     >>> import numpy as np, cuattn

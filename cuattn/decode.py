@@ -459,6 +459,12 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     of unfinished ones on Hopper (work stealing); results then vary in the last bits from call
     to call, for at most a few tenths of a percent of speed (see the comment at ``STEAL``).
 
+    GPU calls without ``cache_seqlens`` and ``block_table`` (and without ``STEAL``) can be
+    captured in a CUDA graph inside :func:`cuattn.graph_memory`; replay such graphs on one
+    stream at a time, not beside eager decode calls on the capturing stream (the persistent
+    kernels' work counters are per stream). With either argument a capture raises
+    ``RuntimeError`` (the value check waits on the host).
+
     Examples
     --------
     >>> import numpy as np, cuattn

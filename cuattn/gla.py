@@ -325,6 +325,10 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     allocates the outputs and queues the launch. Layouts that need a copy (unaligned inputs, a
     state that is not contiguous aligned float32 of the full shape) take the full path each call.
 
+    GPU calls without ``cu_seqlens`` can be captured in a CUDA graph inside
+    :func:`cuattn.graph_memory` (with ``cu_seqlens`` a capture raises ``RuntimeError``: the
+    offsets are read on the host).
+
     Examples
     --------
     >>> import numpy as np, cuattn

@@ -298,3 +298,9 @@ def test_gpu_torch_graph(cp, rng):
     np.testing.assert_array_equal(o.get(), eo.get())
     np.testing.assert_array_equal(od.get(), eod.get())
     assert rel_error(o, cuattn.reference.attention(q.get(), k.get(), v.get(), causal=True)) < 1e-2
+
+
+def test_eager_changes_nothing_outside_a_captured_call():
+    assert not _capture.recording()
+    with _capture.eager() as ctx:
+        assert ctx is None  # the shared null context: no side stream
