@@ -7,7 +7,7 @@
 # Stages: tests (pytest -m gpu, one op at a time, the ten slowest tests listed; a part cut off by its time
 # limit names the test it was in; $OUT/watchdog_<op>*, bundled into $OUT/watchdog.tar.gz at the stage's end:
 # each test's start, and the stacks of one running over TEST_WATCHDOG seconds (120), every so often:
-# tests/conftest.py; TEST_OPS="decode" for
+# tests/conftest.py; ops attention, decode, gla, graph (tests/test_graph.py: CUDA graph capture), precision; TEST_OPS="decode" for
 # some ops; TEST_SHARD=i/n runs part i of n of each op's GPU tests, in collection order ("1,3,4/4": those parts);
 # TEST_JOBS=n: that many parts (every n-th test) side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: with TEST_JOBS=8 on an H100, decode's 486
@@ -95,7 +95,7 @@ for stage in "${stages[@]}"; do
     echo "== $stage ($(date -u +%H:%M:%S))"
     case "$stage" in
         tests)
-            for op in ${TEST_OPS:-attention decode gla precision}; do
+            for op in ${TEST_OPS:-attention decode gla graph precision}; do
                 echo "-- $op ${TEST_SHARD:-}" >>"$log"
                 targets=("tests/test_${op}"*.py)
                 if [ -n "${TEST_SHARD:-}" ]; then  # part i of n of the op's GPU tests (in collection order)
