@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import sys
 import threading
 
@@ -170,19 +169,12 @@ class _Recording:
 _RELAXED = 2  # CU_STREAM_CAPTURE_MODE_RELAXED
 
 
-@functools.lru_cache(maxsize=None)
-def _exchange_fn():
-    lib = ctypes.CDLL("libcuda.so.1")
-    fn = lib.cuThreadExchangeStreamCaptureMode
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.POINTER(ctypes.c_int)]
-    return fn
-
-
 def _exchange_capture_mode(mode: int) -> int:
     """Set this thread's stream-capture interaction mode; return the one it had."""
+    from ._cuda import driver_function
+
     value = ctypes.c_int(mode)
-    status = _exchange_fn()(ctypes.byref(value))
+    status = driver_function("cuThreadExchangeStreamCaptureMode", (ctypes.POINTER(ctypes.c_int),))(ctypes.byref(value))
     if status != 0:
         raise RuntimeError(f"cuThreadExchangeStreamCaptureMode failed ({status})")
     return value.value

@@ -156,16 +156,21 @@ _PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREA
 
 
 @functools.lru_cache(maxsize=None)
-def _launch_ex():
-    """The driver's cuLaunchKernelEx (CuPy does not wrap it), and cuGetErrorString for its errors."""
-    lib = ctypes.CDLL("libcuda.so.1")
-    fn = lib.cuLaunchKernelEx
+def driver_function(name: str, argtypes: tuple):
+    """A CUDA driver API function CuPy does not wrap, through ctypes (returns its CUresult)."""
+    fn = getattr(ctypes.CDLL("libcuda.so.1"), name)
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    err = lib.cuGetErrorString
-    err.restype = ctypes.c_int
-    err.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
-    return fn, err
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _launch_ex():
+    """The driver's cuLaunchKernelEx, and cuGetErrorString for its errors (looked up once: every
+    programmatic launch asks)."""
+    return (driver_function("cuLaunchKernelEx", (ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p,
+                                                 ctypes.c_void_p)),
+            driver_function("cuGetErrorString", (ctypes.c_int, ctypes.POINTER(ctypes.c_char_p))))
 
 
 class PackedLaunch:

@@ -77,6 +77,17 @@ def replay(cp, graph, stream, outputs):
     stream.synchronize()
 
 
+def replay_matches_eager(cp, graph, stream, outputs, eager):
+    """Replay into the (poisoned) captured ``outputs``; ``eager()`` on the same stream must give
+    the same bits, output by output."""
+    replay(cp, graph, stream, outputs)
+    with stream:
+        expected = eager()
+    stream.synchronize()
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_array_equal(got.get(), want.get())
+
+
 ATTENTION_CASES = [
     # (dtype, q shape, k shape, causal, layout)
     (np.float16, (2, 4, 200, 128), (2, 4, 200, 128), True, "bhsd"),   # wgmma on Hopper
@@ -103,13 +114,8 @@ def test_gpu_attention_replays(cp, rng, mode, dtype, shape_q, shape_k, causal, l
     assert memory.calls == 2 and memory.nbytes >= o1.nbytes + o2.nbytes + lse2.nbytes
     for _ in range(2):  # each replay computes on the contents of that time
         refill(cp, rng, (q, k, v), stream)
-        replay(cp, graph, stream, (o1, o2, lse2))
-        with stream:
-            eo, e_lse = cuattn.attention(q, k, v, causal=causal, return_lse=True)
-        stream.synchronize()
-        for got in (o1, o2):
-            np.testing.assert_array_equal(got.get(), eo.get())
-        np.testing.assert_array_equal(lse2.get(), e_lse.get())
+        replay_matches_eager(cp, graph, stream, (o1, o2, lse2), lambda: (
+            lambda o, lse: (o, o, lse))(*cuattn.attention(q, k, v, causal=causal, return_lse=True)))
         ref = cuattn.reference.attention(q.get(), k.get(), v.get(), causal=causal)
         assert rel_error(o1, ref) < (1e-5 if dtype == np.float32 else 1e-2)
     del graph
@@ -164,12 +170,7 @@ def test_gpu_gla_replays(cp, rng, graph_mode, mode, dtype, lead, kdim, vdim, wit
         refill(cp, rng, (q, k, v) + ((h0,) if with_state else ()), stream)
         with stream:  # gates stay log-space (<= 0)
             g[...] = -cp.abs(g)
-        replay(cp, graph, stream, (o, state))
-        with stream:
-            eo, es = call()
-        stream.synchronize()
-        np.testing.assert_array_equal(o.get(), eo.get())
-        np.testing.assert_array_equal(state.get(), es.get())
+        replay_matches_eager(cp, graph, stream, (o, state), call)
         ro, rs = cuattn.reference.gla(q.get(), k.get(), v.get(), g.get(),
                                       initial_state=None if h0 is None else h0.get(), output_final_state=True)
         assert rel_error(o, ro) < (2e-5 if dtype == np.float32 else 1e-2)
@@ -203,12 +204,7 @@ def test_gpu_decode_replays(cp, rng, mode, dtype, b, hq, hkv, d, length, slopes)
     assert memory.calls == 1
     for _ in range(2):
         refill(cp, rng, (q, kc, vc), stream)
-        replay(cp, graph, stream, (o, lse))
-        with stream:
-            eo, e_lse = call()
-        stream.synchronize()
-        np.testing.assert_array_equal(o.get(), eo.get())
-        np.testing.assert_array_equal(lse.get(), e_lse.get())
+        replay_matches_eager(cp, graph, stream, (o, lse), call)
         ref = cuattn.reference.decode(q.get(), kc.get(), vc.get(), alibi_slopes=slopes)
         assert rel_error(o, ref) < (1e-5 if dtype == np.float32 else 1e-2)
 
