@@ -152,16 +152,20 @@ class _Recording:
             blocks.append((mem, int(size)))
             return mem
 
-        self._allocator = self.cupy.cuda.using_allocator(allocate)
-        self._allocator.__enter__()
         self._mode = _exchange_capture_mode(_RELAXED)
+        self._allocator = self.cupy.cuda.using_allocator(allocate)
+        try:
+            self._allocator.__enter__()
+        except BaseException:
+            _exchange_capture_mode(self._mode)
+            raise
         _state.active = True
         return self
 
     def __exit__(self, *exc):
         _state.active = False
-        _exchange_capture_mode(self._mode)
         self._allocator.__exit__(*exc)
+        _exchange_capture_mode(self._mode)
         if exc[0] is None:
             self.memory.calls += 1
 
