@@ -13,8 +13,9 @@ tensor maps' upload on a side stream are allowed under ``torch.cuda.graph``'s gl
 Buffers that calls share and fill once (decode's per-stream work counters, constants) are made
 on a side stream that runs at once (``eager``), so they hold their contents for eager calls too.
 ``cuattn.decode`` with ``cache_seqlens`` or ``block_table`` is not capturable (its value check
-waits on the host); neither is ``cuattn.gla`` with ``cu_seqlens`` (the offsets are read on the
-host). Both raise before queuing anything.
+waits on the host), nor with ``cuattn.decode.STEAL`` (launch tags from the host); neither is
+``cuattn.gla`` with ``cu_seqlens`` (the offsets are read on the host). They raise before
+queuing anything.
 """
 
 from __future__ import annotations
