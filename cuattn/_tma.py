@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import functools
 
 import numpy as np
 
 from . import _capture
 from ._backend import require_cupy
+from ._cuda import driver_function
 
 _DTYPES = {"float16": 6, "bfloat16": 9}  # CUtensorMapDataType
 _SWIZZLE_128B = 3
@@ -26,18 +26,13 @@ _CACHE_SIZE = 64
 _cache: collections.OrderedDict = collections.OrderedDict()
 
 
-@functools.lru_cache(maxsize=None)
 def _encode_fn():
-    lib = ctypes.CDLL("libcuda.so.1")
-    fn = lib.cuTensorMapEncodeTiled
-    fn.restype = ctypes.c_int
-    fn.argtypes = [
+    return driver_function("cuTensorMapEncodeTiled", (
         ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,
         ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
         ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
         ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-    ]
-    return fn
+    ))
 
 
 def encode(x, dtype_name: str, box_rows: int) -> bytes:
