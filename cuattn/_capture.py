@@ -196,27 +196,20 @@ def _side_stream(cupy):
     return side
 
 
-class _Eager:
-    def __enter__(self):
-        from ._backend import require_cupy
-
-        self._stream = _side_stream(require_cupy())
-        self._stream.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._stream.__exit__(*exc)
-
-
 _NOT_CAPTURING = contextlib.nullcontext()
 
 
 def eager():
     """A context for work that must run now, not at replay: buffers cached across calls that
     are filled once (zeroed counters, constants) and waited for with the current stream's
-    synchronize. Inside a captured call it makes a side stream current (work on it runs at once;
-    a relaxed capture allows its synchronize); elsewhere it changes nothing."""
-    return _Eager() if getattr(_state, "active", False) else _NOT_CAPTURING
+    synchronize. Inside a captured call it is the side stream (a CuPy stream as a context makes
+    itself current: work on it runs at once, and a relaxed capture allows its synchronize);
+    elsewhere it changes nothing."""
+    if not getattr(_state, "active", False):
+        return _NOT_CAPTURING
+    from ._backend import require_cupy
+
+    return _side_stream(require_cupy())
 
 
 def upload(raw: bytes):
