@@ -12,10 +12,15 @@ tensor maps' upload on a side stream are allowed under ``torch.cuda.graph``'s gl
 
 Buffers that calls share and fill once (decode's per-stream work counters, constants) are made
 on a side stream that runs at once (``eager``), so they hold their contents for eager calls too.
-``cuattn.decode`` with ``cache_seqlens`` or ``block_table`` is not capturable (its value check
-waits on the host), nor with ``cuattn.decode.STEAL`` (launch tags from the host); neither is
-``cuattn.gla`` with ``cu_seqlens`` (the offsets are read on the host). They raise before
-queuing anything.
+
+``cuattn.decode`` with ``cache_seqlens`` or ``block_table`` checks their values on the device at
+every replay instead of waiting on the host: a failed check leaves that call's outputs NaN and
+its flags set, which ``GraphMemory.check()`` turns into the ValueError an eager call raises
+(``checked``). Not capturable, raising before queuing anything: ``cuattn.decode`` with
+``cuattn.decode.STEAL`` (launch tags from the host), or with ``cache_seqlens`` / ``block_table``
+where the register kernel runs (GPUs other than Hopper, a few Hopper shapes: it would read the
+pages before the check could stop it), and ``cuattn.gla`` with ``cu_seqlens`` on the device
+(offsets are read on the host to plan the launch; NumPy offsets are taken and fixed in the graph).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class GraphMemory:
 
     def __init__(self):
         self._blocks = []
+        self._checks = []  # (captured call number, device flags, raise for flags) of checked decode calls
         self.calls = 0
 
     @property
@@ -53,6 +59,38 @@ class GraphMemory:
         """Give the recorded memory back to CuPy's pool. Only once no graph that holds these
         calls will be launched again (or is running)."""
         self._blocks.clear()
+        self._checks.clear()
+
+    def check(self) -> None:
+        """Raise the ValueError an eager call would have raised if a value check of the last
+        replay failed.
+
+        ``cuattn.decode`` calls captured with ``cache_seqlens`` or ``block_table`` check those
+        values on the device at every replay (lengths within the cache, used pages within the
+        pool). A call whose check fails computes nothing: its outputs (and ``lse``) are NaN, and
+        its flags stay set until the next replay. This waits for the device (every stream), then
+        reads the flags of every checked call.
+
+        Raises
+        ------
+        ValueError
+            Naming the first failing captured call (counted from 0 among this object's captured
+            calls) and what was wrong, as the eager call says it.
+        """
+        if not self._checks:
+            return
+        from ._backend import require_cupy
+
+        cupy = require_cupy()
+        for device in sorted({flags.device.id for _, flags, _ in self._checks}):
+            cupy.cuda.Device(device).synchronize()
+        for number, flags, raise_for in self._checks:
+            bad = flags.get()
+            if bad.any():
+                try:
+                    raise_for(bad)
+                except ValueError as error:
+                    raise ValueError(f"captured cuattn call {number} of this graph_memory: {error}") from None
 
     def __enter__(self) -> "GraphMemory":
         scopes = getattr(_state, "scopes", None)
@@ -65,7 +103,8 @@ class GraphMemory:
         _state.scopes.remove(self)
 
     def __repr__(self) -> str:
-        return f"<cuattn.GraphMemory: {self.calls} captured calls, {self.nbytes} bytes held>"
+        checked = f", {len(self._checks)} value-checked" if self._checks else ""
+        return f"<cuattn.GraphMemory: {self.calls} captured calls{checked}, {self.nbytes} bytes held>"
 
 
 def graph_memory() -> GraphMemory:
@@ -76,13 +115,16 @@ def graph_memory() -> GraphMemory:
     and what it would otherwise drop at once: attention's log-sum-exp when not returned,
     workspaces, copies of misaligned inputs, Hopper tensor maps) is recorded there and stays
     allocated. Outside a capture the block changes nothing. A call captured outside such a
-    block raises ``RuntimeError``. Capturable: ``attention``, ``gla`` (without ``cu_seqlens``),
-    ``decode`` without ``cache_seqlens`` and ``block_table`` (it keeps per-stream work counters:
+    block raises ``RuntimeError``. Capturable: ``attention``; ``gla`` (``cu_seqlens`` as a NumPy
+    array: its offsets are fixed in the graph); ``decode`` (it keeps per-stream work counters:
     replay its graphs on one stream at a time, not beside eager decode calls on the capturing
     stream).
 
     Every replay computes on the contents the captured arrays hold at that time (copy new
-    inputs into them, as for any graph).
+    inputs into them, as for any graph): decode's ``cache_seqlens`` and ``block_table`` too,
+    whose values each replay checks on the device. A call whose check fails computes nothing
+    and leaves its outputs NaN; ``memory.check()`` after the replay raises the ValueError the
+    eager call would have raised.
 
     Returns
     -------
@@ -92,10 +134,12 @@ def graph_memory() -> GraphMemory:
     Raises
     ------
     RuntimeError
-        From ``cuattn.decode`` with ``cache_seqlens`` or ``block_table`` under capture (the
-        value check waits on the host), ``cuattn.gla`` with ``cu_seqlens`` under capture
-        (offsets read on the host), and any cuattn call captured outside a ``graph_memory``
-        block.
+        Before queuing anything, under capture: from ``cuattn.decode`` with ``cuattn.decode.STEAL``,
+        or with ``cache_seqlens`` / ``block_table`` where its register kernel runs (GPUs other
+        than Hopper; on Hopper float32 or D 256 with 8 query rows per KV head: the check's
+        result is needed on the host before that kernel reads pages); from ``cuattn.gla`` with
+        ``cu_seqlens`` on the device (offsets are read on the host); from any cuattn call
+        captured outside a ``graph_memory`` block.
 
     Examples
     --------
@@ -161,14 +205,23 @@ class _Recording:
             _exchange_capture_mode(self._mode)
             raise
         _state.active = True
+        _state.memory = self.memory
         return self
 
     def __exit__(self, *exc):
         _state.active = False
+        _state.memory = None
         self._allocator.__exit__(*exc)
         _exchange_capture_mode(self._mode)
         if exc[0] is None:
             self.memory.calls += 1
+
+
+def checked(flags, raise_for) -> None:
+    """Register a captured call's device value-check flags with the graph_memory recording it:
+    ``GraphMemory.check()`` calls ``raise_for(host copy of flags)`` where any is set."""
+    memory = _state.memory
+    memory._checks.append((memory.calls, flags, raise_for))
 
 
 _RELAXED = 2  # CU_STREAM_CAPTURE_MODE_RELAXED

@@ -459,11 +459,14 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     of unfinished ones on Hopper (work stealing); results then vary in the last bits from call
     to call, for at most a few tenths of a percent of speed (see the comment at ``STEAL``).
 
-    GPU calls without ``cache_seqlens`` and ``block_table`` (and without ``STEAL``) can be
-    captured in a CUDA graph inside :func:`cuattn.graph_memory`; replay such graphs on one
-    stream at a time, not beside eager decode calls on the capturing stream (the persistent
-    kernels' work counters are per stream). With either argument a capture raises
-    ``RuntimeError`` (the value check waits on the host).
+    GPU calls (without ``STEAL``) can be captured in a CUDA graph inside
+    :func:`cuattn.graph_memory`; replay such graphs on one stream at a time, not beside eager
+    decode calls on the capturing stream (the persistent kernels' work counters are per stream).
+    Each replay reads the ``cache_seqlens`` and ``block_table`` contents of its time and checks
+    them on the device: where the check fails the call computes nothing and leaves its outputs
+    NaN, and ``memory.check()`` raises the ValueError above. Where the register kernel runs
+    (GPUs other than Hopper; on Hopper float32 or D 256 with 8 query rows per KV head) a capture
+    with either argument raises ``RuntimeError``: that kernel needs the check's result first.
 
     Examples
     --------
@@ -914,12 +917,13 @@ class _DecodePlan:
         self.slopes_given = slopes is not None and not isinstance(slopes, np.ndarray)
         self.copy_slopes = self.slopes_given and not slopes.flags.c_contiguous
         self.checked = cache_seqlens is not None or block_table is not None
+        self.captured = _capture.recording()  # flags of its own, checked on the device at each replay
         lens = (_constant_int32(device_id, batch, sizes["cache_len"]) if cache_seqlens is None else "lens")
         table = _constant_int32(device_id, batch, 0).reshape(batch, 1) if block_table is None else "table"
         table_cols = 1 if block_table is None else block_table.shape[1]
         self.check = None
         if self.checked:
-            self.flags = _check_flags(device_id, stream_ptr)
+            self.flags = _CapturedFlags() if self.captured else _check_flags(device_id, stream_ptr)
             self.check = PackedLaunch(
                 get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * max(1, table_cols) // 256))),),
                 (256,), [lens, table, np.int32(batch), np.int32(table_cols), np.int32(sizes["cache_len"]),
@@ -1071,14 +1075,21 @@ class _DecodePlan:
                 keep.append(cupy.ascontiguousarray(block_table) if self.copy_table else block_table)
                 values["table"] = keep[-1].data.ptr
             values["generation"] = self.flags.next_generation()
-            host = _take_host_flags(self.device_id)
-            host[1][:] = 0
-            values["host_flags"] = host[0]
+            if self.captured:  # checked at every replay: outputs NaN and flags set where it fails
+                self._poison_and_clear(o, lse, cupy)
+                values["host_flags"] = self.flags.flags.data.ptr
+            else:
+                host = _take_host_flags(self.device_id)
+                host[1][:] = 0
+                values["host_flags"] = host[0]
             launch_packed(self.check, self.stream_ptr, [values[n] for n in self.check.slots])
-            host[2].record()
-            if self.check_first:
-                self._wait(host)
-                host = None
+            if self.captured:
+                _capture.checked(self.flags.flags, lambda bad: raise_for_flags(bad, self.sizes))
+            else:
+                host[2].record()
+                if self.check_first:
+                    self._wait(host)
+                    host = None
         if self.steal is not None:
             values["launch"] = self.steal.next_launch()
         for packed in self.launches:
@@ -1101,6 +1112,14 @@ class _DecodePlan:
         keep.append(maps)
         return maps.data.ptr
 
+    def _poison_and_clear(self, o, lse, cupy):
+        """A captured checked call's first nodes: its outputs all ones bits (NaN in every output
+        dtype), written over by the kernels unless the check fails, and its flags zeroed."""
+        stream = self.stream_ptr
+        for x, byte in ((o, 0xFF), (lse, 0xFF), (self.flags.flags, 0)):
+            if x is not None and x.nbytes:
+                cupy.cuda.runtime.memsetAsync(x.data.ptr, byte, x.nbytes, stream)
+
     def _wait(self, host):
         """Wait for the value check; raise for its flags (after clearing them on the device)."""
         ptr, view, event = host
@@ -1115,17 +1134,33 @@ class _DecodePlan:
 
 
 def _capture_refusal(cache_seqlens, block_table):
-    """Why a decode call cannot be captured in a CUDA graph, or None."""
-    if cache_seqlens is not None or block_table is not None:
-        return "with cache_seqlens or block_table it waits on the host for their value check"
+    """Why a decode call cannot be captured in a CUDA graph, or None (see also _decode_cuda)."""
     if STEAL:
         return "work stealing (cuattn.decode.STEAL) tags each launch on the host; turn it off"
     return None
 
 
+class _CapturedFlags:
+    """A captured checked call's value-check flags: two int32 of its own (held by its
+    graph_memory), zeroed at the start of every replay, so one generation does."""
+
+    def __init__(self):
+        self.flags = require_cupy().empty(2, dtype=np.int32)
+
+    def next_generation(self) -> int:
+        return 1
+
+
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse, key=None):
     """Plan the call (remembered under `key` when given) and queue it."""
     plan_ = _DecodePlan(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse)
+    if plan_.captured and plan_.checked and plan_.check_first and plan_.launches:
+        raise RuntimeError(
+            "cuattn.decode cannot be captured in a CUDA graph with cache_seqlens or block_table here: this call "
+            f"runs the register kernel ({plan_.expression.split('<')[0]}; GPUs other than Hopper, and on Hopper "
+            "float32 or D 256 with 8 query rows per KV head), which reads the pages before the value check could "
+            "stop it, so the check must finish on the host first. Call it outside the capture (nothing was "
+            "queued on the capturing stream).")
     if key is not None:
         _plans.remember(_PLANS, key, plan_, MAX_PLANS)
     return plan_(q, k_cache, v_cache, cache_seqlens, block_table, slopes)

@@ -325,9 +325,10 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     allocates the outputs and queues the launch. Layouts that need a copy (unaligned inputs, a
     state that is not contiguous aligned float32 of the full shape) take the full path each call.
 
-    GPU calls without ``cu_seqlens`` can be captured in a CUDA graph inside
-    :func:`cuattn.graph_memory` (with ``cu_seqlens`` a capture raises ``RuntimeError``: the
-    offsets are read on the host).
+    GPU calls can be captured in a CUDA graph inside :func:`cuattn.graph_memory`. The offsets
+    of ``cu_seqlens`` plan the launch on the host, so under capture they must be a NumPy array
+    (or list), and the graph keeps the values of capture time; ``cu_seqlens`` on the device
+    raises ``RuntimeError`` there.
 
     Examples
     --------
@@ -344,8 +345,9 @@ def gla(q, k, v, gk, *, scale=None, initial_state=None, output_final_state=False
     >>> bool(np.allclose(o2, o[:, :, 50:], atol=1e-4))
     True
     """
-    captured = _capture.enter("gla", q, None if cu_seqlens is None else
-                              "its cu_seqlens offsets are read on the host to plan the launch")
+    captured = _capture.enter("gla", q, None if not hasattr(cu_seqlens, "__cuda_array_interface__") else
+                              "its cu_seqlens offsets are read on the host to plan the launch; pass them as "
+                              "a NumPy array (they are then fixed in the graph)")
     if captured is not None:  # inside a CUDA graph capture (cuattn.graph_memory)
         with captured:
             return gla(q, k, v, gk, scale=scale, initial_state=initial_state,
@@ -504,7 +506,12 @@ def _gla_cuda(q, k, v, gk, initial_state, sizes, mode, output_final_state, key=N
             _plans.remember(_PLANS, key, plan_, MAX_PLANS)
         return o, final
 
-    cu_dev = cupy.asarray(cu, dtype=cupy.int32) if varlen else _placeholder("int32")
+    if not varlen:
+        cu_dev = _placeholder("int32")
+    elif _capture.recording():  # host offsets, fixed in the graph: uploaded beside the capturing stream
+        cu_dev = _capture.upload(np.ascontiguousarray(cu, dtype=np.int32).tobytes()).view(cupy.int32)
+    else:
+        cu_dev = cupy.asarray(cu, dtype=cupy.int32)
     args_tail = [st for x_strides in tensor_strides for st in x_strides]
 
     def base_args(h0_arg, ht_arg, s0, use, store):  # the arguments the recurrent and chunk kernels share

@@ -6,11 +6,16 @@ contents copied into the captured arrays; each replay must give the bits of an e
 those contents (same kernels and launches), and those are held to the float64 reference. The
 outputs are poisoned (NaN) before every replay, so an element the graph does not write fails.
 Buffers a captured call drops (attention's lse) must stay held: arrays made after the capture
-on the same stream must not be overwritten by replays. decode (without cache_seqlens or
-block_table) is captured too; decode with them or with work stealing, gla with cu_seqlens, and
-calls outside a graph_memory block raise before queuing anything (the capture stays usable).
+on the same stream must not be overwritten by replays. decode is captured too, with ragged
+lengths and paged caches whose contents change between replays (checked on the device at each
+replay: a failing call leaves NaN outputs and GraphMemory.check() raises what the eager call
+raises, and the next good replay is clean again); gla with NumPy cu_seqlens (fixed in the
+graph). decode with work stealing or on the register kernel with a value check, gla with device
+cu_seqlens, and calls outside a graph_memory block raise before queuing anything (the capture
+stays usable).
 """
 
+import re
 import sys
 
 import numpy as np
@@ -33,7 +38,46 @@ def test_graph_memory_outside_a_capture_changes_nothing(rng):
         np.testing.assert_array_equal(cuattn.attention(q, k, v, causal=True), expected)
     assert memory.calls == 0 and memory.nbytes == 0
     assert "0 captured calls" in repr(memory)
+    memory.check()  # nothing checked: nothing to raise, no GPU needed
     memory.release()
+
+
+def test_graph_memory_check_names_the_failing_call(monkeypatch):
+    """check() waits for each device, then raises for the first captured call whose flags are
+    set, naming it (host arrays stand in for the device flags and a fake CuPy for the waits)."""
+    from cuattn import _backend
+    from cuattn.decode import raise_for_flags
+
+    class Flags:
+        def __init__(self, values):
+            self.values, self.device = np.array(values, dtype=np.int32), type("Device", (), {"id": 0})()
+
+        def get(self):
+            return self.values
+
+    synced = []
+
+    class FakeDevice:
+        def __init__(self, device):
+            self.device = device
+
+        def synchronize(self):
+            synced.append(self.device)
+
+    fake = type("cupy", (), {"cuda": type("cuda", (), {"Device": FakeDevice})})
+    monkeypatch.setattr(_backend, "require_cupy", lambda: fake)
+    sizes = {"cache_len": 50, "num_pages": 7}
+    memory = cuattn.graph_memory()
+    memory._checks += [(0, Flags([0, 0]), lambda bad: raise_for_flags(bad, sizes)),
+                       (3, Flags([0, 1]), lambda bad: raise_for_flags(bad, sizes)),
+                       (4, Flags([1, 0]), lambda bad: raise_for_flags(bad, sizes))]
+    with pytest.raises(ValueError, match=r"captured cuattn call 3 .*block_table holds pages outside \[0, 7\)"):
+        memory.check()
+    assert synced == [0]
+    assert "3 value-checked" in repr(memory)
+    memory.release()
+    assert "value-checked" not in repr(memory)
+    memory.check()
 
 
 def test_graph_memory_blocks_nest():
@@ -209,12 +253,146 @@ def test_gpu_decode_replays(cp, rng, mode, dtype, b, hq, hkv, d, length, slopes)
         assert rel_error(o, ref) < (1e-5 if dtype == np.float32 else 1e-2)
 
 
+CHECKED_DECODE_CASES = [
+    # (dtype, B, Hq, Hkv, D, L, page size (0: contiguous), ALiBi slopes)
+    (np.float16, 3, 32, 8, 128, 2500, 64, "default"),  # GQA on tensor cores, paged
+    (BFLOAT16, 2, 8, 8, 128, 3001, 0, "default"),      # one row per item (bulk copies), ragged
+    (np.float16, 2, 16, 4, 64, 1000, 16, None),        # short pages (cp.async per row)
+    (np.float32, 3, 6, 2, 64, 777, 32, "default"),     # float32: the bulk-copy kernel, 3 rows a block
+]
+
+
+def checked_inputs(cp, rng, dtype, b, hq, hkv, d, length, page):
+    """q, the K and V caches (pages and a table where ``page``), and lengths (one row empty)."""
+    def host(shape):
+        return rng.standard_normal(shape).astype(np.float32).astype(dtype)
+
+    q, kc, vc = host((b, hq, 1, d)), host((b, hkv, length, d)), host((b, hkv, length, d))
+    table = None
+    if page:
+        kc, vc, table = cuattn.paged_cache(kc, vc, page, seed=int(rng.integers(1 << 30)))
+        table = cp.asarray(table)
+    lens = cp.asarray(new_lengths(rng, b, length))
+    return cp.asarray(q), cp.asarray(kc), cp.asarray(vc), lens, table
+
+
+def new_lengths(rng, b, length):
+    lens = rng.integers(1, length + 1, size=b).astype(np.int32)
+    lens[rng.integers(b)] = 0  # a row with nothing to attend to: zeros
+    return lens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,b,hq,hkv,d,length,page,slopes", CHECKED_DECODE_CASES,
+                         ids=["fp16_gqa_paged", "bf16_mha_ragged", "fp16_short_pages", "fp32_paged"])
+def test_gpu_decode_checked_replays(cp, rng, mode, dtype, b, hq, hkv, d, length, page, slopes):
+    """decode with cache_seqlens (and a block table where paged): each replay reads the lengths
+    and pages of its time (new ones copied in between, the pages shuffled anew) and gives an
+    eager call's bits; memory.check() passes."""
+    q, kc, vc, lens, table = checked_inputs(cp, rng, dtype, b, hq, hkv, d, length, page)
+
+    def call():
+        return cuattn.decode(q, kc, vc, cache_seqlens=lens, block_table=table, alibi_slopes=slopes, return_lse=True)
+
+    call()
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, (o, lse) = capture(cp, mode, call)
+    assert memory.calls == 1 and len(memory._checks) == 1
+    for _ in range(2):
+        refill(cp, rng, (q, kc, vc), stream)
+        with stream:
+            lens[...] = cp.asarray(new_lengths(rng, b, length))
+            if table is not None:
+                table[...] = cp.asarray(rng.permutation(table.get().ravel()).reshape(table.shape))
+        replay_matches_eager(cp, graph, stream, (o, lse), call)
+        memory.check()
+        ref = cuattn.reference.decode(q.get(), kc.get(), vc.get(), cache_seqlens=lens.get(), alibi_slopes=slopes,
+                                      block_table=None if table is None else table.get())
+        assert rel_error(o, ref) < (1e-5 if dtype == np.float32 else 1e-2)
+        assert not bool(cp.isnan(o).any())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("paged", [False, True], ids=["lengths", "pages"])
+def test_gpu_decode_failed_check_in_a_replay(cp, rng, paged):
+    """A replay whose lengths (or used pages) are out of range: that call's o and lse are NaN,
+    the other captured call computes, memory.check() raises the eager call's ValueError naming
+    the call; the next replay on good values is clean again (flags zeroed per replay)."""
+    q, kc, vc, lens, table = checked_inputs(cp, rng, np.float16, 2, 8, 2, 64, 600, 32 if paged else 0)
+    q2, kc2, vc2, lens2, table2 = checked_inputs(cp, rng, np.float16, 2, 8, 2, 64, 600, 32 if paged else 0)
+
+    def calls():
+        return (cuattn.decode(q2, kc2, vc2, cache_seqlens=lens2, block_table=table2, return_lse=True),
+                cuattn.decode(q, kc, vc, cache_seqlens=lens, block_table=table, alibi_slopes="default",
+                              return_lse=True))
+
+    calls()
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, ((o2, lse2), (o, lse)) = capture(cp, "relaxed", calls)
+    good_lens, good_table = lens.copy(), None if table is None else table.copy()
+    with stream:
+        if paged:
+            table[0, 3] = 10 ** 6  # a page outside the pool, among the pages lens[0] uses
+            lens[0] = 4 * 32
+        else:
+            lens[1] = 601
+    stream.synchronize()
+    with pytest.raises(ValueError, match="block_table" if paged else "cache_seqlens") as eager:
+        calls()
+    replay(cp, graph, stream, (o, lse, o2, lse2))
+    assert bool(cp.isnan(o).all()) and bool(cp.isnan(lse).all())
+    assert not bool(cp.isnan(o2).any())
+    with pytest.raises(ValueError, match="captured cuattn call 1 of this graph_memory: " + re.escape(str(eager.value))):
+        memory.check()
+    with pytest.raises(ValueError):
+        memory.check()  # still set: the flags hold the last replay's outcome
+    with stream:
+        lens[...] = good_lens
+        if paged:
+            table[...] = good_table
+    replay_matches_eager(cp, graph, stream, (o2, lse2, o, lse), lambda: (lambda a, b: a + b)(*calls()))
+    memory.check()
+    assert not bool(cp.isnan(o).any())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["chunk", "recurrent"])
+def test_gpu_gla_varlen_replays(cp, rng, mode):
+    """gla with NumPy cu_seqlens: the offsets are fixed in the graph; replays on new contents
+    give an eager call's bits (tokens past the last offset: zeros)."""
+    cu = np.array([0, 70, 70, 201, 260], dtype=np.int32)
+
+    def dev(shape, dt=np.float16):
+        return cp.asarray(rng.standard_normal(shape).astype(np.float32).astype(dt))
+
+    q, k, v = dev((1, 2, 270, 64)), dev((1, 2, 270, 64)), dev((1, 2, 270, 64))
+    g = -cp.abs(dev((1, 2, 270, 64)))
+    h0 = dev((4, 2, 64, 64), np.float32)
+
+    def call():
+        return cuattn.gla(q, k, v, g, initial_state=h0, output_final_state=True, cu_seqlens=cu, mode=mode)
+
+    call()
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, (o, state) = capture(cp, "global", call)
+    assert memory.calls == 1
+    for _ in range(2):
+        refill(cp, rng, (q, k, v, h0), stream)
+        with stream:
+            g[...] = -cp.abs(g)
+        replay_matches_eager(cp, graph, stream, (o, state), call)
+        ro, rs = cuattn.reference.gla(q.get(), k.get(), v.get(), g.get(), initial_state=h0.get(),
+                                      output_final_state=True, cu_seqlens=cu)
+        assert rel_error(o, ro) < 1e-2 and rel_error(state, rs) < 1e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", MODES)
 def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
-    """decode with cache_seqlens or with work stealing, gla with cu_seqlens, and any call outside
-    graph_memory raise a RuntimeError that says why, before queuing anything: the capture ends
-    cleanly and its (empty) graph launches."""
+    """decode with a value check on the register kernel or with work stealing, gla with device
+    cu_seqlens, and any call outside graph_memory raise a RuntimeError that says why, before
+    queuing anything: the capture ends cleanly and its (empty) graph launches."""
     q = cp.asarray(rng.standard_normal((2, 8, 1, 64)).astype(np.float16))
     kc = cp.asarray(rng.standard_normal((2, 2, 100, 64)).astype(np.float16))
     x = cp.asarray(rng.standard_normal((1, 2, 40, 64)).astype(np.float16))
@@ -231,9 +409,15 @@ def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
         finally:
             monkeypatch.setattr(decode_module, "STEAL", False)
 
+    def checked_on_the_register_kernel():
+        monkeypatch.setattr(decode_module, "KERNEL", "regs")
+        try:
+            return cuattn.decode(q, kc, kc, cache_seqlens=lens)
+        finally:
+            monkeypatch.setattr(decode_module, "KERNEL", None)
+
     cases = [
-        (lambda: cuattn.decode(q, kc, kc, cache_seqlens=lens), True,
-         "cuattn.decode cannot be captured.*value check"),
+        (checked_on_the_register_kernel, True, "cuattn.decode cannot be captured.*register kernel.*value check"),
         (stealing, True, "STEAL"),
         (lambda: cuattn.gla(x, x, x, gates, cu_seqlens=cu), True, "cu_seqlens"),
         (lambda: cuattn.attention(x, x, x), False, "graph_memory"),
