@@ -10,6 +10,11 @@ two calls give identical results, and both are checked against the float64 refer
 (``cuattn.reference.decode``) with a norm-wise tolerance tight enough to catch a single wrong
 row out of thousands (lesson 5 of the design notes: a finite stand-in for -inf broke exactly
 that at 33001 keys). On the GPU the cache is float16; on the CPU float32.
+
+On the GPU the paged call is then captured once in a CUDA graph and replayed as a server's decode
+loop: each step writes the new lengths (one more key per non-empty row) into the captured
+``cache_seqlens`` array, and each replay must give the eager call's bits. Last, one length past
+the cache: the replay's output is NaN and ``memory.check()`` raises the eager call's ValueError.
 """
 
 import argparse
@@ -69,8 +74,53 @@ def main():
           f"{np.array_equal(o, o_paged)}")
     print(f"empty row: output all zero {bool(np.all(o[3] == 0))}, lse {lse[3, 0, 0]}")
     ok = err < tol and np.array_equal(o, o_paged) and np.all(o[3] == 0) and np.all(np.isneginf(lse[3]))
+    if gpu:
+        ok = graph_steps(xp, dq, dkp, dvp, dlens, dtable, capacity) and ok
     print("OK" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)
+
+
+def graph_steps(cp, q, kp, vp, lens, table, capacity, steps=16):
+    """The paged call captured in a CUDA graph and replayed step by step (see the module notes);
+    True where every replay matched the eager call and the bad length was caught."""
+    stream = cp.cuda.Stream(non_blocking=True)
+
+    def call():
+        return cuattn.decode(q, kp, vp, cache_seqlens=lens, block_table=table, alibi_slopes="default")
+
+    with stream, cuattn.graph_memory() as memory:  # keep `memory` as long as `graph`
+        stream.begin_capture()
+        o = call()
+        graph = stream.end_capture()
+    same, host_lens = True, lens.get()
+    replay_s = eager_s = 0.0
+    for _ in range(steps):
+        host_lens = np.minimum(host_lens + (host_lens > 0), capacity)  # one new token per live row
+        with stream:
+            lens[...] = cp.asarray(host_lens)
+            stream.synchronize()
+            start = time.perf_counter()
+            graph.launch(stream)
+            stream.synchronize()
+            replay_s += time.perf_counter() - start
+            start = time.perf_counter()
+            eager = call()
+            stream.synchronize()
+            eager_s += time.perf_counter() - start
+        same = same and np.array_equal(o.get(), eager.get())
+    memory.check()  # every replay's lengths and pages were in range
+    print(f"CUDA graph: {steps} replayed steps (lengths now {host_lens.tolist()}) identical to eager calls: {same}; "
+          f"per step {replay_s / steps * 1e6:.0f} us replayed, {eager_s / steps * 1e6:.0f} us eager (host and GPU)")
+    with stream:
+        lens[0] = capacity + 1  # past the cache: the replay computes nothing
+        graph.launch(stream)
+    try:
+        memory.check()
+        caught = False
+    except ValueError as error:
+        caught = True
+        print(f"a length past the cache in a replay: output NaN {bool(cp.isnan(o).all())}; memory.check(): {error}")
+    return same and caught and bool(cp.isnan(o).all())
 
 
 if __name__ == "__main__":
