@@ -35,6 +35,11 @@ import numpy as np
 _state = threading.local()  # .scopes: entered GraphMemory objects; .active: inside a captured call
 
 
+class CaptureRefused(RuntimeError):
+    """A call that cannot be captured, raised before it queued anything: what it allocated
+    while planning goes back to the pool (nothing in the graph uses it)."""
+
+
 class GraphMemory:
     """Device memory held for CUDA graphs that contain cuattn calls (see :func:`graph_memory`).
 
@@ -172,8 +177,8 @@ def enter(op: str, x, refuse: str | None = None):
     if not cupy.cuda.get_current_stream().is_capturing():
         return None
     if refuse is not None:
-        raise RuntimeError(f"cuattn.{op} cannot be captured in a CUDA graph: {refuse}. Call it outside "
-                           "the capture (nothing was queued on the capturing stream).")
+        raise CaptureRefused(f"cuattn.{op} cannot be captured in a CUDA graph: {refuse}. Call it outside "
+                             "the capture (nothing was queued on the capturing stream).")
     scopes = getattr(_state, "scopes", None)
     if not scopes:
         raise RuntimeError(
@@ -197,6 +202,7 @@ class _Recording:
             blocks.append((mem, int(size)))
             return mem
 
+        self._start = (len(self.memory._blocks), len(self.memory._checks))
         self._mode = _exchange_capture_mode(_RELAXED)
         self._allocator = self.cupy.cuda.using_allocator(allocate)
         try:
@@ -215,6 +221,9 @@ class _Recording:
         _exchange_capture_mode(self._mode)
         if exc[0] is None:
             self.memory.calls += 1
+        elif issubclass(exc[0], CaptureRefused):  # planned, then refused: nothing queued uses it
+            del self.memory._blocks[self._start[0]:]
+            del self.memory._checks[self._start[1]:]
 
 
 def checked(flags, raise_for) -> None:

@@ -1155,7 +1155,7 @@ def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table,
     """Plan the call (remembered under `key` when given) and queue it."""
     plan_ = _DecodePlan(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse)
     if plan_.captured and plan_.checked and plan_.check_first and plan_.launches:
-        raise RuntimeError(
+        raise _capture.CaptureRefused(
             "cuattn.decode cannot be captured in a CUDA graph with cache_seqlens or block_table here: this call "
             f"runs the register kernel ({plan_.expression.split('<')[0]}; GPUs other than Hopper, and on Hopper "
             "float32 or D 256 with 8 query rows per KV head), which reads the pages before the value check could "

@@ -13,8 +13,8 @@ that at 33001 keys). On the GPU the cache is float16; on the CPU float32.
 
 On the GPU the paged call is then captured once in a CUDA graph and replayed as a server's decode
 loop: each step writes the new lengths (one more key per non-empty row) into the captured
-``cache_seqlens`` array, and each replay must give the eager call's bits. Last, one length past
-the cache: the replay's output is NaN and ``memory.check()`` raises the eager call's ValueError.
+``cache_seqlens`` array, and each replay must give the eager call's bits. Last, one negative
+length: the replay's output is NaN and ``memory.check()`` raises the eager call's ValueError.
 """
 
 import argparse
@@ -112,14 +112,14 @@ def graph_steps(cp, q, kp, vp, lens, table, capacity, steps=16):
     print(f"CUDA graph: {steps} replayed steps (lengths now {host_lens.tolist()}) identical to eager calls: {same}; "
           f"per step {replay_s / steps * 1e6:.0f} us replayed, {eager_s / steps * 1e6:.0f} us eager (host and GPU)")
     with stream:
-        lens[0] = capacity + 1  # past the cache: the replay computes nothing
+        lens[0] = -1  # a length out of range: the replay computes nothing
         graph.launch(stream)
     try:
         memory.check()
         caught = False
     except ValueError as error:
         caught = True
-        print(f"a length past the cache in a replay: output NaN {bool(cp.isnan(o).all())}; memory.check(): {error}")
+        print(f"a negative length in a replay: output NaN {bool(cp.isnan(o).all())}; memory.check(): {error}")
     return same and caught and bool(cp.isnan(o).all())
 
 
