@@ -33,7 +33,8 @@
 # benchmarks/decode_ncu_case.py), lean-mask (the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK: its GPU tests, memcheck
 # and racecheck of the decode sweep (which has a lean-mask pass), the stream probe of the GQA and D 64 rows
 # with and without it), ncu-stream (Nsight Compute's launch, occupancy and memory sections of torch's
-# cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), l2-prefetch
+# cuDNN decode kernel beside ours without the math on B 1 32/8, B 8 L 8192 and B 1 32/32), ncu-sass (every SASS
+# instruction of cuDNN's decode kernel and of ours on B 16 32/8 with its executed count, and ncu's full set), l2-prefetch
 # (the stream probe of the tensor-core kernel's cp.async copies with L2 prefetch-size hints), fuzz
 # (tests/fuzz.py on the GPU: random shapes, layouts, dtypes and decode settings against the float64
 # reference, FUZZ_SECONDS per op, FUZZ_OPS="decode" for some), pdl-steps (tests/pdl_steps.py: the programmatic-launch test's steps with
@@ -193,6 +194,19 @@ for stage in "${stages[@]}"; do
                 timeout "$(limit ncu-stream 90)" ncu ${NCU_OPTIONS:-} --profile-from-start off --section LaunchStats \
                     --section Occupancy --section SpeedOfLight --section MemoryWorkloadAnalysis \
                     python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
+            done ;;
+        ncu-sass)  # the instruction stream itself: every SASS instruction of torch's cuDNN decode kernel and
+            # of ours, with its executed count (Nsight Compute's source page), and the full set of sections;
+            # NCU_SASS_CASES as NCU_STREAM_CASES. Written gzipped: $OUT/ncu_sass_<n>.txt.gz, details in the log.
+            n=0
+            for case in ${NCU_SASS_CASES:-torch_cudnn:16:32:8:128:33001 cuattn:16:32:8:128:33001}; do
+                n=$((n + 1))
+                echo "-- $case (ncu_sass_$n.txt.gz)" >>"$log"
+                rep=/tmp/ncu_sass_$n
+                timeout "$(limit ncu-sass 150)" ncu ${NCU_OPTIONS:-} --profile-from-start off --set full \
+                    --import-source no -f -o "$rep" python3 benchmarks/decode_ncu_case.py "$case" >>"$log" 2>&1
+                ncu --import "$rep.ncu-rep" --page details >>"$log" 2>&1
+                ncu --import "$rep.ncu-rep" --page source --print-source sass 2>&1 | gzip >"$OUT/ncu_sass_$n.txt.gz"
             done ;;
         l2-prefetch)  # the cp.async producer with PTX's L2 prefetch-size hint (22nd session's probe option)
             timeout "$(limit l2-prefetch 400)" python3 benchmarks/decode_stream_probe.py \
