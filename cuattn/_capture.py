@@ -10,8 +10,10 @@ caller keeps that object (as long as the graph). While a captured call runs, thi
 capture mode is relaxed (``cuThreadExchangeStreamCaptureMode``), so the allocations and the
 tensor maps' upload on a side stream are allowed under ``torch.cuda.graph``'s global mode too.
 
-Buffers that calls share and fill once (decode's per-stream work counters, constants) are made
-on a side stream that runs at once (``eager``), so they hold their contents for eager calls too.
+Buffers that calls share and fill once (constants, default slopes) are made on a side stream
+that runs at once (``eager``), so they hold their contents for eager calls too; so are a
+captured decode call's own zeroed work counters (eager calls share per-stream ones), which lets
+its graph replay on any stream.
 
 ``cuattn.decode`` with ``cache_seqlens`` or ``block_table`` checks their values on the device at
 every replay instead of waiting on the host: a failed check leaves that call's outputs NaN and
@@ -121,9 +123,8 @@ def graph_memory() -> GraphMemory:
     workspaces, copies of misaligned inputs, Hopper tensor maps) is recorded there and stays
     allocated. Outside a capture the block changes nothing. A call captured outside such a
     block raises ``RuntimeError``. Capturable: ``attention``; ``gla`` (``cu_seqlens`` as a NumPy
-    array: its offsets are fixed in the graph); ``decode`` (it keeps per-stream work counters:
-    replay its graphs on one stream at a time, not beside eager decode calls on the capturing
-    stream).
+    array: its offsets are fixed in the graph); ``decode`` (a captured call has work counters
+    of its own: its graph may be replayed on any stream).
 
     Every replay computes on the contents the captured arrays hold at that time (copy new
     inputs into them, as for any graph): decode's ``cache_seqlens`` and ``block_table`` too,

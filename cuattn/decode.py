@@ -460,8 +460,8 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     to call, for at most a few tenths of a percent of speed (see the comment at ``STEAL``).
 
     GPU calls (without ``STEAL``) can be captured in a CUDA graph inside
-    :func:`cuattn.graph_memory`; replay such graphs on one stream at a time, not beside eager
-    decode calls on the capturing stream (the persistent kernels' work counters are per stream).
+    :func:`cuattn.graph_memory` (a captured call has work counters of its own, so its graph
+    may be replayed on any stream, beside eager calls and other graphs).
     Each replay reads the ``cache_seqlens`` and ``block_table`` contents of its time and checks
     them on the device: where the check fails the call computes nothing and leaves its outputs
     NaN, and ``memory.check()`` raises the ValueError above. Where the register kernel runs
@@ -731,6 +731,16 @@ def _split_counters(device_id: int, stream_ptr: int, n: int):
             buf = cupy.zeros(max(n, 1024), dtype=cupy.int32)
             cupy.cuda.get_current_stream().synchronize()  # zeroed before any stream uses it
         _COUNTERS[(device_id, stream_ptr)] = buf
+    return buf
+
+
+def _fresh_counters(n: int):
+    """A captured call's own work counters (held by its graph_memory), zeroed now on the side
+    stream; each launch leaves them zero again, as the per-stream ones (_split_counters)."""
+    cupy = require_cupy()
+    with _capture.eager():
+        buf = cupy.zeros(n, dtype=cupy.int32)
+        cupy.cuda.get_current_stream().synchronize()
     return buf
 
 
@@ -1038,7 +1048,8 @@ class _DecodePlan:
         split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
         self.options = options  # (tests)
         self.span = span  # (tests: even pieces in use)
-        counters = _split_counters(device_id, stream_ptr, 3 * groups + 3)
+        counters = (_fresh_counters(3 * groups + 3) if self.captured  # its own: replays may run on any stream
+                    else _split_counters(device_id, stream_ptr, 3 * groups + 3))
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)
         self.steal = _steal_state(device_id, stream_ptr)

@@ -9,7 +9,8 @@ Buffers a captured call drops (attention's lse) must stay held: arrays made afte
 on the same stream must not be overwritten by replays. decode is captured too, with ragged
 lengths and paged caches whose contents change between replays (checked on the device at each
 replay: a failing call leaves NaN outputs and GraphMemory.check() raises what the eager call
-raises, and the next good replay is clean again); gla with NumPy cu_seqlens (fixed in the
+raises, and the next good replay is clean again), and replayed on another stream beside eager
+calls on the capturing stream (counters of its own); gla with NumPy cu_seqlens (fixed in the
 graph). decode with work stealing or on the register kernel with a value check, gla with device
 cu_seqlens, and calls outside a graph_memory block raise before queuing anything (the capture
 stays usable).
@@ -354,6 +355,46 @@ def test_gpu_decode_failed_check_in_a_replay(cp, rng, paged):
     replay_matches_eager(cp, graph, stream, (o2, lse2, o, lse), lambda: (lambda a, b: a + b)(*calls()))
     memory.check()
     assert not bool(cp.isnan(o).any())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("heads", [(16, 4), (8, 8)], ids=["gqa_tensor_cores", "mha_bulk_copies"])
+def test_gpu_decode_graph_beside_eager_calls(cp, rng, heads):
+    """A captured decode call has work counters of its own: its graph replayed on another stream
+    while eager calls of the same layout run on the capturing stream (on that stream's counters),
+    with no ordering between the two, gives an eager call's bits, and so do the eager calls."""
+    hq, hkv = heads
+
+    def inputs():
+        return (cp.asarray(rng.standard_normal(shape).astype(np.float16))
+                for shape in ((2, hq, 1, 128), (2, hkv, 20000, 128), (2, hkv, 20000, 128)))
+
+    q, kc, vc = inputs()
+    q2, kc2, vc2 = inputs()
+    lens = cp.asarray(np.array([20000, 13001], dtype=np.int32))
+
+    def call(a, b, c):
+        return cuattn.decode(a, b, c, cache_seqlens=lens, alibi_slopes="default")
+
+    call(q, kc, vc)
+    cp.cuda.Device().synchronize()
+    graph, memory, stream, o = capture(cp, "relaxed", lambda: call(q, kc, vc))
+    with stream:
+        expected, expected2 = call(q, kc, vc).get(), call(q2, kc2, vc2).get()
+    other = cp.cuda.Stream(non_blocking=True)
+    eager = []
+    for _ in range(4):
+        with other:
+            o[...] = cp.nan
+        graph.launch(other)
+        with stream:  # same layout, the capturing stream's counters, at the same time as the replay
+            eager.append(call(q2, kc2, vc2))
+    other.synchronize()
+    stream.synchronize()
+    np.testing.assert_array_equal(o.get(), expected)
+    for x in eager:
+        np.testing.assert_array_equal(x.get(), expected2)
+    memory.check()
 
 
 @pytest.mark.gpu
