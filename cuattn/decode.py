@@ -480,7 +480,7 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     >>> o.shape, lse.shape
     ((2, 8, 1, 64), (2, 8, 1))
     """
-    captured = _capture.enter("decode", q, _capture_refusal(cache_seqlens, block_table))
+    captured = _capture.enter("decode", q, _capture_refusal())
     if captured is not None:  # inside a CUDA graph capture (cuattn.graph_memory)
         with captured:
             return decode(q, k_cache, v_cache, cache_seqlens=cache_seqlens, alibi_slopes=alibi_slopes, scale=scale,
@@ -1144,7 +1144,7 @@ class _DecodePlan:
             raise_for_flags(bad, self.sizes)
 
 
-def _capture_refusal(cache_seqlens, block_table):
+def _capture_refusal():
     """Why a decode call cannot be captured in a CUDA graph, or None (see also _decode_cuda)."""
     if STEAL:
         return "work stealing (cuattn.decode.STEAL) tags each launch on the host; turn it off"
