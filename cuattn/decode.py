@@ -423,7 +423,11 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     ValueError
         Shapes that do not fit, ``Hq`` not a multiple of ``Hkv``, ``cache_seqlens`` negative or
         past the cache, used pages outside ``[0, num_pages)``, a non-finite scale, a head dim
-        the GPU kernel does not take (multiples of 8 up to 256).
+        the GPU kernel does not take (multiples of 8 up to 256). (Under CUDA graph capture the
+        value checks run at each replay instead: ``GraphMemory.check()`` raises them.)
+    RuntimeError
+        Under CUDA graph capture: outside :func:`cuattn.graph_memory`, with ``STEAL``, or with
+        ``cache_seqlens`` / ``block_table`` where the register kernel runs (see below).
 
     Notes
     -----
