@@ -81,6 +81,50 @@ def test_graph_memory_check_names_the_failing_call(monkeypatch):
     memory.check()
 
 
+def test_recording_keeps_what_calls_allocate_and_gives_back_what_refused_calls_did(monkeypatch):
+    """A captured call's allocations are held; a call refused after planning (CaptureRefused:
+    nothing queued) gives back what it allocated and adds no call; any other error keeps them
+    (kernels may already be in the graph). CuPy's allocator hooks and the driver's capture-mode
+    exchange are stood in for (no GPU)."""
+    import contextlib
+
+    installed = []
+
+    @contextlib.contextmanager
+    def using_allocator(allocate):
+        installed.append(allocate)
+        try:
+            yield
+        finally:
+            installed.pop()
+
+    fake = type("cupy", (), {"cuda": type("cuda", (), {"get_allocator": staticmethod(lambda: lambda size: object()),
+                                                       "using_allocator": staticmethod(using_allocator)})})
+    modes = []
+    monkeypatch.setattr(_capture, "_exchange_capture_mode", lambda mode: modes.append(mode) or 0)
+    memory = cuattn.graph_memory()
+
+    def call(sizes, error=None):
+        with _capture._Recording(memory, fake):
+            assert _capture.recording()
+            for size in sizes:
+                installed[-1](size)
+            if error is not None:
+                raise error
+
+    call([100, 28])
+    assert (memory.calls, memory.nbytes) == (1, 128)
+    with pytest.raises(_capture.CaptureRefused):
+        call([4000], _capture.CaptureRefused("refused after planning"))
+    assert (memory.calls, memory.nbytes) == (1, 128)
+    with pytest.raises(ZeroDivisionError):
+        call([8], ZeroDivisionError())
+    assert (memory.calls, memory.nbytes) == (1, 136)
+    assert not _capture.recording() and not installed
+    assert modes == [_capture._RELAXED, 0] * 3  # relaxed for each call, then the old mode back
+    assert issubclass(_capture.CaptureRefused, RuntimeError)
+
+
 def test_graph_memory_blocks_nest():
     outer, inner = cuattn.graph_memory(), cuattn.graph_memory()
     with outer:
