@@ -212,12 +212,10 @@ class _Recording:
             _exchange_capture_mode(self._mode)
             raise
         _state.active = True
-        _state.memory = self.memory
         return self
 
     def __exit__(self, *exc):
         _state.active = False
-        _state.memory = None
         self._allocator.__exit__(*exc)
         _exchange_capture_mode(self._mode)
         if exc[0] is None:
@@ -228,9 +226,10 @@ class _Recording:
 
 
 def checked(flags, raise_for) -> None:
-    """Register a captured call's device value-check flags with the graph_memory recording it:
-    ``GraphMemory.check()`` calls ``raise_for(host copy of flags)`` where any is set."""
-    memory = _state.memory
+    """Register a captured call's device value-check flags with the graph_memory recording it
+    (the innermost: see ``enter``): ``GraphMemory.check()`` calls ``raise_for(host copy of
+    flags)`` where any is set."""
+    memory = _state.scopes[-1]
     memory._checks.append((memory.calls, flags, raise_for))
 
 

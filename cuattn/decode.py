@@ -707,15 +707,21 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
     return one_per_sm or best[1:]
 
 
+def _filled_now(device_id: int, n: int, value: int):
+    """An int32 vector of n copies of value on a device, filled now (on the side stream inside a
+    captured call, not at replay) and waited for: ready for calls on any stream."""
+    cupy = require_cupy()
+    with cupy.cuda.Device(device_id), _capture.eager():
+        out = cupy.full((n,), value, dtype=cupy.int32)
+        cupy.cuda.get_current_stream().synchronize()
+        return out
+
+
 @functools.lru_cache(maxsize=64)
 def _constant_int32(device_id: int, n: int, value: int):
     """A read-only int32 vector of n copies of value on a device (default lengths, the dummy block
     table), made once instead of a fill per call."""
-    cupy = require_cupy()
-    with cupy.cuda.Device(device_id), _capture.eager():
-        out = cupy.full((n,), value, dtype=cupy.int32)
-        cupy.cuda.get_current_stream().synchronize()  # ready for calls on any stream
-        return out
+    return _filled_now(device_id, n, value)
 
 
 _COUNTERS: dict = {}
@@ -728,23 +734,9 @@ def _split_counters(device_id: int, stream_ptr: int, n: int):
     launch leaves them zero again (the merging block resets its group's counts, the launch's last
     take the work counter, the last block out the pool's), and launches on one stream run in
     order, so the buffer needs no memset per call. A plan keeps the buffer it got."""
-    cupy = require_cupy()
     buf = _COUNTERS.get((device_id, stream_ptr))
     if buf is None or buf.size < n:
-        with cupy.cuda.Device(device_id), _capture.eager():
-            buf = cupy.zeros(max(n, 1024), dtype=cupy.int32)
-            cupy.cuda.get_current_stream().synchronize()  # zeroed before any stream uses it
-        _COUNTERS[(device_id, stream_ptr)] = buf
-    return buf
-
-
-def _fresh_counters(n: int):
-    """A captured call's own work counters (held by its graph_memory), zeroed now on the side
-    stream; each launch leaves them zero again, as the per-stream ones (_split_counters)."""
-    cupy = require_cupy()
-    with _capture.eager():
-        buf = cupy.zeros(n, dtype=cupy.int32)
-        cupy.cuda.get_current_stream().synchronize()
+        buf = _COUNTERS[(device_id, stream_ptr)] = _filled_now(device_id, max(n, 1024), 0)
     return buf
 
 
@@ -1052,7 +1044,9 @@ class _DecodePlan:
         split = get_kernel("decode.cu", expr, options, max_dynamic_smem=smem)
         self.options = options  # (tests)
         self.span = span  # (tests: even pieces in use)
-        counters = (_fresh_counters(3 * groups + 3) if self.captured  # its own: replays may run on any stream
+        # a captured call's counters are its own (held by its graph_memory; each launch leaves
+        # them zero, as the per-stream ones): its graph may replay on any stream
+        counters = (_filled_now(device_id, 3 * groups + 3, 0) if self.captured
                     else _split_counters(device_id, stream_ptr, 3 * groups + 3))
         flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)
