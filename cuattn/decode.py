@@ -426,16 +426,15 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
         the GPU kernel does not take (multiples of 8 up to 256). (Under CUDA graph capture the
         value checks run at each replay instead: ``GraphMemory.check()`` raises them.)
     RuntimeError
-        Under CUDA graph capture: outside :func:`cuattn.graph_memory`, with ``STEAL``, or with
-        ``cache_seqlens`` / ``block_table`` where the register kernel runs (see below).
+        Under CUDA graph capture: outside :func:`cuattn.graph_memory`, or with ``STEAL``.
 
     Notes
     -----
     With ``cache_seqlens`` or ``block_table`` given, the GPU path checks their values with one
     small kernel, which writes its two flags straight into pinned host memory, and waits for it
-    before returning (or raising). On Hopper the attention kernel is queued before that wait and
-    skips all work when the check fails, so the GPU does not idle while the host waits; elsewhere
-    the wait comes before the launch.
+    before returning (or raising). The attention kernels are queued before that wait and skip
+    all work when the check fails (they read the flags before any length or page), so the GPU
+    does not idle while the host waits.
 
     GPU calls remember their launch plan (kernel choice, split, packed kernel arguments, scratch)
     per layout: shapes, strides, dtypes, 16-byte alignment, scale, return_lse, device and current
@@ -468,9 +467,7 @@ def decode(q, k_cache, v_cache, *, cache_seqlens=None, alibi_slopes=None, scale=
     may be replayed on any stream, beside eager calls and other graphs).
     Each replay reads the ``cache_seqlens`` and ``block_table`` contents of its time and checks
     them on the device: where the check fails the call computes nothing and leaves its outputs
-    NaN, and ``memory.check()`` raises the ValueError above. Where the register kernel runs
-    (GPUs other than Hopper; on Hopper float32 or D 256 with 8 query rows per KV head) a capture
-    with either argument raises ``RuntimeError``: that kernel needs the check's result first.
+    NaN, and ``memory.check()`` raises the ValueError above.
 
     Examples
     --------
@@ -937,7 +934,6 @@ class _DecodePlan:
                          "generation", self.flags.flags, "host_flags"])
         self.launches = []
         self.steal = None  # _StealState of the persistent kernels
-        self.check_first = True  # wait for the check before the launches (the register kernel)
         if batch * hq * sq == 0:
             return
         if slopes is None or isinstance(slopes, np.ndarray):  # none, or the defaults: cached on the device
@@ -993,18 +989,20 @@ class _DecodePlan:
         self.expression = expr  # (tests)
         self.tensor_maps = None
         self.run_keys = None  # (tests: the bulk-copy kernel's keys per copy)
+        # every kernel skips all work when the value check fails (its flags hold this call's generation)
+        flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
+        check = [flags, "generation" if self.checked else np.int32(0)]
         if kernel == "regs":
             self.launches = [
-                PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args),
+                PackedLaunch(get_kernel("decode.cu", expr), (splits, hkv * row_chunks, batch), (128,), args + check),
                 PackedLaunch(get_kernel("decode.cu", merge_expression(type_name)), (batch * hkv * row_chunks,), (128,),
                              [o_part, lse_part, "o", lse_out, np.int32(splits), np.int32(batch), np.int32(hq),
                               np.int32(hkv), np.int32(sq), np.int32(d), np.int32(hq // hkv), np.int32(num_rows),
-                              np.int32(rows), np.int32(row_chunks)])]
+                              np.int32(rows), np.int32(row_chunks), *check])]
             return
         # "tma": one bulk copy per tile of K and of V when its keys lie back to back (rows of D
         # elements, and pages holding whole tiles), else one per key row; "mma": tensor maps of
         # both caches (in place of the flag)
-        self.check_first = False  # the persistent kernels skip all work when the check fails
         options = TMA_OPTIONS + ((STATIC_FIRST_OPTION,) if STATIC_FIRST else ()) + ((PDL_OPTION,) if PDL else ())
         if kernel == "tma":
             tile = tma_tile_keys(padded, q.dtype.itemsize)
@@ -1048,15 +1046,14 @@ class _DecodePlan:
         # them zero, as the per-stream ones): its graph may replay on any stream
         counters = (_filled_now(device_id, 3 * groups + 3, 0) if self.captured
                     else _split_counters(device_id, stream_ptr, 3 * groups + 3))
-        flags = self.flags.flags if self.checked else _constant_int32(device_id, 2, 0)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)
         self.steal = _steal_state(device_id, stream_ptr)
         words, lists, pool = self.steal.buffers(device_id, items, groups * pool_cap, pool_cap * rows * (d + 1))
         self.launches = [PackedLaunch(split, (blocks,), (160,),
                                       args + [copy_arg, np.int32(splits), np.int32(span), "o", lse_out, counters,
-                                              np.int32(hq), flags, "generation" if self.checked else np.int32(0),
-                                              words, lists, pool, np.int32(grain), np.int32(pool_cap), np.int32(window),
-                                              np.int32(OWNER_GRAINS), "launch"], smem, programmatic=PDL)]
+                                              np.int32(hq), *check, words, lists, pool, np.int32(grain),
+                                              np.int32(pool_cap), np.int32(window), np.int32(OWNER_GRAINS), "launch"],
+                                      smem, programmatic=PDL)]
 
     def __call__(self, q, k_cache, v_cache, cache_seqlens, block_table, slopes):
         """Queue the call: (o, lse); lse is None unless the plan returns it."""
@@ -1096,9 +1093,6 @@ class _DecodePlan:
                 _capture.checked(self.flags.flags, lambda bad: raise_for_flags(bad, self.sizes))
             else:
                 host[2].record()
-                if self.check_first:
-                    self._wait(host)
-                    host = None
         if self.steal is not None:
             values["launch"] = self.steal.next_launch()
         for packed in self.launches:
@@ -1163,13 +1157,6 @@ class _CapturedFlags:
 def _decode_cuda(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse, key=None):
     """Plan the call (remembered under `key` when given) and queue it."""
     plan_ = _DecodePlan(q, k_cache, v_cache, cache_seqlens, slopes, scale, block_table, sizes, return_lse)
-    if plan_.captured and plan_.checked and plan_.check_first and plan_.launches:
-        raise _capture.CaptureRefused(
-            "cuattn.decode cannot be captured in a CUDA graph with cache_seqlens or block_table here: this call "
-            f"runs the register kernel ({plan_.expression.split('<')[0]}; GPUs other than Hopper, and on Hopper "
-            "float32 or D 256 with 8 query rows per KV head), which reads the pages before the value check could "
-            "stop it, so the check must finish on the host first. Call it outside the capture (nothing was "
-            "queued on the capturing stream).")
     if key is not None:
         _plans.remember(_PLANS, key, plan_, MAX_PLANS)
     return plan_(q, k_cache, v_cache, cache_seqlens, block_table, slopes)

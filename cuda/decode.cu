@@ -17,7 +17,9 @@
 //   its own online softmax (running max m, sum l, accumulator acc of its kPerLane columns,
 //   fp32); at the end slots merge by shuffles, warps through shared memory (kRows * kHeadDim
 //   floats), and the block writes its partial o (normalized, fp32) and natural-log lse.
-//   Masked keys get exactly -inf; a slot that saw nothing keeps m = -inf and l = 0.
+//   Masked keys get exactly -inf; a slot that saw nothing keeps m = -inf and l = 0. A failed value
+//   check (decode_validate's flags holding this call's generation; 0: no check) ends every block
+//   before it reads a length or page (decode_merge's too): the outputs stay as they were.
 //   Traffic: K and V of the chunk once; partials (num_splits * rows * D * 4 bytes) are small.
 //
 // decode_split_tma<T, kHeadDim, kRows, kPaged, kStages> (sm_90, kRows <= 4): decode_split's math
@@ -498,7 +500,8 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
              const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
              i64 q_sb, i64 q_sh, i64 q_ss, i64 k_sb, i64 k_sh, i64 k_ss, i64 v_sb, i64 v_sh, i64 v_ss,
              i64 bt_stride, int page_size, int batch, int num_kv_heads, int seqlen_q, int head_dim,
-             int group, int num_rows, int row_chunks, int chunk, float scale_log2) {
+             int group, int num_rows, int row_chunks, int chunk, float scale_log2, const int* __restrict__ bad,
+             int generation) {
     using S = DecodeShape<T, kHeadDim, kRows>;
     constexpr int kLanesPerKey = S::kLanesPerKey, kElems = S::kElems;
     constexpr int kChunksPerLane = S::kChunksPerLane, kUnroll = S::kUnroll, kSlots = S::kSlots;
@@ -512,7 +515,11 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int slot = warp * S::kKeysPerWarp + lane / kLanesPerKey;
     const int cl = lane % kLanesPerKey;
+    // the value check's flags, loaded with the length (one round trip; generation 0: no check): a
+    // failed check (a flag holding this call's generation) means no work, nothing read past them
+    const int f0 = generation != 0 ? bad[0] : 0, f1 = generation != 0 ? bad[1] : 0;
     const int len = seqlens[b];
+    if (generation != 0 && (f0 == generation || f1 == generation)) return;
     const int key0 = split * chunk;
     const int key1 = min(len, key0 + chunk);
 
@@ -1954,7 +1961,9 @@ template <typename T>
 __global__ void __launch_bounds__(128)
 decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part, T* __restrict__ o,
              float* __restrict__ lse, int num_splits, int batch, int num_q_heads, int num_kv_heads,
-             int seqlen_q, int head_dim, int group, int num_rows, int rows_per_block, int row_chunks) {
+             int seqlen_q, int head_dim, int group, int num_rows, int rows_per_block, int row_chunks,
+             const int* __restrict__ bad, int generation) {
+    if (generation != 0 && (bad[0] == generation || bad[1] == generation)) return;  // failed: outputs untouched
     const int y = blockIdx.x % (num_kv_heads * row_chunks), b = blockIdx.x / (num_kv_heads * row_chunks);
     const int kv_head = y / row_chunks, row0 = (y % row_chunks) * rows_per_block;
     const i64 part_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;

@@ -11,9 +11,9 @@ lengths and paged caches whose contents change between replays (checked on the d
 replay: a failing call leaves NaN outputs and GraphMemory.check() raises what the eager call
 raises, and the next good replay is clean again), and replayed on another stream beside eager
 calls on the capturing stream (counters of its own); gla with NumPy cu_seqlens (fixed in the
-graph). decode with work stealing or on the register kernel with a value check, gla with device
-cu_seqlens, and calls outside a graph_memory block raise before queuing anything (the capture
-stays usable).
+graph). The checked replays run on the register kernel too (KERNEL "regs", which every GPU but
+Hopper runs). decode with work stealing, gla with device cu_seqlens, and calls outside a
+graph_memory block raise before queuing anything (the capture stays usable).
 """
 
 import re
@@ -328,13 +328,16 @@ def new_lengths(rng, b, length):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", [None, "regs"], ids=["default_kernel", "register_kernel"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype,b,hq,hkv,d,length,page,slopes", CHECKED_DECODE_CASES,
                          ids=["fp16_gqa_paged", "bf16_mha_ragged", "fp16_short_pages", "fp32_paged"])
-def test_gpu_decode_checked_replays(cp, rng, mode, dtype, b, hq, hkv, d, length, page, slopes):
+def test_gpu_decode_checked_replays(cp, rng, monkeypatch, kernel, mode, dtype, b, hq, hkv, d, length, page, slopes):
     """decode with cache_seqlens (and a block table where paged): each replay reads the lengths
     and pages of its time (new ones copied in between, the pages shuffled anew) and gives an
-    eager call's bits; memory.check() passes."""
+    eager call's bits; memory.check() passes. On the default kernels and on the register kernel
+    (KERNEL "regs": split and merge launches, each checking the flags)."""
+    monkeypatch.setattr(sys.modules["cuattn.decode"], "KERNEL", kernel)
     q, kc, vc, lens, table = checked_inputs(cp, rng, dtype, b, hq, hkv, d, length, page)
 
     def call():
@@ -359,11 +362,14 @@ def test_gpu_decode_checked_replays(cp, rng, mode, dtype, b, hq, hkv, d, length,
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", [None, "regs"], ids=["default_kernel", "register_kernel"])
 @pytest.mark.parametrize("paged", [False, True], ids=["lengths", "pages"])
-def test_gpu_decode_failed_check_in_a_replay(cp, rng, paged):
+def test_gpu_decode_failed_check_in_a_replay(cp, rng, monkeypatch, kernel, paged):
     """A replay whose lengths (or used pages) are out of range: that call's o and lse are NaN,
     the other captured call computes, memory.check() raises the eager call's ValueError naming
-    the call; the next replay on good values is clean again (flags zeroed per replay)."""
+    the call; the next replay on good values is clean again (flags zeroed per replay). On the
+    default kernels and on the register kernel."""
+    monkeypatch.setattr(sys.modules["cuattn.decode"], "KERNEL", kernel)
     q, kc, vc, lens, table = checked_inputs(cp, rng, np.float16, 2, 8, 2, 64, 600, 32 if paged else 0)
     q2, kc2, vc2, lens2, table2 = checked_inputs(cp, rng, np.float16, 2, 8, 2, 64, 600, 32 if paged else 0)
 
@@ -475,7 +481,7 @@ def test_gpu_gla_varlen_replays(cp, rng, mode):
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", MODES)
 def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
-    """decode with a value check on the register kernel or with work stealing, gla with device
+    """decode with work stealing, gla with device
     cu_seqlens, and any call outside graph_memory raise a RuntimeError that says why, before
     queuing anything: the capture ends cleanly and its (empty) graph launches."""
     q = cp.asarray(rng.standard_normal((2, 8, 1, 64)).astype(np.float16))
@@ -483,7 +489,6 @@ def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
     x = cp.asarray(rng.standard_normal((1, 2, 40, 64)).astype(np.float16))
     gates = -cp.abs(x)
     cu = cp.asarray(np.array([0, 15, 40], dtype=np.int32))
-    lens = cp.asarray(np.array([9, 100], dtype=np.int32))
     modes = {"relaxed": cp.cuda.runtime.streamCaptureModeRelaxed, "global": cp.cuda.runtime.streamCaptureModeGlobal}
     decode_module = sys.modules["cuattn.decode"]
 
@@ -494,15 +499,7 @@ def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
         finally:
             monkeypatch.setattr(decode_module, "STEAL", False)
 
-    def checked_on_the_register_kernel():
-        monkeypatch.setattr(decode_module, "KERNEL", "regs")
-        try:
-            return cuattn.decode(q, kc, kc, cache_seqlens=lens)
-        finally:
-            monkeypatch.setattr(decode_module, "KERNEL", None)
-
     cases = [
-        (checked_on_the_register_kernel, True, "cuattn.decode cannot be captured.*register kernel.*value check"),
         (stealing, True, "STEAL"),
         (lambda: cuattn.gla(x, x, x, gates, cu_seqlens=cu), True, "cu_seqlens"),
         (lambda: cuattn.attention(x, x, x), False, "graph_memory"),
