@@ -19,9 +19,7 @@ its graph replay on any stream.
 every replay instead of waiting on the host: a failed check leaves that call's outputs NaN and
 its flags set, which ``GraphMemory.check()`` turns into the ValueError an eager call raises
 (``checked``). Not capturable, raising before queuing anything: ``cuattn.decode`` with
-``cuattn.decode.STEAL`` (launch tags from the host), or with ``cache_seqlens`` / ``block_table``
-where the register kernel runs (GPUs other than Hopper, a few Hopper shapes: it would read the
-pages before the check could stop it), and ``cuattn.gla`` with ``cu_seqlens`` on the device
+``cuattn.decode.STEAL`` (launch tags from the host), and ``cuattn.gla`` with ``cu_seqlens`` on the device
 (offsets are read on the host to plan the launch; NumPy offsets are taken and fixed in the graph).
 """
 
@@ -89,10 +87,16 @@ class GraphMemory:
         from ._backend import require_cupy
 
         cupy = require_cupy()
+        found = {}  # (device, position in self._checks) -> that call's flags on the host
         for device in sorted({flags.device.id for _, flags, _ in self._checks}):
-            cupy.cuda.Device(device).synchronize()
-        for number, flags, raise_for in self._checks:
-            bad = flags.get()
+            with cupy.cuda.Device(device):
+                cupy.cuda.Device(device).synchronize()
+                mine = [i for i, (_, flags, _) in enumerate(self._checks) if flags.device.id == device]
+                # one stacking kernel and one copy for all of a device's flags, not a copy per call
+                stacked = cupy.stack([self._checks[i][1] for i in mine]).get()
+                found.update(zip(mine, stacked))
+        for i, (number, _, raise_for) in enumerate(self._checks):
+            bad = found[i]
             if bad.any():
                 try:
                     raise_for(bad)
@@ -140,10 +144,8 @@ def graph_memory() -> GraphMemory:
     Raises
     ------
     RuntimeError
-        Before queuing anything, under capture: from ``cuattn.decode`` with ``cuattn.decode.STEAL``,
-        or with ``cache_seqlens`` / ``block_table`` where its register kernel runs (GPUs other
-        than Hopper; on Hopper float32 or D 256 with 8 query rows per KV head: the check's
-        result is needed on the host before that kernel reads pages); from ``cuattn.gla`` with
+        Before queuing anything, under capture: from ``cuattn.decode`` with ``cuattn.decode.STEAL``;
+        from ``cuattn.gla`` with
         ``cu_seqlens`` on the device (offsets are read on the host); from any cuattn call
         captured outside a ``graph_memory`` block.
 

@@ -44,19 +44,17 @@ def test_graph_memory_outside_a_capture_changes_nothing(rng):
 
 
 def test_graph_memory_check_names_the_failing_call(monkeypatch):
-    """check() waits for each device, then raises for the first captured call whose flags are
-    set, naming it (host arrays stand in for the device flags and a fake CuPy for the waits)."""
+    """check() waits for each device, reads all of a device's flags in one copy, then raises
+    for the first captured call whose flags are set, naming it (host arrays stand in for the
+    device flags and a fake CuPy for the waits and the stacking)."""
     from cuattn import _backend
     from cuattn.decode import raise_for_flags
 
     class Flags:
-        def __init__(self, values):
-            self.values, self.device = np.array(values, dtype=np.int32), type("Device", (), {"id": 0})()
+        def __init__(self, values, device=0):
+            self.values, self.device = np.array(values, dtype=np.int32), type("Device", (), {"id": device})()
 
-        def get(self):
-            return self.values
-
-    synced = []
+    synced, copies, current = [], [], []
 
     class FakeDevice:
         def __init__(self, device):
@@ -65,17 +63,36 @@ def test_graph_memory_check_names_the_failing_call(monkeypatch):
         def synchronize(self):
             synced.append(self.device)
 
-    fake = type("cupy", (), {"cuda": type("cuda", (), {"Device": FakeDevice})})
+        def __enter__(self):
+            current.append(self.device)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    class Stacked:
+        def __init__(self, flags):
+            assert all(f.device.id == current[-1] for f in flags)  # stacked on their own device
+            self.values = np.stack([f.values for f in flags])
+
+        def get(self):
+            copies.append(len(self.values))
+            return self.values
+
+    fake = type("cupy", (), {"cuda": type("cuda", (), {"Device": FakeDevice}), "stack": Stacked})
     monkeypatch.setattr(_backend, "require_cupy", lambda: fake)
     sizes = {"cache_len": 50, "num_pages": 7}
     memory = cuattn.graph_memory()
     memory._checks += [(0, Flags([0, 0]), lambda bad: raise_for_flags(bad, sizes)),
+                       (2, Flags([0, 0], device=1), lambda bad: raise_for_flags(bad, sizes)),
                        (3, Flags([0, 1]), lambda bad: raise_for_flags(bad, sizes)),
-                       (4, Flags([1, 0]), lambda bad: raise_for_flags(bad, sizes))]
+                       (4, Flags([1, 0], device=1), lambda bad: raise_for_flags(bad, sizes))]
     with pytest.raises(ValueError, match=r"captured cuattn call 3 .*block_table holds pages outside \[0, 7\)"):
         memory.check()
-    assert synced == [0]
-    assert "3 value-checked" in repr(memory)
+    assert synced == [0, 1] and copies == [2, 2]  # one wait and one copy a device
+    memory._checks[2] = (3, Flags([0, 0]), memory._checks[2][2])
+    with pytest.raises(ValueError, match=r"captured cuattn call 4 .*cache_seqlens must lie in \[0, 50\]"):
+        memory.check()
+    assert "4 value-checked" in repr(memory)
     memory.release()
     assert "value-checked" not in repr(memory)
     memory.check()
