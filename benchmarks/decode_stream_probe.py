@@ -49,6 +49,11 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   16-byte copies with PTX's L2 prefetch-size hint (SASS LDGSTS.E.BYPASS.LTC128B / LTC256B;
   FlashInfer's decode and CUTLASS's sm80 copies carry .L2::128B, ours none); "l2 256, no math":
   the stream alone with it,
+- "k then v" (tensor-core kernel's cp.async producer, -DCUATTN_DECODE_K_THEN_V): a whole tile's K
+  rows copied, then its V rows (runs of 16 KB of one cache at D 128) instead of K and V pieces
+  taking turns every 512 bytes; cuDNN's decode kernel copies 128-key tiles of K, then of V (34th
+  session's SASS); with "no math" and with 2 and 6 stages; "stages 2": a ring of two 64-key tiles
+  (at most 64 KB of K and V in flight a block, as cuDNN's one 128-key tile of each),
 - "stages 4" (bulk-copy kernel): TMA_STAGES 4, the ring depth one-block-per-SM launches had before
   the 14th session,
 - "relaxed count" (-DCUATTN_DECODE_RELAXED_COUNT: the count by a relaxed atomic, timing only): what
@@ -103,6 +108,7 @@ LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)  # tensor-core kernel: whole visi
 P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
+K_THEN_V = ("-DCUATTN_DECODE_K_THEN_V",)  # cp.async producer: a tile's K rows, then its V rows (34th session)
 L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
     ("no pdl", {"PDL": False}),
@@ -137,6 +143,11 @@ MMA_VARIANTS = [
     ("l2 128", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[128]}),
     ("l2 256", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256]}),
     ("l2 256, no math", {"TMA_OPTIONS": module.TMA_OPTIONS + L2_PREFETCH[256] + SKIP}),
+    ("k then v", {"MMA_COPY": "cp.async", "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V}),
+    ("k then v, no math", {"MMA_COPY": "cp.async", "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V + SKIP}),
+    ("stages 2", {"MMA_STAGES": 2}),
+    ("k then v, stages 2", {"MMA_COPY": "cp.async", "MMA_STAGES": 2, "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V}),
+    ("k then v, stages 6", {"MMA_COPY": "cp.async", "MMA_STAGES": 6, "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V}),
 ] + LAUNCH_VARIANTS
 TMA_VARIANTS = [
     ("default", {}),

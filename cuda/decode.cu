@@ -57,7 +57,9 @@
 // Stream probes (benchmarks/decode_stream_probe.py; results wrong, timing only): with
 // -DCUATTN_DECODE_SKIP_MATH the persistent kernels' consumers take each tile and hand it back without
 // the math; with -DCUATTN_DECODE_MMA_BULK as well, decode_split_mma's producer fills its ring with
-// decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies.
+// decode_split_tma's 1-d bulk copies (contiguous caches) instead of tensor copies. With
+// -DCUATTN_DECODE_K_THEN_V (results the same bits) the cp.async producer copies a whole tile's K
+// rows, then its V rows, instead of K and V pieces taking turns.
 // With -DCUATTN_DECODE_SKIP_END, decode_split_tma's consumers skip every partial's end (no
 // partial written, no count, no merge: the time of the rows' ends); with -DCUATTN_DECODE_SKIP_COUNT
 // they write every partial (and lone outputs) but skip the count and the merge (wrong results: what
@@ -1576,12 +1578,26 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
         vb += (i64)(row0 + r0) * v_ss + c * 8;
         // a whole tile, rows ks / vs apart: no zero-fill, so no per-pass predicate or select
         auto whole = [&](i64 ks, i64 vs) {
+#ifdef CUATTN_DECODE_K_THEN_V
+            // (probe option) the tile's K rows, then its V rows: runs of kTile rows of one cache
+            // (16 KB at D 128) instead of K and V pieces taking turns (cuDNN's sm80 decode kernel
+            // copies 128-key tiles of K, then of V, by all four warps: 34th session's SASS)
+#pragma unroll
+            for (int i = 0; i < kPasses; ++i)
+                cp_async_16(dk + lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles],
+                            kb + i * kRowsPerPass * ks, true);
+#pragma unroll
+            for (int i = 0; i < kPasses; ++i)
+                cp_async_16(dv + lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles],
+                            vb + i * kRowsPerPass * vs, true);
+#else
 #pragma unroll
             for (int i = 0; i < kPasses; ++i) {
                 const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
                 cp_async_16(dk + off, kb + i * kRowsPerPass * ks, true);
                 cp_async_16(dv + off, vb + i * kRowsPerPass * vs, true);
             }
+#endif
         };
         if (head_dim == kHeadDim && t0 + kTile <= key1) {
             if (dense) {
