@@ -237,6 +237,9 @@ def main():
         if hq // hkv > 1:  # the tensor-core kernel with each of its producers (MMA_COPY)
             for copy in decode_module.MMA_COPIES:
                 fns[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = with_settings(alibi, KERNEL="mma", MMA_COPY=copy)
+        if hq // hkv > 1 and d >= 128:  # the tensor-core kernel's ring 6 deep, one block an SM (34th session's
+            # stream probes on an H100: +0.2-1.2% over the default 3 stages, two blocks an SM, at D 128)
+            fns["cuattn_alibi_mma_stages_6"] = with_settings(alibi, MMA_STAGES=6)
         if 1 < hq // hkv <= 8:  # two P V products a tile (MMA_PACK_LO False; the default packs P_lo)
             fns["cuattn_alibi_no_pack_lo"] = with_settings(alibi, MMA_PACK_LO=False)
         if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
