@@ -87,10 +87,11 @@ class GraphMemory:
         from ._backend import require_cupy
 
         cupy = require_cupy()
-        found = {}  # (device, position in self._checks) -> that call's flags on the host
+        found = {}  # position in self._checks -> that call's flags on the host
         for device in sorted({flags.device.id for _, flags, _ in self._checks}):
-            with cupy.cuda.Device(device):
-                cupy.cuda.Device(device).synchronize()
+            current = cupy.cuda.Device(device)
+            with current:
+                current.synchronize()
                 mine = [i for i, (_, flags, _) in enumerate(self._checks) if flags.device.id == device]
                 # one stacking kernel and one copy for all of a device's flags, not a copy per call
                 stacked = cupy.stack([self._checks[i][1] for i in mine]).get()
@@ -145,9 +146,8 @@ def graph_memory() -> GraphMemory:
     ------
     RuntimeError
         Before queuing anything, under capture: from ``cuattn.decode`` with ``cuattn.decode.STEAL``;
-        from ``cuattn.gla`` with
-        ``cu_seqlens`` on the device (offsets are read on the host); from any cuattn call
-        captured outside a ``graph_memory`` block.
+        from ``cuattn.gla`` with ``cu_seqlens`` on the device (offsets are read on the host); from
+        any cuattn call captured outside a ``graph_memory`` block.
 
     Examples
     --------
