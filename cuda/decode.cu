@@ -1472,6 +1472,8 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
     u32 swz[kSwizzles];
 #pragma unroll
     for (int j = 0; j < kSwizzles; ++j) swz[j] = (u32)(((c & 7) ^ ((r0 + j * kRowsPerPass) & 7)) << 4);
+    // this lane's offset in a tile for pass i (rows r0 + i kRowsPerPass, swizzled)
+    const auto pass_off = [&](int i) { return lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles]; };
     // rows of exactly kHeadDim elements back to back: a whole tile's addresses are constant offsets
     const bool dense = head_dim == kHeadDim && k_ss == kHeadDim && v_ss == kHeadDim;
 #ifdef CUATTN_DECODE_PAGE_PREFETCH
@@ -1499,7 +1501,7 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
 #pragma unroll
                     for (int i = 0; i < 16 / kRowsPerPass; ++i) {
                         const int pass = g * (16 / kRowsPerPass) + i;
-                        const u32 off = lane_off + (u32)(pass * kRowsPerPass * 128) + swz[pass % kSwizzles];
+                        const u32 off = pass_off(pass);
                         cp_async_16(dk + off, kp + i * kRowsPerPass * ks, true);
                         cp_async_16(dv + off, vp + i * kRowsPerPass * vs, true);
                     }
@@ -1526,7 +1528,7 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
 #pragma unroll 4
                 for (int i = 0; i < kPasses; ++i) {
                     const bool ok = col_ok && t0 + r0 + i * kRowsPerPass < key1;
-                    const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                    const u32 off = pass_off(i);
                     cp_async_16(dk + off, ok ? kp : k, ok);
                     cp_async_16(dv + off, ok ? vp : v, ok);
                     const i64 next = __shfl_sync(0xffffffffu, mine, (pi + 1) & 31);
@@ -1583,17 +1585,13 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
             // (16 KB at D 128) instead of K and V pieces taking turns (cuDNN's sm80 decode kernel
             // copies 128-key tiles of K, then of V, by all four warps: 34th session's SASS)
 #pragma unroll
-            for (int i = 0; i < kPasses; ++i)
-                cp_async_16(dk + lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles],
-                            kb + i * kRowsPerPass * ks, true);
+            for (int i = 0; i < kPasses; ++i) cp_async_16(dk + pass_off(i), kb + i * kRowsPerPass * ks, true);
 #pragma unroll
-            for (int i = 0; i < kPasses; ++i)
-                cp_async_16(dv + lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles],
-                            vb + i * kRowsPerPass * vs, true);
+            for (int i = 0; i < kPasses; ++i) cp_async_16(dv + pass_off(i), vb + i * kRowsPerPass * vs, true);
 #else
 #pragma unroll
             for (int i = 0; i < kPasses; ++i) {
-                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                const u32 off = pass_off(i);
                 cp_async_16(dk + off, kb + i * kRowsPerPass * ks, true);
                 cp_async_16(dv + off, vb + i * kRowsPerPass * vs, true);
             }
@@ -1610,7 +1608,7 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
 #pragma unroll 4
             for (int i = 0; i < kPasses; ++i) {
                 const bool ok = col_ok && t0 + r0 + i * kRowsPerPass < key1;
-                const u32 off = lane_off + (u32)(i * kRowsPerPass * 128) + swz[i % kSwizzles];
+                const u32 off = pass_off(i);
                 cp_async_16(dk + off, ok ? kb : k, ok);
                 cp_async_16(dv + off, ok ? vb : v, ok);
                 kb += k_step;  // (pointer steps: no 64-bit products a pass)
