@@ -494,6 +494,13 @@ struct BlockSync {
     __device__ __forceinline__ void operator()() const { __syncthreads(); }
 };
 
+// Whether a call's value check failed: decode_validate set flag f0 (lengths) or f1 (pages) to the
+// call's generation; generation 0: no check. (The kernels load the flags where they overlap them
+// with other loads.)
+__device__ __forceinline__ bool check_failed(int f0, int f1, int generation) {
+    return generation != 0 && (f0 == generation || f1 == generation);
+}
+
 // ---------------------------------------------------------------- register kernel (sm_80+)
 template <typename T, int kHeadDim, int kRows, bool kPaged>
 __global__ void __launch_bounds__(128, (DecodeShape<T, kHeadDim, kRows>::kMinBlocks))
@@ -521,7 +528,7 @@ decode_split(const T* __restrict__ q, const T* __restrict__ k, const T* __restri
     // failed check (a flag holding this call's generation) means no work, nothing read past them
     const int f0 = generation != 0 ? bad[0] : 0, f1 = generation != 0 ? bad[1] : 0;
     const int len = seqlens[b];
-    if (generation != 0 && (f0 == generation || f1 == generation)) return;
+    if (check_failed(f0, f1, generation)) return;
     const int key0 = split * chunk;
     const int key1 = min(len, key0 + chunk);
 
@@ -824,7 +831,7 @@ __device__ __forceinline__ int first_take(int* work, int num_items, const int* _
 #else
     int item = (int)blockIdx.x;
 #endif
-    failed = generation != 0 && (f0 == generation || f1 == generation);
+    failed = check_failed(f0, f1, generation);
     if (failed) {
 #ifdef CUATTN_DECODE_STATIC_FIRST
         item = take_item(work, num_items);
