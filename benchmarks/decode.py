@@ -13,7 +13,12 @@ cuts the bulk-copy kernel's rows into even pieces where cuattn.decode.even_piece
 either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM;
 equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM
 with the deepest ring), and the paged row with the block-table prefetch
-(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), and every row with static
+(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), with its pages in key order
+(cuattn_alibi_pages_in_order: the shuffle's share of what paging costs) and with the contiguous cache
+read through a block table of one page a row (cuattn_alibi_one_page_a_row: the lookups' share), the
+GQA rows at D 128 with the tensor-core kernel's ring as before the 35th session (cuattn_alibi_mma_two_blocks:
+two blocks an SM of 3 stages, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 4 and 8 stages
+(cuattn_alibi_mma_stages_4, _8: MMA_STAGES; the default 6), and every row with static
 first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at
 most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
 (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn runs with ALiBi
@@ -237,13 +242,30 @@ def main():
         if hq // hkv > 1:  # the tensor-core kernel with each of its producers (MMA_COPY)
             for copy in decode_module.MMA_COPIES:
                 fns[f"cuattn_alibi_mma_{copy.replace('.', '_')}"] = with_settings(alibi, KERNEL="mma", MMA_COPY=copy)
-        if hq // hkv > 1 and d >= 128:  # the tensor-core kernel's ring 6 deep, one block an SM (34th session's
-            # stream probes on an H100: +0.2-1.2% over the default 3 stages, two blocks an SM, at D 128)
-            fns["cuattn_alibi_mma_stages_6"] = with_settings(alibi, MMA_STAGES=6)
+        if hq // hkv > 1 and d >= 128:  # the tensor-core kernel's ring as before the 35th session: two blocks
+            # an SM, 3 stages each (the default since: one block an SM, 6 stages; MMA_DEEP_STAGES)
+            fns["cuattn_alibi_mma_two_blocks"] = with_settings(alibi, MMA_DEEP_STAGES=())
+        if hq // hkv > 1 and d <= 64:  # D 64's ring (default 6 stages, two blocks an SM): 4 stages (two
+            # blocks), 8 (one block an SM)
+            fns["cuattn_alibi_mma_stages_4"] = with_settings(alibi, MMA_STAGES=4)
+            fns["cuattn_alibi_mma_stages_8"] = with_settings(alibi, MMA_STAGES=8)
         if 1 < hq // hkv <= 8:  # two P V products a tile (MMA_PACK_LO False; the default packs P_lo)
             fns["cuattn_alibi_no_pack_lo"] = with_settings(alibi, MMA_PACK_LO=False)
         if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
             fns["cuattn_alibi_page_prefetch"] = with_settings(alibi, PAGE_PREFETCH=True)
+            # what paging costs, in two parts: the same pages in key order (row 0's first: the
+            # shuffle's share), and the contiguous cache itself read through a block table of one
+            # page a row (page_size L: the same addresses as the dense cache; the lookups' share)
+            in_order, one_page = [], []
+            for _, (lq, lk, lv), _, _ in layers:
+                pk, pv, ptable = cuattn.paged_cache(lk, lv, PAGE_SIZE, shuffle=False)
+                in_order.append(lambda a=(lq, pk, pv), t=ptable: cuattn.decode(*a, alibi_slopes="default",
+                                                                              block_table=t))
+                rows_table = cupy.arange(b, dtype=cupy.int32).reshape(b, 1)
+                one_page.append(lambda a=(lq, lk, lv), t=rows_table: cuattn.decode(*a, alibi_slopes="default",
+                                                                                  block_table=t))
+            fns["cuattn_alibi_pages_in_order"] = cycled(in_order)
+            fns["cuattn_alibi_one_page_a_row"] = cycled(one_page)
         # block i's first item i, without the counter (STATIC_FIRST, opt-in)
         fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
         # equal splits per row group (EVEN_SPLIT False; the default: even pieces where even_pieces says so)

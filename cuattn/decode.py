@@ -45,7 +45,13 @@ MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
-MMA_STAGES = None       # ring depth of "mma"; None: as deep as two blocks per SM leave room for (<= 8)
+MMA_STAGES = None       # ring depth of "mma"; None: MMA_DEEP_STAGES, else as deep as two blocks per SM leave room for (<= 8)
+# Ring depth of "mma" by padded head dim where one block per SM with a deeper ring streams faster
+# than two blocks per SM with half of it: at D 128, 6 stages (192 KB: one block per SM) instead of 3.
+# Measured on an H100 (34th-35th sessions, benchmarks/NOTES.md): the split GQA rows +0.8-1.2%
+# (B 1 32/8 L 131072, B 8 32/8 L 8192), the one-item-per-SM rows level (B 16 32/8, paged).
+# () restores two blocks per SM at every head dim.
+MMA_DEEP_STAGES = ((128, 6),)
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -244,14 +250,20 @@ def _mma_merge_bytes(padded: int) -> int:
 
 
 def mma_config(padded: int) -> tuple[int, int]:
-    """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound), and as many
-    stages (up to 8) as leave the shared memory for both; MMA_STAGES, where set, fixes the depth
-    (and the blocks per SM are as many as its shared memory leaves room for, at most 2)."""
-    if MMA_STAGES is not None:
-        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
-    stages = min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
-                                                                            + RING_STAGE_EXTRA))
-    return 2, stages
+    """(blocks per SM, ring stages) of decode_split_mma: MMA_DEEP_STAGES's depth where it names the
+    head dim, else 2 blocks (its launch bound) and as many stages (up to 8) as leave the shared
+    memory for both; MMA_STAGES, where set, fixes the depth. With a fixed depth the blocks per SM
+    are as many as its shared memory leaves room for, at most 2."""
+    fixed = MMA_STAGES if MMA_STAGES is not None else dict(MMA_DEEP_STAGES).get(padded)
+    if fixed is not None:
+        return min(2, SMEM_PER_SM // (mma_shared_bytes(fixed, padded) + 1024)), fixed
+    return 2, mma_two_block_stages(padded)
+
+
+def mma_two_block_stages(padded: int) -> int:
+    """The deepest ring of decode_split_mma (up to 8 stages) that leaves room for two blocks per SM."""
+    return min(8, (SMEM_PER_SM // 2 - 1024 - _mma_merge_bytes(padded)) // (2 * MMA_TILE_KEYS * padded * 2
+                                                                         + RING_STAGE_EXTRA))
 
 
 def tma_tile_keys(padded: int, itemsize: int) -> int:
@@ -285,8 +297,10 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
                     for r in TMA_ROWS for p in (False, True)
                     if one_block_stages(r, d, itemsize) != tma_config(r, d, itemsize)[1]]
         if "mma" in kernels and type_name in MMA_TYPES:
-            out += [split_expression(type_name, d, MMA_ROWS, p, "mma", copy=c) for d in MMA_HEAD_DIMS
-                    for p in (False, True) for c in MMA_COPIES]
+            # the default ring (mma_config) and, where MMA_DEEP_STAGES deepens it, the two-block one
+            out += [split_expression(type_name, d, MMA_ROWS, p, "mma", s, c) for d in MMA_HEAD_DIMS
+                    for s in sorted({mma_config(d)[1], mma_two_block_stages(d)}) for p in (False, True)
+                    for c in MMA_COPIES]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -846,7 +860,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_DEEP_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
