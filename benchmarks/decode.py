@@ -18,7 +18,8 @@ with the deepest ring), and the paged row with the block-table prefetch
 read through a block table of one page a row (cuattn_alibi_one_page_a_row: the lookups' share), the
 GQA rows at D 128 with the tensor-core kernel's ring as before the 35th session (cuattn_alibi_mma_two_blocks:
 two blocks an SM of 3 stages, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 4 and 8 stages
-(cuattn_alibi_mma_stages_4, _8: MMA_STAGES; the default 6), and every row with static
+(cuattn_alibi_mma_stages_4, _8: MMA_STAGES; the default 6; _8_one_per_sm: 8 stages and one item per SM,
+ONE_PER_SM_MMA_MIN_DIM 64), and every row with static
 first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at
 most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
 (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn runs with ALiBi
@@ -249,6 +250,8 @@ def main():
             # blocks), 8 (one block an SM)
             fns["cuattn_alibi_mma_stages_4"] = with_settings(alibi, MMA_STAGES=4)
             fns["cuattn_alibi_mma_stages_8"] = with_settings(alibi, MMA_STAGES=8)
+            # ... and 8 stages with one item per SM where plan_persistent's rule gives it (ONE_PER_SM_MMA_MIN_DIM)
+            fns["cuattn_alibi_mma_stages_8_one_per_sm"] = with_settings(alibi, MMA_STAGES=8, ONE_PER_SM_MMA_MIN_DIM=64)
         if 1 < hq // hkv <= 8:  # two P V products a tile (MMA_PACK_LO False; the default packs P_lo)
             fns["cuattn_alibi_no_pack_lo"] = with_settings(alibi, MMA_PACK_LO=False)
         if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)
