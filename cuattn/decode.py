@@ -47,11 +47,12 @@ MMA_ROWS = 16
 MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: MMA_DEEP_STAGES, else as deep as two blocks per SM leave room for (<= 8)
 # Ring depth of "mma" by padded head dim where one block per SM with a deeper ring streams faster
-# than two blocks per SM with half of it: at D 128, 6 stages (192 KB: one block per SM) instead of 3.
-# Measured on an H100 (34th-35th sessions, benchmarks/NOTES.md): the split GQA rows +0.8-1.2%
-# (B 1 32/8 L 131072, B 8 32/8 L 8192), the one-item-per-SM rows level (B 16 32/8, paged).
-# () restores two blocks per SM at every head dim.
-MMA_DEEP_STAGES = ((128, 6),)
+# than two blocks per SM with a shallower one: at D 128, 6 stages (192 KB: one block per SM)
+# instead of 3; at D 64, 8 (128 KB) instead of 6. Measured on an H100 (34th-35th sessions,
+# benchmarks/NOTES.md, decode.py side by side): D 128's split GQA rows +0.4-0.8% (B 1 32/8 L 131072,
+# B 8 32/8 L 8192), its one-item-per-SM rows level (B 16 32/8, paged); D 64's B 4 32/4 L 32768
+# +1.3%. () restores two blocks per SM at every head dim.
+MMA_DEEP_STAGES = ((64, 8), (128, 6))
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -682,7 +683,9 @@ TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge
 ONE_PER_SM_MIN_KEYS = 4096  # items at least this long may run one per SM (plan_persistent)
 # the tensor-core kernel takes one item per SM only from this padded head dim up: at D 64 its two
 # blocks per SM on more, shorter items stream faster (20th session, H200, stream probe's "many
-# items": B 4 32/4 L 32768 3.080 -> 3.163 TB/s, L 131072 3.919 -> 4.137; D 128 level or slower)
+# items": B 4 32/4 L 32768 3.080 -> 3.163 TB/s, L 131072 3.919 -> 4.137; D 128 level or slower).
+# (Since the 35th session D 64 runs one block per SM by default (MMA_DEEP_STAGES), where the cost
+# model's split counts come to at most about one item per SM on those rows anyway.)
 ONE_PER_SM_MMA_MIN_DIM = 128
 
 

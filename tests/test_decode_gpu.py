@@ -941,11 +941,15 @@ def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
     """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
     plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
     splits = 128 items), both blocks of an SM busy; right on the reference, and the old plan (one
-    item per SM) gives the same answer to the split order's rounding."""
+    item per SM) gives the same answer to the split order's rounding. (With the ring of two blocks
+    per SM, MMA_DEEP_STAGES (); by default D 64 runs one block per SM with a deeper ring, whose
+    plan is checked last.)"""
     props = DECODE_MODULE.device_properties()
     if split_kernel != "mma" or props["cc"] < 90 or props["num_sms"] < 128:
         pytest.skip("the tensor-core kernel's plans on a full-size sm_90 GPU")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    deep = DECODE_MODULE.MMA_DEEP_STAGES
+    monkeypatch.setattr(DECODE_MODULE, "MMA_DEEP_STAGES", ())
     b, hq, hkv, length, d = 4, 32, 4, 32768, 64
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
     kw = dict(alibi_slopes="default")
@@ -960,6 +964,15 @@ def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
         assert kernel == "mma"
         assert (items > props["num_sms"]) == (min_dim > d), (min_dim, items)
     np.testing.assert_allclose(answers[0][0], answers[1][0], rtol=0, atol=2e-3)
+    # the default: one block per SM (a grid of one block an SM), its deeper ring, right on the reference
+    monkeypatch.setattr(DECODE_MODULE, "MMA_DEEP_STAGES", deep)
+    monkeypatch.setattr(DECODE_MODULE, "ONE_PER_SM_MMA_MIN_DIM", 128)
+    compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+    plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+    kernel, rows, items, grid, pieces = plan.even_rule
+    stages = dict(deep).get(d)
+    if stages:
+        assert grid == props["num_sms"] and f", {stages}, " in plan.expression, (grid, plan.expression)
     assert_counters_zero(cp)
 
 
