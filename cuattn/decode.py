@@ -45,14 +45,19 @@ MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
-MMA_STAGES = None       # ring depth of "mma"; None: MMA_DEEP_STAGES, else as deep as two blocks per SM leave room for (<= 8)
-# Ring depth of "mma" by padded head dim where one block per SM with a deeper ring streams faster
-# than two blocks per SM with a shallower one: at D 128, 6 stages (192 KB: one block per SM)
-# instead of 3; at D 64, 8 (128 KB) instead of 6. Measured on an H100 (34th-35th sessions,
-# benchmarks/NOTES.md, decode.py side by side): D 128's split GQA rows +0.4-0.8% (B 1 32/8 L 131072,
-# B 8 32/8 L 8192), its one-item-per-SM rows level (B 16 32/8, paged); D 64's B 4 32/4 L 32768
-# +1.3%. () restores two blocks per SM at every head dim.
-MMA_DEEP_STAGES = ((64, 8), (128, 6))
+MMA_STAGES = None       # ring depth of "mma"; None: by the rules of mma_config and mma_deep_stages
+# Ring depth of "mma" with two blocks per SM, by padded head dim, where not the deepest that fits:
+# at D 64, 4 stages, not 6 (35th session, decode.py side by side, B 4 32/4 L 32768: H100 2.527 vs
+# 2.505 TB/s; H200 3.336 vs 3.326, L 131072 4.177 vs 4.170; 34th session's H100 probe +1.1%).
+MMA_TWO_BLOCK_STAGES = ((64, 4),)
+# Ring depth of "mma" with one block per SM, by padded head dim, for launches whose row groups are
+# split (the plan's splits > 1, partials merged): at D 128, 6 stages (192 KB) instead of two blocks
+# of 3. Measured side by side in decode.py (35th session): B 1 32/8 L 131072 H100 2.913 vs 2.901,
+# H200 4.186 vs 4.162; B 8 32/8 L 8192 H100 2.778 vs 2.756, H200 3.862 vs 3.836; the rows of one
+# whole row group an item (B 16 32/8, paged) level on the H100 but 0.2-0.5% slower on the H200, so
+# they keep two blocks. At D 64, one block of 8 stages gained 1.3% on the H100 and lost 2.4-3.7% on
+# the H200: not used. () turns the rule off.
+MMA_DEEP_STAGES = ((128, 6),)
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -251,14 +256,23 @@ def _mma_merge_bytes(padded: int) -> int:
 
 
 def mma_config(padded: int) -> tuple[int, int]:
-    """(blocks per SM, ring stages) of decode_split_mma: MMA_DEEP_STAGES's depth where it names the
-    head dim, else 2 blocks (its launch bound) and as many stages (up to 8) as leave the shared
-    memory for both; MMA_STAGES, where set, fixes the depth. With a fixed depth the blocks per SM
-    are as many as its shared memory leaves room for, at most 2."""
-    fixed = MMA_STAGES if MMA_STAGES is not None else dict(MMA_DEEP_STAGES).get(padded)
-    if fixed is not None:
-        return min(2, SMEM_PER_SM // (mma_shared_bytes(fixed, padded) + 1024)), fixed
-    return 2, mma_two_block_stages(padded)
+    """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound) and
+    MMA_TWO_BLOCK_STAGES's depth, or as many stages (up to 8) as leave the shared memory for both;
+    MMA_STAGES, where set, fixes the depth, and the blocks per SM are as many as its shared memory
+    leaves room for, at most 2. (Launches of split row groups may take mma_deep_config instead.)"""
+    if MMA_STAGES is not None:
+        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
+    return 2, dict(MMA_TWO_BLOCK_STAGES).get(padded) or mma_two_block_stages(padded)
+
+
+def mma_deep_config(padded: int) -> tuple[int, int] | None:
+    """(blocks per SM, ring stages) of decode_split_mma for a launch whose row groups are split:
+    MMA_DEEP_STAGES's depth (one block per SM) where it names the head dim and MMA_STAGES is not set;
+    else None (mma_config's)."""
+    deep = dict(MMA_DEEP_STAGES).get(padded)
+    if MMA_STAGES is not None or deep is None:
+        return None
+    return min(2, SMEM_PER_SM // (mma_shared_bytes(deep, padded) + 1024)), deep
 
 
 def mma_two_block_stages(padded: int) -> int:
@@ -298,10 +312,10 @@ def all_kernel_expressions(arch: str = "sm_80") -> list[str]:
                     for r in TMA_ROWS for p in (False, True)
                     if one_block_stages(r, d, itemsize) != tma_config(r, d, itemsize)[1]]
         if "mma" in kernels and type_name in MMA_TYPES:
-            # the default ring (mma_config) and, where MMA_DEEP_STAGES deepens it, the two-block one
+            # the two-block ring (mma_config) and, where MMA_DEEP_STAGES names the head dim, the deep one
             out += [split_expression(type_name, d, MMA_ROWS, p, "mma", s, c) for d in MMA_HEAD_DIMS
-                    for s in sorted({mma_config(d)[1], mma_two_block_stages(d)}) for p in (False, True)
-                    for c in MMA_COPIES]
+                    for s in sorted({mma_config(d)[1], (mma_deep_config(d) or mma_config(d))[1]})
+                    for p in (False, True) for c in MMA_COPIES]
         out.append(merge_expression(type_name))
     out.append(VALIDATE_EXPRESSION)
     return out
@@ -863,7 +877,7 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_DEEP_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
@@ -981,6 +995,12 @@ class _DecodePlan:
             grid = resident * props["num_sms"]
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
                                             kernel != "mma" or padded >= ONE_PER_SM_MMA_MIN_DIM)
+            deep = mma_deep_config(padded) if kernel == "mma" and splits > 1 else None
+            if deep:  # split row groups: one block per SM with a deeper ring, planned for that grid
+                resident, stages = deep
+                grid = resident * props["num_sms"]
+                splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
+                                                padded >= ONE_PER_SM_MMA_MIN_DIM)
             equal_items = splits * batch * hkv * row_chunks
             pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)

@@ -401,11 +401,10 @@ def test_split_kernel_switch(monkeypatch):
                  for r in mod.TMA_ROWS for d in mod.HEAD_DIMS for size in (2, 2, 4))  # fp16, bf16, fp32
     assert deeper > 0  # (one row's ring: 4 stages for three blocks per SM, 6 for one)
     expected = {"regs": per_rows * len(mod.ROWS), "tma": per_rows * len(mod.TMA_ROWS) + 2 * deeper,
-                "mma": len(mod.MMA_TYPES) * 2 * len(mod.MMA_COPIES)  # dtypes x (contiguous, paged) x producers
-                * sum(len({mod.mma_config(d)[1], mod.mma_two_block_stages(d)}) for d in mod.MMA_HEAD_DIMS)}
-    # the tensor-core kernel: its default ring, and the two-block one where MMA_DEEP_STAGES deepens it
-    assert expected["mma"] == len(mod.MMA_TYPES) * 2 * len(mod.MMA_COPIES) * (len(mod.MMA_HEAD_DIMS)
-                                                                             + len(mod.MMA_DEEP_STAGES))
+                # the tensor-core kernel: dtypes x (contiguous, paged) x producers x its two-block ring
+                # and, where MMA_DEEP_STAGES names the head dim, its one-block ring
+                "mma": len(mod.MMA_TYPES) * 2 * len(mod.MMA_COPIES) * (len(mod.MMA_HEAD_DIMS)
+                                                                      + len(mod.MMA_DEEP_STAGES))}
     for arch, kernels in (("sm_80", ("regs",)), ("sm_90a", ("tma", "regs", "mma"))):
         exprs = mod.all_kernel_expressions(arch)
         for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<"), ("mma", "decode_split_mma<")):
@@ -442,20 +441,36 @@ def test_mma_config_fits_the_shared_memory():
     import sys
 
     mod = sys.modules["cuattn.decode"]
-    deep = dict(mod.MMA_DEEP_STAGES)
+    two_block = dict(mod.MMA_TWO_BLOCK_STAGES)
     for padded in mod.MMA_HEAD_DIMS:
         resident, stages = mod.mma_config(padded)
         smem = mod.mma_shared_bytes(stages, padded)
-        two = mod.mma_two_block_stages(padded)
-        assert 3 <= two <= 8 and 2 * (mod.mma_shared_bytes(two, padded) + 1024) <= mod.SMEM_PER_SM, padded
-        if padded in deep:  # a deeper ring, one block per SM
-            assert stages == deep[padded] > two and resident == 1, padded
-        else:
-            assert (resident, stages) == (2, two), padded
+        deepest = mod.mma_two_block_stages(padded)
+        assert resident == 2 and 3 <= stages <= deepest <= 8, padded
+        assert stages == two_block.get(padded, deepest)
         assert resident * (smem + 1024) <= mod.SMEM_PER_SM and smem <= 227 * 1024
-        # the deeper ring leaves no room for a second block (else it would not need one block per SM)
-        assert (resident == 1) == (2 * (smem + 1024) > mod.SMEM_PER_SM)
+        deep = mod.mma_deep_config(padded)  # split row groups: one block per SM, a deeper ring
+        if deep is not None:
+            deep_smem = mod.mma_shared_bytes(deep[1], padded)
+            assert deep[0] == 1 and deep[1] > deepest and deep_smem + 1024 <= mod.SMEM_PER_SM, padded
+            assert 2 * (deep_smem + 1024) > mod.SMEM_PER_SM  # (else it would not need one block per SM)
+    assert mod.mma_deep_config(128) == (1, 6) and mod.mma_deep_config(64) is None
     assert mod.CHUNK_ALIGN % mod.MMA_TILE_KEYS == 0
+
+
+def test_mma_stages_setting_overrides_the_rules(monkeypatch):
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    monkeypatch.setattr(mod, "MMA_STAGES", 5)
+    assert mod.mma_config(128) == (1, 5) and mod.mma_config(64) == (2, 5)
+    assert mod.mma_deep_config(128) is None
+    monkeypatch.setattr(mod, "MMA_STAGES", None)
+    monkeypatch.setattr(mod, "MMA_DEEP_STAGES", ())
+    monkeypatch.setattr(mod, "MMA_TWO_BLOCK_STAGES", ())
+    assert mod.mma_deep_config(128) is None
+    assert mod.mma_config(64) == (2, mod.mma_two_block_stages(64)) == (2, 6)
+    assert mod.mma_config(128) == (2, 3)
 
 
 def test_tma_config_fits_the_shared_memory():

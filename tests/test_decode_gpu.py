@@ -941,15 +941,11 @@ def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
     """The tensor-core kernel below ONE_PER_SM_MMA_MIN_DIM (D 64) plans more items than SMs where
     plan_persistent's one item per SM would apply (B 4 x Hkv 4 of 32768 keys: 16 row groups x 8
     splits = 128 items), both blocks of an SM busy; right on the reference, and the old plan (one
-    item per SM) gives the same answer to the split order's rounding. (With the ring of two blocks
-    per SM, MMA_DEEP_STAGES (); by default D 64 runs one block per SM with a deeper ring, whose
-    plan is checked last.)"""
+    item per SM) gives the same answer to the split order's rounding."""
     props = DECODE_MODULE.device_properties()
     if split_kernel != "mma" or props["cc"] < 90 or props["num_sms"] < 128:
         pytest.skip("the tensor-core kernel's plans on a full-size sm_90 GPU")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
-    deep = DECODE_MODULE.MMA_DEEP_STAGES
-    monkeypatch.setattr(DECODE_MODULE, "MMA_DEEP_STAGES", ())
     b, hq, hkv, length, d = 4, 32, 4, 32768, 64
     q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
     kw = dict(alibi_slopes="default")
@@ -964,15 +960,6 @@ def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
         assert kernel == "mma"
         assert (items > props["num_sms"]) == (min_dim > d), (min_dim, items)
     np.testing.assert_allclose(answers[0][0], answers[1][0], rtol=0, atol=2e-3)
-    # the default: one block per SM (a grid of one block an SM), its deeper ring, right on the reference
-    monkeypatch.setattr(DECODE_MODULE, "MMA_DEEP_STAGES", deep)
-    monkeypatch.setattr(DECODE_MODULE, "ONE_PER_SM_MMA_MIN_DIM", 128)
-    compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-    plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
-    kernel, rows, items, grid, pieces = plan.even_rule
-    stages = dict(deep).get(d)
-    if stages:
-        assert grid == props["num_sms"] and f", {stages}, " in plan.expression, (grid, plan.expression)
     assert_counters_zero(cp)
 
 
@@ -1020,3 +1007,32 @@ def test_gpu_default_stealing_matches_reference(cp, rng, monkeypatch, split_kern
             if not steal and first is not None:
                 assert np.array_equal(o, first)
             first = o
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16])
+def test_gpu_mma_deep_ring_for_split_rows(cp, rng, monkeypatch, split_kernel, dtype):
+    """MMA_DEEP_STAGES: a tensor-core launch at D 128 whose row groups are split (B 1 x Hkv 2 of
+    20000 keys) runs one block per SM with the 6-stage ring; one whose row groups are whole items
+    (B 3 of 100 keys: one split each) keeps two blocks per SM and mma_config's ring; with the rule
+    off the split launch keeps two blocks too. Every answer right on the reference."""
+    props = DECODE_MODULE.device_properties()
+    if split_kernel != "mma" or props["cc"] < 90:
+        pytest.skip("the tensor-core kernel's plans on sm_90")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    deep = DECODE_MODULE.mma_deep_config(128)
+    assert deep == (1, 6)
+    two = DECODE_MODULE.mma_config(128)
+    for b, length, rule in ((1, 20000, True), (3, 100, True), (1, 20000, False)):
+        monkeypatch.setattr(DECODE_MODULE, "MMA_DEEP_STAGES", ((128, 6),) if rule else ())
+        q, k, v = (draw(rng, s, dtype) for s in ((b, 16, 1, 128), (b, 2, length, 128), (b, 2, length, 128)))
+        kw = dict(alibi_slopes="default")
+        compare(*run(cp, q, k, v, **kw), *cuattn.reference.decode(q, k, v, return_lse=True, **kw), q.dtype)
+        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        kernel, rows, items, grid, pieces = plan.even_rule
+        assert kernel == "mma"
+        split = items > b * 2
+        assert split == (length > 100), (length, items)
+        resident, stages = deep if split and rule else two
+        assert grid == resident * props["num_sms"], (b, length, rule, grid)
+        assert f", {stages}, " in plan.expression, plan.expression
+    assert_counters_zero(cp)
