@@ -471,6 +471,8 @@ def test_mma_stages_setting_overrides_the_rules(monkeypatch):
     assert mod.mma_deep_config(128) is None
     assert mod.mma_config(64) == (2, mod.mma_two_block_stages(64)) == (2, 6)
     assert mod.mma_config(128) == (2, 3)
+    monkeypatch.setattr(mod, "MMA_TWO_BLOCK_STAGES", ((64, 4),))
+    assert mod.mma_config(64) == (2, 4) and mod.mma_config(128) == (2, 3)
 
 
 def test_tma_config_fits_the_shared_memory():
