@@ -16,11 +16,12 @@ with the deepest ring), and the paged row with the block-table prefetch
 (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), with its pages in key order
 (cuattn_alibi_pages_in_order: the shuffle's share of what paging costs) and with the contiguous cache
 read through a block table of one page a row (cuattn_alibi_one_page_a_row: the lookups' share), the
-GQA rows with the tensor-core kernel's ring as before the 35th session (at D 128 cuattn_alibi_mma_two_blocks:
-two blocks an SM of 3 stages on split row groups too, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64
-with 4 stages (cuattn_alibi_mma_stages_4: MMA_TWO_BLOCK_STAGES ((64, 4),); the default 6), and every row with static
-first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at
-most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
+GQA rows with the tensor-core kernel's ring as before the 35th session (at D 128
+cuattn_alibi_mma_two_blocks: two blocks an SM of 3 stages on split row groups too,
+cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 4 stages (cuattn_alibi_mma_stages_4:
+MMA_TWO_BLOCK_STAGES ((64, 4),); the default 6), and every row with static first items
+(cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at most 8
+query rows a group without P_lo packed into the tensor-core kernel's empty rows
 (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn runs with ALiBi
 ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the

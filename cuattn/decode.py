@@ -45,7 +45,7 @@ MMA_HEAD_DIMS = (64, 128)
 MMA_TYPES = ("half_t", "bf16_t")
 MMA_ROWS = 16
 MMA_TILE_KEYS = 64
-MMA_STAGES = None       # ring depth of "mma"; None: by the rules of mma_config and mma_deep_stages
+MMA_STAGES = None       # ring depth of "mma"; None: by the rules of mma_config and mma_deep_config
 # Ring depth of "mma" with two blocks per SM, by padded head dim, where not the deepest that fits
 # (() by default: the deepest). ((64, 4),) measured faster at D 64 (35th session, side by side,
 # B 4 32/4 L 32768: H100 decode.py 2.527 vs 2.505 TB/s; H200 probe 3.336 vs 3.326, L 131072 4.177
@@ -698,9 +698,7 @@ TMA_ITEM_OVERHEAD = 64  # per work item, in keys' worth of time (prologue, merge
 ONE_PER_SM_MIN_KEYS = 4096  # items at least this long may run one per SM (plan_persistent)
 # the tensor-core kernel takes one item per SM only from this padded head dim up: at D 64 its two
 # blocks per SM on more, shorter items stream faster (20th session, H200, stream probe's "many
-# items": B 4 32/4 L 32768 3.080 -> 3.163 TB/s, L 131072 3.919 -> 4.137; D 128 level or slower).
-# (Since the 35th session D 64 runs one block per SM by default (MMA_DEEP_STAGES), where the cost
-# model's split counts come to at most about one item per SM on those rows anyway.)
+# items": B 4 32/4 L 32768 3.080 -> 3.163 TB/s, L 131072 3.919 -> 4.137; D 128 level or slower)
 ONE_PER_SM_MMA_MIN_DIM = 128
 
 
@@ -878,7 +876,8 @@ def _take_host_flags(device_id: int):
 
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
-    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+    return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY,
+            PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
