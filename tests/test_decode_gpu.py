@@ -1036,3 +1036,37 @@ def test_gpu_mma_deep_ring_for_split_rows(cp, rng, monkeypatch, split_kernel, dt
         assert grid == resident * props["num_sms"], (b, length, rule, grid)
         assert f", {stages}, " in plan.expression, plan.expression
     assert_counters_zero(cp)
+
+
+@pytest.mark.parametrize("b, hq, hkv, sq, length, page, dtype, copy", [
+    (3, 32, 4, 1, 9001, 0, np.float16, None),      # 8 rows, ragged, a zero-length row, a tail tile
+    (2, 16, 2, 1, 4160, 64, BFLOAT16, None),       # 8 rows, paged
+    (2, 8, 2, 2, 3001, 0, np.float16, None),       # Sq 2
+    (2, 12, 4, 2, 700, 0, BFLOAT16, None),         # 6 rows of Sq 2, padded D 48 -> 64
+    (4, 32, 4, 1, 32768, 0, np.float16, None),     # decode.py's D 64 row
+    (2, 32, 2, 1, 5000, 0, BFLOAT16, "tensor"),    # 16 rows, tensor copies
+    (2, 16, 4, 1, 3008, 16, np.float16, None)])    # pages of 16 keys (cp.async per row)
+def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, page, dtype, copy):
+    """The opt-in MMA_TWO_BLOCK_STAGES ((64, 4),) (D 64's two-block ring of 4 stages, not 6): the same
+    plan, so the same bits as the default ring, on the reference, with ragged and zero lengths,
+    several query tokens, paged caches, both producers."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's ring")
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: every item streamed by its owner)
+    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+    d = 48 if hq == 12 else 64
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 2:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    four = ((64, 4),)
+    out = run_settings(cp, monkeypatch, "MMA_TWO_BLOCK_STAGES", [(), four], q, k, v, ref, **kw)
+    assert any(", 4, " in getattr(plan, "expression", "") for plan in DECODE_MODULE._PLANS.values())
+    np.testing.assert_array_equal(out[()][0], out[four][0])
+    np.testing.assert_array_equal(out[()][1], out[four][1])
+    assert_counters_zero(cp)
