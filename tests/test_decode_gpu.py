@@ -88,6 +88,23 @@ def run_settings(cp, monkeypatch, name, values, q, k, v, ref, **kw):
     return out
 
 
+def mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy):
+    """A tensor-core case for bit-identity tests: work stealing off (every item streamed by its
+    owner), MMA_COPY `copy`; fresh q, k, v with ragged lengths (the first row whole, the second 0
+    where b > 2), paged where `page`; returns q, k, v, the call's kwargs and the reference."""
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 2:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    return q, k, v, kw, cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+
+
 def force_thieves(patch, owner_grains=1):
     """Work stealing forced (`patch`: monkeypatch or its context): grains of 128 keys, owners
     stop after `owner_grains` of them (OWNER_GRAINS, a test setting), thieves take the rest."""
@@ -917,17 +934,7 @@ def test_gpu_mma_lean_mask(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, l
     both producers."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's option")
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: every item streamed by its owner)
-    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 2:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy)
     default = tuple(DECODE_MODULE.TMA_OPTIONS)
     lean = default + ("-DCUATTN_DECODE_MMA_LEAN_MASK",)
     out = run_settings(cp, monkeypatch, "TMA_OPTIONS", [default, lean], q, k, v, ref, **kw)
@@ -1052,18 +1059,8 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
     several query tokens, paged caches, both producers."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's ring")
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)  # (bit-identity: every item streamed by its owner)
-    monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
     d = 48 if hq == 12 else 64
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 2:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy)
     four = ((64, 4),)
     out = run_settings(cp, monkeypatch, "MMA_TWO_BLOCK_STAGES", [(), four], q, k, v, ref, **kw)
     assert any(", 4, " in getattr(plan, "expression", "") for plan in DECODE_MODULE._PLANS.values())
