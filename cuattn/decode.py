@@ -262,8 +262,14 @@ def mma_config(padded: int) -> tuple[int, int]:
     MMA_STAGES, where set, fixes the depth, and the blocks per SM are as many as its shared memory
     leaves room for, at most 2. (Launches of split row groups may take mma_deep_config instead.)"""
     if MMA_STAGES is not None:
-        return min(2, SMEM_PER_SM // (mma_shared_bytes(MMA_STAGES, padded) + 1024)), MMA_STAGES
+        return _mma_resident(MMA_STAGES, padded), MMA_STAGES
     return 2, dict(MMA_TWO_BLOCK_STAGES).get(padded) or mma_two_block_stages(padded)
+
+
+def _mma_resident(stages: int, padded: int) -> int:
+    """Blocks of decode_split_mma (at most 2, its launch bound) that a ring of `stages` leaves room
+    for on one SM."""
+    return min(2, SMEM_PER_SM // (mma_shared_bytes(stages, padded) + 1024))
 
 
 def mma_deep_config(padded: int) -> tuple[int, int] | None:
@@ -273,7 +279,7 @@ def mma_deep_config(padded: int) -> tuple[int, int] | None:
     deep = dict(MMA_DEEP_STAGES).get(padded)
     if MMA_STAGES is not None or deep is None:
         return None
-    return min(2, SMEM_PER_SM // (mma_shared_bytes(deep, padded) + 1024)), deep
+    return _mma_resident(deep, padded), deep
 
 
 def mma_two_block_stages(padded: int) -> int:
@@ -993,14 +999,15 @@ class _DecodePlan:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
             row_chunks = -(-num_rows // rows)
             grid = resident * props["num_sms"]
+            allow_one = kernel != "mma" or padded >= ONE_PER_SM_MMA_MIN_DIM
             splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
-                                            kernel != "mma" or padded >= ONE_PER_SM_MMA_MIN_DIM)
+                                            allow_one)
             deep = mma_deep_config(padded) if kernel == "mma" and splits > 1 else None
             if deep:  # split row groups: one block per SM with a deeper ring, planned for that grid
                 resident, stages = deep
                 grid = resident * props["num_sms"]
                 splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
-                                                padded >= ONE_PER_SM_MMA_MIN_DIM)
+                                                allow_one)
             equal_items = splits * batch * hkv * row_chunks
             pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)
