@@ -47,10 +47,10 @@ MMA_ROWS = 16
 MMA_TILE_KEYS = 64
 MMA_STAGES = None       # ring depth of "mma"; None: by the rules of mma_config and mma_deep_config
 # Ring depth of "mma" with two blocks per SM, by padded head dim, where not the deepest that fits
-# (() by default: the deepest). ((64, 4),) measured faster at D 64 (35th session, side by side,
-# B 4 32/4 L 32768: H100 decode.py 2.527 vs 2.505 TB/s; H200 probe 3.336 vs 3.326, L 131072 4.177
-# vs 4.170; 34th session's H100 probe +1.1%), but its GPU tests have not run yet: not the default.
-MMA_TWO_BLOCK_STAGES = ()
+# (() for every head dim: the deepest). At D 64, 4 stages, not the 6 that fit: measured faster
+# (35th session, side by side, B 4 32/4 L 32768: H100 decode.py 2.527 vs 2.505 TB/s; H200 probe
+# 3.336 vs 3.326, L 131072 4.177 vs 4.170; 34th session's H100 probe +1.1%).
+MMA_TWO_BLOCK_STAGES = ((64, 4),)
 # Ring depth of "mma" with one block per SM, by padded head dim, for launches whose row groups are
 # split (the plan's splits > 1, partials merged): at D 128, 6 stages (192 KB) instead of two blocks
 # of 3. Measured side by side in decode.py (35th session): B 1 32/8 L 131072 H100 2.913 vs 2.901,

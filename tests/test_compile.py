@@ -62,14 +62,15 @@ def _assert_spill_free(exprs, options, what):
 
 
 def test_decode_mma_opt_in_rings_compile(monkeypatch):
-    """The tensor-core kernel's opt-in two-block ring at D 64 (cuattn.decode.MMA_TWO_BLOCK_STAGES
-    ((64, 4),)): every variant it gives (dtypes, contiguous and paged, both producers) compiles for
-    sm_90a without spills, with the default options (PDL, P_lo packed)."""
+    """The tensor-core kernel's deepest two-block ring at D 64 (cuattn.decode.MMA_TWO_BLOCK_STAGES
+    (): 6 stages, the default before the 36th session's 4): every variant it gives (dtypes,
+    contiguous and paged, both producers) compiles for sm_90a without spills, with the default
+    options (PDL, P_lo packed)."""
     mod = importlib.import_module("cuattn.decode")
-    monkeypatch.setattr(mod, "MMA_TWO_BLOCK_STAGES", ((64, 4),))
+    monkeypatch.setattr(mod, "MMA_TWO_BLOCK_STAGES", ())
     exprs = [mod.split_expression(t, 64, mod.MMA_ROWS, p, "mma", copy=c) for t in mod.MMA_TYPES
              for p in (False, True) for c in mod.MMA_COPIES]
-    assert all(", 4, " in e for e in exprs) and len(exprs) == 8
+    assert all(", 6, " in e for e in exprs) and len(exprs) == 8
     _assert_spill_free(exprs, (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION), "MMA_TWO_BLOCK_STAGES")
 
 

@@ -455,6 +455,7 @@ def test_mma_config_fits_the_shared_memory():
             assert deep[0] == 1 and deep[1] > deepest and deep_smem + 1024 <= mod.SMEM_PER_SM, padded
             assert 2 * (deep_smem + 1024) > mod.SMEM_PER_SM  # (else it would not need one block per SM)
     assert mod.mma_deep_config(128) == (1, 6) and mod.mma_deep_config(64) is None
+    assert mod.mma_config(64) == (2, 4) and mod.mma_config(128) == (2, 3)  # the defaults
     assert mod.CHUNK_ALIGN % mod.MMA_TILE_KEYS == 0
 
 

@@ -1054,8 +1054,9 @@ def test_gpu_mma_deep_ring_for_split_rows(cp, rng, monkeypatch, split_kernel, dt
     (2, 32, 2, 1, 5000, 0, BFLOAT16, "tensor"),    # 16 rows, tensor copies
     (2, 16, 4, 1, 3008, 16, np.float16, None)])    # pages of 16 keys (cp.async per row)
 def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, page, dtype, copy):
-    """The opt-in MMA_TWO_BLOCK_STAGES ((64, 4),) (D 64's two-block ring of 4 stages, not 6): the same
-    plan, so the same bits as the default ring, on the reference, with ragged and zero lengths,
+    """MMA_TWO_BLOCK_STAGES ((64, 4),) (D 64's two-block ring of 4 stages, the default since the 36th
+    session) against () (the deepest that fits: 6 stages, the default before): the same
+    plan, so the same bits from both rings, on the reference, with ragged and zero lengths,
     several query tokens, paged caches, both producers."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's ring")
