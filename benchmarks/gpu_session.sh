@@ -12,7 +12,9 @@
 # TEST_JOBS=n: that many parts (every n-th test) side by side on the one GPU, each its own pytest
 # process (the suite is bound by NVRTC compiles and host work: with TEST_JOBS=8 on an H100, decode's 486
 # persistent-kernel tests ran in 203 s, attention's 232 and gla's 506 in ~40 s each, 29th-30th sessions;
-# PYTEST_ADDOPTS='-k "not regs"' narrows the selection), sanitize (compute-sanitizer memcheck and racecheck on the
+# TEST_IDS=REGEX: only the collected test ids matching it (grep -E), e.g. TEST_IDS='\[mma' for one kernel's:
+# on the device, PYTEST_ADDOPTS='-k "mma and not regs and not tma"' kept only the 9 tests parametrized by
+# the kernel alone, none of those parametrized further (36th session; on this machine it keeps 254)), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode (DECODE_ARGS="--layers 4": its options), bench-attention,
 # bench-attention-short (benchmarks/attention_short.py: short calls with and without launch plans vs torch),
 # bench-gla (flash-linear-attention from .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
@@ -109,9 +111,19 @@ for stage in "${stages[@]}"; do
                     echo "   parts $shard_parts of $n: ${#targets[@]} of $(wc -l <"$OUT/ids_$op.txt") tests" >>"$log"
                     [ ${#targets[@]} -eq 0 ] && continue
                 fi
+                if [ -n "${TEST_IDS:-}" ]; then  # the test ids (of the shard, if any) matching this regex
+                    if [ -z "${TEST_SHARD:-}" ]; then
+                        collect_ids "$OUT/ids_$op.txt" "${targets[@]}"
+                        readarray -t targets <"$OUT/ids_$op.txt"
+                    fi
+                    readarray -t targets < <(printf '%s\n' "${targets[@]}" | grep -E -- "$TEST_IDS")
+                    echo "   TEST_IDS $TEST_IDS: ${#targets[@]} tests" >>"$log"
+                    rm -f "$OUT/ids_$op.txt"  # (a device call returns at most 8 files)
+                    [ ${#targets[@]} -eq 0 ] && continue
+                fi
                 jobs=${TEST_JOBS:-1} watch=${TEST_WATCHDOG:-120}
                 if [ "$jobs" -gt 1 ] && [ ${#targets[@]} -gt 0 ]; then  # parts side by side on the one GPU
-                    if [ -n "${TEST_SHARD:-}" ]; then  # targets are the shard's test ids already
+                    if [ -n "${TEST_SHARD:-}${TEST_IDS:-}" ]; then  # targets are test ids already
                         printf '%s\n' "${targets[@]}" >"$OUT/jobs_$op.txt"
                     else
                         collect_ids "$OUT/jobs_$op.txt" "${targets[@]}"

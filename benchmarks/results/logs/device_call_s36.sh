@@ -5,6 +5,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=.
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv
 PYTEST_ADDOPTS='-k "mma and not regs and not tma"' OUT=$OUT TEST_OPS=decode TEST_JOBS=8 TIMEOUT_TESTS=220 bash benchmarks/gpu_session.sh tests
 grep -E "passed|failed|error" $OUT/tests.log | tail -12
+timeout 60 python3 benchmarks/decode.py --quick --only D64 --out $OUT/d64 2>&1 | tail -4 | tee $OUT/d64.log
+python3 -c "import json,os; r=json.load(open(os.environ['OUT']+'/d64/decode.json'))['rows'][0]; print({k: round(v, 3) for k, v in r.items() if isinstance(v, float)})" 2>&1 | tee -a $OUT/d64.log
 timeout 300 python3 benchmarks/decode.py --out $OUT/bench 2>&1 | tail -16 | tee $OUT/decode.log
 python3 - <<'PY' 2>&1 | tee -a $OUT/decode.log
 import json, os
