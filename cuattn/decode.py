@@ -59,6 +59,13 @@ MMA_TWO_BLOCK_STAGES = ((64, 4),)
 # they keep two blocks. At D 64, one block of 8 stages gained 1.3% on the H100 and lost 2.4-3.7% on
 # the H200: not used. () turns the rule off.
 MMA_DEEP_STAGES = ((128, 6),)
+# Opt-in: one query row per block on a dense cache (MHA, Sq 1) runs the tensor-core kernel, not the
+# bulk-copy one, where the tensor-core plan (mma_plan) keeps every row group whole (no splits, no
+# even pieces: e.g. B 64 32/32 L 2048, one block per SM with the 6-stage ring). decode.py's "mma"
+# column against the default on that row (H100, 35th and 36th sessions): 3.107 vs 3.051 and 3.105
+# vs 3.053 TB/s (cuDNN 3.069, 3.070); on the rows it does not take (split row groups) "mma" was
+# -0.3% (B 16 32/32 L 4096) to +0.3% (B 1 32/32). Not measured on an H200 yet: off by default.
+ONE_ROW_MMA_WHOLE = False
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -740,6 +747,31 @@ def plan_persistent(batch: int, num_kv_heads: int, row_chunks: int, length: int,
     return one_per_sm or best[1:]
 
 
+def mma_plan(batch: int, num_kv_heads: int, row_chunks: int, length: int, padded: int,
+             num_sms: int) -> tuple[int, int, int, int]:
+    """(blocks per SM, ring stages, splits, chunk) of a decode_split_mma launch: mma_config's blocks
+    and ring, planned by plan_persistent; where that splits row groups and mma_deep_config gives a
+    deeper ring (one block per SM), that ring, planned again for its grid."""
+    resident, stages = mma_config(padded)
+    allow_one = padded >= ONE_PER_SM_MMA_MIN_DIM
+    splits, chunk = plan_persistent(batch, num_kv_heads, row_chunks, length, resident * num_sms, num_sms, allow_one)
+    deep = mma_deep_config(padded) if splits > 1 else None
+    if deep:  # split row groups: one block per SM with a deeper ring, planned for that grid
+        resident, stages = deep
+        splits, chunk = plan_persistent(batch, num_kv_heads, row_chunks, length, resident * num_sms, num_sms,
+                                        allow_one)
+    return resident, stages, splits, chunk
+
+
+def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
+    """Whether decode_split_mma's plan for one query row per row group (mma_plan, then even_pieces)
+    keeps every row group whole, one item each, no partials to merge, with at least as many row
+    groups as blocks (the measured case: ONE_ROW_MMA_WHOLE)."""
+    resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
+    items, grid = batch * num_kv_heads, resident * num_sms
+    return splits == 1 and items >= grid and even_pieces("mma", MMA_ROWS, items, grid, num_sms, length) is None
+
+
 def _filled_now(device_id: int, n: int, value: int):
     """An int32 vector of n copies of value on a device, filled now (on the side stream inside a
     captured call, not at replay) and waited for: ready for calls on any stream."""
@@ -883,7 +915,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY,
-            PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+            ONE_ROW_MMA_WHOLE, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
@@ -985,6 +1017,10 @@ class _DecodePlan:
         dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
         kernel = pick_kernel(_kernel_choice(num_rows, dense and not sizes["paged"]), props["cc"], type_name, padded,
                              sizes)
+        if (ONE_ROW_MMA_WHOLE and KERNEL is None and kernel == "tma" and num_rows == 1
+                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"
+                and mma_keeps_rows_whole(batch, hkv, sizes["cache_len"], padded, props["num_sms"])):
+            kernel = "mma"  # (opt-in) one dense row per block whose row groups the tensor-core plan keeps whole
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces
@@ -993,21 +1029,17 @@ class _DecodePlan:
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
         else:  # persistent: as many blocks as the SMs hold
             if kernel == "mma":
-                rows, (resident, stages) = MMA_ROWS, mma_config(padded)
+                rows = MMA_ROWS
+                row_chunks = -(-num_rows // rows)
+                resident, stages, splits, chunk = mma_plan(batch, hkv, row_chunks, sizes["cache_len"], padded,
+                                                           props["num_sms"])
             else:
                 rows = rows_per_block(sizes)
+                row_chunks = -(-num_rows // rows)
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
-            row_chunks = -(-num_rows // rows)
+                splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], resident * props["num_sms"],
+                                                props["num_sms"], True)
             grid = resident * props["num_sms"]
-            allow_one = kernel != "mma" or padded >= ONE_PER_SM_MMA_MIN_DIM
-            splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
-                                            allow_one)
-            deep = mma_deep_config(padded) if kernel == "mma" and splits > 1 else None
-            if deep:  # split row groups: one block per SM with a deeper ring, planned for that grid
-                resident, stages = deep
-                grid = resident * props["num_sms"]
-                splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], grid, props["num_sms"],
-                                                allow_one)
             equal_items = splits * batch * hkv * row_chunks
             pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)

@@ -476,6 +476,29 @@ def test_mma_stages_setting_overrides_the_rules(monkeypatch):
     assert mod.mma_config(64) == (2, 4) and mod.mma_config(128) == (2, 3)
 
 
+def test_mma_plan_and_the_whole_rows_rule(monkeypatch):
+    """mma_plan: two blocks of mma_config's ring where row groups stay whole, else one block of the
+    deep ring re-planned; mma_keeps_rows_whole (ONE_ROW_MMA_WHOLE, opt-in) on decode.py's MHA rows
+    and small calls, on 132 SMs."""
+    import sys
+
+    mod = sys.modules["cuattn.decode"]
+    assert mod.ONE_ROW_MMA_WHOLE is False
+    assert mod.mma_plan(16, 8, 1, 33001, 128, 132)[:3] == (2, 3, 1)  # B 16 32/8: whole row groups
+    resident, stages, splits, _ = mma_plan_b1 = mod.mma_plan(1, 8, 1, 131072, 128, 132)
+    assert (resident, stages) == (1, 6) and splits > 1, mma_plan_b1  # B 1 32/8: split, the deep ring
+    assert mod.mma_plan(4, 4, 1, 32768, 64, 132)[:2] == (2, 4)  # D 64: no deep ring
+    # B 64 32/32 L 2048: split on two blocks an SM, whole on one (the deep ring): the rule applies
+    assert mod.mma_plan(64, 32, 1, 2048, 128, 132)[:3] == (1, 6, 1)
+    assert mod.mma_keeps_rows_whole(64, 32, 2048, 128, 132)
+    assert not mod.mma_keeps_rows_whole(16, 32, 4096, 128, 132)  # split row groups
+    assert not mod.mma_keeps_rows_whole(1, 32, 33001, 128, 132)
+    assert not mod.mma_keeps_rows_whole(2, 8, 100, 128, 132)  # whole, but fewer row groups than blocks
+    assert mod.mma_keeps_rows_whole(33, 8, 300, 128, 132) and mod.mma_keeps_rows_whole(33, 8, 129, 64, 132)
+    monkeypatch.setattr(mod, "MMA_DEEP_STAGES", ())  # no deep ring: B 64 32/32 splits on two blocks
+    assert not mod.mma_keeps_rows_whole(64, 32, 2048, 128, 132)
+
+
 def test_tma_config_fits_the_shared_memory():
     """Every bulk-copy variant's ring fits its blocks per SM and the per-block limit."""
     import sys

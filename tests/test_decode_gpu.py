@@ -1068,3 +1068,37 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
     np.testing.assert_array_equal(out[()][0], out[four][0])
     np.testing.assert_array_equal(out[()][1], out[four][1])
     assert_counters_zero(cp)
+
+
+@pytest.mark.parametrize("hkv, length, d, dtype, per_sm", [
+    (8, 300, 128, np.float16, 2),    # two blocks an SM of 3 stages, a row group each
+    (8, 129, 64, BFLOAT16, 2),       # D 64: two blocks of 4 stages; keys past a tile's end
+    (4, 2048, 128, np.float16, 1)])  # B 64 32/32 L 2048's plan: one block of 6 stages (where it applies)
+def test_gpu_one_row_mma_whole(cp, rng, monkeypatch, split_kernel, hkv, length, d, dtype, per_sm):
+    """ONE_ROW_MMA_WHOLE (opt-in): one dense query row per block runs the tensor-core kernel where
+    its plan keeps every row group whole (mma_keeps_rows_whole), else the bulk-copy kernel; right
+    on the reference either way, with ragged and zero lengths."""
+    if split_kernel != "tma":
+        pytest.skip("the rule picks between the kernels itself (KERNEL None)")
+    props = DECODE_MODULE.device_properties()
+    if props["cc"] != 90:
+        pytest.skip("the persistent kernels are sm_90's")
+    monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    b = -(-per_sm * props["num_sms"] // hkv)  # row groups for every block
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hkv, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(1, length + 1, size=b).astype(np.int32)
+    lens[0], lens[1] = length, 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    whole = DECODE_MODULE.mma_keeps_rows_whole(b, hkv, length, d, props["num_sms"])
+    assert whole or per_sm == 1, (b, hkv, length)  # (the two-block cases always keep rows whole)
+    for rule in (False, True):
+        monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_WHOLE", rule)
+        compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        kernel, _, items, grid, _ = plan.even_rule
+        assert kernel == ("mma" if rule and whole else "tma"), (rule, whole, plan.expression)
+        if kernel == "mma":
+            assert items == b * hkv and grid == per_sm * props["num_sms"], (items, grid)
+    assert_counters_zero(cp)
