@@ -1028,14 +1028,12 @@ class _DecodePlan:
             stages = None
             rows, row_chunks, splits, chunk = plan(sizes, props["num_sms"])
         else:  # persistent: as many blocks as the SMs hold
+            rows = MMA_ROWS if kernel == "mma" else rows_per_block(sizes)
+            row_chunks = -(-num_rows // rows)
             if kernel == "mma":
-                rows = MMA_ROWS
-                row_chunks = -(-num_rows // rows)
                 resident, stages, splits, chunk = mma_plan(batch, hkv, row_chunks, sizes["cache_len"], padded,
                                                            props["num_sms"])
             else:
-                rows = rows_per_block(sizes)
-                row_chunks = -(-num_rows // rows)
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
                 splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], resident * props["num_sms"],
                                                 props["num_sms"], True)
