@@ -105,6 +105,12 @@ def mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy
     return q, k, v, kw, cuattn.reference.decode(q, k, v, return_lse=True, **kw)
 
 
+def last_persistent_plan():
+    """The launch plan of the last decode call planned for a persistent kernel (its even_rule:
+    kernel, rows, items, grid, pieces)."""
+    return [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+
+
 def force_thieves(patch, owner_grains=1):
     """Work stealing forced (`patch`: monkeypatch or its context): grains of 128 keys, owners
     stop after `owner_grains` of them (OWNER_GRAINS, a test setting), thieves take the rest."""
@@ -962,7 +968,7 @@ def test_gpu_mma_d64_many_items(cp, rng, monkeypatch, split_kernel):
         monkeypatch.setattr(DECODE_MODULE, "ONE_PER_SM_MMA_MIN_DIM", min_dim)
         answers.append(run(cp, q, k, v, **kw))
         compare(*answers[-1], *ref, q.dtype)
-        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        plan = last_persistent_plan()
         kernel, rows, items, grid, pieces = plan.even_rule
         assert kernel == "mma"
         assert (items > props["num_sms"]) == (min_dim > d), (min_dim, items)
@@ -1034,7 +1040,7 @@ def test_gpu_mma_deep_ring_for_split_rows(cp, rng, monkeypatch, split_kernel, dt
         q, k, v = (draw(rng, s, dtype) for s in ((b, 16, 1, 128), (b, 2, length, 128), (b, 2, length, 128)))
         kw = dict(alibi_slopes="default")
         compare(*run(cp, q, k, v, **kw), *cuattn.reference.decode(q, k, v, return_lse=True, **kw), q.dtype)
-        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        plan = last_persistent_plan()
         kernel, rows, items, grid, pieces = plan.even_rule
         assert kernel == "mma"
         split = items > b * 2
@@ -1096,7 +1102,7 @@ def test_gpu_one_row_mma_whole(cp, rng, monkeypatch, split_kernel, hkv, length, 
     for rule in (False, True):
         monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_WHOLE", rule)
         compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
-        plan = [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
+        plan = last_persistent_plan()
         kernel, _, items, grid, _ = plan.even_rule
         assert kernel == ("mma" if rule and whole else "tma"), (rule, whole, plan.expression)
         if kernel == "mma":
