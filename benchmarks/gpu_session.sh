@@ -14,7 +14,8 @@
 # persistent-kernel tests ran in 203 s, attention's 232 and gla's 506 in ~40 s each, 29th-30th sessions;
 # TEST_IDS=REGEX: only the collected test ids matching it (grep -E), e.g. TEST_IDS='\[mma' for one kernel's:
 # on the device, PYTEST_ADDOPTS='-k "mma and not regs and not tma"' kept only the 9 tests parametrized by
-# the kernel alone, none of those parametrized further (36th session; on this machine it keeps 254)), sanitize (compute-sanitizer memcheck and racecheck on the
+# the kernel alone (36th session): pytest 8 matches -k against a test function's attributes too, and
+# "pytestmark", which every decorated test has, holds "tma"; pytest 9 does not), sanitize (compute-sanitizer memcheck and racecheck on the
 # tests/sanitize_*.py sweeps; SANITIZE_OPS="decode" for some), bench-decode (DECODE_ARGS="--layers 4": its options), bench-attention,
 # bench-attention-short (benchmarks/attention_short.py: short calls with and without launch plans vs torch),
 # bench-gla (flash-linear-attention from .whl/fla_core-*.whl when present), launches (benchmarks/decode_launches.py), probe-gla
