@@ -21,11 +21,11 @@ cuattn_alibi_mma_two_blocks: two blocks an SM of 3 stages on split row groups to
 cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_alibi_mma_stages_6:
 MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), the MHA rows
 with one row per block on the tensor-core kernel where its plan keeps row groups whole
-(cuattn_alibi_one_row_mma_whole: cuattn.decode.ONE_ROW_MMA_WHOLE True, opt-in; B 64 32/32 L 2048), and every row with static first items
-(cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the GQA rows of at most 8
-query rows a group without P_lo packed into the tensor-core kernel's empty rows
-(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn runs with ALiBi
-("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
+(cuattn_alibi_one_row_mma_whole: cuattn.decode.ONE_ROW_MMA_WHOLE True, opt-in; B 64 32/32 L 2048),
+and every row with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True,
+opt-in), and the GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core
+kernel's empty rows (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs).
+cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
 ``enable_gqa=True``; a backend that refuses it gets K/V expanded to Hq heads beforehand (noted

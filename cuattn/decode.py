@@ -267,7 +267,7 @@ def mma_config(padded: int) -> tuple[int, int]:
     """(blocks per SM, ring stages) of decode_split_mma: 2 blocks (its launch bound) and
     MMA_TWO_BLOCK_STAGES's depth, or as many stages (up to 8) as leave the shared memory for both;
     MMA_STAGES, where set, fixes the depth, and the blocks per SM are as many as its shared memory
-    leaves room for, at most 2. (Launches of split row groups may take mma_deep_config instead.)"""
+    leaves room for, at most 2. (Launches of split row groups may take mma_deep_config instead: mma_plan.)"""
     if MMA_STAGES is not None:
         return _mma_resident(MMA_STAGES, padded), MMA_STAGES
     return 2, dict(MMA_TWO_BLOCK_STAGES).get(padded) or mma_two_block_stages(padded)
@@ -1036,7 +1036,7 @@ class _DecodePlan:
             else:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
                 splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], resident * props["num_sms"],
-                                                props["num_sms"], True)
+                                                props["num_sms"])
             grid = resident * props["num_sms"]
             equal_items = splits * batch * hkv * row_chunks
             pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
