@@ -2,6 +2,9 @@
 
     python benchmarks/report.py [attention|decode|gla ...]     print the tables
     python benchmarks/report.py --readme                        rewrite README.md's result blocks
+    python benchmarks/report.py --columns FILE [PREFIX ...]     one line a row of any benchmark JSON:
+                                                                its float columns (those starting
+                                                                with a PREFIX, if given), 3 digits
 
 README.md holds each table between `<!-- results:NAME -->` and `<!-- /results -->`.
 """
@@ -87,9 +90,23 @@ def update_readme():
     readme.write_text(text)
 
 
+def columns(path, prefixes=()):
+    """Print one line a row of the benchmark JSON at `path`: the row's identity (its int, bool and str
+    fields) and its float columns, those whose names start with one of `prefixes` if any are given.
+    Device scripts use it to put a run's numbers in their log."""
+    for r in json.loads(Path(path).read_text())["rows"]:
+        ident = " ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, str)) and not isinstance(v, float))
+        cols = {k: round(v, 3) for k, v in r.items()
+                if isinstance(v, float) and (not prefixes or k.startswith(tuple(prefixes)))}
+        print(ident, cols)
+
+
 def main(names):
     if names == ["--readme"]:
         update_readme()
+        return
+    if names[:1] == ["--columns"] and len(names) >= 2:
+        columns(names[1], names[2:])
         return
     for name in names or ["attention", "decode", "gla"]:
         path = RESULTS / f"{name}.json"
