@@ -1,5 +1,5 @@
 # 37th session, the last ~600 s of device time after eleven refused starts: device_call_s37.sh cut to
-# the tests that bear on this session's open questions (61 of its 263): the D 64 ring of 4 stages
+# the tests that bear on this session's open questions (89 of its 263): the D 64 ring of 4 stages
 # (default since c2bd340) against 6 bit for bit and on the float64 reference, the deep ring for split
 # rows (35th), the opt-in ONE_ROW_MMA_WHOLE (36th), the reference grid of the tensor-core kernel;
 # then B 64 32/32 L 2048 quick (60 s at most)
