@@ -1,5 +1,5 @@
 # 37th session, the last ~400 s of device time: device_call_s37b.sh's tests without the reference
-# grid and without the benchmark (35 tests): the D 64 ring of 4 stages (default since c2bd340), the
+# grid and without the benchmark (63 tests): the D 64 ring of 4 stages (default since c2bd340), the
 # deep ring for split rows (35th), the opt-in ONE_ROW_MMA_WHOLE (36th)
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
