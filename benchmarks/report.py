@@ -95,7 +95,7 @@ def columns(path, prefixes=()):
     fields) and its float columns, those whose names start with one of `prefixes` if any are given.
     Device scripts use it to put a run's numbers in their log."""
     for r in json.loads(Path(path).read_text())["rows"]:
-        ident = " ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, str)) and not isinstance(v, float))
+        ident = " ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, str)))
         cols = {k: round(v, 3) for k, v in r.items()
                 if isinstance(v, float) and (not prefixes or k.startswith(tuple(prefixes)))}
         print(ident, cols)
