@@ -19,10 +19,7 @@ read through a block table of one page a row (cuattn_alibi_one_page_a_row: the l
 GQA rows with the tensor-core kernel's ring as before the 35th session (at D 128
 cuattn_alibi_mma_two_blocks: two blocks an SM of 3 stages on split row groups too,
 cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_alibi_mma_stages_6:
-MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), the MHA rows
-with one row per block on the tensor-core kernel where its plan keeps row groups whole
-(cuattn_alibi_one_row_mma_whole: cuattn.decode.ONE_ROW_MMA_WHOLE True, opt-in; B 64 32/32 L 2048),
-and every row with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True,
+MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), and every row with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True,
 opt-in), and the GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core
 kernel's empty rows (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs).
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
@@ -250,9 +247,6 @@ def main():
             fns["cuattn_alibi_mma_two_blocks"] = with_settings(alibi, MMA_DEEP_STAGES=())
         if hq // hkv > 1 and d <= 64:  # D 64's ring at 6 stages (the default 4), two blocks an SM
             fns["cuattn_alibi_mma_stages_6"] = with_settings(alibi, MMA_TWO_BLOCK_STAGES=())
-        if hq == hkv and not paged:  # one row per block on the tensor-core kernel where its plan keeps
-            # row groups whole (ONE_ROW_MMA_WHOLE, opt-in; elsewhere the default's kernel and plan)
-            fns["cuattn_alibi_one_row_mma_whole"] = with_settings(alibi, ONE_ROW_MMA_WHOLE=True)
         if 1 < hq // hkv <= 8:  # two P V products a tile (MMA_PACK_LO False; the default packs P_lo)
             fns["cuattn_alibi_no_pack_lo"] = with_settings(alibi, MMA_PACK_LO=False)
         if paged:  # the cp.async producer's block-table prefetch (PAGE_PREFETCH, opt-in)

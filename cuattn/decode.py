@@ -59,13 +59,15 @@ MMA_TWO_BLOCK_STAGES = ((64, 4),)
 # they keep two blocks. At D 64, one block of 8 stages gained 1.3% on the H100 and lost 2.4-3.7% on
 # the H200: not used. () turns the rule off.
 MMA_DEEP_STAGES = ((128, 6),)
-# Opt-in: one query row per block on a dense cache (MHA, Sq 1) runs the tensor-core kernel, not the
+# One query row per block on a dense cache (MHA, Sq 1) runs the tensor-core kernel, not the
 # bulk-copy one, where the tensor-core plan (mma_plan) keeps every row group whole (no splits, no
-# even pieces: e.g. B 64 32/32 L 2048, one block per SM with the 6-stage ring). decode.py's "mma"
-# column against the default on that row (H100, 35th and 36th sessions): 3.107 vs 3.051 and 3.105
-# vs 3.053 TB/s (cuDNN 3.069, 3.070); on the rows it does not take (split row groups) "mma" was
-# -0.3% (B 16 32/32 L 4096) to +0.3% (B 1 32/32). Not measured on an H200 yet: off by default.
-ONE_ROW_MMA_WHOLE = False
+# even pieces: e.g. B 64 32/32 L 2048, one block per SM with the 6-stage ring). decode.py's column
+# for this rule against the bulk-copy kernel on that row (H100): 3.107 vs 3.051 and 3.105 vs 3.053
+# TB/s (35th, 36th sessions; cuDNN 3.069, 3.070), 3.101 vs 3.037 (38th, cuDNN 3.085); on the rows
+# it does not take (split row groups) the tensor-core kernel was -0.3% (B 16 32/32 L 4096) to +0.3%
+# (B 1 32/32). The default since the 38th session (opt-in before); not measured on an H200 yet.
+# False: the bulk-copy kernel for every one-row launch, as before.
+ONE_ROW_MMA_WHOLE = True
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -1020,7 +1022,7 @@ class _DecodePlan:
         if (ONE_ROW_MMA_WHOLE and KERNEL is None and kernel == "tma" and num_rows == 1
                 and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"
                 and mma_keeps_rows_whole(batch, hkv, sizes["cache_len"], padded, props["num_sms"])):
-            kernel = "mma"  # (opt-in) one dense row per block whose row groups the tensor-core plan keeps whole
+            kernel = "mma"  # one dense row per block whose row groups the tensor-core plan keeps whole
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces

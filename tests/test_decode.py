@@ -478,12 +478,12 @@ def test_mma_stages_setting_overrides_the_rules(monkeypatch):
 
 def test_mma_plan_and_the_whole_rows_rule(monkeypatch):
     """mma_plan: two blocks of mma_config's ring where row groups stay whole, else one block of the
-    deep ring re-planned; mma_keeps_rows_whole (ONE_ROW_MMA_WHOLE, opt-in) on decode.py's MHA rows
+    deep ring re-planned; mma_keeps_rows_whole (ONE_ROW_MMA_WHOLE, the default) on decode.py's MHA rows
     and small calls, on 132 SMs."""
     import sys
 
     mod = sys.modules["cuattn.decode"]
-    assert mod.ONE_ROW_MMA_WHOLE is False
+    assert mod.ONE_ROW_MMA_WHOLE is True
     assert mod.mma_plan(16, 8, 1, 33001, 128, 132)[:3] == (2, 3, 1)  # B 16 32/8: whole row groups
     b1 = mod.mma_plan(1, 8, 1, 131072, 128, 132)
     assert b1[:2] == (1, 6) and b1[2] > 1, b1  # B 1 32/8: split, the deep ring

@@ -1081,7 +1081,7 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
     (8, 129, 64, BFLOAT16, 2),       # D 64: two blocks of 4 stages; keys past a tile's end
     (4, 2048, 128, np.float16, 1)])  # B 64 32/32 L 2048's plan: one block of 6 stages (where it applies)
 def test_gpu_one_row_mma_whole(cp, rng, monkeypatch, split_kernel, hkv, length, d, dtype, per_sm):
-    """ONE_ROW_MMA_WHOLE (opt-in): one dense query row per block runs the tensor-core kernel where
+    """ONE_ROW_MMA_WHOLE (the default): one dense query row per block runs the tensor-core kernel where
     its plan keeps every row group whole (mma_keeps_rows_whole), else the bulk-copy kernel; right
     on the reference either way, with ragged and zero lengths."""
     if split_kernel != "tma":
