@@ -12,7 +12,7 @@ with equal splits per row group (cuattn_alibi_equal_splits: cuattn.decode.EVEN_S
 cuts the bulk-copy kernel's rows into even pieces where cuattn.decode.even_pieces says so) and with even pieces on
 either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM;
 equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM
-with the deepest ring), and the paged row with the block-table prefetch
+with the deepest ring; on the MHA rows also the tensor-core kernel's, cuattn_alibi_mma_even_pieces, _2), and the paged row with the block-table prefetch
 (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), with its pages in key order
 (cuattn_alibi_pages_in_order: the shuffle's share of what paging costs) and with the contiguous cache
 read through a block table of one page a row (cuattn_alibi_one_page_a_row: the lookups' share), the
@@ -276,6 +276,11 @@ def main():
             fns["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
                 alibi, EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
         fns["cuattn_alibi_even_pieces_deep"] = with_settings(alibi, EVEN_SPLIT=True, TMA_STAGES=8, MMA_STAGES=6)
+        if hq == hkv and not paged:  # the MHA rows' split row groups on the tensor-core kernel in even
+            # pieces (KERNEL "mma", EVEN_SPLIT True), one and two pieces per SM
+            for per_sm in (1, 2):
+                fns["cuattn_alibi_mma_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
+                    alibi, KERNEL="mma", EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
         notes = {}
         per_layer = []  # torch's columns of each layer
         if t is not None:
