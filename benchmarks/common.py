@@ -61,6 +61,17 @@ def time_calls(fn, min_batches=15, min_seconds=0.3, warmup=10):
     return float(np.median(times))
 
 
+def round_order(names: list, r: int, rounds: int) -> list:
+    """The order of round r (of `rounds`) of an interleaved timing: `names` rotated by
+    r * len(names) // rounds places, so that over the rounds each name's place in the order spreads
+    over the whole round. (A rotation by r places, used up to the 38th session, kept the first names
+    at the two ends of every round where there are fewer rounds than names: decode.py's 7 rounds of
+    ~20 columns put its headline column first once and within the last seven places six times.)"""
+    n = len(names)
+    shift = r * n // max(rounds, 1) % n if n else 0
+    return names[shift:] + names[:shift]
+
+
 def host_time(fn, calls=50):
     """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on)."""
     cupy.cuda.Device().synchronize()

@@ -29,7 +29,8 @@ default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype.
 in the JSON; its TB/s still counts the Hkv bytes). The paged row times cuattn on a shuffled
 block table of 256-key pages against torch on the equivalent contiguous cache.
 Timing: every column of a row (cuattn's variants and torch's) is timed in rounds (7, 3 with
---quick), each round timing every column once in an order rotated from round to round: 3 warm-up
+--quick), each round timing every column once in an order rotated from round to round (by
+len(columns) / rounds places a round: common.round_order): 3 warm-up
 calls, then CUDA events around batches of calls (about 2 ms of GPU work each), at least 5 batches
 and 0.05 s, median per call; a column's TB/s is its median over the rounds (per-round values in the
 JSON, and the ratio to the best torch backend round by round as [min, median, max]), so drift of
@@ -57,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
-from common import bar_chart, host_time, run_metadata, time_calls  # noqa: E402
+from common import bar_chart, host_time, round_order, run_metadata, time_calls  # noqa: E402
 
 import cuattn  # noqa: E402
 
@@ -138,7 +139,8 @@ def with_settings(fn, **settings):
 
 def interleaved(fns, nbytes, rounds, reps):
     """TB/s of each function: `rounds` rounds, each timing every function once (time_calls with
-    short batches), the order rotated from round to round; the result is each function's median
+    short batches), the order rotated from round to round (round_order: each function's place
+    spread over the rounds); the result is each function's median
     over the rounds ({name: TB/s}) and its per-round values ({"rounds": {name: [TB/s, ...]}}), so
     drift of the GPU's clocks or the memory's over a row's seconds falls on every column alike."""
     for fn in fns.values():  # compile and allocate outside the timing
@@ -147,8 +149,7 @@ def interleaved(fns, nbytes, rounds, reps):
     names = list(fns)
     per_round = {name: [] for name in names}
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in round_order(names, r, rounds):
             per_round[name].append(nbytes / time_calls(fns[name], warmup=3, **reps) / 1e12)
     result = {name: float(np.median(values)) for name, values in per_round.items()}
     result["rounds"] = per_round
