@@ -105,12 +105,18 @@ def main(names):
     if names == ["--readme"]:
         update_readme()
         return
-    if names[:1] == ["--columns"] and len(names) >= 2:
+    if names[:1] == ["--columns"]:
+        if len(names) < 2:
+            sys.exit("usage: python benchmarks/report.py --columns FILE [PREFIX ...]")
         columns(names[1], names[2:])
         return
+    if any(name.startswith("-") for name in names):
+        sys.exit(__doc__)
     for name in names or ["attention", "decode", "gla"]:
         path = RESULTS / f"{name}.json"
         if not path.exists():
+            if names:  # a table asked for by name
+                sys.exit(f"no {path}")
             continue
         data = json.loads(path.read_text())
         meta = data.get("meta", {})
