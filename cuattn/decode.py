@@ -38,7 +38,9 @@ MAX_GRID_Z = 65535
 # copied by tensor maps into 128-byte-swizzled shared memory; elsewhere it falls back to "tma".
 # KERNEL None picks per call: "mma" where a block serves several rows (GQA groups, Sq > 1), "tma"
 # for one row per block (H100, 2026-11-23, benchmarks/results/decode.json: B 16 32/8 L 33001
-# 3.02 vs 2.88 TB/s, paged 2.77 vs 2.63; one row per block 2.86-3.06 vs 2.87-3.07).
+# 3.02 vs 2.88 TB/s, paged 2.77 vs 2.63; one row per block 2.86-3.06 vs 2.87-3.07), except one row
+# per block on a dense cache whose row groups the tensor-core plan keeps whole: "mma"
+# (ONE_ROW_MMA_WHOLE).
 KERNEL = None
 KERNELS = ("tma", "regs", "mma")
 MMA_HEAD_DIMS = (64, 128)
@@ -189,7 +191,8 @@ def _kernel_choice(rows: int, dense: bool = True) -> str:
     per-launch fallbacks of pick_kernel). One row, H200, B 1 32/32 D 128, TB/s "tma" -> "mma":
     rows 32 x 128 apart 0.95 -> 3.67 (cp.async takes any stride, the bulk copies go row by row);
     pages of 16, 32, 64, 256 keys 2.47, 3.64, 3.70, 3.76 -> 3.44, 3.73, 4.12, 4.12; dense 4.26 ->
-    4.19, so dense one-row caches stay on "tma"."""
+    4.19, so dense one-row caches stay on "tma" (but where the launch keeps row groups whole:
+    ONE_ROW_MMA_WHOLE, decided per launch plan)."""
     if KERNEL is not None and KERNEL not in KERNELS:
         raise ValueError(f"cuattn.decode.KERNEL must be one of {KERNELS} or None; got {KERNEL!r}")
     if MMA_COPY is not None and MMA_COPY not in MMA_COPIES:
