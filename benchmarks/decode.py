@@ -10,18 +10,19 @@ Achieved TB/s = bytes of K and V read (2 B Hkv L D itemsize) / time. Every split
 producers (cuattn_alibi_mma_tensor, cuattn_alibi_mma_cp_async: cuattn.decode.MMA_COPY), and every row
 with equal splits per row group (cuattn_alibi_equal_splits: cuattn.decode.EVEN_SPLIT False; the default
 cuts the bulk-copy kernel's rows into even pieces where cuattn.decode.even_pieces says so) and with even pieces on
-either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM;
-equal splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM
-with the deepest ring; on the MHA rows also the tensor-core kernel's, cuattn_alibi_mma_even_pieces, _2), and the paged row with the block-table prefetch
-(cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True, opt-in), with its pages in key order
-(cuattn_alibi_pages_in_order: the shuffle's share of what paging costs) and with the contiguous cache
-read through a block table of one page a row (cuattn_alibi_one_page_a_row: the lookups' share), the
-GQA rows with the tensor-core kernel's ring as before the 35th session (at D 128
-cuattn_alibi_mma_two_blocks: two blocks an SM of 3 stages on split row groups too,
-cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_alibi_mma_stages_6:
-MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), and every row with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True,
-opt-in), and the GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core
-kernel's empty rows (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs).
+either kernel (cuattn_alibi_even_pieces, _2, _3: EVEN_SPLIT True, one, two or three pieces per SM; equal
+splits where pieces would be shorter than EVEN_MIN_KEYS; _deep: one piece and one block per SM with the
+deepest ring; on the MHA rows also the tensor-core kernel's, cuattn_alibi_mma_even_pieces, _2), and the
+paged row with the block-table prefetch (cuattn_alibi_page_prefetch: cuattn.decode.PAGE_PREFETCH True,
+opt-in), with its pages in key order (cuattn_alibi_pages_in_order: the shuffle's share of what paging
+costs) and with the contiguous cache read through a block table of one page a row
+(cuattn_alibi_one_page_a_row: the lookups' share), the GQA rows with the tensor-core kernel's ring as
+before the 35th session (at D 128 cuattn_alibi_mma_two_blocks: two blocks an SM of 3 stages on split row
+groups too, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_alibi_mma_stages_6:
+MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), and every row
+with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the
+GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
+(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs).
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
