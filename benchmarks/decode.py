@@ -22,7 +22,8 @@ groups too, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_
 MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), and every row
 with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the
 GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
-(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs).
+(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn_alibi_wrapped is
+cuattn_alibi itself called through the variants' settings wrapper (the same plan): the wrapper's share.
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -237,6 +238,10 @@ def main():
                "cuattn": cycled([lambda a=a, kw=kw: cuattn.decode(*a, alibi_slopes=None, **kw)
                                  for _, _, a, kw in layers])}
         alibi = fns["cuattn_alibi"]
+        # the same call and plan through with_settings (its settings as they are): what the wrapper's
+        # host time between calls does to the timing (every other variant pays it; on the D 64 row
+        # cuattn_alibi read 0.3-0.9% under variants of the same plan in every round of five H100 runs)
+        fns["cuattn_alibi_wrapped"] = with_settings(alibi, KERNEL=saved_kernel)
         # every split kernel (cuattn.decode.KERNELS) forced, ALiBi, for comparison
         for other in decode_module.KERNELS:
             if other != saved_kernel:
