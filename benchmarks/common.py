@@ -72,15 +72,19 @@ def round_order(names: list, r: int, rounds: int) -> list:
     return names[shift:] + names[:shift]
 
 
-def host_time(fn, calls=50):
-    """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on)."""
-    cupy.cuda.Device().synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - start
-    cupy.cuda.Device().synchronize()
-    return elapsed / calls
+def host_time(fn, calls=50, repeats=5):
+    """Seconds of Python/launch work per call (wall time of queuing calls, GPU not waited on): the
+    median over `repeats` batches of `calls` calls, each batch started on an idle GPU (one batch,
+    up to the 38th session, read 18.5-33 us a call on decode.py rows of the same code path)."""
+    per_call = []
+    for _ in range(repeats):
+        cupy.cuda.Device().synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        per_call.append((time.perf_counter() - start) / calls)
+        cupy.cuda.Device().synchronize()
+    return float(np.median(per_call))
 
 
 METHOD = ("median per call of CUDA-event times over batches of calls (about 2 ms of GPU work a "

@@ -42,3 +42,29 @@ def test_round_order_spreads_places(common, n, rounds):
             gaps = [b - a for a, b in zip(ps, ps[1:])] + [ps[0] + n - ps[-1]]
             assert max(gaps) <= int(step) + 1, (name, p)
     assert common.round_order([], 0, 3) == []
+
+
+def test_host_time_is_the_median_batch(common, monkeypatch):
+    """host_time: the median of its batches' per-call wall times (one slow batch does not move it),
+    each batch between two device synchronizations (a stand-in device here: no GPU needed)."""
+    events = []
+
+    class Device:
+        def synchronize(self):
+            events.append("sync")
+
+    class Cuda:
+        pass
+
+    class Cupy:
+        cuda = Cuda()
+
+    Cupy.cuda.Device = Device
+    monkeypatch.setattr(common, "cupy", Cupy)
+    clock = iter([0.0, 10.0, 10.0, 30.0, 30.0, 40.0, 40.0, 1040.0, 1040.0, 1050.0])
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+    calls = []
+    per_call = common.host_time(lambda: calls.append(1), calls=10, repeats=5)
+    assert per_call == pytest.approx(1.0)  # batches of 10, 20, 10, 1000, 10 s over 10 calls each
+    assert len(calls) == 50
+    assert events == ["sync"] * 10
