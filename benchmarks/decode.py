@@ -139,6 +139,14 @@ def with_settings(fn, **settings):
     return call
 
 
+def even_pieces_columns(fns, fn, sms, name, per_sm_counts, **settings):
+    """Columns name, name_2, name_3, ...: fn with even pieces (EVEN_SPLIT True), 1, 2, 3, ... per SM
+    (one per SM: EVEN_PIECES None), and any further settings."""
+    for per_sm in per_sm_counts:
+        fns[name + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
+            fn, EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms, **settings)
+
+
 def interleaved(fns, nbytes, rounds, reps):
     """TB/s of each function: `rounds` rounds, each timing every function once (time_calls with
     short batches), the order rotated from round to round (round_order: each function's place
@@ -279,15 +287,11 @@ def main():
         # per SM, and one per SM in one block per SM with the deepest ring that fits (8 bulk-copy
         # stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)
         sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-        for per_sm in (1, 2, 3):
-            fns["cuattn_alibi_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
-                alibi, EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
+        even_pieces_columns(fns, alibi, sms, "cuattn_alibi_even_pieces", (1, 2, 3))
         fns["cuattn_alibi_even_pieces_deep"] = with_settings(alibi, EVEN_SPLIT=True, TMA_STAGES=8, MMA_STAGES=6)
         if hq == hkv and not paged:  # the MHA rows' split row groups on the tensor-core kernel in even
             # pieces (KERNEL "mma", EVEN_SPLIT True), one and two pieces per SM
-            for per_sm in (1, 2):
-                fns["cuattn_alibi_mma_even_pieces" + ("" if per_sm == 1 else f"_{per_sm}")] = with_settings(
-                    alibi, KERNEL="mma", EVEN_SPLIT=True, EVEN_PIECES=None if per_sm == 1 else per_sm * sms)
+            even_pieces_columns(fns, alibi, sms, "cuattn_alibi_mma_even_pieces", (1, 2), KERNEL="mma")
         notes = {}
         per_layer = []  # torch's columns of each layer
         if t is not None:

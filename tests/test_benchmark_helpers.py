@@ -3,6 +3,7 @@
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -53,14 +54,7 @@ def test_host_time_is_the_median_batch(common, monkeypatch):
         def synchronize(self):
             events.append("sync")
 
-    class Cuda:
-        pass
-
-    class Cupy:
-        cuda = Cuda()
-
-    Cupy.cuda.Device = Device
-    monkeypatch.setattr(common, "cupy", Cupy)
+    monkeypatch.setattr(common, "cupy", SimpleNamespace(cuda=SimpleNamespace(Device=Device)))
     clock = iter([0.0, 10.0, 10.0, 30.0, 30.0, 40.0, 40.0, 1040.0, 1040.0, 1050.0])
     monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
     calls = []
