@@ -103,15 +103,15 @@ def torch_cudnn(q, k, v):
     return fn
 
 
-def trace_call(call):
+def trace_call(call, extra_options=()):
     """Per-item stamps (blocks x 16 items x 7 slots, ns, int64; rows of unused items are 0) of the
     last of 5 back-to-back calls (the buffer cleared before it), with the trace build of the split
-    kernel."""
+    kernel (and extra_options, e.g. the stream probe's -DCUATTN_DECODE_SKIP_MATH)."""
     from cuattn import _cuda
 
     saved_options, seen = module.TMA_OPTIONS, []
     real_get = module.get_kernel
-    module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_TRACE",)
+    module.TMA_OPTIONS = saved_options + ("-DCUATTN_DECODE_TRACE",) + tuple(extra_options)
     module.get_kernel = lambda name, expr, options=(), **kw: (seen.append((name, expr, tuple(options))),
                                                               real_get(name, expr, options, **kw))[1]
     try:
@@ -175,6 +175,7 @@ def trace_main(out, only=""):
     results = []
     d = 128
     saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
+    no_math = ("-DCUATTN_DECODE_SKIP_MATH",)
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
         ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None, {}),
@@ -194,17 +195,26 @@ def trace_main(out, only=""):
         ("B16 32/32 L4096 tma equal splits", 16, 32, 32, 4096, "tma", None, {"EVEN_SPLIT": False}),
         ("B16 32/32 L4096 tma 1 block/SM 12 stages", 16, 32, 32, 4096, "tma", None, {"TMA_STAGES": 12}),
         ("B1 32/32 L33001 tma 1 block/SM 12 stages", 1, 32, 32, 33001, "tma", None, {"TMA_STAGES": 12}),
+        # the math's share of a call (39th session): each with the consumers' math skipped (the
+        # stream alone; wrong results), D 64's short row and a long GQA row
+        ("B4 32/4 L32768 D64 mma", 4, 32, 4, 32768, "mma", None, {"_d": 64}),
+        ("B4 32/4 L32768 D64 mma no math", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": no_math}),
+        ("B16 32/8 L33001 mma no math", 16, 32, 8, 33001, "mma", None, {"_options": no_math}),
+        ("B8 32/8 L8192 mma", 8, 32, 8, 8192, "mma", None, {}),
+        ("B8 32/8 L8192 mma no math", 8, 32, 8, 8192, "mma", None, {"_options": no_math}),
     ]
     for name, b, hq, hkv, length, kern, fixed, settings in cases:
-        if only not in name:
+        if not any(part in name for part in only.split("|")):
             continue
-        q, k, v, nbytes = inputs(b, hq, hkv, length, d)
+        settings = dict(settings)
+        extra = settings.pop("_options", ())
+        q, k, v, nbytes = inputs(b, hq, hkv, length, settings.pop("_d", d))
         module.KERNEL = kern
         if fixed:
             module.plan_persistent = lambda *a, f=fixed, **kw: f
         try:
             trace, expr = trace_call(with_settings(lambda q=q, k=k, v=v: cuattn.decode(q, k, v, alibi_slopes="default"),
-                                                   **settings))
+                                                   **settings), extra)
         finally:
             module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
         results.append(summarize(name, trace, expr, nbytes))
@@ -219,7 +229,7 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--kernels", default="mma,tma")
     parser.add_argument("--trace", action="store_true", help="timelines of single calls instead of timings")
-    parser.add_argument("--only", default="", help="with --trace: the cases whose name contains this text")
+    parser.add_argument("--only", default="", help="with --trace: the cases whose name contains this text (alternatives separated by '|')")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
