@@ -176,6 +176,7 @@ def trace_main(out, only=""):
     d = 128
     saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
     no_math = ("-DCUATTN_DECODE_SKIP_MATH",)
+    ahead = ("-DCUATTN_DECODE_L2_AHEAD=4",)
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
         ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None, {}),
@@ -202,6 +203,10 @@ def trace_main(out, only=""):
         ("B16 32/8 L33001 mma no math", 16, 32, 8, 33001, "mma", None, {"_options": no_math}),
         ("B8 32/8 L8192 mma", 8, 32, 8, 8192, "mma", None, {}),
         ("B8 32/8 L8192 mma no math", 8, 32, 8, 8192, "mma", None, {"_options": no_math}),
+        # L2 prefetch 4 tiles ahead (-DCUATTN_DECODE_L2_AHEAD, probe option; the same bits)
+        ("B4 32/4 L32768 D64 mma l2 ahead 4", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": ahead}),
+        ("B16 32/8 L33001 mma l2 ahead 4", 16, 32, 8, 33001, "mma", None, {"_options": ahead}),
+        ("B8 32/8 L8192 mma l2 ahead 4", 8, 32, 8, 8192, "mma", None, {"_options": ahead}),
     ]
     for name, b, hq, hkv, length, kern, fixed, settings in cases:
         if not any(part in name for part in only.split("|")):

@@ -49,6 +49,11 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   16-byte copies with PTX's L2 prefetch-size hint (SASS LDGSTS.E.BYPASS.LTC128B / LTC256B;
   FlashInfer's decode and CUTLASS's sm80 copies carry .L2::128B, ours none); "l2 256, no math":
   the stream alone with it,
+- "l2 ahead 2", "l2 ahead 4", "l2 ahead 8" (both kernels, contiguous caches,
+  -DCUATTN_DECODE_L2_AHEAD=n; the same bits): the producer also prefetches into L2 (one
+  cp.async.bulk.prefetch.L2 each of K and V) the tile n tiles ahead of the one it copies, within the
+  item: more bytes on their way to an SM than its ring holds (39th session's traces: the math's cost
+  sits at the end of a call, where the SMs still streaming run at their ring's depth over latency),
 - "k then v" (tensor-core kernel's cp.async producer, -DCUATTN_DECODE_K_THEN_V): a whole tile's K
   rows copied, then its V rows (runs of 16 KB of one cache at D 128) instead of K and V pieces
   taking turns every 512 bytes; cuDNN's decode kernel copies 128-key tiles of K, then of V (34th
@@ -110,6 +115,7 @@ NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not a
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 K_THEN_V = ("-DCUATTN_DECODE_K_THEN_V",)  # cp.async producer: a tile's K rows, then its V rows (34th session)
 L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
+L2_AHEAD = {n: (f"-DCUATTN_DECODE_L2_AHEAD={n}",) for n in (2, 4, 8)}  # L2 prefetch n tiles ahead (39th session)
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
@@ -151,7 +157,7 @@ MMA_VARIANTS = [
     ("stages 2", {"MMA_STAGES": 2}),
     ("k then v, stages 2", {"MMA_COPY": "cp.async", "MMA_STAGES": 2, "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V}),
     ("k then v, stages 6", {"MMA_COPY": "cp.async", "MMA_STAGES": 6, "TMA_OPTIONS": module.TMA_OPTIONS + K_THEN_V}),
-] + LAUNCH_VARIANTS
+] + [(f"l2 ahead {n}", {"TMA_OPTIONS": module.TMA_OPTIONS + o}) for n, o in L2_AHEAD.items()] + LAUNCH_VARIANTS
 TMA_VARIANTS = [
     ("default", {}),
     ("stages 4", {"TMA_STAGES": 4}),
@@ -180,7 +186,7 @@ TMA_VARIANTS = [
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
-] + LAUNCH_VARIANTS
+] + [(f"l2 ahead {n}", {"TMA_OPTIONS": module.TMA_OPTIONS + o}) for n, o in L2_AHEAD.items()] + LAUNCH_VARIANTS
 
 
 def apply(settings: dict, saved: dict):

@@ -86,11 +86,28 @@
 // warp a tile, not ~36 (SASS).
 // -DCUATTN_DECODE_RELAXED_COUNT (timing only: a merge may read partials not yet visible) counts by
 // a relaxed atomic: what the count's release and acquire cost beside its round trip.
+// -DCUATTN_DECODE_L2_AHEAD=N (probe option, 39th session; the same bits): the producers of
+// contiguous caches (decode_split_mma's cp.async one, decode_split_tma's bulk copies of whole tiles)
+// also prefetch into L2 the tile N tiles ahead of the one they copy, K and V (one
+// cp.async.bulk.prefetch.L2 each, by one lane) where it lies within the item: more bytes on their way
+// to an SM than its ring holds, for the end of a call, when the SMs still streaming could take more
+// than the ring's depth over the latency.
+#ifdef CUATTN_DECODE_L2_AHEAD
+#define DECODE_L2_AHEAD(kbase, vbase, t0, key1, tile, row_elems)                                        \
+    if (lane == 0 && (t0) + (CUATTN_DECODE_L2_AHEAD + 1) * (tile) <= (key1)) {                           \
+        const i64 ahead = (i64)((t0) + CUATTN_DECODE_L2_AHEAD * (tile)) * (row_elems);                   \
+        prefetch_l2_bulk((kbase) + ahead, (u32)((tile) * (row_elems) * sizeof(T)));                      \
+        prefetch_l2_bulk((vbase) + ahead, (u32)((tile) * (row_elems) * sizeof(T)));                      \
+    }
+#else
+#define DECODE_L2_AHEAD(kbase, vbase, t0, key1, tile, row_elems)
+#endif
 // In a consumer's tile loop: with -DCUATTN_DECODE_SKIP_MATH, count the tile's keys, hand the stage
 // back and go on to the next tile (or end the partial) without the math.
 #ifdef CUATTN_DECODE_SKIP_MATH
 #define DECODE_SKIP_MATH_TILE()                \
     {                                          \
+        if (keys == 0) DECODE_TRACE(n, 1, global_ns()); \
         keys += min(kTile, key1 - t0);         \
         mbar_arrive(s_empty + 8 * stage);      \
         ++it;                                  \
@@ -1080,6 +1097,9 @@ __device__ __forceinline__ void produce_tiles(const Work w, const T* __restrict_
                 bulk_load(dk, kp, bytes, full);
                 bulk_load(dv, vp, bytes, full);
             }
+            if (!kPaged && row_bytes == (int)(k_ss * sizeof(T)) && k_ss == v_ss) {  // (probe option)
+                DECODE_L2_AHEAD(kbase, vbase, t0, key1, kTile, k_ss)
+            }
         } else {  // one copy per run (per key row where run_keys is 1): keys [j0, j1) of the tile,
                   // back to back in the cache, spread over the warp
             if (lane == 0) mbar_expect_bytes(full, (u32)(2 * nkeys * row_bytes));
@@ -1604,6 +1624,9 @@ __device__ __noinline__ void produce_tiles_cp_async(const Work w, const T* __res
             }
 #endif
         };
+        if (!kPaged && dense) {  // (probe option)
+            DECODE_L2_AHEAD(k + b * k_sb + kv_head * k_sh, v + b * v_sb + kv_head * v_sh, t0, key1, kTile, kHeadDim)
+        }
         if (head_dim == kHeadDim && t0 + kTile <= key1) {
             if (dense) {
                 whole(kHeadDim, kHeadDim);  // (the common case) rows at constant offsets

@@ -51,6 +51,11 @@ __device__ __forceinline__ void bulk_load(u32 dst, const void* src, u32 bytes, u
         "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
         ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
+// Prefetch `bytes` (a multiple of 16) at src (16-byte aligned) into L2: a hint (no result depends on
+// it; nothing waits for it).
+__device__ __forceinline__ void prefetch_l2_bulk(const void* src, u32 bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
+}
 // Named barrier over `threads` threads (a multiple of 32); id 0 is __syncthreads'.
 __device__ __forceinline__ void named_barrier(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
