@@ -1,6 +1,6 @@
 """How fast can one block per SM stream its own region of K and V, by copy mechanism?
 
-Run on a GPU machine:  python benchmarks/stream_mechanisms.py [--out DIR]
+Run on a GPU machine:  python benchmarks/stream_mechanisms.py [--out DIR] [--items-only]
 
 The decode kernels give each block (about one per SM) its own contiguous stretch of K and of V.
 This measures, on that access pattern and nothing else (no math: consumers touch one word per
@@ -14,11 +14,15 @@ stage), the read rate of:
 - "loads": plain 16-byte non-caching loads into registers, 8 in flight per thread,
 
 for grids of 128, 132, 264 and 396 blocks (each block 4 MB of K and 4 MB of V), beside the
-grid-stride read ceiling of benchmarks/decode_timeline.py; then "items": the bulk ring (8 KB
-chunks, 4 stages) on the exact items of two decode rows (B 1 x 32 kv heads x 4 splits of 8320
-keys, and B 16 x 8 kv heads x 33001 keys, D 128, fp16 random normal K and V, one block per item
-taking its item from a counter), beside cuattn.decode itself on the same arrays and the same
-decode compiled with -DCUATTN_DECODE_SKIP_MATH (its stream alone). TB/s = bytes read / median
+grid-stride read ceiling of benchmarks/decode_timeline.py; then "items": rings on the exact items
+of four decode rows (B 1 x 32 kv heads x 4 splits of 8320 keys, B 16 x 8 kv heads x 33001 keys, B 1
+x 8 kv heads x 16 splits of 8192 keys, B 16 x 32 kv heads x 4096 keys; D 128, fp16 random normal K
+and V, one block per item taking its item from a counter): the bulk ring of one producer lane and a
+16-byte cp.async ring issued by all 128 threads (cuDNN's sm80 decode kernel's way), several chunk
+sizes and depths, beside cuattn.decode itself on the same arrays, the same decode compiled with
+-DCUATTN_DECODE_SKIP_MATH (its stream alone) and torch SDPA's cuDNN backend where torch is there
+(3 interleaved rounds, the best time each). With --items-only just that part
+(DIR/stream_mechanisms_items.json). TB/s = bytes read / median
 time of CUDA-event-timed launches. Writes DIR/stream_mechanisms.json.
 """
 
@@ -119,6 +123,53 @@ __global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k,
     bulk_ring<kChunk, kStages, kChunk, false>(k + off, v + off, n, sink);
 }
 
+// The same items streamed by a 16-byte cp.async ring that all 128 threads issue (cuDNN's sm80
+// decode kernel copies its K and V tiles so; 34th session's SASS): kStages - 1 chunks of K and of V
+// in flight while the block takes the oldest
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(128, 1) ring_cp_async_items(const char* __restrict__ k, const char* __restrict__ v,
+                                                              long long head_bytes, int splits, long long split_bytes,
+                                                              unsigned* sink, int* counter, int num_items) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    __shared__ int s_item;
+    const int tid = threadIdx.x;
+    if (tid == 0) {
+        s_item = atomicAdd(counter, 1);
+        if (s_item == num_items - 1) *counter = 0;
+    }
+    __syncthreads();
+    const int item = s_item;
+    const long long start = (long long)(item % splits) * split_bytes;
+    const long long off = (long long)(item / splits) * head_bytes + start;
+    const long long n = min(split_bytes, head_bytes - start) / kChunk;
+    const char* kb = k + off;
+    const char* vb = v + off;
+    const u32 ring = smem_addr(smem);
+    auto issue = [&](long long i) {
+        const u32 d = ring + 2 * kChunk * (int)(i % kStages);
+#pragma unroll
+        for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + c, kb + i * kChunk + c, true);
+#pragma unroll
+        for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
+    };
+    for (int i = 0; i < kStages - 1; ++i) {
+        if (i < n) issue(i);
+        cp_async_commit();
+    }
+    unsigned acc = 0;
+    for (long long i = 0; i < n; ++i) {
+        cp_async_wait<kStages - 2>();
+        __syncthreads();
+        unsigned x;
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * (int)(i % kStages) + 4 * tid));
+        acc ^= x;
+        __syncthreads();  // every thread is done with the stage refilled next
+        if (i + kStages - 1 < n) issue(i + kStages - 1);
+        cp_async_commit();
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
 template <int kChunk, int kStages>
 __global__ void __launch_bounds__(128, 1) ring_cp_async(const char* __restrict__ k, const char* __restrict__ v,
                                                         long long region, unsigned* sink) {
@@ -183,23 +234,36 @@ BULK = [(8192, 4, 8192, False), (8192, 8, 8192, False), (16384, 4, 16384, False)
         (32768, 3, 32768, False), (16384, 6, 2048, False), (16384, 6, 16384, True), (4096, 12, 4096, False)]
 CP_ASYNC = [(8192, 4), (8192, 6), (16384, 4), (16384, 6)]
 LOADS = (256, 512, 1024)
-ITEM_ROWS = [((1, 32, 32, 128, 33001), 4, 8320), ((16, 32, 8, 128, 33001), 1, 33001)]  # shape, splits, keys per split
+ITEM_ROWS = [((1, 32, 32, 128, 33001), 4, 8320), ((16, 32, 8, 128, 33001), 1, 33001),  # shape, splits, keys per split
+             ((1, 32, 8, 128, 131072), 16, 8192), ((16, 32, 32, 128, 4096), 1, 4096)]
+# the rings timed on the items (39th session: more shapes, the all-threads cp.async ring, cuDNN beside):
+# bulk ring_items<chunk, stages> (one producer lane) and ring_cp_async_items<chunk, stages>
+ITEM_BULK = [(8192, 4), (16384, 2), (16384, 3), (16384, 4), (32768, 2), (32768, 3)]
+ITEM_CP_ASYNC = [(16384, 3), (32768, 2), (32768, 3)]
 
 
 def main():
     parser = results_parser(__doc__)
+    parser.add_argument("--items-only", action="store_true",
+                        help="only the rings on decode's items beside cuattn.decode and cuDNN (not the synthetic regions)")
     args = parser.parse_args()
     out = out_dir(args)
     names = ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in BULK]
              + [f"ring_cp_async<{c}, {s}>" for c, s in CP_ASYNC] + [f"region_loads<{t}>" for t in LOADS]
-             + ["ring_items<8192, 4>"])
+             + [f"ring_items<{c}, {s}>" for c, s in ITEM_BULK]
+             + [f"ring_cp_async_items<{c}, {s}>" for c, s in ITEM_CP_ASYNC])
     mod = cupy.RawModule(code=SOURCE, options=("-std=c++17", f"-I{CUDA_DIR}", "-arch=sm_90a"),
                          name_expressions=names)
     sink = cupy.zeros(1, cupy.uint32)
+    rows = []
+    if args.items_only:
+        items_vs_decode(mod, rows, sink)
+        (out / "stream_mechanisms_items.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows),
+                                                                     indent=1))
+        return
     n_max = max(GRIDS) * REGION
     k = cupy.random.default_rng(0).integers(0, 2**31, n_max // 4, dtype=cupy.int32).view(cupy.uint8)
     v = cupy.random.default_rng(1).integers(0, 2**31, n_max // 4, dtype=cupy.int32).view(cupy.uint8)
-    rows = []
 
     def record(kind, config, grid, fn):
         t = time_calls(fn, min_batches=10, min_seconds=0.2)
@@ -235,13 +299,29 @@ def main():
     (out / "stream_mechanisms.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows), indent=1))
 
 
-def items_vs_decode(mod, rows, sink):
-    """The bulk ring on decode's items vs cuattn.decode (and its stream alone) on the same arrays."""
+def torch_cudnn(q, k, v):
+    """torch SDPA's cuDNN backend on the same arrays (GQA), or None where torch or cuDNN is missing."""
+    try:
+        import torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+        tq, tk, tv = (torch.from_dlpack(x) for x in (q, k, v))
+
+        def fn():
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return sdpa(tq, tk, tv, enable_gqa=True)
+        fn()
+        return fn
+    except Exception as exc:  # noqa: BLE001 (a probe: say why and go on)
+        print("torch cuDNN unavailable:", str(exc)[:120], flush=True)
+        return None
+
+
+def items_vs_decode(mod, rows, sink, rounds=3):
+    """The rings on decode's items (each block takes an item from a counter) vs cuattn.decode (and its
+    stream alone) and torch's cuDNN on the same arrays: interleaved rounds, the best time each."""
     import cuattn
     decode_module = sys.modules["cuattn.decode"]
-    ring = mod.get_function("ring_items<8192, 4>")
-    smem = 2 * 8192 * 4 + 16 * 4  # ring, then a full and an empty barrier per stage
-    ring.max_dynamic_shared_size_bytes = smem
     counter = cupy.zeros(1, cupy.int32)
     rng = cupy.random.default_rng(2)
     saved = decode_module.TMA_OPTIONS
@@ -251,20 +331,43 @@ def items_vs_decode(mod, rows, sink):
         items = b * hkv * splits
         ring_args = (k, v, np.int64(length * d * 2), np.int32(splits), np.int64(chunk * d * 2), sink, counter,
                      np.int32(items))
-        times = {"ring": time_calls(lambda: ring((items,), (160,), ring_args, shared_mem=smem),
-                                    min_batches=10, min_seconds=0.2)}
-        try:
-            for name, options in (("decode", saved), ("decode, no math", saved + ("-DCUATTN_DECODE_SKIP_MATH",))):
+        fns, read_bytes = {}, {}
+        head_bytes, split_bytes = length * d * 2, chunk * d * 2
+        for kind, shapes, threads, extra in (("ring_items", ITEM_BULK, 160, 16), ("ring_cp_async_items", ITEM_CP_ASYNC,
+                                                                                 128, 0)):
+            for c, st in shapes:
+                f = mod.get_function(f"{kind}<{c}, {st}>")
+                smem = 2 * c * st + extra * st  # the ring (and a full and an empty barrier per stage)
+                f.max_dynamic_shared_size_bytes = smem
+                label = f"{'bulk' if kind == 'ring_items' else 'cp.async all threads'} {c // 1024} KB x {st}"
+                fns[label] = (lambda f=f, smem=smem, threads=threads: f((items,), (threads,), ring_args, shared_mem=smem))
+                # the bytes a ring reads: whole chunks of each item (its end past the last whole chunk left)
+                read_bytes[label] = 2 * c * b * hkv * sum(min(split_bytes, head_bytes - i * split_bytes) // c
+                                                          for i in range(splits))
+
+        def decode_with(options):
+            def call():
                 decode_module.TMA_OPTIONS = options  # (part of the launch plans' key: no stale plan)
-                times[name] = time_calls(lambda: cuattn.decode(q, k, v, alibi_slopes="default"),
-                                         min_batches=10, min_seconds=0.2)
-        finally:
-            decode_module.TMA_OPTIONS = saved
-        for name, t in times.items():
+                try:
+                    return cuattn.decode(q, k, v, alibi_slopes="default")
+                finally:
+                    decode_module.TMA_OPTIONS = saved
+            return call
+        fns["decode"] = decode_with(saved)
+        fns["decode, no math"] = decode_with(saved + ("-DCUATTN_DECODE_SKIP_MATH",))
+        cudnn = torch_cudnn(q, k, v)
+        if cudnn is not None:
+            fns["torch cuDNN"] = cudnn
+        best = {}
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t = time_calls(fn, min_batches=10, min_seconds=0.2)
+                best[name] = min(best.get(name, t), t)
+        for name, t in best.items():
             rows.append(dict(kind="items", config=f"B{b} {hq}/{hkv} D{d} L{length}: {name}", grid=items,
-                             tbps=2 * k.nbytes / t / 1e12))
-            print(f"items {rows[-1]['config']:40}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
-        q = k = v = None
+                             tbps=read_bytes.get(name, 2 * k.nbytes) / t / 1e12))
+            print(f"items {rows[-1]['config']:52}: {rows[-1]['tbps']:.3f} TB/s", flush=True)
+        q = k = v = cudnn = fns = None
         cupy.get_default_memory_pool().free_all_blocks()
 
 

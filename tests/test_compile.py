@@ -269,3 +269,40 @@ def test_gla_launch_threads_match_launch_bounds(expression, threads):
     """The Python mirrors of the kernels' shapes (tiled_threads, _step_rows) launch exactly the
     block size each variant was compiled for: a mismatch would leave state rows unprocessed."""
     assert _max_threads("gla.cu", expression) == threads
+
+
+def test_stream_mechanisms_kernels_compile():
+    """benchmarks/stream_mechanisms.py's rings (timing probes run on the device) compile for sm_90a:
+    its CUDA source and the instantiations its main() asks for, read from the script's text (its
+    lists of ring shapes), so a shape added there is compiled here."""
+    import ast
+    from pathlib import Path
+
+    from cupy.cuda import nvrtc
+
+    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "stream_mechanisms.py").read_text()
+    source = re.search(r'SOURCE = r"""(.*?)"""', text, re.S).group(1)
+    lists = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in ("BULK", "CP_ASYNC", "LOADS", "ITEM_BULK", "ITEM_CP_ASYNC"):
+                lists[name] = ast.literal_eval(node.value)
+    assert set(lists) == {"BULK", "CP_ASYNC", "LOADS", "ITEM_BULK", "ITEM_CP_ASYNC"}
+    names = ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in lists["BULK"]]
+             + [f"ring_cp_async<{c}, {s}>" for c, s in lists["CP_ASYNC"]]
+             + [f"region_loads<{t}>" for t in lists["LOADS"]]
+             + [f"ring_items<{c}, {s}>" for c, s in lists["ITEM_BULK"]]
+             + [f"ring_cp_async_items<{c}, {s}>" for c, s in lists["ITEM_CP_ASYNC"]])
+    prog = nvrtc.createProgram(source, "stream_mechanisms.cu", [], [])
+    try:
+        for n in names:
+            nvrtc.addNameExpression(prog, n)
+        try:
+            nvrtc.compileProgram(prog, ["-std=c++17", f"-I{_cuda.source_dir()}", "-arch=sm_90a"])
+        except nvrtc.NVRTCError as exc:
+            raise AssertionError(f"{exc}\n{nvrtc.getProgramLog(prog)}") from exc
+        for n in names:
+            assert nvrtc.getLoweredName(prog, n)
+    finally:
+        nvrtc.destroyProgram(prog)
