@@ -190,11 +190,21 @@ TMA_VARIANTS = [
 
 
 def apply(settings: dict, saved: dict):
-    """Restore the saved module settings, then set these; drop every cached plan."""
+    """Restore the saved module settings, then set these; drop every cached plan; zero the
+    persistent kernels' per-stream counters (cuattn.decode._COUNTERS). The variants with wrong
+    results ("no count", "count no wait", "no merge", ...) leave their row groups' counts standing
+    (no merging block resets them), and the next variant's launches share the stream's buffer: on
+    the 39th session's device, B 1 32/8 and D 64 read 35 and 8.8 TB/s after such variants ran on
+    the row before (launches skipping their work). Zeroed between variants, every variant starts
+    from the state a default launch leaves."""
     for name, value in {**saved, **settings}.items():
         setattr(module, name, value)
     module._PLANS.clear()
     module.plan_persistent.cache_clear()
+    cupy.cuda.Device().synchronize()  # the last variant's launches are done with the counters
+    for counters in module._COUNTERS.values():
+        counters.fill(0)
+    cupy.cuda.Device().synchronize()
 
 
 def main():
