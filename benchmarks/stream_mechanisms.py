@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
 from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
+from decode_probe import torch_cudnn  # noqa: E402  (torch SDPA's cuDNN on the same arrays, or None)
 from decode_timeline import READ_SOURCE  # noqa: E402
 
 CUDA_DIR = Path(__file__).resolve().parent.parent / "cuda"
@@ -105,11 +106,14 @@ __global__ void __launch_bounds__(160, 1) ring_bulk(const char* __restrict__ k, 
     bulk_ring<kChunk, kStages, kPiece, kHint>(k + blockIdx.x * region, v + blockIdx.x * region, region / kChunk, sink);
 }
 
-// The bulk ring on decode's items: item i = (head i / splits, split i % splits), taken from a counter
-template <int kChunk, int kStages>
-__global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k, const char* __restrict__ v,
-                                                     long long head_bytes, int splits, long long split_bytes,
-                                                     unsigned* sink, int* counter, int num_items) {
+// A block's decode item: item i = (head i / splits, split i % splits), taken from a counter (the
+// launch's last take sets it back to 0): its byte offset in K and V and its whole chunks
+struct RingItem {
+    long long off, chunks;
+};
+template <int kChunk>
+__device__ __forceinline__ RingItem take_ring_item(long long head_bytes, int splits, long long split_bytes,
+                                                   int* counter, int num_items) {
     __shared__ int s_item;
     if (threadIdx.x == 0) {
         s_item = atomicAdd(counter, 1);
@@ -118,73 +122,41 @@ __global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k,
     __syncthreads();
     const int item = s_item;
     const long long start = (long long)(item % splits) * split_bytes;
-    const long long off = (long long)(item / splits) * head_bytes + start;
-    const long long n = min(split_bytes, head_bytes - start) / kChunk;
-    bulk_ring<kChunk, kStages, kChunk, false>(k + off, v + off, n, sink);
+    return {(long long)(item / splits) * head_bytes + start, min(split_bytes, head_bytes - start) / kChunk};
 }
 
-// The same items streamed by a 16-byte cp.async ring that all 128 threads issue (cuDNN's sm80
-// decode kernel copies its K and V tiles so; 34th session's SASS): kStages - 1 chunks of K and of V
-// in flight while the block takes the oldest
+// The bulk ring on decode's items
 template <int kChunk, int kStages>
-__global__ void __launch_bounds__(128, 1) ring_cp_async_items(const char* __restrict__ k, const char* __restrict__ v,
-                                                              long long head_bytes, int splits, long long split_bytes,
-                                                              unsigned* sink, int* counter, int num_items) {
-    extern __shared__ __align__(128) unsigned char smem[];
-    __shared__ int s_item;
-    const int tid = threadIdx.x;
-    if (tid == 0) {
-        s_item = atomicAdd(counter, 1);
-        if (s_item == num_items - 1) *counter = 0;
-    }
-    __syncthreads();
-    const int item = s_item;
-    const long long start = (long long)(item % splits) * split_bytes;
-    const long long off = (long long)(item / splits) * head_bytes + start;
-    const long long n = min(split_bytes, head_bytes - start) / kChunk;
-    const char* kb = k + off;
-    const char* vb = v + off;
-    const u32 ring = smem_addr(smem);
-    auto issue = [&](long long i) {
-        const u32 d = ring + 2 * kChunk * (int)(i % kStages);
-#pragma unroll
-        for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + c, kb + i * kChunk + c, true);
-#pragma unroll
-        for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
-    };
-    for (int i = 0; i < kStages - 1; ++i) {
-        if (i < n) issue(i);
-        cp_async_commit();
-    }
-    unsigned acc = 0;
-    for (long long i = 0; i < n; ++i) {
-        cp_async_wait<kStages - 2>();
-        __syncthreads();
-        unsigned x;
-        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * (int)(i % kStages) + 4 * tid));
-        acc ^= x;
-        __syncthreads();  // every thread is done with the stage refilled next
-        if (i + kStages - 1 < n) issue(i + kStages - 1);
-        cp_async_commit();
-    }
-    if (acc == 0x9e3779b9u) sink[0] = acc;
+__global__ void __launch_bounds__(160, 1) ring_items(const char* __restrict__ k, const char* __restrict__ v,
+                                                     long long head_bytes, int splits, long long split_bytes,
+                                                     unsigned* sink, int* counter, int num_items) {
+    const RingItem it = take_ring_item<kChunk>(head_bytes, splits, split_bytes, counter, num_items);
+    bulk_ring<kChunk, kStages, kChunk, false>(k + it.off, v + it.off, it.chunks, sink);
 }
 
-template <int kChunk, int kStages>
-__global__ void __launch_bounds__(128, 1) ring_cp_async(const char* __restrict__ k, const char* __restrict__ v,
-                                                        long long region, unsigned* sink) {
+// A block's 16-byte cp.async ring over n chunks of K (kb) and of V (vb), issued by all 128 threads
+// (the sm80 kernels' way: FlashAttention-2, cuDNN's decode kernel): kStages - 1 chunks of each in
+// flight while the block takes the oldest (touching one word). kKThenV: a chunk's K pieces, then
+// its V pieces (cuDNN's order, 34th session's SASS); else K and V pieces taking turns.
+template <int kChunk, int kStages, bool kKThenV>
+__device__ __forceinline__ void cp_async_ring(const char* __restrict__ kb, const char* __restrict__ vb, long long n,
+                                              unsigned* sink) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 ring = smem_addr(smem);
     const int tid = threadIdx.x;
-    const long long n = region / kChunk;
-    const char* kb = k + blockIdx.x * region;
-    const char* vb = v + blockIdx.x * region;
     auto issue = [&](long long i) {
         const u32 d = ring + 2 * kChunk * (int)(i % kStages);
+        if (kKThenV) {
 #pragma unroll
-        for (int c = tid * 16; c < kChunk; c += 128 * 16) {
-            cp_async_16(d + c, kb + i * kChunk + c, true);
-            cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
+            for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + c, kb + i * kChunk + c, true);
+#pragma unroll
+            for (int c = tid * 16; c < kChunk; c += 128 * 16) cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
+        } else {
+#pragma unroll
+            for (int c = tid * 16; c < kChunk; c += 128 * 16) {
+                cp_async_16(d + c, kb + i * kChunk + c, true);
+                cp_async_16(d + kChunk + c, vb + i * kChunk + c, true);
+            }
         }
     };
     for (int i = 0; i < kStages - 1; ++i) {
@@ -194,14 +166,31 @@ __global__ void __launch_bounds__(128, 1) ring_cp_async(const char* __restrict__
     unsigned acc = 0;
     for (long long i = 0; i < n; ++i) {
         cp_async_wait<kStages - 2>();
-        __syncthreads();
+        __syncthreads();  // chunk i landed for every thread; every thread is done with chunk i - 1's stage
         unsigned x;
         asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x) : "r"(ring + 2 * kChunk * (int)(i % kStages) + 4 * tid));
         acc ^= x;
-        if (i + kStages - 1 < n) issue(i + kStages - 1);
+        if (i + kStages - 1 < n) issue(i + kStages - 1);  // into chunk i - 1's stage
         cp_async_commit();
     }
     if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// The same items streamed by the all-threads cp.async ring, K then V a chunk (cuDNN's sm80 decode
+// kernel copies its K and V tiles so)
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(128, 1) ring_cp_async_items(const char* __restrict__ k, const char* __restrict__ v,
+                                                              long long head_bytes, int splits, long long split_bytes,
+                                                              unsigned* sink, int* counter, int num_items) {
+    const RingItem it = take_ring_item<kChunk>(head_bytes, splits, split_bytes, counter, num_items);
+    cp_async_ring<kChunk, kStages, true>(k + it.off, v + it.off, it.chunks, sink);
+}
+
+// block b streams region b of K and of V by the all-threads cp.async ring
+template <int kChunk, int kStages>
+__global__ void __launch_bounds__(128, 1) ring_cp_async(const char* __restrict__ k, const char* __restrict__ v,
+                                                        long long region, unsigned* sink) {
+    cp_async_ring<kChunk, kStages, false>(k + blockIdx.x * region, v + blockIdx.x * region, region / kChunk, sink);
 }
 
 template <int kThreads>
@@ -297,24 +286,6 @@ def main():
     k = v = None  # the items' arrays next
     items_vs_decode(mod, rows, sink)
     (out / "stream_mechanisms.json").write_text(json.dumps(dict(meta=run_metadata(unit="TB/s"), rows=rows), indent=1))
-
-
-def torch_cudnn(q, k, v):
-    """torch SDPA's cuDNN backend on the same arrays (GQA), or None where torch or cuDNN is missing."""
-    try:
-        import torch
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-        from torch.nn.functional import scaled_dot_product_attention as sdpa
-        tq, tk, tv = (torch.from_dlpack(x) for x in (q, k, v))
-
-        def fn():
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return sdpa(tq, tk, tv, enable_gqa=True)
-        fn()
-        return fn
-    except Exception as exc:  # noqa: BLE001 (a probe: say why and go on)
-        print("torch cuDNN unavailable:", str(exc)[:120], flush=True)
-        return None
 
 
 def items_vs_decode(mod, rows, sink, rounds=3):
