@@ -53,7 +53,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   -DCUATTN_DECODE_L2_AHEAD=n; the same bits): the producer also prefetches into L2 (one
   cp.async.bulk.prefetch.L2 each of K and V) the tile n tiles ahead of the one it copies, within the
   item: more bytes on their way to an SM than its ring holds (39th session's traces: the math's cost
-  sits at the end of a call, where the SMs still streaming run at their ring's depth over latency),
+  sits at the end of a call, where the SMs still streaming run at their ring's depth over latency);
+  measured slower on every row (39th session, H100: n = 2 -1 to -8%, 4 -5 to -18%, 8 -11 to -39%),
 - "k then v" (tensor-core kernel's cp.async producer, -DCUATTN_DECODE_K_THEN_V): a whole tile's K
   rows copied, then its V rows (runs of 16 KB of one cache at D 128) instead of K and V pieces
   taking turns every 512 bytes; cuDNN's decode kernel copies 128-key tiles of K, then of V (34th
@@ -191,12 +192,13 @@ TMA_VARIANTS = [
 
 def apply(settings: dict, saved: dict):
     """Restore the saved module settings, then set these; drop every cached plan; zero the
-    persistent kernels' per-stream counters (cuattn.decode._COUNTERS). The variants with wrong
-    results ("no count", "count no wait", "no merge", ...) leave their row groups' counts standing
-    (no merging block resets them), and the next variant's launches share the stream's buffer: on
-    the 39th session's device, B 1 32/8 and D 64 read 35 and 8.8 TB/s after such variants ran on
-    the row before (launches skipping their work). Zeroed between variants, every variant starts
-    from the state a default launch leaves."""
+    persistent kernels' per-stream counters (cuattn.decode._COUNTERS). The variants that send the
+    count and never await it ("count no wait", "relaxed count no wait": wrong results) leave their
+    row groups' counts standing (no merging block resets them), and the next variant's launches
+    share the stream's buffer, where a plan with fewer row groups keeps its work counter: on the
+    39th session's device B 1 32/8 and D 64 read 35 and 8.8 TB/s after them (launches skipping
+    their work). Zeroed between variants, every variant starts from the state a default launch
+    leaves."""
     for name, value in {**saved, **settings}.items():
         setattr(module, name, value)
     module._PLANS.clear()
