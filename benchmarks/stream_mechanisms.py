@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cupy  # noqa: E402
 from common import out_dir, results_parser, run_metadata, time_calls  # noqa: E402
+from decode import with_settings  # noqa: E402
 from decode_probe import torch_cudnn  # noqa: E402  (torch SDPA's cuDNN on the same arrays, or None)
 from decode_timeline import READ_SOURCE  # noqa: E402
 
@@ -231,16 +232,22 @@ ITEM_BULK = [(8192, 4), (16384, 2), (16384, 3), (16384, 4), (32768, 2), (32768, 
 ITEM_CP_ASYNC = [(16384, 3), (32768, 2), (32768, 3)]
 
 
+def kernel_names():
+    """The template instantiations of SOURCE that main() compiles (tests/test_compile.py compiles the
+    same for sm_90a)."""
+    return ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in BULK]
+            + [f"ring_cp_async<{c}, {s}>" for c, s in CP_ASYNC] + [f"region_loads<{t}>" for t in LOADS]
+            + [f"ring_items<{c}, {s}>" for c, s in ITEM_BULK]
+            + [f"ring_cp_async_items<{c}, {s}>" for c, s in ITEM_CP_ASYNC])
+
+
 def main():
     parser = results_parser(__doc__)
     parser.add_argument("--items-only", action="store_true",
                         help="only the rings on decode's items beside cuattn.decode and cuDNN (not the synthetic regions)")
     args = parser.parse_args()
     out = out_dir(args)
-    names = ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in BULK]
-             + [f"ring_cp_async<{c}, {s}>" for c, s in CP_ASYNC] + [f"region_loads<{t}>" for t in LOADS]
-             + [f"ring_items<{c}, {s}>" for c, s in ITEM_BULK]
-             + [f"ring_cp_async_items<{c}, {s}>" for c, s in ITEM_CP_ASYNC])
+    names = kernel_names()
     mod = cupy.RawModule(code=SOURCE, options=("-std=c++17", f"-I{CUDA_DIR}", "-arch=sm_90a"),
                          name_expressions=names)
     sink = cupy.zeros(1, cupy.uint32)
@@ -316,16 +323,9 @@ def items_vs_decode(mod, rows, sink, rounds=3):
                 read_bytes[label] = 2 * c * b * hkv * sum(min(split_bytes, head_bytes - i * split_bytes) // c
                                                           for i in range(splits))
 
-        def decode_with(options):
-            def call():
-                decode_module.TMA_OPTIONS = options  # (part of the launch plans' key: no stale plan)
-                try:
-                    return cuattn.decode(q, k, v, alibi_slopes="default")
-                finally:
-                    decode_module.TMA_OPTIONS = saved
-            return call
-        fns["decode"] = decode_with(saved)
-        fns["decode, no math"] = decode_with(saved + ("-DCUATTN_DECODE_SKIP_MATH",))
+        fns["decode"] = lambda: cuattn.decode(q, k, v, alibi_slopes="default")
+        # (TMA_OPTIONS is part of the launch plans' key: no stale plan)
+        fns["decode, no math"] = with_settings(fns["decode"], TMA_OPTIONS=saved + ("-DCUATTN_DECODE_SKIP_MATH",))
         cudnn = torch_cudnn(q, k, v)
         if cudnn is not None:
             fns["torch cuDNN"] = cudnn

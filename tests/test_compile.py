@@ -184,26 +184,33 @@ def test_decode_pdl_compiles():
         assert ("griddepcontrol.launch_dependents" in ptx) == launch, options
 
 
-def _probe_builds():
-    """The compile options of benchmarks/decode_stream_probe.py's variants beyond the module's own
-    (each distinct tuple once, in the probe's order), and decode_probe.py --trace's: read from the
-    probe itself, so a variant added there is compiled here. The probe's imports (benchmarks/ on
-    sys.path: common.py, decode.py) are undone after it is read."""
+def _benchmark_module(filename):
+    """A script of benchmarks/ imported as a module; its imports (benchmarks/ on sys.path: common.py,
+    decode.py, ...) are undone after it is read."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_stream_probe.py"
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / filename
     saved_path, saved_modules = list(sys.path), set(sys.modules)
     try:
-        spec = importlib.util.spec_from_file_location("_decode_stream_probe", path)
-        probe = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(probe)
-        variants = probe.TMA_VARIANTS + probe.MMA_VARIANTS
-        base = len(probe.module.TMA_OPTIONS)
+        spec = importlib.util.spec_from_file_location("_" + path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
     finally:
         sys.path[:] = saved_path
         for name in set(sys.modules) - saved_modules:
             if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(path.parent)):
                 del sys.modules[name]
+
+
+def _probe_builds():
+    """The compile options of benchmarks/decode_stream_probe.py's variants beyond the module's own
+    (each distinct tuple once, in the probe's order), and decode_probe.py --trace's: read from the
+    probe itself, so a variant added there is compiled here. The probe's imports (benchmarks/ on
+    sys.path: common.py, decode.py) are undone after it is read."""
+    probe = _benchmark_module("decode_stream_probe.py")
+    variants = probe.TMA_VARIANTS + probe.MMA_VARIANTS
+    base = len(probe.module.TMA_OPTIONS)
     builds = [tuple(settings["TMA_OPTIONS"][base:]) for _, settings in variants if "TMA_OPTIONS" in settings]
     return list(dict.fromkeys(builds + [("-DCUATTN_DECODE_TRACE",)]))
 
@@ -273,28 +280,14 @@ def test_gla_launch_threads_match_launch_bounds(expression, threads):
 
 def test_stream_mechanisms_kernels_compile():
     """benchmarks/stream_mechanisms.py's rings (timing probes run on the device) compile for sm_90a:
-    its CUDA source and the instantiations its main() asks for, read from the script's text (its
-    lists of ring shapes), so a shape added there is compiled here."""
-    import ast
-    from pathlib import Path
-
+    its CUDA source and the instantiations its main() asks for (its kernel_names()), so a shape
+    added there is compiled here."""
     from cupy.cuda import nvrtc
 
-    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "stream_mechanisms.py").read_text()
-    source = re.search(r'SOURCE = r"""(.*?)"""', text, re.S).group(1)
-    lists = {}
-    for node in ast.parse(text).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            name = node.targets[0].id
-            if name in ("BULK", "CP_ASYNC", "LOADS", "ITEM_BULK", "ITEM_CP_ASYNC"):
-                lists[name] = ast.literal_eval(node.value)
-    assert set(lists) == {"BULK", "CP_ASYNC", "LOADS", "ITEM_BULK", "ITEM_CP_ASYNC"}
-    names = ([f"ring_bulk<{c}, {s}, {p}, {'true' if h else 'false'}>" for c, s, p, h in lists["BULK"]]
-             + [f"ring_cp_async<{c}, {s}>" for c, s in lists["CP_ASYNC"]]
-             + [f"region_loads<{t}>" for t in lists["LOADS"]]
-             + [f"ring_items<{c}, {s}>" for c, s in lists["ITEM_BULK"]]
-             + [f"ring_cp_async_items<{c}, {s}>" for c, s in lists["ITEM_CP_ASYNC"]])
-    prog = nvrtc.createProgram(source, "stream_mechanisms.cu", [], [])
+    script = _benchmark_module("stream_mechanisms.py")
+    names = script.kernel_names()
+    assert any(n.startswith("ring_cp_async_items<") for n in names)
+    prog = nvrtc.createProgram(script.SOURCE, "stream_mechanisms.cu", [], [])
     try:
         for n in names:
             nvrtc.addNameExpression(prog, n)
