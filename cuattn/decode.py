@@ -801,8 +801,9 @@ _COUNTERS: dict = {}
 def _split_counters(device_id: int, stream_ptr: int, n: int):
     """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): per row
     group a 64-bit count of its partials (thieves << 48 | owners << 32 | keys) and the number of
-    thieves' partials listed so far, then the work counter, the pool's count and the blocks out (decode.cu, Work). Each
-    launch leaves them zero again (the merging block resets its group's counts, the launch's last
+    thieves' partials listed so far, then the work counter, the pool's count and the blocks out, then
+    per row group and split a flag (the split's partial is written: tickets; decode.cu, Work). Each
+    launch leaves them zero again (the merging block resets its group's counts and flags, the launch's last
     take the work counter, the last block out the pool's), and launches on one stream run in
     order, so the buffer needs no memset per call. A plan keeps the buffer it got."""
     buf = _COUNTERS.get((device_id, stream_ptr))
@@ -1124,8 +1125,8 @@ class _DecodePlan:
         self.span = span  # (tests: even pieces in use)
         # a captured call's counters are its own (held by its graph_memory; each launch leaves
         # them zero, as the per-stream ones): its graph may replay on any stream
-        counters = (_filled_now(device_id, 3 * groups + 3, 0) if self.captured
-                    else _split_counters(device_id, stream_ptr, 3 * groups + 3))
+        n = 3 * groups + 3 + groups * splits  # (decode.cu, Work: counts, counters, the tickets' flags)
+        counters = _filled_now(device_id, n, 0) if self.captured else _split_counters(device_id, stream_ptr, n)
         grain, pool_cap, window = steal_plan(chunk, padded, q.dtype.itemsize, items, blocks)  # (pieces: STEAL off)
         self.steal = _steal_state(device_id, stream_ptr)
         words, lists, pool = self.steal.buffers(device_id, items, groups * pool_cap, pool_cap * rows * (d + 1))

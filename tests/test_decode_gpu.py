@@ -716,6 +716,51 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
+LATE_COUNT = ("-DCUATTN_DECODE_LATE_COUNT",)  # decode.cu: the count as before the 40th session's tickets
+
+
+@pytest.mark.parametrize("b, hq, hkv, sq, length, d, page", [
+    (1, 32, 8, 1, 33001, 128, 0),    # every item a split, one block per SM, every merge at the end
+    (1, 32, 32, 1, 33001, 128, 0),   # one query row: the bulk-copy kernel's splits
+    (24, 32, 8, 1, 4096, 128, 0),    # many items a block: even pieces' end fragments merged mid-call
+    (3, 8, 8, 3, 5000, 64, 0),       # D 64, several query tokens
+    (2, 16, 4, 1, 8192, 128, 256),   # paged
+    (4, 8, 2, 1, 300, 128, 16)])     # short rows, empty splits (end records without tiles)
+def test_gpu_tickets_same_bits_as_late_count(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page):
+    """The row groups' merges found by tickets (decode.cu, Work: the default since the 40th session)
+    against the count as before (-DCUATTN_DECODE_LATE_COUNT): the same partials merged in the same
+    order, so the same bits; each on the float64 reference, with ragged and zero lengths, three
+    calls in a row on one stream (the flags and counts set back to 0 by each launch: a stale flag
+    would let a merge read a partial before it is written), and the counters zero afterwards."""
+    if split_kernel == "regs":
+        pytest.skip("the register kernel is not persistent")
+    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 2:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    if page:
+        k, v, kw["block_table"] = to_paged(rng, k, v, page)
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    default = DECODE_MODULE.TMA_OPTIONS
+    out = {}
+    for options in (default, default + LATE_COUNT):
+        monkeypatch.setattr(DECODE_MODULE, "TMA_OPTIONS", options)
+        runs = [run(cp, q, k, v, **kw) for _ in range(3)]
+        for o, lse in runs:
+            compare(o, lse, *ref, q.dtype)
+            np.testing.assert_array_equal(o, runs[0][0])
+            np.testing.assert_array_equal(lse, runs[0][1])
+        out[options] = runs[0]
+        assert_counters_zero(cp)
+    plan = last_persistent_plan()
+    assert "-DCUATTN_DECODE_LATE_COUNT" in plan.options
+    np.testing.assert_array_equal(out[default][0], out[default + LATE_COUNT][0])
+    np.testing.assert_array_equal(out[default][1], out[default + LATE_COUNT][1])
+
+
 # test_gpu_programmatic_launch's plans (b, hq, hkv, length, d, page) and queued calls (b, hq, hkv,
 # length, d); tests/pdl_steps.py runs the same steps one at a time. (1, 16, 16, 32768, 128): 8 splits
 # of 4096 keys, 128 items, one block per SM (plan_persistent)
