@@ -36,7 +36,7 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   count"; "relaxed count no wait": a relaxed reduction (what the release costs),
 - "late count" (-DCUATTN_DECODE_LATE_COUNT): split row groups merged by the block that completes
   their count after writing its partial, as before the 40th session (since: tickets taken by the
-  producers as they publish an item's last tile; decode.cu, Work). The count probes below ("no
+  consumers as their key loop ends, answered while they write the partial; decode.cu, Work). The count probes below ("no
   count", "count no wait", "no merge", "sc fences", "relaxed count", "no row ends") act on that
   count, so they compare with "late count", not with the default,
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,

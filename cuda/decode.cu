@@ -110,10 +110,12 @@
     {                                                    \
         if (keys == 0) DECODE_TRACE(n, 1, global_ns());  \
         keys += min(kTile, key1 - t0);                   \
-        if (code & 1) code = owner_end(code, s_hdr + 8 * stage); \
         mbar_arrive(s_empty + 8 * stage);                \
         ++it;                                            \
-        if (code < 0) break;                             \
+        if (code & 1) {                                  \
+            code = owner_end(code);                      \
+            break;                                       \
+        }                                                \
         continue;                                        \
     }
 #else
@@ -757,18 +759,17 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // key of the row counted (done: thieves' partials << 48 | owners' << 32 | keys, per row group;
 // one atomic tells the last block how many partials there are).
 // How a row group's partials find the block that merges them. Without stealing (the default),
-// by tickets: an owner's producer takes its row group's ticket (a relaxed atomic on done, in
-// owners: ticket_count) as it publishes the item's last stage, kStages tiles before its consumers get there, and
-// tells them in that stage's header (kMergerBit on the item) whether it took the last one. The
-// others' consumers write their partial and set the split's flag (release); the last ticket's
-// producer waits for every other owner's flag (acquire), sets flags and count back to 0 for the
-// next launch, and publishes one more header-only stage (kMergeReady), after which its consumers
-// merge. So the merging block's consumers find the other partials written when they get there
-// (the block that streamed its last tile last is, most often, the one whose consumers finish
-// last), and no consumer waits for an atomic's answer: the count's round trip leaves the end of a
-// call. With stealing, and in the count probes (-DCUATTN_DECODE_LATE_COUNT: the count as before
-// the 40th session; SKIP_END, SKIP_COUNT, COUNT_NO_WAIT, SKIP_MERGE, SC_FENCE, RELAXED_COUNT), the
-// block that completes the row group's count merges (count_partial).
+// by tickets: the consumers of an owner take their row group's ticket (thread 0: a relaxed atomic
+// on ticket_count) as soon as their key loop ends, and its answer comes back while they merge
+// their warps and write the partial (DecodeState::finish; 1.4-1.9 us on an H100). The others set
+// their split's flag (a release store) once their partial is written; the block with the last
+// ticket (the last key loop to end) waits for every other owner's flag (acquire loads), sets
+// flags and count back to 0 for the next launch and merges. So no block waits for an atomic's
+// answer after its partial is written, and the merging block is the one whose stream ended last
+// (the others' partials are mostly written by then). With stealing, and in the count probes
+// (-DCUATTN_DECODE_LATE_COUNT: the count as before the 40th session; SKIP_END, SKIP_COUNT,
+// COUNT_NO_WAIT, SKIP_MERGE, SC_FENCE, RELAXED_COUNT), the block that completes the row group's
+// count after writing its partial merges (count_partial).
 #if defined(CUATTN_DECODE_LATE_COUNT) || defined(CUATTN_DECODE_SKIP_END) || defined(CUATTN_DECODE_SKIP_COUNT) ||  \
     defined(CUATTN_DECODE_COUNT_NO_WAIT) || defined(CUATTN_DECODE_SKIP_MERGE) || defined(CUATTN_DECODE_SC_FENCE) || \
     defined(CUATTN_DECODE_RELAXED_COUNT)
@@ -776,7 +777,6 @@ constexpr bool kDecodeTickets = false;
 #else
 constexpr bool kDecodeTickets = true;
 #endif
-constexpr int kMergerBit = 1 << 30;  // on a header's item: this block's producer took the last ticket
 struct Work {
     const int* __restrict__ seqlens;
     int num_items, num_splits, ys, row_chunks, chunk, grain, nrg;
@@ -905,19 +905,13 @@ __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long
     return old;
 #endif
 }
-// Tickets (see Work): lane 0 of a producer takes one by a relaxed atomic; an owner's consumers set
-// its split's flag by a release store (thread 0, after a barrier behind every thread's partial
-// writes); the last ticket's producer lanes read the flags by acquire loads.
-__device__ __forceinline__ int atom_add_relaxed_gpu(int* p, int x) {
+// Tickets (see Work): thread 0 of a block's consumers takes one by a relaxed atomic; the others'
+// thread 0 sets their split's flag by a release store (after a barrier behind every thread's
+// partial writes); the last ticket's warp 0 reads the flags by acquire loads.
+__device__ __forceinline__ int take_ticket(const Work& w, int rg) {
     int old;
-    asm volatile("atom.relaxed.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(x) : "memory");
+    asm volatile("atom.relaxed.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(old) : "l"(w.ticket_count(rg)) : "memory");
     return old;
-}
-// x, once everything before this in program order has run (so the use of an atomic's answer stays
-// behind a wait that comes first: no ALU instruction on it is hoisted above that wait)
-__device__ __forceinline__ int pinned(int x) {
-    asm volatile("mov.b32 %0, %0;\n" : "+r"(x)::"memory");
-    return x;
 }
 __device__ __forceinline__ int ld_acquire_gpu_s32(const int* p) {
     int x;
@@ -944,16 +938,8 @@ __device__ __forceinline__ bool count_complete(unsigned long long done, int owne
 // cuattn.decode.PERSISTENT_MAX_KEYS.)
 constexpr int kOwnerEnd = -1, kOwnerEndStolen = -2;
 constexpr int kOwnerLone = -0x7fffffff - 1;  // (thieves' codes stay above: list indices < 2^15)
-// after the last stage of an item whose header carries kMergerBit: every other owner's partial of
-// its row group is written (tickets; consumed by ticketed_partial, never read by the tile loops)
-constexpr int kMergeReady = kOwnerLone + 1;
-// the end of an owner's partial whose producer took its row group's last ticket (the consumers merge)
-constexpr int kOwnerEndMerger = kOwnerLone + 2;
-// A tile's code that ends the owner's partial (code & 1) -> the end record it stands for (the tile's
-// header at shared address hdr: kMergerBit on its item)
-__device__ __forceinline__ int owner_end(int code, u32 hdr) {
-    return code & 2 ? kOwnerLone : ld_shared_s32(hdr) & kMergerBit ? kOwnerEndMerger : kOwnerEnd;
-}
+// A tile's code that ends the owner's partial (code & 1) -> the end record it stands for
+__device__ __forceinline__ int owner_end(int code) { return code & 2 ? kOwnerLone : kOwnerEnd; }
 // The rows' only partial: an unstolen owner's partial of a row group that has one split (written
 // straight into the output, uncounted)
 __device__ __forceinline__ bool lone_partial(const Work& w, int rg) {
@@ -973,60 +959,27 @@ template <int kTile, int kStages, typename Copy>
 __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty, u32 s_hdr, int lane, Copy copy) {
     constexpr unsigned kAll = 0xffffffffu;
     int it = 0;
-    int ticket = 0;  // (lane 0) the row group's count of owners before this block's ticket
-    // the next ring stage, free, with its header; owners > 0: the item's last stage, its ticket
-    // sent (take_ticket) before the wait for the stage: kMergerBit where it was the last
-    auto next_stage = [&](int item, int code, int owners = 0) {
+    auto next_stage = [&](int item, int code) {  // the next ring stage, free, with its header
         const int stage = it % kStages;
         if (it >= kStages) mbar_wait(s_empty + 8 * stage, ((it / kStages) - 1) & 1);
         if (lane == 0) {
-            if (owners > 0) {
-                ticket = pinned(ticket);
-                if (ticket == owners - 1) {
-                    item |= kMergerBit;
-                    if (code == kOwnerEnd) code = kOwnerEndMerger;  // (an item without keys: its end record)
-                }
-            }
             st_shared_s32(s_hdr + 8 * stage, item);
             st_shared_s32(s_hdr + 8 * stage + 4, code);
         }
         ++it;
         return stage;
     };
-    auto take_ticket = [&](const ItemRange& r) {
-        if (lane == 0) ticket = atom_add_relaxed_gpu(w.ticket_count(r.b * w.ys + r.y), 1);
-    };
-    auto mark = [&](int item, int code, const ItemRange* r = nullptr, int owners = 0) {  // a header-only stage
-        if (owners > 0) take_ticket(*r);
-        const int stage = next_stage(item, code, owners);
+    auto mark = [&](int item, int code) {  // a header-only stage
+        const int stage = next_stage(item, code);
         if (lane == 0) mbar_arrive(s_full + 8 * stage);
     };
-    // the tiles of grain g; closes: its last tile ends the owner's partial (code & 1; lone: & 2 too);
-    // owners > 0: that tile takes the row group's ticket
-    auto stream_grain = [&](int item, const ItemRange& r, int g, bool closes, bool lone, int owners = 0) {
+    // the tiles of grain g; closes: its last tile ends the owner's partial (code & 1; lone: & 2 too)
+    auto stream_grain = [&](int item, const ItemRange& r, int g, bool closes, bool lone) {
         const int k0 = r.key0 + g * w.grain, k1 = min(r.key1, k0 + w.grain);
         for (int t0 = k0; t0 < k1; t0 += kTile) {
-            const bool last = closes && t0 + kTile >= k1;
-            if (last && owners > 0) take_ticket(r);
-            const int stage = next_stage(item, (t0 << 2) | (last ? (lone ? 3 : 1) : 0), last ? owners : 0);
+            const int stage = next_stage(item, (t0 << 2) | (closes && t0 + kTile >= k1 ? (lone ? 3 : 1) : 0));
             copy(stage, r.b, r.y / w.row_chunks, t0, k1);
         }
-    };
-    // the last ticket's producer: every other owner's partial of row group rg written (their flags,
-    // set back to 0 here, as is the count), then the record that lets the consumers merge
-    auto await_partials = [&](int item, const ItemRange& r, int owners) {
-        const int rg = r.b * w.ys + r.y;
-        int* flags = w.flags() + (i64)rg * w.num_splits;
-        for (int s = lane; s < owners; s += 32) {
-            if (s == r.split) continue;
-            while (ld_acquire_gpu_s32(flags + s) == 0) {
-            }
-            flags[s] = 0;
-        }
-        if (lane == 0) w.done()[rg] = 0;
-        __syncwarp();
-        if (lane == 0) asm volatile("fence.acq_rel.gpu;\n" ::: "memory");  // (the flags' acquires: theirs too)
-        mark(item, kMergeReady);
     };
 
     // the owner's items: one per take, or with even pieces (w.span) the piece's splits
@@ -1034,7 +987,6 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
         const ItemRange r = item_range(w, item);
         const bool shared = w.stealing() && r.grains > 1;
         const bool lone = !shared && lone_partial(w, r.b * w.ys + r.y);
-        const int owners = w.tickets() && !lone ? split_parts(w, r.b * w.ys + r.y) : 0;  // 0: no ticket
         bool stolen = false;
         unsigned long long* word = w.words + item;
         // started (thieves wait for every item of their window to be), grain 0 the owner's
@@ -1044,7 +996,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 const bool ask = shared && (w.owner_grains == 0 || claimed < w.owner_grains);
                 unsigned long long got = 0;
                 if (ask && lane == 0) got = atomicAdd(word, 1ull);  // the next grain, asked while this one streams
-                stream_grain(item, r, g, !shared, lone, owners);  // an item nobody steals from: one grain, no end record
+                stream_grain(item, r, g, !shared, lone);  // an item nobody steals from: one grain, no end record
                 g = -1;
                 if (ask) {
                     got = __shfl_sync(kAll, got, 0);
@@ -1060,9 +1012,7 @@ __device__ __forceinline__ void walk_work(const Work w, u32 s_full, u32 s_empty,
                 }
             }
         }
-        if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : lone ? kOwnerLone : kOwnerEnd, &r, owners);
-        if (owners > 0 && __shfl_sync(kAll, lane == 0 && ticket == owners - 1, 0))
-            await_partials(item, r, owners);
+        if (shared || r.grains == 0) mark(item, stolen ? kOwnerEndStolen : lone ? kOwnerLone : kOwnerEnd);
     };
     int taken = 0, failed = 0;
     if (lane == 0) taken = first_take(w.work(), w.num_items, w.bad, w.generation, failed);
@@ -1268,23 +1218,33 @@ __device__ __forceinline__ int count_partial(const Work w, PartialSet& ps, float
     return parts;
 }
 
-// After a consumer block wrote an owner's partial of row group rg, counted by tickets (Work):
-// merger (the item's last header carried kMergerBit) waits for its producer's kMergeReady stage
-// (ring position it) and returns the number of partials to merge (the row group's split_parts);
-// the others set the split's flag for the merging block's producer and return 0. The 128 consumer
-// threads call it together.
-__device__ __forceinline__ int ticketed_partial(const Work w, bool merger, int& it, int stages, u32 s_full,
-                                                u32 s_empty, int rg, int split, int tid) {
-    named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0)
+// After a consumer block wrote an owner's partial of row group rg (split `split`), counted by
+// tickets (Work; ticket: thread 0's, taken when the key loop ended): returns the number of
+// partials to merge, the row group's split_parts where the ticket was the last (every other
+// owner's flag seen, then set back to 0, as is the count), else 0 (this split's flag set).
+// s_merge: shared memory for one int, free on entry and on exit. The 128 consumer threads call it
+// together.
+__device__ __forceinline__ int ticketed_partial(const Work w, int ticket, int rg, int split, float* s_merge,
+                                                int tid) {
+    const int owners = split_parts(w, rg);
+    int* s_flag = reinterpret_cast<int*>(s_merge);
+    if (tid == 0) s_flag[0] = ticket == owners - 1;
+    named_barrier(1, 128);  // the block's partial is written (and, with it, seen by thread 0); the flag
+    const int merger = s_flag[0];
+    int* flags = w.flags() + (i64)rg * w.num_splits;
     if (!merger) {
-        if (tid == 0) st_release_gpu_s32(w.flags() + (i64)rg * w.num_splits + split, 1);
-        return 0;
+        if (tid == 0) st_release_gpu_s32(flags + split, 1);
+    } else if (tid < 32) {
+        for (int s = tid; s < owners; s += 32) {
+            if (s == split) continue;
+            while (ld_acquire_gpu_s32(flags + s) == 0) {
+            }
+            flags[s] = 0;
+        }
+        if (tid == 0) w.done()[rg] = 0;
     }
-    const int stage = it % stages;  // kMergeReady: the producer saw every other owner's flag
-    mbar_wait(s_full + 8 * stage, (it / stages) & 1);
-    mbar_arrive(s_empty + 8 * stage);
-    ++it;
-    return split_parts(w, rg);
+    named_barrier(1, 128);  // the flag read (s_merge free); the merge after warp 0's acquires
+    return merger ? owners : 0;
 }
 
 struct ConsumerSync {
@@ -1394,7 +1354,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
     for (int it = 0, n = 0;; ++n) {
         mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
-        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages)) & ~kMergerBit;
+        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int len = seqlens[b];
@@ -1439,19 +1399,23 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                              : make_uint4(0, 0, 0, 0);
             }, t0, slot, key1);
             keys += min(kTile, key1 - t0);
-            if (code & 1) code = owner_end(code, s_hdr + 8 * stage);  // the owner's last tile (header read while held)
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
-            if (code < 0) break;
+            if (code & 1) {  // the owner's last tile
+                code = owner_end(code);
+                break;
+            }
         }
         DECODE_TRACE(n, 2, global_ns());
+        // tickets: the row group's ticket sent now, its answer read after the finish (Work)
+        int ticket = 0;
+        if (DECODE_WORK.tickets() && code != kOwnerLone && tid == 0) ticket = take_ticket(DECODE_WORK, item / num_splits);
 #ifndef CUATTN_DECODE_SKIP_END
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
             const int kv_head = y2 / row_chunks, row0 = (y2 % row_chunks) * kRows;
             const int rows_here = min(kRows, num_rows - row0);
-            const bool lone = code == kOwnerLone, merger = code == kOwnerEndMerger;
-            const bool owner = lone || merger || code >= kOwnerEndStolen;
+            const bool lone = code == kOwnerLone, owner = lone || code >= kOwnerEndStolen;
             const int ref = owner ? 0 : -3 - code;
             const i64 group_row = ((i64)b2 * num_kv_heads + kv_head) * num_rows + row0;
             const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
@@ -1479,8 +1443,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             // the block that completes these rows merges them (no second launch)
             PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
             const int parts = DECODE_WORK.tickets()
-                                  ? ticketed_partial(DECODE_WORK, merger, it, kStages, s_full, s_empty, b2 * ys + y2,
-                                                     split2, tid)
+                                  ? ticketed_partial(DECODE_WORK, ticket, b2 * ys + y2, split2, s_merge, tid)
                                   : count_partial(DECODE_WORK, ps, s_merge, owner, code == kOwnerEnd, keys, seqlens[b2],
                                                   b2 * ys + y2, ref & 0xffff, ref >> 16, tid);
             if (parts)
@@ -1558,8 +1521,10 @@ __device__ __forceinline__ u32 swizzle_at(u32 base, int col) {  // col: a multip
 // per 64-column box of K and of V at (column, key, kv head, batch row) of a contiguous cache or
 // (column, key in page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits
 // and grains are whole CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
+// Not inlined (since the 40th session): inline, the tensor-copy kernels at D 128 spilled 8 bytes once
+// the consumers held their row group's ticket through the warps' merge (tickets, Work).
 template <bool kPaged, int kTile, int kTileBytes, int kBoxes, int kStages>
-__device__ __forceinline__ void produce_tiles_tensor(const Work w, const unsigned char* tmaps,
+__device__ __noinline__ void produce_tiles_tensor(const Work w, const unsigned char* tmaps,
                                                      const int* __restrict__ block_table, i64 bt_stride,
                                                      int page_size, u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr,
                                                      int lane) {
@@ -1843,7 +1808,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     // a partial is the tiles of one item up to its end record (walk_work's headers)
     for (int it = 0, n = 0;; ++n) {
         mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
-        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages)) & ~kMergerBit;
+        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
@@ -2004,18 +1969,20 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             if (tail) fence_proxy_async_shared();  // the zeros before the copy engine's next writes
             keys += min(kTile, key1 - t0);
-            if (code & 1) code = owner_end(code, s_hdr + 8 * stage);  // the owner's last tile (header read while held)
             mbar_arrive(s_empty + 8 * stage);  // every consumer thread: its reads of the stage are done
             ++it;
-            if (code < 0) break;
+            if (code & 1) {  // the owner's last tile
+                code = owner_end(code);
+                break;
+            }
         }
-        const bool lone = code == kOwnerLone, merger = code == kOwnerEndMerger;
-        const bool owner = lone || merger || code >= kOwnerEndStolen;
+        const bool lone = code == kOwnerLone, owner = lone || code >= kOwnerEndStolen;
         const int ref = owner ? 0 : -3 - code;
-        const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
-        const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
 
         DECODE_TRACE(n, 2, global_ns());
+        // tickets: the row group's ticket sent now, its answer read after the warps' merge (Work)
+        int ticket = 0;
+        if (DECODE_WORK.tickets() && !lone && tid == 0) ticket = take_ticket(DECODE_WORK, b * ys + y);
         if constexpr (kPackLo) {  // rows g + 8 held the P_lo sums of rows g
 #pragma unroll
             for (int dt = 0; dt < kDTiles; ++dt) {
@@ -2068,6 +2035,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // the rows' only partial (an unstolen owner's, one split) straight into the output (rows
         // base + r, consecutive: decode_split_tma's RowsOut); else the owner's partial in its
         // split's rows, a thief's in its pool slot
+        const i64 group_row = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+        const float* pool_lse = pool + (i64)pool_cap * kRows * head_dim;
         float* out_o = owner ? o_part : pool;
         float* out_lse = lone ? lse : owner ? lse_part : const_cast<float*>(pool_lse);
         const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
@@ -2101,7 +2070,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         DECODE_TRACE(n, 3, global_ns());
         PartialSet ps{o_part, lse_part, group_row, split_stride, num_splits, pool, pool_lse, nullptr, kRows};
         const int parts = DECODE_WORK.tickets()
-                              ? ticketed_partial(DECODE_WORK, merger, it, kStages, s_full, s_empty, b * ys + y, split, tid)
+                              ? ticketed_partial(DECODE_WORK, ticket, b * ys + y, split, s_merge, tid)
                               : count_partial(DECODE_WORK, ps, s_merge, owner, code == kOwnerEnd, keys, len, b * ys + y,
                                               ref & 0xffff, ref >> 16, tid);
         if (parts)

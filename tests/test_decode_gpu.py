@@ -725,10 +725,10 @@ LATE_COUNT = ("-DCUATTN_DECODE_LATE_COUNT",)  # decode.cu: the count as before t
     (24, 32, 8, 1, 4096, 128, 0),    # many items a block: even pieces' end fragments merged mid-call
     (3, 8, 8, 3, 5000, 64, 0),       # D 64, several query tokens
     (2, 16, 4, 1, 8192, 128, 256),   # paged
-    (4, 8, 2, 1, 300, 128, 16)])     # short rows, empty splits (end records without tiles)
+    (4, 8, 2, 1, 304, 128, 16)])     # short rows, empty splits (end records without tiles)
 def test_gpu_tickets_same_bits_as_late_count(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page):
     """The row groups' merges found by tickets (decode.cu, Work: the default since the 40th session)
-    against the count as before (-DCUATTN_DECODE_LATE_COUNT): the same partials merged in the same
+    against the count after the partial as before (-DCUATTN_DECODE_LATE_COUNT): the same partials merged in the same
     order, so the same bits; each on the float64 reference, with ragged and zero lengths, three
     calls in a row on one stream (the flags and counts set back to 0 by each launch: a stale flag
     would let a merge read a partial before it is written), and the counters zero afterwards."""
