@@ -124,16 +124,18 @@ def trace_call(call, extra_options=()):
         buf.fill(0)  # the last call's stamps only (blocks take different numbers of items per call)
         call()
         cupy.cuda.Device().synchronize()
-        return buf.get().astype(np.int64)[:, :, :7], expr
+        return buf.get().astype(np.int64), expr
     finally:
         module.TMA_OPTIONS, module.get_kernel = saved_options, real_get
 
 
-def summarize(name, trace, expr, nbytes):
+def summarize(name, trace, expr, nbytes, finish=False):
     used = trace[:, :, 0] > 0
     t0 = trace[:, :, 0][used].min()
     st = np.where(used[..., None], trace - t0, 0)
     st[..., 5] = trace[..., 5]
+    if not finish:
+        st[..., 7] = trace[..., 7]  # the item
     st[..., 6] = np.where(trace[..., 6] > 0, st[..., 6], st[..., 2])  # slot 6: mma only
     items = st[used]  # (n, 6) in ns from the first start
     blocks = np.nonzero(used.any(axis=1))[0]
@@ -152,6 +154,11 @@ def summarize(name, trace, expr, nbytes):
     # every item: block, SM, stamps 0-4 and 6 (us from the first start), for offline looks
     rec["raw"] = [[int(b), int(st[b, n, 5])] + [round(float(st[b, n, j]) * us, 3) for j in (0, 1, 2, 3, 4, 6)]
                   for b, n in zip(*np.nonzero(used))]
+    if finish:  # slot 7: the warps' serial merge done (-DCUATTN_DECODE_TRACE_FINISH), appended to raw
+        for row, (b, n) in zip(rec["raw"], zip(*np.nonzero(used))):
+            row.append(round(float(st[b, n, 7]) * us, 3))
+        rec["warp_merge_us"] = q(items[:, 7] - items[:, 6])
+        rec["partial_store_us"] = q(items[:, 3] - items[:, 7])
     sm_of = st[:, 0, 5]
     per_sm = {}
     for b in blocks:
@@ -164,7 +171,8 @@ def summarize(name, trace, expr, nbytes):
     print(f"{name}: {expr}\n  span {rec['span_us']:.1f} us ({rec['tbs_in_span']:.2f} TB/s) blocks {len(blocks)} "
           f"items {rec['items']}; percentiles 0/10/50/90/100 in us:\n"
           + "".join(f"    {k:22s} {rec[k]}\n" for k in ("start_skew_us", "first_tile_us", "stream_us",
-                                                         "warps_done_us", "write_partial_us", "merge_check_us", "block_end_us"))
+                                                         "warps_done_us", "write_partial_us", "merge_check_us", "block_end_us",
+                                                         *(("warp_merge_us", "partial_store_us") if finish else ())))
           + f"    stream time per block by blocks on its SM: n -> [SMs, mean, min, max] {rec['stream_us_by_blocks_per_sm']}\n"
           + f"    tail after the median block {rec['tail_after_median_block_us']:.1f} us; slowest {rec['slowest_blocks']}",
           flush=True)
@@ -178,6 +186,7 @@ def trace_main(out, only=""):
     no_math = ("-DCUATTN_DECODE_SKIP_MATH",)
     ahead = ("-DCUATTN_DECODE_L2_AHEAD=4",)
     late = ("-DCUATTN_DECODE_LATE_COUNT",)  # the count after the partial (before the 40th session)
+    finish = ("-DCUATTN_DECODE_TRACE_FINISH",)  # slot 7: the warps' merge done
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
         ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None, {}),
@@ -208,6 +217,10 @@ def trace_main(out, only=""):
         ("B4 32/4 L32768 D64 mma l2 ahead 4", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": ahead}),
         ("B16 32/8 L33001 mma l2 ahead 4", 16, 32, 8, 33001, "mma", None, {"_options": ahead}),
         ("B8 32/8 L8192 mma l2 ahead 4", 8, 32, 8, 8192, "mma", None, {"_options": ahead}),
+        # where the tensor-core kernel's item end spends its time (-DCUATTN_DECODE_TRACE_FINISH)
+        ("B1 32/8 L131072 mma finish", 1, 32, 8, 131072, "mma", None, {"_options": finish}),
+        ("B4 32/4 L32768 D64 mma finish", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": finish}),
+        ("B16 32/8 L33001 mma finish", 16, 32, 8, 33001, "mma", None, {"_options": finish}),
         # the split rows' merges as before the 40th session's tickets (-DCUATTN_DECODE_LATE_COUNT)
         ("B1 32/8 L131072 mma late count", 1, 32, 8, 131072, "mma", None, {"_options": late}),
         ("B1 32/32 L33001 tma late count", 1, 32, 32, 33001, "tma", None, {"_options": late}),
@@ -228,7 +241,7 @@ def trace_main(out, only=""):
                                                    **settings), extra)
         finally:
             module.KERNEL, module.plan_persistent = saved_kernel, saved_plan
-        results.append(summarize(name, trace, expr, nbytes))
+        results.append(summarize(name, trace, expr, nbytes, finish="-DCUATTN_DECODE_TRACE_FINISH" in extra))
         del k, v, q
         cupy.get_default_memory_pool().free_all_blocks()
     (out / "decode_trace.json").write_text(json.dumps(dict(meta=run_metadata(unit="us"), rows=results), indent=1))

@@ -165,6 +165,17 @@ __device__ __forceinline__ unsigned int sm_id() {
     do {                                \
     } while (0)
 #endif
+// (probe, with -DCUATTN_DECODE_TRACE) -DCUATTN_DECODE_TRACE_FINISH: decode_split_mma stamps slot 7
+// (else the item) when its warps' serial merge into shared memory is done: where the end of an
+// item spends its time (the 39th-40th sessions' traces: 1.5-1.9 us from the last warp's key loop
+// to the partial's last store issued)
+#ifdef CUATTN_DECODE_TRACE_FINISH
+#define DECODE_TRACE_ITEM(n, item) ((void)0)
+#define DECODE_TRACE_FINISH(n) DECODE_TRACE(n, 7, global_ns())
+#else
+#define DECODE_TRACE_ITEM(n, item) DECODE_TRACE(n, 7, item)
+#define DECODE_TRACE_FINISH(n) ((void)0)
+#endif
 
 // 16-byte global load that bypasses L1 allocation: K/V are read exactly once. volatile keeps the
 // compiler from speculating it past the bounds check that guards it.
@@ -1819,7 +1830,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const int rows_here = min(kRows, num_rows - row0);
         DECODE_TRACE(n, 0, global_ns());
         DECODE_TRACE(n, 5, sm_id());
-        DECODE_TRACE(n, 7, item);
+        DECODE_TRACE_ITEM(n, item);
 
         // Q rows of this item (zeros past rows_here and past D), then its fragments
         named_barrier(1, 128);  // the previous partial's merge is done with this buffer
@@ -2032,6 +2043,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             named_barrier(1, 128);
         }
+        DECODE_TRACE_FINISH(n);
         // the rows' only partial (an unstolen owner's, one split) straight into the output (rows
         // base + r, consecutive: decode_split_tma's RowsOut); else the owner's partial in its
         // split's rows, a thief's in its pool slot
