@@ -24,8 +24,6 @@ with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST T
 GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
 (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs). cuattn_alibi_wrapped is
 cuattn_alibi itself called through the variants' settings wrapper (the same plan): the wrapper's share.
-cuattn_alibi_late_count: split row groups merged by the block that completes their count after its
-partial is written (-DCUATTN_DECODE_LATE_COUNT), as before the 40th session's tickets (decode.cu, Work).
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass
@@ -283,10 +281,6 @@ def main():
             fns["cuattn_alibi_one_page_a_row"] = cycled(one_page)
         # block i's first item i, without the counter (STATIC_FIRST, opt-in)
         fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
-        # split row groups merged by the block that completes their count, as before the 40th
-        # session's tickets (decode.cu, Work)
-        fns["cuattn_alibi_late_count"] = with_settings(
-            alibi, TMA_OPTIONS=decode_module.TMA_OPTIONS + ("-DCUATTN_DECODE_LATE_COUNT",))
         # equal splits per row group (EVEN_SPLIT False; the default: even pieces where even_pieces says so)
         fns["cuattn_alibi_equal_splits"] = with_settings(alibi, EVEN_SPLIT=False)
         # even pieces on either kernel (EVEN_SPLIT True): one piece per SM (EVEN_PIECES None), 2 or 3

@@ -185,7 +185,7 @@ def trace_main(out, only=""):
     saved_kernel, saved_plan = module.KERNEL, module.plan_persistent
     no_math = ("-DCUATTN_DECODE_SKIP_MATH",)
     ahead = ("-DCUATTN_DECODE_L2_AHEAD=4",)
-    late = ("-DCUATTN_DECODE_LATE_COUNT",)  # the count after the partial (before the 40th session)
+    tickets = ("-DCUATTN_DECODE_TICKETS",)  # the probe option (decode.cu, Work)
     finish = ("-DCUATTN_DECODE_TRACE_FINISH",)  # slot 7: the warps' merge done
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
@@ -221,11 +221,11 @@ def trace_main(out, only=""):
         ("B1 32/8 L131072 mma finish", 1, 32, 8, 131072, "mma", None, {"_options": finish}),
         ("B4 32/4 L32768 D64 mma finish", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": finish}),
         ("B16 32/8 L33001 mma finish", 16, 32, 8, 33001, "mma", None, {"_options": finish}),
-        # the split rows' merges as before the 40th session's tickets (-DCUATTN_DECODE_LATE_COUNT)
-        ("B1 32/8 L131072 mma late count", 1, 32, 8, 131072, "mma", None, {"_options": late}),
-        ("B1 32/32 L33001 tma late count", 1, 32, 32, 33001, "tma", None, {"_options": late}),
-        ("B4 32/4 L32768 D64 mma late count", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": late}),
-        ("B8 32/8 L8192 mma late count", 8, 32, 8, 8192, "mma", None, {"_options": late}),
+        # the split rows merged by tickets (-DCUATTN_DECODE_TICKETS, probe option; 40th session)
+        ("B1 32/8 L131072 mma tickets", 1, 32, 8, 131072, "mma", None, {"_options": tickets}),
+        ("B1 32/32 L33001 tma tickets", 1, 32, 32, 33001, "tma", None, {"_options": tickets}),
+        ("B4 32/4 L32768 D64 mma tickets", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": tickets}),
+        ("B8 32/8 L8192 mma tickets", 8, 32, 8, 8192, "mma", None, {"_options": tickets}),
     ]
     for name, b, hq, hkv, length, kern, fixed, settings in cases:
         if not any(part in name for part in only.split("|")):

@@ -34,11 +34,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "count no wait" (-DCUATTN_DECODE_COUNT_NO_WAIT): the count sent as a release reduction and its
   answer never awaited, no merge (wrong results): what waiting for the answer costs beside "no
   count"; "relaxed count no wait": a relaxed reduction (what the release costs),
-- "late count" (-DCUATTN_DECODE_LATE_COUNT): split row groups merged by the block that completes
-  their count after writing its partial, as before the 40th session (since: tickets taken by the
-  consumers as their key loop ends, answered while they write the partial; decode.cu, Work). The count probes below ("no
-  count", "count no wait", "no merge", "sc fences", "relaxed count", "no row ends") act on that
-  count, so they compare with "late count", not with the default,
+- "tickets" (-DCUATTN_DECODE_TICKETS, probe option, the same bits): a split row group merged by the
+  block whose key loop ended last, found by tickets its consumers take as the loop ends (answered
+  while they write the partial) and flags, not by the count after the partial (decode.cu, Work;
+  40th session, H100: -0.3 to +0.2% on the split rows),
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
@@ -117,14 +116,14 @@ SKIP_COUNT = ("-DCUATTN_DECODE_SKIP_COUNT",)  # partials written, no count, no m
 SKIP_MERGE = ("-DCUATTN_DECODE_SKIP_MERGE",)  # the count and its answer, no merge (wrong results)
 LEAN_MASK = ("-DCUATTN_DECODE_MMA_LEAN_MASK",)  # tensor-core kernel: whole visible tiles without the per-score mask
 P_HI_ONLY = ("-DCUATTN_DECODE_MMA_P_HI_ONLY",)  # tensor-core kernel: one P V product (P in T), timing only
-LATE_COUNT = ("-DCUATTN_DECODE_LATE_COUNT",)  # the count after the partial, as before the 40th session's tickets
+TICKETS = ("-DCUATTN_DECODE_TICKETS",)  # split row groups merged by tickets (probe option, 40th session)
 NO_WAIT = ("-DCUATTN_DECODE_COUNT_NO_WAIT",)  # the count sent, its answer not awaited, no merge (wrong results)
 PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in key order, as before the 15th session
 K_THEN_V = ("-DCUATTN_DECODE_K_THEN_V",)  # cp.async producer: a tile's K rows, then its V rows (34th session)
 L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
 L2_AHEAD = {n: (f"-DCUATTN_DECODE_L2_AHEAD={n}",) for n in (2, 4, 8)}  # L2 prefetch n tiles ahead (39th session)
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
-    ("late count", {"TMA_OPTIONS": module.TMA_OPTIONS + LATE_COUNT}),
+    ("tickets", {"TMA_OPTIONS": module.TMA_OPTIONS + TICKETS}),
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),

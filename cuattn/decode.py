@@ -802,7 +802,7 @@ def _split_counters(device_id: int, stream_ptr: int, n: int):
     """Zeroed int32 counters for the persistent kernels, one buffer per (device, stream): per row
     group a 64-bit count of its partials (thieves << 48 | owners << 32 | keys) and the number of
     thieves' partials listed so far, then the work counter, the pool's count and the blocks out, then
-    per row group and split a flag (the split's partial is written: tickets; decode.cu, Work). Each
+    per row group and split a flag (the split's partial is written: tickets, a probe option; decode.cu, Work). Each
     launch leaves them zero again (the merging block resets its group's counts and flags, the launch's last
     take the work counter, the last block out the pool's), and launches on one stream run in
     order, so the buffer needs no memset per call. A plan keeps the buffer it got."""

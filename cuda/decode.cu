@@ -769,24 +769,24 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // A row group is merged by the block that completes it: every owner's partial written and every
 // key of the row counted (done: thieves' partials << 48 | owners' << 32 | keys, per row group;
 // one atomic tells the last block how many partials there are).
-// How a row group's partials find the block that merges them. Without stealing (the default),
-// by tickets: the consumers of an owner take their row group's ticket (thread 0: a relaxed atomic
-// on ticket_count) as soon as their key loop ends, and its answer comes back while they merge
-// their warps and write the partial (DecodeState::finish; 1.4-1.9 us on an H100). The others set
-// their split's flag (a release store) once their partial is written; the block with the last
-// ticket (the last key loop to end) waits for every other owner's flag (acquire loads), sets
-// flags and count back to 0 for the next launch and merges. So no block waits for an atomic's
-// answer after its partial is written, and the merging block is the one whose stream ended last
-// (the others' partials are mostly written by then). With stealing, and in the count probes
-// (-DCUATTN_DECODE_LATE_COUNT: the count as before the 40th session; SKIP_END, SKIP_COUNT,
-// COUNT_NO_WAIT, SKIP_MERGE, SC_FENCE, RELAXED_COUNT), the block that completes the row group's
-// count after writing its partial merges (count_partial).
-#if defined(CUATTN_DECODE_LATE_COUNT) || defined(CUATTN_DECODE_SKIP_END) || defined(CUATTN_DECODE_SKIP_COUNT) ||  \
-    defined(CUATTN_DECODE_COUNT_NO_WAIT) || defined(CUATTN_DECODE_SKIP_MERGE) || defined(CUATTN_DECODE_SC_FENCE) || \
-    defined(CUATTN_DECODE_RELAXED_COUNT)
-constexpr bool kDecodeTickets = false;
-#else
+// How a row group's partials find the block that merges them: the block that completes the row
+// group's count (count_partial: one atomic after its partial is written) merges it. Probe option
+// -DCUATTN_DECODE_TICKETS (40th session; the same bits, stealing off; measured no faster): by tickets
+// instead, the consumers of an owner taking their row group's ticket (thread 0: a relaxed atomic on
+// ticket_count) as soon as their key loop ends, its answer coming back while they merge their warps
+// and write the partial (DecodeState::finish; 1.4-1.9 us on an H100); the others set their split's
+// flag (a release store) once their partial is written, and the block with the last ticket (the
+// last key loop to end) waits for every other owner's flag (acquire loads), sets flags and count
+// back to 0 for the next launch and merges (ticketed_partial). On an H100 the merging block still
+// spent ~2.9 us from its partial to the merge's end (the others' flags, two L2 round trips), as
+// with the count: -0.3 to +0.2% on the split rows; and its ticket, held through the warps' merge,
+// spilled 4 bytes in the tensor-core kernels at D 128.
+#if defined(CUATTN_DECODE_TICKETS) && !defined(CUATTN_DECODE_SKIP_END) && !defined(CUATTN_DECODE_SKIP_COUNT) && \
+    !defined(CUATTN_DECODE_COUNT_NO_WAIT) && !defined(CUATTN_DECODE_SKIP_MERGE) &&                      \
+    !defined(CUATTN_DECODE_SC_FENCE) && !defined(CUATTN_DECODE_RELAXED_COUNT)
 constexpr bool kDecodeTickets = true;
+#else
+constexpr bool kDecodeTickets = false;
 #endif
 struct Work {
     const int* __restrict__ seqlens;
@@ -808,7 +808,7 @@ struct Work {
     __device__ __forceinline__ int* work() const { return counters + 3 * nrg; }
     __device__ __forceinline__ int* pool_used() const { return counters + 3 * nrg + 1; }
     __device__ __forceinline__ int* exits() const { return counters + 3 * nrg + 2; }
-    // per row group, one int per split slot (num_splits): the owner's partial is written (tickets)
+    // per row group, one int per split slot (num_splits): the owner's partial is written (tickets, a probe)
     __device__ __forceinline__ int* flags() const { return counters + 3 * nrg + 3; }
     // tickets count a row group's owners in the low half of its done (counters are little-endian)
     __device__ __forceinline__ int* ticket_count(int rg) const { return counters + 2 * rg; }
@@ -916,7 +916,7 @@ __device__ __forceinline__ unsigned long long atom_add_acq_rel_gpu(unsigned long
     return old;
 #endif
 }
-// Tickets (see Work): thread 0 of a block's consumers takes one by a relaxed atomic; the others'
+// Tickets (probe option, see Work): thread 0 of a block's consumers takes one by a relaxed atomic; the others'
 // thread 0 sets their split's flag by a release store (after a barrier behind every thread's
 // partial writes); the last ticket's warp 0 reads the flags by acquire loads.
 __device__ __forceinline__ int take_ticket(const Work& w, int rg) {
@@ -1229,8 +1229,8 @@ __device__ __forceinline__ int count_partial(const Work w, PartialSet& ps, float
     return parts;
 }
 
-// After a consumer block wrote an owner's partial of row group rg (split `split`), counted by
-// tickets (Work; ticket: thread 0's, taken when the key loop ended): returns the number of
+// (Probe option -DCUATTN_DECODE_TICKETS) After a consumer block wrote an owner's partial of row group rg (split
+// `split`), counted by tickets (Work; ticket: thread 0's, taken when the key loop ended): returns the number of
 // partials to merge, the row group's split_parts where the ticket was the last (every other
 // owner's flag seen, then set back to 0, as is the count), else 0 (this split's flag set).
 // s_merge: shared memory for one int, free on entry and on exit. The 128 consumer threads call it
@@ -1418,7 +1418,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
         }
         DECODE_TRACE(n, 2, global_ns());
-        // tickets: the row group's ticket sent now, its answer read after the finish (Work)
+        // (tickets, a probe option: the row group's ticket sent now, its answer read after the finish; Work)
         int ticket = 0;
         if (DECODE_WORK.tickets() && code != kOwnerLone && tid == 0) ticket = take_ticket(DECODE_WORK, item / num_splits);
 #ifndef CUATTN_DECODE_SKIP_END
@@ -1532,10 +1532,8 @@ __device__ __forceinline__ u32 swizzle_at(u32 base, int col) {  // col: a multip
 // per 64-column box of K and of V at (column, key, kv head, batch row) of a contiguous cache or
 // (column, key in page, kv head, page) of a paged one; tiles start at multiples of 64 keys (splits
 // and grains are whole CHUNK_ALIGN keys, pages whole tiles), so a paged tile lies in one page.
-// Not inlined (since the 40th session): inline, the tensor-copy kernels at D 128 spilled 8 bytes once
-// the consumers held their row group's ticket through the warps' merge (tickets, Work).
 template <bool kPaged, int kTile, int kTileBytes, int kBoxes, int kStages>
-__device__ __noinline__ void produce_tiles_tensor(const Work w, const unsigned char* tmaps,
+__device__ __forceinline__ void produce_tiles_tensor(const Work w, const unsigned char* tmaps,
                                                      const int* __restrict__ block_table, i64 bt_stride,
                                                      int page_size, u32 s_ring, u32 s_full, u32 s_empty, u32 s_hdr,
                                                      int lane) {
@@ -1991,7 +1989,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const int ref = owner ? 0 : -3 - code;
 
         DECODE_TRACE(n, 2, global_ns());
-        // tickets: the row group's ticket sent now, its answer read after the warps' merge (Work)
+        // (tickets, a probe option: the row group's ticket sent now, its answer read after the warps' merge; Work)
         int ticket = 0;
         if (DECODE_WORK.tickets() && !lone && tid == 0) ticket = take_ticket(DECODE_WORK, b * ys + y);
         if constexpr (kPackLo) {  // rows g + 8 held the P_lo sums of rows g

@@ -716,7 +716,7 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
-LATE_COUNT = ("-DCUATTN_DECODE_LATE_COUNT",)  # decode.cu: the count as before the 40th session's tickets
+TICKETS = ("-DCUATTN_DECODE_TICKETS",)  # decode.cu, Work: the probe option (40th session)
 
 
 @pytest.mark.parametrize("b, hq, hkv, sq, length, d, page", [
@@ -726,12 +726,13 @@ LATE_COUNT = ("-DCUATTN_DECODE_LATE_COUNT",)  # decode.cu: the count as before t
     (3, 8, 8, 3, 5000, 64, 0),       # D 64, several query tokens
     (2, 16, 4, 1, 8192, 128, 256),   # paged
     (4, 8, 2, 1, 304, 128, 16)])     # short rows, empty splits (end records without tiles)
-def test_gpu_tickets_same_bits_as_late_count(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page):
-    """The row groups' merges found by tickets (decode.cu, Work: the default since the 40th session)
-    against the count after the partial as before (-DCUATTN_DECODE_LATE_COUNT): the same partials merged in the same
-    order, so the same bits; each on the float64 reference, with ragged and zero lengths, three
-    calls in a row on one stream (the flags and counts set back to 0 by each launch: a stale flag
-    would let a merge read a partial before it is written), and the counters zero afterwards."""
+def test_gpu_tickets_same_bits_as_the_count(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page):
+    """The probe option -DCUATTN_DECODE_TICKETS (decode.cu, Work: a row group merged by the block
+    whose key loop ended last, found by tickets taken as the loops end) against the default (the
+    block that completes the count after its partial merges): the same partials merged in the
+    same order, so the same bits; each on the float64 reference, with ragged and zero lengths,
+    three calls in a row on one stream (the flags and counts set back to 0 by each launch: a
+    stale flag would let a merge read a partial before it is written), the counters zero after."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
@@ -746,7 +747,7 @@ def test_gpu_tickets_same_bits_as_late_count(cp, rng, monkeypatch, split_kernel,
     ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
     default = DECODE_MODULE.TMA_OPTIONS
     out = {}
-    for options in (default, default + LATE_COUNT):
+    for options in (default, default + TICKETS):
         monkeypatch.setattr(DECODE_MODULE, "TMA_OPTIONS", options)
         runs = [run(cp, q, k, v, **kw) for _ in range(3)]
         for o, lse in runs:
@@ -755,10 +756,9 @@ def test_gpu_tickets_same_bits_as_late_count(cp, rng, monkeypatch, split_kernel,
             np.testing.assert_array_equal(lse, runs[0][1])
         out[options] = runs[0]
         assert_counters_zero(cp)
-    plan = last_persistent_plan()
-    assert "-DCUATTN_DECODE_LATE_COUNT" in plan.options
-    np.testing.assert_array_equal(out[default][0], out[default + LATE_COUNT][0])
-    np.testing.assert_array_equal(out[default][1], out[default + LATE_COUNT][1])
+    assert TICKETS[0] in last_persistent_plan().options
+    np.testing.assert_array_equal(out[default][0], out[default + TICKETS][0])
+    np.testing.assert_array_equal(out[default][1], out[default + TICKETS][1])
 
 
 # test_gpu_programmatic_launch's plans (b, hq, hkv, length, d, page) and queued calls (b, hq, hkv,
