@@ -187,6 +187,7 @@ def trace_main(out, only=""):
     ahead = ("-DCUATTN_DECODE_L2_AHEAD=4",)
     tickets = ("-DCUATTN_DECODE_TICKETS",)  # the probe option (decode.cu, Work)
     finish = ("-DCUATTN_DECODE_TRACE_FINISH",)  # slot 7: the warps' merge done
+    out_pf = ("-DCUATTN_DECODE_OUT_PREFETCH",)  # the item's output rows prefetched as it starts
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
         ("B1 32/8 L131072 mma", 1, 32, 8, 131072, "mma", None, {}),
@@ -221,6 +222,11 @@ def trace_main(out, only=""):
         ("B1 32/8 L131072 mma finish", 1, 32, 8, 131072, "mma", None, {"_options": finish}),
         ("B4 32/4 L32768 D64 mma finish", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": finish}),
         ("B16 32/8 L33001 mma finish", 16, 32, 8, 33001, "mma", None, {"_options": finish}),
+        # the same with the item's output rows prefetched as it starts (-DCUATTN_DECODE_OUT_PREFETCH)
+        ("B1 32/8 L131072 mma finish, out prefetch", 1, 32, 8, 131072, "mma", None, {"_options": finish + out_pf}),
+        ("B4 32/4 L32768 D64 mma finish, out prefetch", 4, 32, 4, 32768, "mma", None,
+         {"_d": 64, "_options": finish + out_pf}),
+        ("B16 32/8 L33001 mma finish, out prefetch", 16, 32, 8, 33001, "mma", None, {"_options": finish + out_pf}),
         # the split rows merged by tickets (-DCUATTN_DECODE_TICKETS, probe option; 40th session)
         ("B1 32/8 L131072 mma tickets", 1, 32, 8, 131072, "mma", None, {"_options": tickets}),
         ("B1 32/32 L33001 tma tickets", 1, 32, 32, 33001, "tma", None, {"_options": tickets}),

@@ -38,6 +38,8 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   block whose key loop ended last, found by tickets its consumers take as the loop ends (answered
   while they write the partial) and flags, not by the count after the partial (decode.cu, Work;
   40th session, H100: -0.3 to +0.2% on the split rows),
+- "out prefetch" (-DCUATTN_DECODE_OUT_PREFETCH, tensor-core kernel, the same bits): an item's output
+  rows, partial and final, prefetched into L2 by thread 0 as the item starts (40th session),
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
@@ -124,6 +126,7 @@ L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  
 L2_AHEAD = {n: (f"-DCUATTN_DECODE_L2_AHEAD={n}",) for n in (2, 4, 8)}  # L2 prefetch n tiles ahead (39th session)
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
     ("tickets", {"TMA_OPTIONS": module.TMA_OPTIONS + TICKETS}),
+    ("out prefetch", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_OUT_PREFETCH",)}),
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),

@@ -165,6 +165,12 @@ __device__ __forceinline__ unsigned int sm_id() {
     do {                                \
     } while (0)
 #endif
+// (probe) -DCUATTN_DECODE_OUT_PREFETCH: decode_split_mma's thread 0 prefetches (prefetch.global.L2)
+// an item's output rows, partial and final, as the item starts: does the end's ~1 us from the warps'
+// merge to the rows' last store wait on address translation (the first stores in a long while)?
+__device__ __forceinline__ void prefetch_global_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p) : "memory");
+}
 // (probe, with -DCUATTN_DECODE_TRACE) -DCUATTN_DECODE_TRACE_FINISH: decode_split_mma stamps slot 7
 // (else the item) when its warps' serial merge into shared memory is done: where the end of an
 // item spends its time (the 39th-40th sessions' traces: 1.5-1.9 us from the last warp's key loop
@@ -1829,6 +1835,16 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         DECODE_TRACE(n, 0, global_ns());
         DECODE_TRACE(n, 5, sm_id());
         DECODE_TRACE_ITEM(n, item);
+#ifdef CUATTN_DECODE_OUT_PREFETCH  // (probe) the item's output rows, partial and final, touched early
+        if (tid == 0) {
+            const i64 grow = ((i64)b * num_kv_heads + kv_head) * num_rows + row0;
+            const i64 orow = output_row(b, kv_head, row0, num_q_heads, group, seqlen_q);
+            prefetch_global_l2(o_part + (split * split_stride + grow) * head_dim);
+            prefetch_global_l2(lse_part + split * split_stride + grow);
+            prefetch_global_l2(o + orow * head_dim);
+            if (lse) prefetch_global_l2(lse + orow);
+        }
+#endif
 
         // Q rows of this item (zeros past rows_here and past D), then its fragments
         named_barrier(1, 128);  // the previous partial's merge is done with this buffer
