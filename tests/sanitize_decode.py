@@ -16,7 +16,8 @@ without the early trigger (fp16: PDL_TRIGGER False),
 and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
-producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK,
+producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK, the persistent kernels with the probe option
+-DCUATTN_DECODE_TICKETS (fp16; `--tickets`: those passes alone, the tensor-core kernel with both producers),
 and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
 kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -79,14 +80,33 @@ def main():
         finally:
             setattr(decode_module, name, saved)
 
+    def tickets(rng, label):  # the probe option -DCUATTN_DECODE_TICKETS (split rows merged by tickets)
+        saved = decode_module.TMA_OPTIONS
+        decode_module.TMA_OPTIONS = saved + ("-DCUATTN_DECODE_TICKETS",)
+        try:
+            return sweep(rng, label + "+tickets", (np.float16,))
+        finally:
+            decode_module.TMA_OPTIONS = saved
+
+    only_tickets = "--tickets" in sys.argv[1:]  # the tickets passes alone (both producers of the tensor-core kernel)
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
+        if only_tickets:
+            if kernel != "regs":
+                runs = [tickets(rng, kernel)]
+                if kernel == "mma":
+                    decode_module.MMA_COPY = "cp.async"
+                    runs.append(tickets(rng, "mma+cp.async"))
+                    decode_module.MMA_COPY = None
+                for w, f in runs:
+                    worst, failures = max(worst, w), failures + f
+            continue
         # the tensor-core kernel with each producer (MMA_COPY; the default picks per head dim)
         decode_module.MMA_COPY = "tensor" if kernel == "mma" else None
         runs = [sweep(rng, kernel)]
         if kernel != "regs":
-            runs += [stealing(rng, kernel), even(rng, kernel)]
+            runs += [stealing(rng, kernel), even(rng, kernel), tickets(rng, kernel)]
             for name, value, label, check_values in (
                     ("STATIC_FIRST", True, "+static", True),  # block i's first item i, the counter the rest (opt-in)
                     ("PDL", False, "+no-pdl", True),  # plain launches (the default: programmatic dependent launches)
