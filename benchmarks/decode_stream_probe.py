@@ -40,6 +40,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   40th session, H100: -0.3 to +0.2% on the split rows),
 - "out prefetch" (-DCUATTN_DECODE_OUT_PREFETCH, tensor-core kernel, the same bits): an item's output
   rows, partial and final, prefetched into L2 by thread 0 as the item starts (40th session),
+- "warps at once" (-DCUATTN_DECODE_SKIP_WARP_MERGE, tensor-core kernel; wrong results): an item's
+  end lets every warp add its columns at once, one step and one barrier, not the warps' four serial
+  steps (40th session: what the serial order costs),
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
@@ -127,6 +130,7 @@ L2_AHEAD = {n: (f"-DCUATTN_DECODE_L2_AHEAD={n}",) for n in (2, 4, 8)}  # L2 pref
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
     ("tickets", {"TMA_OPTIONS": module.TMA_OPTIONS + TICKETS}),
     ("out prefetch", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_OUT_PREFETCH",)}),
+    ("warps at once", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_SKIP_WARP_MERGE",)}),
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),

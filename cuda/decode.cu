@@ -165,6 +165,9 @@ __device__ __forceinline__ unsigned int sm_id() {
     do {                                \
     } while (0)
 #endif
+// (probe) -DCUATTN_DECODE_SKIP_WARP_MERGE (wrong results, timing only): decode_split_mma's item end
+// lets every warp add its columns at once, in one step with one barrier (racing: wrong sums), not in
+// the warps' four serial steps: what the serial order costs a call.
 // (probe) -DCUATTN_DECODE_OUT_PREFETCH: decode_split_mma's thread 0 prefetches (prefetch.global.L2)
 // an item's output rows, partial and final, as the item starts: does the end's ~1 us from the warps'
 // merge to the rows' last store wait on address translation (the first stores in a long while)?
@@ -2036,7 +2039,11 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             merge_warp_stats<kWarps, kRows>(s_m, s_l, g + 8 * h, m[h], factor[h], total[h], block_max[h]);
         // warp by warp (a fixed order), the real rows only: lane (g, tq) holds columns 2 tq, 2 tq + 1
         // of each 8-column tile for rows g (h = 0) and g + 8 (h = 1)
+#ifdef CUATTN_DECODE_SKIP_WARP_MERGE  // (timing probe: every warp at once, one step; wrong results)
+        for (int w = warp; w == warp; ++w) {
+#else
         for (int w = 0; w < kWarps; ++w) {
+#endif
             if (warp == w) {
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
