@@ -43,6 +43,10 @@ with the kernel the dispatcher picks and module settings changed one variant at 
 - "warps at once" (-DCUATTN_DECODE_SKIP_WARP_MERGE, tensor-core kernel; wrong results): an item's
   end lets every warp add its columns at once, one step and one barrier, not the warps' four serial
   steps (40th session: what the serial order costs),
+- "no slabs" (MMA_SLABS False, tensor-core kernel, the same bits): the warps' serial merge at an
+  item's end everywhere, as before the 40th session; "no slabs, bound 2" (also
+  -DCUATTN_DECODE_MMA_BOUND_2): and the launch bound of two blocks per SM (168 registers) on the
+  one-block rings too: the kernels as before the 40th session,
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
@@ -131,6 +135,8 @@ LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work st
     ("tickets", {"TMA_OPTIONS": module.TMA_OPTIONS + TICKETS}),
     ("out prefetch", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_OUT_PREFETCH",)}),
     ("warps at once", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_SKIP_WARP_MERGE",)}),
+    ("no slabs", {"MMA_SLABS": False}),
+    ("no slabs, bound 2", {"MMA_SLABS": False, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_MMA_BOUND_2",)}),
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),
     ("pdl trigger, own sms", {"PDL_TRIGGER": True}),

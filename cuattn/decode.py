@@ -99,6 +99,16 @@ PAGE_PREFETCH_OPTION = "-DCUATTN_DECODE_PAGE_PREFETCH"
 # 3.654 -> 3.711); False: two products a tile, as before.
 MMA_PACK_LO = True
 MMA_PACK_LO_OPTION = "-DCUATTN_DECODE_MMA_PACK_LO"
+# With P_lo packed (row groups of at most 8 query rows), the tensor-core kernel's item end lets every
+# warp write its rows into a slab of its own at once and adds the slabs warp by warp as it writes the
+# rows (decode.cu, CUATTN_DECODE_MMA_SLABS: the same sums in the same order as the four serial
+# steps, so the same bits; one barrier, not four), where the larger merge buffer (4 slabs of 8 rows,
+# _mma_merge_bytes) leaves the launch's blocks per SM as they are: one block per SM (the deep ring of
+# split row groups), and D 64's two; not D 128's two blocks of 3 stages (no room). The serial steps
+# cost 0.7% of a call on B 8 32/8 L 8192 and 1.1% on B 4 32/4 D 64 (H100, 40th session's stream
+# probe, "warps at once"). False: the serial steps everywhere.
+MMA_SLABS = True
+MMA_SLABS_OPTION = "-DCUATTN_DECODE_MMA_SLABS"
 # Opt-in: the persistent kernels' block i takes item i without the counter's atomic (decode.cu,
 # CUATTN_DECODE_STATIC_FIRST; one round trip less before its first copy); the counter hands out
 # the rest. A block that is not resident yet (another kernel holding its SM) then holds its first
@@ -155,6 +165,7 @@ GRAIN_BYTES = 65536
 OWNER_GRAINS = 0        # tests: owners stop after this many grains (0: never), thieves take the rest
 MAX_GRAINS = 16384      # grains per item (the claim words count them in 16 bits)
 SMEM_PER_SM = 228 * 1024  # H100 shared memory per SM (blocks also reserve 1 KB each)
+SMEM_PER_BLOCK = 227 * 1024  # the most dynamic shared memory one block may ask for (sm_90)
 RING_STAGE_EXTRA = 24     # bytes per ring stage besides its tiles: full and empty barriers, item header
 
 
@@ -258,15 +269,25 @@ def split_expression(type_name: str, padded: int, rows: int, paged: bool, kernel
     return f"decode_split<{type_name}, {padded}, {rows}, {p}>"
 
 
-def mma_shared_bytes(stages: int, padded: int) -> int:
-    """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer, barriers."""
-    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded) + RING_STAGE_EXTRA * stages
+def mma_shared_bytes(stages: int, padded: int, slabs: bool = False) -> int:
+    """Dynamic shared memory of decode_split_mma: ring of swizzled tiles, Q/merge buffer (slabs:
+    MMA_SLABS's), barriers."""
+    return 2 * MMA_TILE_KEYS * padded * 2 * stages + _mma_merge_bytes(padded, slabs) + RING_STAGE_EXTRA * stages
 
 
-def _mma_merge_bytes(padded: int) -> int:
+def _mma_merge_bytes(padded: int, slabs: bool = False) -> int:
     """DecodeMmaShape::kSharedBytes: the larger of Q (16 rows of padded + 8 halves) and the merge
-    (16 rows of padded + 8 floats, then a max and a sum per warp and row)."""
-    return max(MMA_ROWS * (padded + 8) * 2, (MMA_ROWS * (padded + 8) + 2 * 4 * MMA_ROWS) * 4)
+    (16 rows of padded + 8 floats, or with slabs (MMA_SLABS) 4 slabs of 8 such rows, then a max and a
+    sum per warp and row)."""
+    merge_rows = 4 * 8 if slabs else MMA_ROWS
+    return max(MMA_ROWS * (padded + 8) * 2, (merge_rows * (padded + 8) + 2 * 4 * MMA_ROWS) * 4)
+
+
+def mma_slabs_fit(stages: int, padded: int, resident: int) -> bool:
+    """Whether decode_split_mma's merge in slabs (MMA_SLABS) leaves room for `resident` blocks per SM
+    with a ring of `stages` (within one block's most shared memory, 227 KB on sm_90)."""
+    smem = mma_shared_bytes(stages, padded, slabs=True)
+    return smem <= SMEM_PER_BLOCK and SMEM_PER_SM // (smem + 1024) >= resident
 
 
 def mma_config(padded: int) -> tuple[int, int]:
@@ -922,7 +943,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY,
-            ONE_ROW_MMA_WHOLE, PAGE_PREFETCH, MMA_PACK_LO, STATIC_FIRST,
+            ONE_ROW_MMA_WHOLE, PAGE_PREFETCH, MMA_PACK_LO, MMA_SLABS, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
@@ -1103,6 +1124,9 @@ class _DecodePlan:
             smem = mma_shared_bytes(stages, padded)
             if packed:
                 options += (MMA_PACK_LO_OPTION,)
+                if MMA_SLABS and mma_slabs_fit(stages, padded, resident):  # the warps' rows merged at once
+                    options += (MMA_SLABS_OPTION,)
+                    smem = mma_shared_bytes(stages, padded, slabs=True)
             if copy == "cp.async":  # no tensor maps (a null pointer in their place)
                 copy_arg = np.uint64(0)
                 if PAGE_PREFETCH and sizes["paged"]:

@@ -1519,10 +1519,26 @@ struct DecodeMmaShape {
     static constexpr int kQBytes = kRows * kStride * 2;
     static constexpr int kAccStride = kHeadDim + 8;                    // merge rows, floats (64-bit stores
                                                                        // without bank conflicts)
-    static constexpr int kMergeBytes = (kRows * kAccStride + 2 * kWarps * kRows) * 4;
+#ifdef CUATTN_DECODE_MMA_SLABS
+    static constexpr int kMergeRows = kWarps * 8;  // a slab of 8 rows per warp (P_lo packed: rows g only)
+#else
+    static constexpr int kMergeRows = kRows;
+#endif
+    static constexpr int kMergeBytes = (kMergeRows * kAccStride + 2 * kWarps * kRows) * 4;
     static constexpr int kSharedBytes = kQBytes > kMergeBytes ? kQBytes : kMergeBytes;
     static constexpr int kKTiles = kHeadDim / 16, kDTiles = kHeadDim / 8;
     static_assert(kHeadDim == 64 || kHeadDim == 128, "head dims 64, 128 (whole 128-byte swizzle atoms)");
+    // blocks per SM that a ring of `stages` leaves shared memory for (at most 2; cuattn.decode's
+    // _mma_resident): the launch bound, so that a one-block ring's kernel may hold up to 255
+    // registers a thread, not the 168 that two blocks of 5 warps leave (3 warps on a scheduler)
+    // (-DCUATTN_DECODE_MMA_BOUND_2, probe: 2 everywhere, the bound before the 40th session)
+    static constexpr __host__ __device__ int min_blocks(int stages) {
+#ifdef CUATTN_DECODE_MMA_BOUND_2
+        return 2;
+#else
+        return (2 * kTileBytes + 24) * stages + kSharedBytes + 1024 > 228 * 1024 / 2 ? 1 : 2;
+#endif
+    }
 };
 
 // Ring tiles written by tensor copies: boxes of 64 columns x 64 rows of 128 bytes, 16-byte chunk c
@@ -1751,7 +1767,7 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 }
 
 template <typename T, int kHeadDim, bool kPaged, int kStages, bool kCpAsync>
-__global__ void __launch_bounds__(160, 2)
+__global__ void __launch_bounds__(160, DecodeMmaShape<T, kHeadDim>::min_blocks(kStages))
 decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                  const int* __restrict__ seqlens, const int* __restrict__ block_table,
                  const float* __restrict__ slopes, float* __restrict__ o_part, float* __restrict__ lse_part,
@@ -1765,6 +1781,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     constexpr int kTile = M::kTile, kStride = M::kStride, kTileBytes = M::kTileBytes, kRows = M::kRows;
     constexpr int kKTiles = M::kKTiles, kDTiles = M::kDTiles, kWarps = M::kWarps, kBoxes = M::kBoxes;
     constexpr float kLog2e = 1.4426950408889634f;
+#if defined(CUATTN_DECODE_MMA_SLABS) && !defined(CUATTN_DECODE_MMA_PACK_LO)
+#error "CUATTN_DECODE_MMA_SLABS: slabs of 8 rows, for row groups of at most 8 query rows (P_lo packed)"
+#endif
 #ifdef CUATTN_DECODE_MMA_PACK_LO
     // (the host asks where a row group has at most 8 query rows; MMA_PACK_LO False: off) rows g + 8 of the
     // P V product carry P_lo of rows g: one product a tile for P_hi and P_lo, not two
@@ -2022,8 +2041,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         // merge the warps (rows g, g + 8 of each lane) through shared memory, write the partial
         constexpr int kAcc = M::kAccStride;
         float* s_acc = s_merge;
-        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kAcc);
-        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + kRows * kAcc + kWarps * kRows);
+        float(*s_m)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + M::kMergeRows * kAcc);
+        float(*s_l)[kRows] = reinterpret_cast<float(*)[kRows]>(s_merge + M::kMergeRows * kAcc + kWarps * kRows);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
         named_barrier(1, 128);  // every warp is done with sQ (its fragments are in registers)
@@ -2038,7 +2057,19 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         for (int h = 0; h < 2; ++h)
             merge_warp_stats<kWarps, kRows>(s_m, s_l, g + 8 * h, m[h], factor[h], total[h], block_max[h]);
         // warp by warp (a fixed order), the real rows only: lane (g, tq) holds columns 2 tq, 2 tq + 1
-        // of each 8-column tile for rows g (h = 0) and g + 8 (h = 1)
+        // of each 8-column tile for rows g (h = 0) and g + 8 (h = 1). With MMA_SLABS (P_lo packed:
+        // rows g only) every warp writes its rows into a slab of its own at once, and the rows' writes
+        // below add the slabs warp by warp: the same sums in the same order, one barrier, not four
+#if defined(CUATTN_DECODE_MMA_SLABS)
+        {  // (rows past rows_here too: never read)
+            float* row_acc = s_acc + (warp * 8 + g) * kAcc + 2 * tq;
+#pragma unroll
+            for (int dt = 0; dt < kDTiles; ++dt)
+                *reinterpret_cast<float2*>(row_acc + dt * 8) =
+                    make_float2(acc[dt][0] * factor[0], acc[dt][1] * factor[0]);
+        }
+        named_barrier(1, 128);
+#else
 #ifdef CUATTN_DECODE_SKIP_WARP_MERGE  // (timing probe: every warp at once, one step; wrong results)
         for (int w = warp; w == warp; ++w) {
 #else
@@ -2064,6 +2095,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
             named_barrier(1, 128);
         }
+#endif
         DECODE_TRACE_FINISH(n);
         // the rows' only partial (an unstolen owner's, one split) straight into the output (rows
         // base + r, consecutive: decode_split_tma's RowsOut); else the owner's partial in its
@@ -2088,7 +2120,14 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         named_barrier(1, 128);
         for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
             const int r = i / head_dim, col = i % head_dim;
+#ifdef CUATTN_DECODE_MMA_SLABS
+            float sum = s_acc[r * kAcc + col];
+#pragma unroll
+            for (int w = 1; w < kWarps; ++w) sum += s_acc[(w * 8 + r) * kAcc + col];
+            const float x = sum * s_inv[r];
+#else
             const float x = s_acc[r * kAcc + col] * s_inv[r];
+#endif
             if (lone)
                 o[(part_row + r) * head_dim + col] = Num<T>::from_float(x);
             else

@@ -94,6 +94,34 @@ def test_decode_mma_lean_mask_compiles():
         _assert_spill_free(exprs, (*mod.TMA_OPTIONS, "-DCUATTN_DECODE_MMA_LEAN_MASK", *extra), f"the lean mask {extra}")
 
 
+def test_decode_mma_slabs_compile():
+    """The tensor-core kernel's merge in slabs (cuattn.decode.MMA_SLABS, a compile option with P_lo
+    packed) on every tensor-core decode kernel variant, with the default options and without PDL:
+    compiles for sm_90a without spills."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
+    for extra in ((mod.PDL_OPTION,), ()):
+        _assert_spill_free(exprs, (*mod.TMA_OPTIONS, *extra, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION),
+                           f"{mod.MMA_SLABS_OPTION} {extra}")
+
+
+def test_decode_mma_launch_bound_matches_the_plan():
+    """decode_split_mma's launch bound (DecodeMmaShape::min_blocks: 1 where a ring leaves room for
+    one block per SM, which lets a one-block kernel hold more than 168 registers) agrees with
+    cuattn.decode's blocks per SM (_mma_resident) for every head dim and ring depth, slabs or not."""
+    mod = importlib.import_module("cuattn.decode")
+    for padded in mod.MMA_HEAD_DIMS:
+        for stages in range(2, 9):
+            for slabs in (False, True):
+                expr = mod.split_expression("half_t", padded, mod.MMA_ROWS, False, "mma", stages, "cp.async")
+                options = (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION) + ((mod.MMA_SLABS_OPTION,) if slabs else ())
+                ptx = _cuda.compile_ptx("decode.cu", [expr], "sm_90a", options)
+                bound = re.search(r"\.minnctapersm\s+(\d+)", ptx)
+                smem = mod.mma_shared_bytes(stages, padded, slabs)
+                resident = min(2, mod.SMEM_PER_SM // (smem + 1024))
+                assert bound and int(bound.group(1)) == max(1, resident), (padded, stages, slabs, bound, resident)
+
+
 def test_decode_mma_pack_lo_compiles():
     """The packed P_lo (cuattn.decode.MMA_PACK_LO: a compile option) of every tensor-core
     decode kernel variant: compiles for sm_90a without spills."""

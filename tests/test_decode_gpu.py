@@ -716,6 +716,37 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, copy", [
+    (1, 32, 8, 1, 33001, 128, 0, "cp.async"),   # split row groups: one block per SM, the deep ring
+    (1, 32, 8, 1, 20000, 128, 0, "tensor"),
+    (4, 32, 4, 1, 8192, 64, 0, "tensor"),       # D 64: two blocks per SM of 4 stages
+    (3, 16, 4, 2, 3000, 128, 0, "cp.async"),    # 8 query rows a group (2 tokens), a zero-length row
+    (2, 16, 4, 1, 8192, 128, 256, "cp.async"),  # paged
+    (3, 8, 8, 1, 5000, 64, 64, "tensor")])      # one query row a group, paged
+def test_gpu_mma_slabs_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, copy):
+    """MMA_SLABS (the default since the 40th session: with P_lo packed, every warp writes its rows
+    into a slab of its own at once and the rows' writes add the slabs warp by warp, where the
+    shared memory leaves the blocks per SM as they are) against the warps' serial merge (False):
+    the same sums in the same order, so the same bits; each on the float64 reference, ragged and
+    zero lengths, both producers, and the plan's options say which ran."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's item end")
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, np.float16, copy)
+    out = {}
+    for slabs in (False, True):
+        monkeypatch.setattr(DECODE_MODULE, "MMA_SLABS", slabs)
+        out[slabs] = run(cp, q, k, v, **kw)
+        compare(*out[slabs], *ref, q.dtype)
+        plan = last_persistent_plan()
+        stages = int(plan.expression.split(", ")[-2])
+        fits = DECODE_MODULE.mma_slabs_fit(stages, d, DECODE_MODULE._mma_resident(stages, d))
+        packed = DECODE_MODULE.MMA_PACK_LO_OPTION in plan.options
+        assert (DECODE_MODULE.MMA_SLABS_OPTION in plan.options) == (slabs and packed and fits), plan.expression
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    assert_counters_zero(cp)
+
+
 TICKETS = ("-DCUATTN_DECODE_TICKETS",)  # decode.cu, Work: the probe option (40th session)
 
 
