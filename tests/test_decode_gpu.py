@@ -722,7 +722,7 @@ def test_gpu_static_first_items(cp, rng, monkeypatch, split_kernel, steal):
     (4, 32, 4, 1, 8192, 64, 0, "tensor"),       # D 64: two blocks per SM of 4 stages
     (3, 16, 4, 2, 3000, 128, 0, "cp.async"),    # 8 query rows a group (2 tokens), a zero-length row
     (2, 16, 4, 1, 8192, 128, 256, "cp.async"),  # paged
-    (3, 8, 8, 1, 5000, 64, 64, "tensor")])      # one query row a group, paged
+    (3, 8, 8, 1, 5056, 64, 64, "tensor")])      # one query row a group, paged (whole pages)
 def test_gpu_mma_slabs_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, copy):
     """MMA_SLABS (the default since the 40th session: with P_lo packed, every warp writes its rows
     into a slab of its own at once and the rows' writes add the slabs warp by warp, where the
