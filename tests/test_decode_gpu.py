@@ -89,7 +89,7 @@ def run_settings(cp, monkeypatch, name, values, q, k, v, ref, **kw):
 
 
 def mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy):
-    """A tensor-core case for bit-identity tests: work stealing off (every item streamed by its
+    """A tensor-core (or any persistent kernel's) case for bit-identity tests: work stealing off (every item streamed by its
     owner), MMA_COPY `copy`; fresh q, k, v with ragged lengths (the first row whole, the second 0
     where b > 2), paged where `page`; returns q, k, v, the call's kwargs and the reference."""
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
@@ -766,16 +766,8 @@ def test_gpu_tickets_same_bits_as_the_count(cp, rng, monkeypatch, split_kernel, 
     stale flag would let a merge read a partial before it is written), the counters zero after."""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
-    monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
-    q, k, v = (draw(rng, s, np.float16) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(sq, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 2:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    if page:
-        k, v, kw["block_table"] = to_paged(rng, k, v, page)
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    # (stealing off; MMA_COPY None: each head dim's default producer)
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, np.float16, None)
     default = DECODE_MODULE.TMA_OPTIONS
     out = {}
     for options in (default, default + TICKETS):
