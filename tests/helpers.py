@@ -98,8 +98,8 @@ def queued_sets(cp, rng, b, hq, hkv, length, d, count=3):
 
 def broken_page_cases(items):
     """Node ids of collected tests whose parameters ask ``to_paged`` (directly or through
-    ``ragged_inputs``) for pages of a length that is not a whole number of
-    pages.
+    ``ragged_inputs`` or test_decode_gpu's ``mma_bits_case``) for pages of a length that is not a
+    whole number of pages.
 
     Those tests are GPU tests: on a machine without a GPU they are skipped before their setup runs,
     so the assertion in ``to_paged`` would first fire on the device. conftest.py runs this over
@@ -119,7 +119,7 @@ def broken_page_cases(items):
                 source = inspect.getsource(fn)
             except (OSError, TypeError):
                 source = ""
-            pages[fn] = "to_paged(" in source or "ragged_inputs(" in source
+            pages[fn] = any(f"{helper}(" in source for helper in ("to_paged", "ragged_inputs", "mma_bits_case"))
         if not pages[fn]:
             continue
         length, page = params.get("length"), params.get("page", params.get("page_size"))

@@ -681,7 +681,8 @@ def test_even_pieces_rule(monkeypatch):
 # names of cuattn.decode are settings, and a launch plan must be keyed on them)
 DECODE_CONSTANTS = {"HEAD_DIMS", "KERNELS", "LOG2E", "MAX_GRID_Z", "MAX_HEAD_DIM", "MAX_PLANS", "MMA_COPIES",
                     "MMA_HEAD_DIMS", "MMA_ROWS", "MMA_TILE_KEYS", "MMA_TYPES", "PERSISTENT_MAX_KEYS",
-                    "RING_STAGE_EXTRA", "ROWS", "SMEM_PER_SM", "TMA_TILE_BYTES", "TYPE_NAMES", "VALIDATE_EXPRESSION",
+                    "RING_STAGE_EXTRA", "ROWS", "SMEM_PER_SM", "SMEM_PER_BLOCK", "TMA_TILE_BYTES", "TYPE_NAMES",
+                    "VALIDATE_EXPRESSION", "MMA_SLABS_OPTION",
                     "MMA_PACK_LO_OPTION", "PAGE_PREFETCH_OPTION", "STATIC_FIRST_OPTION",
                     "PDL_OPTION", "PDL_TRIGGER_OPTION"}
 
