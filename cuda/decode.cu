@@ -789,7 +789,8 @@ __device__ __forceinline__ void init_ring_barriers(u32 s_full, u32 s_empty, int 
 // back to 0 for the next launch and merges (ticketed_partial). On an H100 the merging block still
 // spent ~2.9 us from its partial to the merge's end (the others' flags, two L2 round trips), as
 // with the count: -0.3 to +0.2% on the split rows; and its ticket, held through the warps' merge,
-// spilled 4 bytes in the tensor-core kernels at D 128.
+// spills 4-8 bytes in the two-block tensor-core kernels at D 128 (3 stages; the one-block ones,
+// with their larger launch bound since the 40th session, do not).
 #if defined(CUATTN_DECODE_TICKETS) && !defined(CUATTN_DECODE_SKIP_END) && !defined(CUATTN_DECODE_SKIP_COUNT) && \
     !defined(CUATTN_DECODE_COUNT_NO_WAIT) && !defined(CUATTN_DECODE_SKIP_MERGE) &&                      \
     !defined(CUATTN_DECODE_SC_FENCE) && !defined(CUATTN_DECODE_RELAXED_COUNT)
