@@ -742,6 +742,7 @@ def test_gpu_mma_slabs_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
         fits = DECODE_MODULE.mma_slabs_fit(stages, d, DECODE_MODULE._mma_resident(stages, d))
         packed = DECODE_MODULE.MMA_PACK_LO_OPTION in plan.options
         assert (DECODE_MODULE.MMA_SLABS_OPTION in plan.options) == (slabs and packed and fits), plan.expression
+        assert not slabs or d != 64 or DECODE_MODULE.MMA_SLABS_OPTION in plan.options  # (D 64 always has room)
     np.testing.assert_array_equal(out[False][0], out[True][0])
     np.testing.assert_array_equal(out[False][1], out[True][1])
     assert_counters_zero(cp)
