@@ -286,8 +286,8 @@ def _mma_merge_bytes(padded: int, slabs: bool = False) -> int:
 def mma_slabs_fit(stages: int, padded: int, resident: int) -> bool:
     """Whether decode_split_mma's merge in slabs (MMA_SLABS) leaves room for `resident` blocks per SM
     with a ring of `stages` (within one block's most shared memory, 227 KB on sm_90)."""
-    smem = mma_shared_bytes(stages, padded, slabs=True)
-    return smem <= SMEM_PER_BLOCK and SMEM_PER_SM // (smem + 1024) >= resident
+    return (mma_shared_bytes(stages, padded, slabs=True) <= SMEM_PER_BLOCK
+            and _mma_resident(stages, padded, slabs=True) >= resident)
 
 
 def mma_config(padded: int) -> tuple[int, int]:
@@ -300,10 +300,10 @@ def mma_config(padded: int) -> tuple[int, int]:
     return 2, dict(MMA_TWO_BLOCK_STAGES).get(padded) or mma_two_block_stages(padded)
 
 
-def _mma_resident(stages: int, padded: int) -> int:
+def _mma_resident(stages: int, padded: int, slabs: bool = False) -> int:
     """Blocks of decode_split_mma (at most 2, its launch bound) that a ring of `stages` leaves room
-    for on one SM."""
-    return min(2, SMEM_PER_SM // (mma_shared_bytes(stages, padded) + 1024))
+    for on one SM (slabs: with MMA_SLABS's merge buffer)."""
+    return min(2, SMEM_PER_SM // (mma_shared_bytes(stages, padded, slabs) + 1024))
 
 
 def mma_deep_config(padded: int) -> tuple[int, int] | None:

@@ -81,12 +81,8 @@ def main():
             setattr(decode_module, name, saved)
 
     def tickets(rng, label):  # the probe option -DCUATTN_DECODE_TICKETS (split rows merged by tickets)
-        saved = decode_module.TMA_OPTIONS
-        decode_module.TMA_OPTIONS = saved + ("-DCUATTN_DECODE_TICKETS",)
-        try:
-            return sweep(rng, label + "+tickets", (np.float16,))
-        finally:
-            decode_module.TMA_OPTIONS = saved
+        options = decode_module.TMA_OPTIONS + ("-DCUATTN_DECODE_TICKETS",)
+        return setting(rng, label, "TMA_OPTIONS", options, "+tickets", False)[0]
 
     only_tickets = "--tickets" in sys.argv[1:]  # the tickets passes alone (both producers of the tensor-core kernel)
     for kernel in decode_module.KERNELS:

@@ -117,8 +117,7 @@ def test_decode_mma_launch_bound_matches_the_plan():
                 options = (*mod.TMA_OPTIONS, mod.MMA_PACK_LO_OPTION) + ((mod.MMA_SLABS_OPTION,) if slabs else ())
                 ptx = _cuda.compile_ptx("decode.cu", [expr], "sm_90a", options)
                 bound = re.search(r"\.minnctapersm\s+(\d+)", ptx)
-                smem = mod.mma_shared_bytes(stages, padded, slabs)
-                resident = min(2, mod.SMEM_PER_SM // (smem + 1024))
+                resident = mod._mma_resident(stages, padded, slabs)
                 assert bound and int(bound.group(1)) == max(1, resident), (padded, stages, slabs, bound, resident)
 
 
