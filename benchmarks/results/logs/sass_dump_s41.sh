@@ -1,5 +1,5 @@
 # SASS of the decode kernels one call of each given row compiles (fresh CuPy cache), through the
-# device's cuobjdump: cupy's cache files are a 32-byte hash followed by the cubin.
+# device's cuobjdump: the cubin starts at the ELF magic in cupy's cache file.
 export CUPY_CACHE_DIR=/tmp/sass_cache
 rm -rf $CUPY_CACHE_DIR
 python3 - <<'PY'
@@ -13,7 +13,7 @@ cp.cuda.Device().synchronize()
 PY
 n=0
 for f in $CUPY_CACHE_DIR/*; do
-  tail -c +33 "$f" > /tmp/k$n.cubin
+  python3 -c "import sys; d=open(sys.argv[1],'rb').read(); i=d.find(b'\x7fELF'); open(sys.argv[2],'wb').write(d[i:]); print('ELF at', i)" "$f" /tmp/k$n.cubin
   echo "=== $f" ; cuobjdump -sass /tmp/k$n.cubin 2>&1 || nvdisasm -c /tmp/k$n.cubin 2>&1 | head -5
   n=$((n+1))
 done > $OUT/sass_raw.txt
