@@ -222,6 +222,13 @@ def trace_main(out, only=""):
         ("B1 32/8 L131072 mma finish", 1, 32, 8, 131072, "mma", None, {"_options": finish}),
         ("B4 32/4 L32768 D64 mma finish", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": finish}),
         ("B16 32/8 L33001 mma finish", 16, 32, 8, 33001, "mma", None, {"_options": finish}),
+        # the same stamp moved into the rows' store phase (-DCUATTN_DECODE_TRACE_FINISH_AT=k: 1 warp
+        # 0's 1 / total and lse written, 2 past the barrier after them; 41st session)
+        *((f"{name} finish at {k}", b, 32, hkv, length, "mma", None,
+           {**extra, "_options": finish + (f"-DCUATTN_DECODE_TRACE_FINISH_AT={k}",)})
+          for k in (1, 2) for name, b, hkv, length, extra in (("B1 32/8 L131072 mma", 1, 8, 131072, {}),
+                                                              ("B4 32/4 L32768 D64 mma", 4, 4, 32768, {"_d": 64}),
+                                                              ("B16 32/8 L33001 mma", 16, 8, 33001, {}))),
         # the same with the item's output rows prefetched as it starts (-DCUATTN_DECODE_OUT_PREFETCH)
         ("B1 32/8 L131072 mma finish, out prefetch", 1, 32, 8, 131072, "mma", None, {"_options": finish + out_pf}),
         ("B4 32/4 L32768 D64 mma finish, out prefetch", 4, 32, 4, 32768, "mma", None,

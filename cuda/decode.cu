@@ -178,13 +178,23 @@ __device__ __forceinline__ void prefetch_global_l2(const void* p) {
 // (else the item) when its warps' serial merge into shared memory is done: where the end of an
 // item spends its time (the 39th-40th sessions' traces: 1.5-1.9 us from the last warp's key loop
 // to the partial's last store issued)
+// -DCUATTN_DECODE_TRACE_FINISH_AT=k (with TRACE_FINISH; 41st session) moves that stamp into the
+// rows' store phase after it: 1 warp 0's 1 / total and lse written (thread 0 is one of the lanes
+// that write them), 2 past the barrier that publishes them (slot 3: its last output store issued).
 #ifdef CUATTN_DECODE_TRACE_FINISH
+#ifndef CUATTN_DECODE_TRACE_FINISH_AT
+#define CUATTN_DECODE_TRACE_FINISH_AT 0
+#endif
 #define DECODE_TRACE_ITEM(n, item) ((void)0)
-#define DECODE_TRACE_FINISH(n) DECODE_TRACE(n, 7, global_ns())
+#define DECODE_TRACE_FINISH_AT(n, k) \
+    do {                            \
+        if (CUATTN_DECODE_TRACE_FINISH_AT == (k)) DECODE_TRACE(n, 7, global_ns()); \
+    } while (0)
 #else
 #define DECODE_TRACE_ITEM(n, item) DECODE_TRACE(n, 7, item)
-#define DECODE_TRACE_FINISH(n) ((void)0)
+#define DECODE_TRACE_FINISH_AT(n, k) ((void)0)
 #endif
+#define DECODE_TRACE_FINISH(n) DECODE_TRACE_FINISH_AT(n, 0)
 
 // 16-byte global load that bypasses L1 allocation: K/V are read exactly once. volatile keeps the
 // compiler from speculating it past the bounds check that guards it.
@@ -2118,7 +2128,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 if (r < rows_here) out_lse[part_row + r] = lse_from_log2(block_max[h], total[h]);
             }
         }
+        DECODE_TRACE_FINISH_AT(n, 1);
         named_barrier(1, 128);
+        DECODE_TRACE_FINISH_AT(n, 2);
         for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
             const int r = i / head_dim, col = i % head_dim;
 #ifdef CUATTN_DECODE_MMA_SLABS
