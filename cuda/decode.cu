@@ -2118,6 +2118,62 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
                              : owner ? split * split_stride + group_row
                                      : (i64)(ref & 0xffff) * kRows;
+#ifdef CUATTN_DECODE_LEAN_STORE
+        // (probe, 41st session) every warp its own 1 / total (merge_warp_stats gave each warp the
+        // totals of rows g, g + 8: lanes tq 0 write them), so no barrier publishes them; warp 0
+        // writes the lse. Where head_dim is the kernel's, four columns a thread: 16-byte loads of
+        // the slabs and one 16-byte (partial) or 8-byte (output) store; the same sums in the same
+        // order, so the same bits
+        float* s_inv = s_m[warp];  // s_m is read by now (the barriers above)
+        if (tq == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = g + 8 * h;
+                s_inv[r] = total[h] > 0.f ? 1.f / total[h] : (total[h] == 0.f ? 0.f : total[h]);
+                if (warp == 0 && r < rows_here) out_lse[part_row + r] = lse_from_log2(block_max[h], total[h]);
+            }
+        }
+        __syncwarp();
+        DECODE_TRACE_FINISH_AT(n, 1);
+        DECODE_TRACE_FINISH_AT(n, 2);
+        if (head_dim == kHeadDim) {
+            constexpr int kVecs = kHeadDim / 4;
+            for (int i = tid; i < rows_here * kVecs; i += M::kThreads) {
+                const int r = i / kVecs, col = (i % kVecs) * 4;
+                float4 x = *reinterpret_cast<const float4*>(s_acc + r * kAcc + col);
+#ifdef CUATTN_DECODE_MMA_SLABS
+#pragma unroll
+                for (int w = 1; w < kWarps; ++w) {
+                    const float4 y = *reinterpret_cast<const float4*>(s_acc + (w * 8 + r) * kAcc + col);
+                    x = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+                }
+#endif
+                const float inv = s_inv[r];
+                x = make_float4(x.x * inv, x.y * inv, x.z * inv, x.w * inv);
+                if (lone)
+                    *reinterpret_cast<uint2*>(o + (part_row + r) * head_dim + col) =
+                        make_uint2(Num<T>::pack2(x.x, x.y), Num<T>::pack2(x.z, x.w));
+                else
+                    *reinterpret_cast<float4*>(out_o + (part_row + r) * head_dim + col) = x;
+            }
+        } else {
+            for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
+                const int r = i / head_dim, col = i % head_dim;
+#ifdef CUATTN_DECODE_MMA_SLABS
+                float sum = s_acc[r * kAcc + col];
+#pragma unroll
+                for (int w = 1; w < kWarps; ++w) sum += s_acc[(w * 8 + r) * kAcc + col];
+                const float x = sum * s_inv[r];
+#else
+                const float x = s_acc[r * kAcc + col] * s_inv[r];
+#endif
+                if (lone)
+                    o[(part_row + r) * head_dim + col] = Num<T>::from_float(x);
+                else
+                    out_o[(part_row + r) * head_dim + col] = x;
+            }
+        }
+#else
         // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
         float* s_inv = s_m[0];  // s_m is read by now (the barriers of the loop above)
         if (warp == 0 && tq == 0) {
@@ -2146,6 +2202,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             else
                 out_o[(part_row + r) * head_dim + col] = x;
         }
+#endif
         if (lone) {
             DECODE_TRACE(n, 3, global_ns());
             DECODE_TRACE(n, 4, global_ns());

@@ -17,7 +17,8 @@ and the tensor-core kernel again with its cp.async producer
 (cuattn.decode.MMA_COPY "cp.async", alone, stealing, and with its block-table prefetch,
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
 producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK, the persistent kernels with the probe option
--DCUATTN_DECODE_TICKETS (fp16; `--tickets`: those passes alone, the tensor-core kernel with both producers),
+-DCUATTN_DECODE_TICKETS (fp16; `--tickets`: those passes alone, the tensor-core kernel with both producers;
+`--lean-store`: the tensor-core kernel with -DCUATTN_DECODE_LEAN_STORE alone, both producers),
 and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
 kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -80,20 +81,28 @@ def main():
         finally:
             setattr(decode_module, name, saved)
 
-    def tickets(rng, label):  # the probe option -DCUATTN_DECODE_TICKETS (split rows merged by tickets)
-        options = decode_module.TMA_OPTIONS + ("-DCUATTN_DECODE_TICKETS",)
-        return setting(rng, label, "TMA_OPTIONS", options, "+tickets", False)[0]
+    def probe(rng, label, option="-DCUATTN_DECODE_TICKETS", suffix="+tickets"):
+        # a probe option of decode.cu: by default -DCUATTN_DECODE_TICKETS (split rows merged by tickets)
+        return setting(rng, label, "TMA_OPTIONS", decode_module.TMA_OPTIONS + (option,), suffix, False)[0]
 
-    only_tickets = "--tickets" in sys.argv[1:]  # the tickets passes alone (both producers of the tensor-core kernel)
+    def tickets(rng, label):
+        return probe(rng, label)
+
+    # --tickets: the tickets passes alone (the persistent kernels; both producers of the tensor-core
+    # kernel); --lean-store: -DCUATTN_DECODE_LEAN_STORE's (the tensor-core kernel's, both producers)
+    only = {"--tickets": ("-DCUATTN_DECODE_TICKETS", "+tickets", ("tma", "mma")),
+            "--lean-store": ("-DCUATTN_DECODE_LEAN_STORE", "+lean-store", ("mma",))}
+    only = next((only[a] for a in sys.argv[1:] if a in only), None)
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel
         rng = np.random.default_rng(0)
-        if only_tickets:
-            if kernel != "regs":
-                runs = [tickets(rng, kernel)]
+        if only:
+            option, suffix, kernels = only
+            if kernel in kernels:
+                runs = [probe(rng, kernel, option, suffix)]
                 if kernel == "mma":
                     decode_module.MMA_COPY = "cp.async"
-                    runs.append(tickets(rng, "mma+cp.async"))
+                    runs.append(probe(rng, "mma+cp.async", option, suffix))
                     decode_module.MMA_COPY = None
                 for w, f in runs:
                     worst, failures = max(worst, w), failures + f

@@ -785,6 +785,36 @@ def test_gpu_tickets_same_bits_as_the_count(cp, rng, monkeypatch, split_kernel, 
     np.testing.assert_array_equal(out[default][1], out[default + TICKETS][1])
 
 
+LEAN_STORE = ("-DCUATTN_DECODE_LEAN_STORE",)  # decode.cu: the probe option (41st session)
+
+
+@pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, dtype", [
+    (1, 32, 8, 1, 33001, 128, 0, np.float16),    # split row groups (partials, merges), the deep ring, slabs
+    (16, 32, 8, 1, 2048, 128, 0, np.float16),    # a row group an item: outputs written straight (lone)
+    (16, 32, 8, 1, 2048, 128, 0, BFLOAT16),
+    (4, 32, 4, 1, 8192, 64, 0, np.float16),      # D 64, two blocks per SM
+    (3, 16, 4, 2, 3000, 96, 0, np.float16),      # head_dim 96 on the 128 kernel: the scalar loop; 8 rows
+    (2, 16, 4, 1, 8192, 128, 256, np.float16)])  # paged
+def test_gpu_lean_store_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype):
+    """The probe option -DCUATTN_DECODE_LEAN_STORE (decode.cu: the tensor-core kernel's rows written
+    without the barrier that publishes 1 / total, four columns a thread where head_dim is the
+    kernel's) against the default: the same sums in the same order, so the same bits; each on the
+    float64 reference, ragged and zero lengths, partials and straight outputs, D 64 / 96 / 128."""
+    if split_kernel != "mma":
+        pytest.skip("the tensor-core kernel's item end")
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, None)
+    default = DECODE_MODULE.TMA_OPTIONS
+    out = {}
+    for options in (default, default + LEAN_STORE):
+        monkeypatch.setattr(DECODE_MODULE, "TMA_OPTIONS", options)
+        out[options] = run(cp, q, k, v, **kw)
+        compare(*out[options], *ref, q.dtype)
+        assert (LEAN_STORE[0] in last_persistent_plan().options) == (options != default)
+    np.testing.assert_array_equal(out[default][0], out[default + LEAN_STORE][0])
+    np.testing.assert_array_equal(out[default][1], out[default + LEAN_STORE][1])
+    assert_counters_zero(cp)
+
+
 # test_gpu_programmatic_launch's plans (b, hq, hkv, length, d, page) and queued calls (b, hq, hkv,
 # length, d); tests/pdl_steps.py runs the same steps one at a time. (1, 16, 16, 32768, 128): 8 splits
 # of 4096 keys, 128 items, one block per SM (plan_persistent)
