@@ -180,7 +180,10 @@ __device__ __forceinline__ void prefetch_global_l2(const void* p) {
 // to the partial's last store issued)
 // -DCUATTN_DECODE_TRACE_FINISH_AT=k (with TRACE_FINISH; 41st session) moves that stamp into the
 // rows' store phase after it: 1 warp 0's 1 / total and lse written (thread 0 is one of the lanes
-// that write them), 2 past the barrier that publishes them (slot 3: its last output store issued).
+// that write them), 2 past the barrier that publishes them (slot 3: its last output store
+// issued). With -DCUATTN_DECODE_BARRIER_STORE (the store phase as before the 41st session); by
+// default there is no such barrier and both stamp after the warp's own copy (H200: warp 0's part
+// 0.32 us, the barrier ~0, the column-a-thread stores 0.74 us of the 1.06).
 #ifdef CUATTN_DECODE_TRACE_FINISH
 #ifndef CUATTN_DECODE_TRACE_FINISH_AT
 #define CUATTN_DECODE_TRACE_FINISH_AT 0
@@ -2118,12 +2121,17 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
                              : owner ? split * split_stride + group_row
                                      : (i64)(ref & 0xffff) * kRows;
-#ifdef CUATTN_DECODE_LEAN_STORE
-        // (probe, 41st session) every warp its own 1 / total (merge_warp_stats gave each warp the
-        // totals of rows g, g + 8: lanes tq 0 write them), so no barrier publishes them; warp 0
-        // writes the lse. Where head_dim is the kernel's, four columns a thread: 16-byte loads of
-        // the slabs and one 16-byte (partial) or 8-byte (output) store; the same sums in the same
-        // order, so the same bits
+#ifndef CUATTN_DECODE_BARRIER_STORE
+        // every warp its own 1 / total (merge_warp_stats gave each warp the totals of rows g, g + 8:
+        // lanes tq 0 write them), so no barrier publishes them; warp 0 writes the lse. Four
+        // columns a thread: 16-byte loads of the slabs and, where head_dim is the kernel's (rows
+        // 16-byte aligned), one 16-byte (partial) or 8-byte (output) store, else a store a column
+        // (padded head dims); the same sums in the same order as a column a thread, so the same
+        // bits (41st session: the store phase 1.06 -> 0.54 us an item end on an H200, B 4 32/4 D 64
+        // +1.5%, B 8 32/8 L 8192 +0.7%). (probe) -DCUATTN_DECODE_BARRIER_STORE: as before, warp 0
+        // publishes 1 / total through one barrier and the rows go out a column a thread. (One loop
+        // for both stores, not rolled out: a second loop for padded head dims, or unrolling, spilled
+        // 4-8 bytes in the two-block D 128 kernels.)
         float* s_inv = s_m[warp];  // s_m is read by now (the barriers above)
         if (tq == 0) {
 #pragma unroll
@@ -2136,10 +2144,13 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         __syncwarp();
         DECODE_TRACE_FINISH_AT(n, 1);
         DECODE_TRACE_FINISH_AT(n, 2);
-        if (head_dim == kHeadDim) {
-            constexpr int kVecs = kHeadDim / 4;
+        {
+            constexpr int kVecs = kHeadDim / 4;  // the kernel's columns; head_dim's may be fewer (padded)
+            const bool whole = head_dim == kHeadDim;
+#pragma unroll 1
             for (int i = tid; i < rows_here * kVecs; i += M::kThreads) {
                 const int r = i / kVecs, col = (i % kVecs) * 4;
+                if (col >= head_dim) continue;
                 float4 x = *reinterpret_cast<const float4*>(s_acc + r * kAcc + col);
 #ifdef CUATTN_DECODE_MMA_SLABS
 #pragma unroll
@@ -2150,27 +2161,24 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #endif
                 const float inv = s_inv[r];
                 x = make_float4(x.x * inv, x.y * inv, x.z * inv, x.w * inv);
-                if (lone)
-                    *reinterpret_cast<uint2*>(o + (part_row + r) * head_dim + col) =
-                        make_uint2(Num<T>::pack2(x.x, x.y), Num<T>::pack2(x.z, x.w));
-                else
-                    *reinterpret_cast<float4*>(out_o + (part_row + r) * head_dim + col) = x;
-            }
-        } else {
-            for (int i = tid; i < rows_here * head_dim; i += M::kThreads) {
-                const int r = i / head_dim, col = i % head_dim;
-#ifdef CUATTN_DECODE_MMA_SLABS
-                float sum = s_acc[r * kAcc + col];
+                const i64 at = (part_row + r) * head_dim + col;
+                if (whole) {  // 16-byte aligned rows
+                    if (lone)
+                        *reinterpret_cast<uint2*>(o + at) = make_uint2(Num<T>::pack2(x.x, x.y), Num<T>::pack2(x.z, x.w));
+                    else
+                        *reinterpret_cast<float4*>(out_o + at) = x;
+                } else {
+                    const float xs[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
-                for (int w = 1; w < kWarps; ++w) sum += s_acc[(w * 8 + r) * kAcc + col];
-                const float x = sum * s_inv[r];
-#else
-                const float x = s_acc[r * kAcc + col] * s_inv[r];
-#endif
-                if (lone)
-                    o[(part_row + r) * head_dim + col] = Num<T>::from_float(x);
-                else
-                    out_o[(part_row + r) * head_dim + col] = x;
+                    for (int e = 0; e < 4; ++e) {
+                        if (col + e < head_dim) {
+                            if (lone)
+                                o[at + e] = Num<T>::from_float(xs[e]);
+                            else
+                                out_o[at + e] = xs[e];
+                        }
+                    }
+                }
             }
         }
 #else
