@@ -181,9 +181,9 @@ __device__ __forceinline__ void prefetch_global_l2(const void* p) {
 // -DCUATTN_DECODE_TRACE_FINISH_AT=k (with TRACE_FINISH; 41st session) moves that stamp into the
 // rows' store phase after it: 1 warp 0's 1 / total and lse written (thread 0 is one of the lanes
 // that write them), 2 past the barrier that publishes them (slot 3: its last output store
-// issued). With -DCUATTN_DECODE_BARRIER_STORE (the store phase as before the 41st session); by
-// default there is no such barrier and both stamp after the warp's own copy (H200: warp 0's part
-// 0.32 us, the barrier ~0, the column-a-thread stores 0.74 us of the 1.06).
+// issued). H200: warp 0's part 0.32 us, the barrier ~0, the column-a-thread stores 0.74 us of the
+// 1.06 (B 1 32/8). With the opt-in -DCUATTN_DECODE_LEAN_STORE there is no such barrier: both stamp
+// after the warp's own copy of 1 / total.
 #ifdef CUATTN_DECODE_TRACE_FINISH
 #ifndef CUATTN_DECODE_TRACE_FINISH_AT
 #define CUATTN_DECODE_TRACE_FINISH_AT 0
@@ -2121,17 +2121,16 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
                              : owner ? split * split_stride + group_row
                                      : (i64)(ref & 0xffff) * kRows;
-#ifndef CUATTN_DECODE_BARRIER_STORE
-        // every warp its own 1 / total (merge_warp_stats gave each warp the totals of rows g, g + 8:
-        // lanes tq 0 write them), so no barrier publishes them; warp 0 writes the lse. Four
-        // columns a thread: 16-byte loads of the slabs and, where head_dim is the kernel's (rows
-        // 16-byte aligned), one 16-byte (partial) or 8-byte (output) store, else a store a column
-        // (padded head dims); the same sums in the same order as a column a thread, so the same
-        // bits (41st session: the store phase 1.06 -> 0.54 us an item end on an H200, B 4 32/4 D 64
-        // +1.5%, B 8 32/8 L 8192 +0.7%). (probe) -DCUATTN_DECODE_BARRIER_STORE: as before, warp 0
-        // publishes 1 / total through one barrier and the rows go out a column a thread. (One loop
-        // for both stores, not rolled out: a second loop for padded head dims, or unrolling, spilled
-        // 4-8 bytes in the two-block D 128 kernels.)
+#ifdef CUATTN_DECODE_LEAN_STORE
+        // (opt-in probe, 41st session; to be the default once measured on an H100) every warp its
+        // own 1 / total (merge_warp_stats gave each warp the totals of rows g, g + 8: lanes tq 0
+        // write them), so no barrier publishes them; warp 0 writes the lse. Four columns a thread:
+        // 16-byte loads of the slabs and, where head_dim is the kernel's (rows 16-byte aligned),
+        // one 16-byte (partial) or 8-byte (output) store, else a store a column (padded head
+        // dims); the same sums in the same order as the default's column a thread, so the same
+        // bits. An H200 measured its first form (a second loop for padded head dims; that and
+        // unrolling spilled 4-8 bytes in the two-block D 128 kernels, so one loop, not rolled out):
+        // the store phase 1.06 -> 0.54 us an item end, B 4 32/4 D 64 +1.5%, B 8 32/8 L 8192 +0.7%.
         float* s_inv = s_m[warp];  // s_m is read by now (the barriers above)
         if (tq == 0) {
 #pragma unroll

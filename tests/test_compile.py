@@ -105,6 +105,20 @@ def test_decode_mma_slabs_compile():
                            f"{mod.MMA_SLABS_OPTION} {extra}")
 
 
+
+def test_decode_mma_lean_store_compiles():
+    """The opt-in probe option -DCUATTN_DECODE_LEAN_STORE (decode.cu: the tensor-core kernel's rows
+    written without a barrier for 1 / total, four columns a thread) on every tensor-core decode
+    kernel variant: alone (test_kernel_compiles' options), with the default options (PDL, its
+    early trigger, P_lo packed) and with slabs: compiles for sm_90a without spills (its first form,
+    a second loop for padded head dims, spilled 4-8 bytes in the two-block D 128 kernels)."""
+    mod = importlib.import_module("cuattn.decode")
+    exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
+    lean = "-DCUATTN_DECODE_LEAN_STORE"
+    for options in ((lean,), (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, lean),
+                    (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION, lean)):
+        _assert_spill_free(exprs, options, f"the lean store {options}")
+
 def test_decode_mma_launch_bound_matches_the_plan():
     """decode_split_mma's launch bound (DecodeMmaShape::min_blocks: 1 where a ring leaves room for
     one block per SM, which lets a one-block kernel hold more than 168 registers) agrees with
