@@ -81,16 +81,13 @@ def main():
         finally:
             setattr(decode_module, name, saved)
 
-    def probe(rng, label, option="-DCUATTN_DECODE_TICKETS", suffix="+tickets"):
-        # a probe option of decode.cu: by default -DCUATTN_DECODE_TICKETS (split rows merged by tickets)
+    def probe(rng, label, option, suffix):  # a probe option of decode.cu: its fp16 sweep
         return setting(rng, label, "TMA_OPTIONS", decode_module.TMA_OPTIONS + (option,), suffix, False)[0]
 
-    def tickets(rng, label):
-        return probe(rng, label)
-
+    tickets = ("-DCUATTN_DECODE_TICKETS", "+tickets")  # split rows merged by tickets
     # --tickets: the tickets passes alone (the persistent kernels; both producers of the tensor-core
     # kernel); --lean-store: -DCUATTN_DECODE_LEAN_STORE's (the tensor-core kernel's, both producers)
-    only = {"--tickets": ("-DCUATTN_DECODE_TICKETS", "+tickets", ("tma", "mma")),
+    only = {"--tickets": (*tickets, ("tma", "mma")),
             "--lean-store": ("-DCUATTN_DECODE_LEAN_STORE", "+lean-store", ("mma",))}
     only = next((only[a] for a in sys.argv[1:] if a in only), None)
     for kernel in decode_module.KERNELS:
@@ -111,7 +108,7 @@ def main():
         decode_module.MMA_COPY = "tensor" if kernel == "mma" else None
         runs = [sweep(rng, kernel)]
         if kernel != "regs":
-            runs += [stealing(rng, kernel), even(rng, kernel), tickets(rng, kernel)]
+            runs += [stealing(rng, kernel), even(rng, kernel), probe(rng, kernel, *tickets)]
             for name, value, label, check_values in (
                     ("STATIC_FIRST", True, "+static", True),  # block i's first item i, the counter the rest (opt-in)
                     ("PDL", False, "+no-pdl", True),  # plain launches (the default: programmatic dependent launches)

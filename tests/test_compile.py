@@ -105,7 +105,6 @@ def test_decode_mma_slabs_compile():
                            f"{mod.MMA_SLABS_OPTION} {extra}")
 
 
-
 def test_decode_mma_lean_store_compiles():
     """The opt-in probe option -DCUATTN_DECODE_LEAN_STORE (decode.cu: the tensor-core kernel's rows
     written without a barrier for 1 / total, four columns a thread) on every tensor-core decode
@@ -118,6 +117,7 @@ def test_decode_mma_lean_store_compiles():
     for options in ((lean,), (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, lean),
                     (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION, lean)):
         _assert_spill_free(exprs, options, f"the lean store {options}")
+
 
 def test_decode_mma_launch_bound_matches_the_plan():
     """decode_split_mma's launch bound (DecodeMmaShape::min_blocks: 1 where a ring leaves room for

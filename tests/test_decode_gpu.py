@@ -807,9 +807,7 @@ def test_gpu_lean_store_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv
     default = DECODE_MODULE.TMA_OPTIONS
     out = {}
     for options in (default, default + LEAN_STORE):
-        monkeypatch.setattr(DECODE_MODULE, "TMA_OPTIONS", options)
-        out[options] = run(cp, q, k, v, **kw)
-        compare(*out[options], *ref, q.dtype)
+        out.update(run_settings(cp, monkeypatch, "TMA_OPTIONS", (options,), q, k, v, ref, **kw))
         assert (LEAN_STORE[0] in last_persistent_plan().options) == (options != default)
     np.testing.assert_array_equal(out[default][0], out[default + LEAN_STORE][0])
     np.testing.assert_array_equal(out[default][1], out[default + LEAN_STORE][1])
