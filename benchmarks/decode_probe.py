@@ -187,7 +187,7 @@ def trace_main(out, only=""):
     ahead = ("-DCUATTN_DECODE_L2_AHEAD=4",)
     tickets = ("-DCUATTN_DECODE_TICKETS",)  # the probe option (decode.cu, Work)
     finish = ("-DCUATTN_DECODE_TRACE_FINISH",)  # slot 7: the warps' merge done
-    lean = ("-DCUATTN_DECODE_LEAN_STORE",)  # the rows' store phase: no barrier, four columns a thread
+    barrier = ("-DCUATTN_DECODE_BARRIER_STORE",)  # the rows' store phase as to the 41st session (probe)
     out_pf = ("-DCUATTN_DECODE_OUT_PREFETCH",)  # the item's output rows prefetched as it starts
     even = {"EVEN_SPLIT": True}  # even pieces (opt-in): one equal piece of the row groups' keys per SM
     cases = [  # name, B, Hq, Hkv, L, kernel, (splits, chunk) or None, module settings
@@ -223,19 +223,21 @@ def trace_main(out, only=""):
         ("B1 32/8 L131072 mma finish", 1, 32, 8, 131072, "mma", None, {"_options": finish}),
         ("B4 32/4 L32768 D64 mma finish", 4, 32, 4, 32768, "mma", None, {"_d": 64, "_options": finish}),
         ("B16 32/8 L33001 mma finish", 16, 32, 8, 33001, "mma", None, {"_options": finish}),
-        # the same stamp moved into the rows' store phase (-DCUATTN_DECODE_TRACE_FINISH_AT=k: 1 warp
-        # 0's 1 / total and lse written, 2 past the barrier after them; 41st session)
-        *((f"{name} finish at {k}", b, 32, hkv, length, "mma", None,
-           {**extra, "_options": finish + (f"-DCUATTN_DECODE_TRACE_FINISH_AT={k}",)})
+        # the same stamp moved into the rows' store phase (-DCUATTN_DECODE_TRACE_FINISH_AT=k: 1 the
+        # warp's 1 / total written (warp 0: and the lse), 2 past the barrier after them in the store
+        # phase of -DCUATTN_DECODE_BARRIER_STORE (the default to the 41st session); the default has no
+        # such barrier, so 1 and 2 stamp the same point there)
+        *((f"{name} finish at {k}, barrier store", b, 32, hkv, length, "mma", None,
+           {**extra, "_options": finish + barrier + (f"-DCUATTN_DECODE_TRACE_FINISH_AT={k}",)})
           for k in (1, 2) for name, b, hkv, length, extra in (("B1 32/8 L131072 mma", 1, 8, 131072, {}),
                                                               ("B4 32/4 L32768 D64 mma", 4, 4, 32768, {"_d": 64}),
                                                               ("B16 32/8 L33001 mma", 16, 8, 33001, {}))),
-        # the rows' store phase without the barrier for 1 / total, four columns a thread
-        # (-DCUATTN_DECODE_LEAN_STORE, probe option, the same bits; 41st session)
-        ("B1 32/8 L131072 mma finish, lean store", 1, 32, 8, 131072, "mma", None, {"_options": finish + lean}),
-        ("B4 32/4 L32768 D64 mma finish, lean store", 4, 32, 4, 32768, "mma", None,
-         {"_d": 64, "_options": finish + lean}),
-        ("B16 32/8 L33001 mma finish, lean store", 16, 32, 8, 33001, "mma", None, {"_options": finish + lean}),
+        # the rows' store phase with the barrier for 1 / total, a column a thread
+        # (-DCUATTN_DECODE_BARRIER_STORE, probe option, the same bits; the default to the 41st session)
+        ("B1 32/8 L131072 mma finish, barrier store", 1, 32, 8, 131072, "mma", None, {"_options": finish + barrier}),
+        ("B4 32/4 L32768 D64 mma finish, barrier store", 4, 32, 4, 32768, "mma", None,
+         {"_d": 64, "_options": finish + barrier}),
+        ("B16 32/8 L33001 mma finish, barrier store", 16, 32, 8, 33001, "mma", None, {"_options": finish + barrier}),
         # the same with the item's output rows prefetched as it starts (-DCUATTN_DECODE_OUT_PREFETCH)
         ("B1 32/8 L131072 mma finish, out prefetch", 1, 32, 8, 131072, "mma", None, {"_options": finish + out_pf}),
         ("B4 32/4 L32768 D64 mma finish, out prefetch", 4, 32, 4, 32768, "mma", None,

@@ -47,11 +47,12 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   item's end everywhere, as before the 40th session; "no slabs, bound 2" (also
   -DCUATTN_DECODE_MMA_BOUND_2): and the launch bound of two blocks per SM (168 registers) on the
   one-block rings too: the kernels as before the 40th session,
-- "lean store" (-DCUATTN_DECODE_LEAN_STORE, tensor-core kernel, the same bits): an item's rows
-  written without the barrier that publishes 1 / total (each warp its own copy), four columns a
-  thread (16-byte slab loads; 16- or 8-byte stores where head_dim is the kernel's; 41st session,
-  its first form on an H200: B 4 32/4 D 64 3.325 -> 3.374 TB/s, B 8 32/8 L 8192 3.858 -> 3.884,
-  B 1 32/8 4.148 -> 4.163, the others level),
+- "barrier store" (-DCUATTN_DECODE_BARRIER_STORE, tensor-core kernel, the same bits): an item's
+  rows written as to the 41st session: 1 / total published to all warps through a barrier, a column
+  a thread. The default since the 42nd session has no such barrier (each warp its own copy) and
+  four columns a thread (16-byte slab loads; 16- or 8-byte stores where head_dim is the kernel's);
+  measured as the 41st session's "lean store" on an H100 (42nd session): B 4 32/4 D 64 2.585 ->
+  2.618 TB/s, B 8 32/8 L 8192 2.876 -> 2.896, B 1 32/8 3.022 -> 3.033, the others level,
 - "no merge" (-DCUATTN_DECODE_SKIP_MERGE): the count sent and its answer awaited as by default,
   but no merge (wrong results): beside "count no wait", what the merge costs and what the wait,
 - "p hi only" (tensor-core kernel, -DCUATTN_DECODE_MMA_P_HI_ONLY, MMA_PACK_LO False): P V with P
@@ -141,7 +142,7 @@ LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work st
     ("out prefetch", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_OUT_PREFETCH",)}),
     ("warps at once", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_SKIP_WARP_MERGE",)}),
     ("no slabs", {"MMA_SLABS": False}),
-    ("lean store", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_LEAN_STORE",)}),
+    ("barrier store", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_BARRIER_STORE",)}),
     ("no slabs, bound 2", {"MMA_SLABS": False, "TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_MMA_BOUND_2",)}),
     ("no pdl", {"PDL": False}),
     ("pdl trigger", {"TMA_OPTIONS": module.TMA_OPTIONS + (module.PDL_TRIGGER_OPTION,)}),

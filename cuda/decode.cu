@@ -182,8 +182,9 @@ __device__ __forceinline__ void prefetch_global_l2(const void* p) {
 // rows' store phase after it: 1 warp 0's 1 / total and lse written (thread 0 is one of the lanes
 // that write them), 2 past the barrier that publishes them (slot 3: its last output store
 // issued). H200: warp 0's part 0.32 us, the barrier ~0, the column-a-thread stores 0.74 us of the
-// 1.06 (B 1 32/8). With the opt-in -DCUATTN_DECODE_LEAN_STORE there is no such barrier: both stamp
-// after the warp's own copy of 1 / total.
+// 1.06 (B 1 32/8); those numbers are the probe option -DCUATTN_DECODE_BARRIER_STORE's (the default
+// to the 41st session). The default has no such barrier: both stamp after the warp's own copy of
+// 1 / total.
 #ifdef CUATTN_DECODE_TRACE_FINISH
 #ifndef CUATTN_DECODE_TRACE_FINISH_AT
 #define CUATTN_DECODE_TRACE_FINISH_AT 0
@@ -2121,16 +2122,17 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         const i64 part_row = lone    ? output_row(b, kv_head, row0, num_q_heads, group, seqlen_q)
                              : owner ? split * split_stride + group_row
                                      : (i64)(ref & 0xffff) * kRows;
-#ifdef CUATTN_DECODE_LEAN_STORE
-        // (opt-in probe, 41st session; to be the default once measured on an H100) every warp its
-        // own 1 / total (merge_warp_stats gave each warp the totals of rows g, g + 8: lanes tq 0
-        // write them), so no barrier publishes them; warp 0 writes the lse. Four columns a thread:
-        // 16-byte loads of the slabs and, where head_dim is the kernel's (rows 16-byte aligned),
-        // one 16-byte (partial) or 8-byte (output) store, else a store a column (padded head
-        // dims); the same sums in the same order as the default's column a thread, so the same
-        // bits. An H200 measured its first form (a second loop for padded head dims; that and
-        // unrolling spilled 4-8 bytes in the two-block D 128 kernels, so one loop, not rolled out):
-        // the store phase 1.06 -> 0.54 us an item end, B 4 32/4 D 64 +1.5%, B 8 32/8 L 8192 +0.7%.
+#ifndef CUATTN_DECODE_BARRIER_STORE
+        // every warp its own 1 / total (merge_warp_stats gave each warp the totals of rows g, g + 8:
+        // lanes tq 0 write them), so no barrier publishes them; warp 0 writes the lse. Four columns
+        // a thread: 16-byte loads of the slabs and, where head_dim is the kernel's (rows 16-byte
+        // aligned), one 16-byte (partial) or 8-byte (output) store, else a store a column (padded
+        // head dims); the same sums in the same order as the column a thread of the probe option
+        // -DCUATTN_DECODE_BARRIER_STORE below (the default to the 41st session), so the same bits.
+        // The store phase 1.06 -> 0.54 us an item end (H200, B 1 32/8); on an H100 (42nd session,
+        // stream probe) B 4 32/4 D 64 +1.3%, B 8 32/8 L 8192 +0.7%, B 1 32/8 +0.4%, the rest level.
+        // One loop for whole and padded head dims, not rolled out: a second loop or unrolling
+        // spilled 4-8 bytes in the two-block D 128 kernels.
         float* s_inv = s_m[warp];  // s_m is read by now (the barriers above)
         if (tq == 0) {
 #pragma unroll
@@ -2181,7 +2183,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             }
         }
 #else
-        // warp 0 holds every row's total (lanes 4 g and 4 g + 8 ... via g, g + 8): publish 1 / total
+        // (probe option, the default to the 41st session) warp 0 holds every row's total (lanes 4 g
+        // and 4 g + 8 ... via g, g + 8): publish 1 / total to all warps through a barrier, then a
+        // column a thread
         float* s_inv = s_m[0];  // s_m is read by now (the barriers of the loop above)
         if (warp == 0 && tq == 0) {
 #pragma unroll

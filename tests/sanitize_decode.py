@@ -18,7 +18,7 @@ and the tensor-core kernel again with its cp.async producer
 PAGE_PREFETCH), and both producers without P_lo packed into the empty rows (MMA_PACK_LO False), the cp.async
 producer with the opt-in -DCUATTN_DECODE_MMA_LEAN_MASK, the persistent kernels with the probe option
 -DCUATTN_DECODE_TICKETS (fp16; `--tickets`: those passes alone, the tensor-core kernel with both producers;
-`--lean-store`: the tensor-core kernel with -DCUATTN_DECODE_LEAN_STORE alone, both producers),
+`--barrier-store`: the tensor-core kernel with the probe option -DCUATTN_DECODE_BARRIER_STORE alone, both producers),
 and pages of 16 and 20 keys and strided rows, contiguous and paged (the tensor-core and bulk-copy
 kernels).
 Exits non-zero if a result is off the float64 reference (so a sanitizer-clean but wrong kernel
@@ -86,9 +86,9 @@ def main():
 
     tickets = ("-DCUATTN_DECODE_TICKETS", "+tickets")  # split rows merged by tickets
     # --tickets: the tickets passes alone (the persistent kernels; both producers of the tensor-core
-    # kernel); --lean-store: -DCUATTN_DECODE_LEAN_STORE's (the tensor-core kernel's, both producers)
+    # kernel); --barrier-store: -DCUATTN_DECODE_BARRIER_STORE's (the tensor-core kernel's, both producers)
     only = {"--tickets": (*tickets, ("tma", "mma")),
-            "--lean-store": ("-DCUATTN_DECODE_LEAN_STORE", "+lean-store", ("mma",))}
+            "--barrier-store": ("-DCUATTN_DECODE_BARRIER_STORE", "+barrier-store", ("mma",))}
     only = next((only[a] for a in sys.argv[1:] if a in only), None)
     for kernel in decode_module.KERNELS:
         decode_module.KERNEL = kernel

@@ -105,18 +105,19 @@ def test_decode_mma_slabs_compile():
                            f"{mod.MMA_SLABS_OPTION} {extra}")
 
 
-def test_decode_mma_lean_store_compiles():
-    """The opt-in probe option -DCUATTN_DECODE_LEAN_STORE (decode.cu: the tensor-core kernel's rows
-    written without a barrier for 1 / total, four columns a thread) on every tensor-core decode
-    kernel variant: alone (test_kernel_compiles' options), with the default options (PDL, its
-    early trigger, P_lo packed) and with slabs: compiles for sm_90a without spills (its first form,
-    a second loop for padded head dims, spilled 4-8 bytes in the two-block D 128 kernels)."""
+def test_decode_mma_store_phase_compiles():
+    """The tensor-core kernel's rows' store phase in both forms (decode.cu: the default, no barrier
+    for 1 / total, four columns a thread; the probe option -DCUATTN_DECODE_BARRIER_STORE, the
+    default to the 41st session) on every tensor-core decode kernel variant: bare (test_kernel_compiles'
+    options), with the default options (PDL, its early trigger, P_lo packed) and with slabs: compiles
+    for sm_90a without spills (the default's first form, a second loop for padded head dims, spilled
+    4-8 bytes in the two-block D 128 kernels)."""
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
-    lean = "-DCUATTN_DECODE_LEAN_STORE"
-    for options in ((lean,), (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, lean),
-                    (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION, lean)):
-        _assert_spill_free(exprs, options, f"the lean store {options}")
+    for store in ((), ("-DCUATTN_DECODE_BARRIER_STORE",)):
+        for options in (store, (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, *store),
+                        (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION, *store)):
+            _assert_spill_free(exprs, options, f"the store phase {options}")
 
 
 def test_decode_mma_launch_bound_matches_the_plan():

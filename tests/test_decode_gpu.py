@@ -785,7 +785,7 @@ def test_gpu_tickets_same_bits_as_the_count(cp, rng, monkeypatch, split_kernel, 
     np.testing.assert_array_equal(out[default][1], out[default + TICKETS][1])
 
 
-LEAN_STORE = ("-DCUATTN_DECODE_LEAN_STORE",)  # decode.cu: the probe option (41st session)
+BARRIER_STORE = ("-DCUATTN_DECODE_BARRIER_STORE",)  # decode.cu: the probe option (the default to the 41st session)
 
 
 @pytest.mark.parametrize("b, hq, hkv, sq, length, d, page, dtype", [
@@ -795,22 +795,23 @@ LEAN_STORE = ("-DCUATTN_DECODE_LEAN_STORE",)  # decode.cu: the probe option (41s
     (4, 32, 4, 1, 8192, 64, 0, np.float16),      # D 64, two blocks per SM
     (3, 16, 4, 2, 3000, 96, 0, np.float16),      # head_dim 96 on the 128 kernel: the scalar loop; 8 rows
     (2, 16, 4, 1, 8192, 128, 256, np.float16)])  # paged
-def test_gpu_lean_store_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype):
-    """The probe option -DCUATTN_DECODE_LEAN_STORE (decode.cu: the tensor-core kernel's rows written
-    without the barrier that publishes 1 / total, four columns a thread: one 16-byte or 8-byte
-    store where head_dim is the kernel's, a store a column where it is padded) against the
-    default: the same sums in the same order, so the same bits; each on the float64 reference,
+def test_gpu_store_phase_same_bits(cp, rng, monkeypatch, split_kernel, b, hq, hkv, sq, length, d, page, dtype):
+    """The tensor-core kernel's rows' store phase (decode.cu: by default without a barrier for
+    1 / total, four columns a thread: one 16-byte or 8-byte store where head_dim is the kernel's, a
+    store a column where it is padded) against the probe option -DCUATTN_DECODE_BARRIER_STORE (1 /
+    total published through a barrier, a column a thread; the default to the 41st session): the
+    same sums in the same order, so the same bits; each on the float64 reference,
     ragged and zero lengths, partials and straight outputs, D 64 / 96 / 128, fp16 and bf16."""
     if split_kernel != "mma":
         pytest.skip("the tensor-core kernel's item end")
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, None)
     default = DECODE_MODULE.TMA_OPTIONS
     out = {}
-    for options in (default, default + LEAN_STORE):
+    for options in (default, default + BARRIER_STORE):
         out.update(run_settings(cp, monkeypatch, "TMA_OPTIONS", (options,), q, k, v, ref, **kw))
-        assert (LEAN_STORE[0] in last_persistent_plan().options) == (options != default)
-    np.testing.assert_array_equal(out[default][0], out[default + LEAN_STORE][0])
-    np.testing.assert_array_equal(out[default][1], out[default + LEAN_STORE][1])
+        assert (BARRIER_STORE[0] in last_persistent_plan().options) == (options != default)
+    np.testing.assert_array_equal(out[default][0], out[default + BARRIER_STORE][0])
+    np.testing.assert_array_equal(out[default][1], out[default + BARRIER_STORE][1])
     assert_counters_zero(cp)
 
 
