@@ -221,7 +221,7 @@ attention_fwd_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const float total = quad_sum(row_sum[mt][h]);
-            const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+            const float inv = CUATTN_INV_TOTAL(total);
             const int row = row_g + mt * 16 + 8 * h;
             if (row < seqlen_q) {
 #pragma unroll
@@ -321,7 +321,7 @@ attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, cons
         const int row = m0 + warp * kRows + r;
         if (row >= seqlen_q) continue;
         const float total = row_sum[r];
-        const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+        const float inv = CUATTN_INV_TOTAL(total);
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
             const int col = c * 32 + lane;
@@ -604,7 +604,7 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const float total = quad_sum(row_sum[h]);
-            const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+            const float inv = CUATTN_INV_TOTAL(total);
             const int row = row_g + 8 * h;
             if (row < seqlen_q) {
 #pragma unroll

@@ -498,7 +498,7 @@ struct DecodeState {
             float total, mx, factor[kWarps];
             warp_stats_shift<kWarps, 1>(s_m, s_l, 0, total, mx, factor);
             if (rows_here > 0) {
-                const float inv = total > 0.f ? 1.f / total : (total == 0.f ? 0.f : total);
+                const float inv = CUATTN_INV_TOTAL(total);
                 for (int col = tid; col < head_dim; col += S::kThreads) {
                     float x = __fmul_rn(s_acc[col], factor[0]);
 #pragma unroll
@@ -534,7 +534,7 @@ struct DecodeState {
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
             if (r < rows_here) {
-                const float inv = total[r] > 0.f ? 1.f / total[r] : (total[r] == 0.f ? 0.f : total[r]);
+                const float inv = CUATTN_INV_TOTAL(total[r]);
                 for (int col = tid; col < head_dim; col += S::kThreads) out.o(r, col, s_acc[r * kHeadDim + col] * inv);
                 if (tid == 0) out.lse(r, lse_from_log2(block_max[r], total[r]));
             }
@@ -2138,7 +2138,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int r = g + 8 * h;
-                s_inv[r] = total[h] > 0.f ? 1.f / total[h] : (total[h] == 0.f ? 0.f : total[h]);
+                s_inv[r] = CUATTN_INV_TOTAL(total[h]);
                 if (warp == 0 && r < rows_here) out_lse[part_row + r] = lse_from_log2(block_max[h], total[h]);
             }
         }
@@ -2191,7 +2191,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int r = g + 8 * h;
-                s_inv[r] = total[h] > 0.f ? 1.f / total[h] : (total[h] == 0.f ? 0.f : total[h]);
+                s_inv[r] = CUATTN_INV_TOTAL(total[h]);
                 if (r < rows_here) out_lse[part_row + r] = lse_from_log2(block_max[h], total[h]);
             }
         }
