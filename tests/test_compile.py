@@ -341,3 +341,26 @@ def test_stream_mechanisms_kernels_compile():
             assert nvrtc.getLoweredName(prog, n)
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def test_ptx_identity_tool(tmp_path):
+    """benchmarks/ptx_identity.py (is a refactor of cuda/ PTX-neutral?): a copy of cuda/ with comment
+    and blank lines added compiles to the same PTX (comments, .loc and .file lines left out); the
+    copy with 1 added to the sum in CUATTN_INV_TOTAL's division does not, and the difference names
+    the opcode (add.f32) in the kernel. Both sources are read afresh
+    (_cuda.load_source is cached: a tool that forgot would call anything identical)."""
+    import shutil
+    tool = _benchmark_module("ptx_identity.py")
+    exprs = ["decode_split<half_t, 32, 4, false>"]
+    copy = tmp_path / "cuda"
+    shutil.copytree(_cuda.source_dir(), copy)
+    common = copy / "common.cuh"
+    common.write_text("// a comment\n\n" + common.read_text().replace("\n\n", "\n\n// another\n\n", 3))
+    assert tool.compare(copy, _cuda.source_dir(), "decode.cu", exprs, "sm_80") == (True, {})
+    text = common.read_text()
+    assert "? 1.f / (sum) :" in text
+    common.write_text(text.replace("? 1.f / (sum) :", "? 1.f / ((sum) + 1.f) :"))
+    same, changed = tool.compare(copy, _cuda.source_dir(), "decode.cu", exprs, "sm_80")
+    assert not same and len(changed) == 1
+    ops = next(iter(changed.values()))
+    assert "add.f32" in ops and ops["add.f32"][1] > ops["add.f32"][0], ops

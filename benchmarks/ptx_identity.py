@@ -1,0 +1,124 @@
+"""Do the CUDA sources in cuda/ compile to the same PTX as those of a git revision? (No GPU needed.)
+
+    python benchmarks/ptx_identity.py REV [--sources decode.cu ...] [--archs sm_90a ...]
+                                          [--option=-DX ...] [--match TEXT]
+
+Compiles every kernel variant (each module's all_kernel_expressions) of each source with NVRTC, from
+the working tree's cuda/ and from REV's (`git show REV:cuda/...` into a temporary folder), with the
+given extra options (default none: test_kernel_compiles' bare options), and compares the PTX with
+comments, `.loc` and `.file` lines left out. Prints one line a (source, arch): identical, or the
+kernels that differ with the opcodes whose counts differ (old, new): a refactor that should leave
+the kernels alone shows as "identical"; one that only renumbers registers shows no opcode counts.
+Exits 1 when any PTX differs. (`_cuda.load_source` and `source_dir` are cached: both are cleared
+around each compile, or both sides would read the same source.)
+
+Takes minutes on two CPUs (decode.cu at sm_90a alone: ~4 min); --match keeps the expressions that
+contain TEXT (e.g. "split_mma").
+"""
+
+import argparse
+import collections
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cuattn import _cuda  # noqa: E402
+
+
+def _ptx(folder, source, exprs, arch, options):
+    saved = _cuda.source_dir
+    _cuda.source_dir = lambda: Path(folder)
+    _cuda.load_source.cache_clear()
+    try:
+        return _cuda.compile_ptx(source, exprs, arch, options)
+    finally:
+        _cuda.source_dir = saved
+        _cuda.load_source.cache_clear()
+
+
+def _strip(ptx):
+    return "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith(("//", ".loc", ".file")))
+
+
+def _opcodes(ptx):
+    """Opcode counts per kernel entry (label lines, braces and directives left out)."""
+    out = {}
+    for body in re.split(r"\n\.(?:visible|weak) \.entry ", ptx)[1:]:
+        name = body.split("(")[0]
+        ops = collections.Counter()
+        for line in body.splitlines()[1:]:
+            words = line.split()
+            if line.startswith("\t") and words and not words[0].startswith(("$", "{", "}", ".", "//")):
+                ops[words[1] if words[0].startswith("@") and len(words) > 1 else words[0]] += 1  # @%p bra: bra
+        out[name] = ops
+    return out
+
+
+def compare(new_folder, old_folder, source, exprs, arch, options=()):
+    """(identical, {kernel: {opcode: (old count, new count)}}) for `source`'s kernels `exprs`
+    compiled from old_folder and from new_folder (the kernels whose opcode counts differ)."""
+    new = _strip(_ptx(new_folder, source, exprs, arch, options))
+    before = _strip(_ptx(old_folder, source, exprs, arch, options))
+    if new == before:
+        return True, {}
+    a, b = _opcodes(before), _opcodes(new)
+    changed = {}
+    for name in b:
+        old_c, new_c = a.get(name, collections.Counter()), b[name]
+        if old_c != new_c:
+            changed[name] = {o: (old_c[o], new_c[o]) for o in sorted(set(old_c) | set(new_c)) if old_c[o] != new_c[o]}
+    return False, changed
+
+
+def _expressions(source, arch, match):
+    module = importlib.import_module(f"cuattn.{source[:-3]}")
+    try:
+        exprs = module.all_kernel_expressions(arch=arch)
+    except TypeError:  # a lister without an arch
+        exprs = module.all_kernel_expressions()
+    return [e for e in exprs if match in e]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rev", help="the git revision to compare against (e.g. HEAD, a commit)")
+    parser.add_argument("--sources", nargs="+", default=None, help="cuda/ files (default: every kernel file)")
+    parser.add_argument("--archs", nargs="+", default=["sm_80", "sm_90a"])
+    parser.add_argument("--option", action="append", default=[],
+                        help="an extra NVRTC option, written --option=-DX (repeat for more)")
+    parser.add_argument("--match", default="", help="only kernel expressions containing this text")
+    args = parser.parse_args()
+    sources = args.sources or list(_cuda.kernel_files())
+    differ = False
+    with tempfile.TemporaryDirectory() as old:
+        for path in sorted((ROOT / "cuda").iterdir()):
+            if path.suffix in (".cu", ".cuh"):
+                text = subprocess.run(["git", "show", f"{args.rev}:cuda/{path.name}"], cwd=ROOT,
+                                      capture_output=True, text=True)
+                if text.returncode == 0:  # a file new since REV is missing there (its includes fail loudly)
+                    (Path(old) / path.name).write_text(text.stdout)
+        for source in sources:
+            for arch in args.archs:
+                exprs = _expressions(source, arch, args.match)
+                if not exprs:
+                    continue
+                same, changed = compare(ROOT / "cuda", old, source, exprs, arch, tuple(args.option))
+                if same:
+                    print(f"{source} {arch}: {len(exprs)} kernels, identical", flush=True)
+                    continue
+                differ = True
+                print(f"{source} {arch}: {len(exprs)} kernels, PTX differs; opcode counts differ in {len(changed)}",
+                      flush=True)
+                for name, ops in changed.items():
+                    print(f"  {name[:70]} {ops}")
+    sys.exit(1 if differ else 0)
+
+
+if __name__ == "__main__":
+    main()
