@@ -71,6 +71,13 @@ MMA_DEEP_STAGES = ((128, 6),)
 # the 38th session (opt-in before).
 # False: the bulk-copy kernel for every one-row launch, as before.
 ONE_ROW_MMA_WHOLE = True
+# (opt-in, 42nd session) One query row per block on a dense cache runs the tensor-core kernel also
+# where its plan splits every row group over one block per SM (the deep ring) and there are fewer
+# row groups than SMs (mma_splits_few_rows: B 1 32/32 L 33001, 32 row groups of 33001 keys). On
+# that row decode.py's tensor-core column led the bulk-copy default by 0.3-1.0% in every H100 run
+# since the 35th session (42nd: 3.031 vs 3.003 TB/s twice, cuDNN 3.035), but trailed it by 0.7% on
+# an H200 (38th session, before slabs and the barrier-free store phase): measure there first.
+ONE_ROW_MMA_FEW = False
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -799,6 +806,16 @@ def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int
     return splits == 1 and items >= grid and even_pieces("mma", MMA_ROWS, items, grid, num_sms, length) is None
 
 
+def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
+    """Whether decode_split_mma's plan for one query row per row group splits every row group over
+    one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with fewer row groups
+    than SMs (the case ONE_ROW_MMA_FEW takes: B 1 32/32 L 33001)."""
+    resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
+    items = batch * num_kv_heads
+    return (resident == 1 and splits > 1 and items < num_sms
+            and even_pieces("mma", MMA_ROWS, splits * items, num_sms, num_sms, length) is None)
+
+
 def _filled_now(device_id: int, n: int, value: int):
     """An int32 vector of n copies of value on a device, filled now (on the side stream inside a
     captured call, not at replay) and waited for: ready for calls on any stream."""
@@ -943,7 +960,7 @@ def _take_host_flags(device_id: int):
 def _settings() -> tuple:
     """The module settings a launch plan depends on (tests and benchmarks change them)."""
     return (KERNEL, TMA_STAGES, ONE_BLOCK_TMA_STAGES, MMA_STAGES, MMA_TWO_BLOCK_STAGES, MMA_DEEP_STAGES, MMA_COPY,
-            ONE_ROW_MMA_WHOLE, PAGE_PREFETCH, MMA_PACK_LO, MMA_SLABS, STATIC_FIRST,
+            ONE_ROW_MMA_WHOLE, ONE_ROW_MMA_FEW, PAGE_PREFETCH, MMA_PACK_LO, MMA_SLABS, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
             EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
@@ -1045,10 +1062,12 @@ class _DecodePlan:
         dense = all(x.shape[2] == 1 or x.strides[2] == d * x.itemsize for x in (k_cache, v_cache))
         kernel = pick_kernel(_kernel_choice(num_rows, dense and not sizes["paged"]), props["cc"], type_name, padded,
                              sizes)
-        if (ONE_ROW_MMA_WHOLE and KERNEL is None and kernel == "tma" and num_rows == 1
-                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"
-                and mma_keeps_rows_whole(batch, hkv, sizes["cache_len"], padded, props["num_sms"])):
-            kernel = "mma"  # one dense row per block whose row groups the tensor-core plan keeps whole
+        if (KERNEL is None and kernel == "tma" and num_rows == 1
+                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
+            shape = (batch, hkv, sizes["cache_len"], padded, props["num_sms"])
+            if ((ONE_ROW_MMA_WHOLE and mma_keeps_rows_whole(*shape))  # row groups the tensor-core plan keeps whole
+                    or (ONE_ROW_MMA_FEW and mma_splits_few_rows(*shape))):  # few, each split (opt-in)
+                kernel = "mma"
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces

@@ -1175,6 +1175,45 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
     assert_counters_zero(cp)
 
 
+@pytest.mark.parametrize("b, hkv, length, dtype", [
+    (1, 32, 20000, np.float16),  # B 1 32/32's shape: 32 row groups, each split (the deep ring)
+    (2, 16, 9001, BFLOAT16),
+    (64, 32, 1500, np.float16)])  # more row groups than SMs: the rule leaves it to the bulk-copy kernel
+def test_gpu_one_row_mma_few(cp, rng, monkeypatch, split_kernel, b, hkv, length, dtype):
+    """ONE_ROW_MMA_FEW (opt-in): one dense query row per block runs the tensor-core kernel where its
+    plan splits every row group over one block per SM with fewer row groups than SMs
+    (mma_splits_few_rows), else as before; right on the reference either way (ragged and zero
+    lengths: split and empty row groups), the same bits as the forced tensor-core kernel."""
+    if split_kernel != "tma":
+        pytest.skip("the rule picks between the kernels itself (KERNEL None)")
+    props = DECODE_MODULE.device_properties()
+    if props["cc"] != 90:
+        pytest.skip("the persistent kernels are sm_90's")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    d = 128
+    q, k, v = (draw(rng, s, dtype) for s in ((b, hkv, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
+    lens = rng.integers(1, length + 1, size=b).astype(np.int32)
+    lens[0] = length
+    if b > 1:
+        lens[1] = 0
+    kw = dict(cache_seqlens=lens, alibi_slopes="default")
+    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    few = DECODE_MODULE.mma_splits_few_rows(b, hkv, length, d, props["num_sms"])
+    assert few == (b * hkv < props["num_sms"]), (b, hkv, length)
+    out = {}
+    for kernel, rule in ((None, False), (None, True), ("mma", False)):
+        monkeypatch.setattr(DECODE_MODULE, "KERNEL", kernel)
+        monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_FEW", rule)
+        out[kernel, rule] = run(cp, q, k, v, **kw)
+        compare(*out[kernel, rule], *ref, q.dtype)
+        used = last_persistent_plan().even_rule[0]
+        assert used == ("mma" if kernel == "mma" or (rule and few) else "tma"), (kernel, rule, few)
+    if few:
+        np.testing.assert_array_equal(out[None, True][0], out["mma", False][0])
+        np.testing.assert_array_equal(out[None, True][1], out["mma", False][1])
+    assert_counters_zero(cp)
+
+
 @pytest.mark.parametrize("hkv, length, d, dtype, per_sm", [
     (8, 300, 128, np.float16, 2),    # two blocks an SM of 3 stages, a row group each
     (8, 129, 64, BFLOAT16, 2),       # D 64: two blocks of 4 stages; keys past a tile's end
