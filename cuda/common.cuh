@@ -148,7 +148,8 @@ __device__ __forceinline__ float lse_from_log2(float max_log2, float sum) {
 // The factor that normalizes a row by its sum: 1 / sum; an empty row (sum 0, fully masked) gives 0
 // (its output is 0), a NaN sum passes on. A macro, not a function: an inline function's ternary
 // made NVRTC select (selp) where the written-out one branches, in the decode kernels' hot paths
-// too (42nd session), so this keeps the kernels' PTX as it was measured. `sum`: a plain variable.
+// too (42nd session), so this keeps the kernels' PTX as it was measured. `sum` is evaluated up to
+// four times: a variable or an array element, nothing with side effects.
 #define CUATTN_INV_TOTAL(sum) ((sum) > 0.f ? 1.f / (sum) : ((sum) == 0.f ? 0.f : (sum)))
 
 // Merge partial results (o_a, lse_a) and (o_b, lse_b) given in natural-log units:
