@@ -797,23 +797,30 @@ def mma_plan(batch: int, num_kv_heads: int, row_chunks: int, length: int, padded
     return resident, stages, splits, chunk
 
 
+def _one_row_mma_plan(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int):
+    """(blocks per SM, splits, row groups, equal splits kept) of decode_split_mma's plan for one query
+    row per row group (mma_plan, then even_pieces on its equal splits): what the one-row rules
+    (mma_keeps_rows_whole, mma_splits_few_rows) read."""
+    resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
+    items = batch * num_kv_heads
+    equal = even_pieces("mma", MMA_ROWS, splits * items, resident * num_sms, num_sms, length) is None
+    return resident, splits, items, equal
+
+
 def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group (mma_plan, then even_pieces)
     keeps every row group whole, one item each, no partials to merge, with at least as many row
     groups as blocks (the measured case: ONE_ROW_MMA_WHOLE)."""
-    resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
-    items, grid = batch * num_kv_heads, resident * num_sms
-    return splits == 1 and items >= grid and even_pieces("mma", MMA_ROWS, items, grid, num_sms, length) is None
+    resident, splits, items, equal = _one_row_mma_plan(batch, num_kv_heads, length, padded, num_sms)
+    return splits == 1 and items >= resident * num_sms and equal
 
 
 def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group splits every row group over
     one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with fewer row groups
     than SMs (the case ONE_ROW_MMA_FEW takes: B 1 32/32 L 33001)."""
-    resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
-    items = batch * num_kv_heads
-    return (resident == 1 and splits > 1 and items < num_sms
-            and even_pieces("mma", MMA_ROWS, splits * items, num_sms, num_sms, length) is None)
+    resident, splits, items, equal = _one_row_mma_plan(batch, num_kv_heads, length, padded, num_sms)
+    return resident == 1 and splits > 1 and items < num_sms and equal
 
 
 def _filled_now(device_id: int, n: int, value: int):

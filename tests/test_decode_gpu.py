@@ -1177,7 +1177,7 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
 
 @pytest.mark.parametrize("b, hkv, length, dtype", [
     (1, 32, 20000, np.float16),  # B 1 32/32's shape: 32 row groups, each split (the deep ring)
-    (2, 16, 9001, BFLOAT16),
+    (3, 16, 9001, BFLOAT16),     # 48 row groups, the second of length 0
     (64, 32, 1500, np.float16)])  # more row groups than SMs: the rule leaves it to the bulk-copy kernel
 def test_gpu_one_row_mma_few(cp, rng, monkeypatch, split_kernel, b, hkv, length, dtype):
     """ONE_ROW_MMA_FEW (opt-in): one dense query row per block runs the tensor-core kernel where its
@@ -1191,21 +1191,13 @@ def test_gpu_one_row_mma_few(cp, rng, monkeypatch, split_kernel, b, hkv, length,
         pytest.skip("the persistent kernels are sm_90's")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     d = 128
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hkv, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(1, length + 1, size=b).astype(np.int32)
-    lens[0] = length
-    if b > 1:
-        lens[1] = 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
     few = DECODE_MODULE.mma_splits_few_rows(b, hkv, length, d, props["num_sms"])
     assert few == (b * hkv < props["num_sms"]), (b, hkv, length)
     out = {}
     for kernel, rule in ((None, False), (None, True), ("mma", False)):
-        monkeypatch.setattr(DECODE_MODULE, "KERNEL", kernel)
         monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_FEW", rule)
-        out[kernel, rule] = run(cp, q, k, v, **kw)
-        compare(*out[kernel, rule], *ref, q.dtype)
+        out[kernel, rule] = run_settings(cp, monkeypatch, "KERNEL", (kernel,), q, k, v, ref, **kw)[kernel]
         used = last_persistent_plan().even_rule[0]
         assert used == ("mma" if kernel == "mma" or (rule and few) else "tma"), (kernel, rule, few)
     if few:
@@ -1230,11 +1222,7 @@ def test_gpu_one_row_mma_whole(cp, rng, monkeypatch, split_kernel, hkv, length, 
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     b = -(-per_sm * props["num_sms"] // hkv)  # row groups for every block
-    q, k, v = (draw(rng, s, dtype) for s in ((b, hkv, 1, d), (b, hkv, length, d), (b, hkv, length, d)))
-    lens = rng.integers(1, length + 1, size=b).astype(np.int32)
-    lens[0], lens[1] = length, 0
-    kw = dict(cache_seqlens=lens, alibi_slopes="default")
-    ref = cuattn.reference.decode(q, k, v, return_lse=True, **kw)
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
     whole = DECODE_MODULE.mma_keeps_rows_whole(b, hkv, length, d, props["num_sms"])
     assert whole or per_sm == 1, (b, hkv, length)  # (the two-block cases always keep rows whole)
     for rule in (False, True):
