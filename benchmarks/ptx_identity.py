@@ -3,7 +3,7 @@
     python benchmarks/ptx_identity.py REV [--sources decode.cu ...] [--archs sm_90a ...]
                                           [--option=-DX ...] [--match TEXT]
 
-Compiles every kernel variant (each module's all_kernel_expressions) of each source with NVRTC, from
+Compiles every kernel variant (`_cuda.kernel_expressions`) of each source with NVRTC, from
 the working tree's cuda/ and from REV's (`git show REV:cuda/...` into a temporary folder), with the
 given extra options (default none: test_kernel_compiles' bare options), and compares the PTX with
 comments, `.loc` and `.file` lines left out. Prints one line a (source, arch): identical, or the
@@ -18,7 +18,6 @@ contain TEXT (e.g. "split_mma").
 
 import argparse
 import collections
-import importlib
 import re
 import subprocess
 import sys
@@ -77,12 +76,7 @@ def compare(new_folder, old_folder, source, exprs, arch, options=()):
 
 
 def _expressions(source, arch, match):
-    module = importlib.import_module(f"cuattn.{source[:-3]}")
-    try:
-        exprs = module.all_kernel_expressions(arch=arch)
-    except TypeError:  # a lister without an arch
-        exprs = module.all_kernel_expressions()
-    return [e for e in exprs if match in e]
+    return [e for e in _cuda.kernel_expressions(source, arch) if match in e]
 
 
 def main():

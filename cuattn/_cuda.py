@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
+import inspect
 import logging
 import os
 import re
@@ -47,6 +49,13 @@ def source_dir() -> Path:
 
 def kernel_files() -> list[str]:
     return sorted(p.name for p in source_dir().glob("*.cu"))
+
+
+def kernel_expressions(name: str, arch: str) -> list[str]:
+    """The kernel variants of ``cuda/<name>`` (e.g. 'decode.cu') that its op's dispatcher can pick
+    on ``arch``: ``cuattn/<op>.py``'s all_kernel_expressions (per arch, where it takes one)."""
+    lister = importlib.import_module(f"cuattn.{name[:-3]}").all_kernel_expressions
+    return list(lister(arch=arch) if "arch" in inspect.signature(lister).parameters else lister())
 
 
 @functools.lru_cache(maxsize=None)

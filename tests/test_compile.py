@@ -6,7 +6,6 @@ Runs everywhere CuPy's NVRTC is installed (the 'test' extra brings cupy-cuda13x[
 
 import importlib
 import importlib.util
-import inspect
 import os
 import re
 import sys
@@ -37,13 +36,7 @@ if not _nvrtc_available():
 def _variants(arch):
     """(source, expression) for every variant: cuda/<op>.cu pairs with cuattn/<op>.py, whose
     all_kernel_expressions() lists what its dispatcher can pick (per arch, where it takes one)."""
-    out = []
-    for source in _cuda.kernel_files():
-        module = importlib.import_module(f"cuattn.{source[:-3]}")
-        lister = module.all_kernel_expressions
-        takes_arch = "arch" in inspect.signature(lister).parameters
-        out += [(source, e) for e in (lister(arch=arch) if takes_arch else lister())]
-    return out
+    return [(source, e) for source in _cuda.kernel_files() for e in _cuda.kernel_expressions(source, arch)]
 
 
 @pytest.mark.parametrize("arch,source,expression", [(a, s, e) for a in ARCHS for s, e in _variants(a)])
