@@ -71,13 +71,15 @@ MMA_DEEP_STAGES = ((128, 6),)
 # the 38th session (opt-in before).
 # False: the bulk-copy kernel for every one-row launch, as before.
 ONE_ROW_MMA_WHOLE = True
-# (opt-in, 42nd session) One query row per block on a dense cache runs the tensor-core kernel also
-# where its plan splits every row group over one block per SM (the deep ring) and there are fewer
-# row groups than SMs (mma_splits_few_rows: B 1 32/32 L 33001, 32 row groups of 33001 keys). On
-# that row decode.py's tensor-core column led the bulk-copy default by 0.3-1.0% in every H100 run
-# since the 35th session (42nd: 3.031 vs 3.003 TB/s twice, cuDNN 3.035), but trailed it by 0.7% on
-# an H200 (38th session, before slabs and the barrier-free store phase): measure there first.
-ONE_ROW_MMA_FEW = False
+# One query row per block on a dense cache runs the tensor-core kernel also where its plan splits
+# every row group over one block per SM (the deep ring) and there are fewer row groups than SMs
+# (mma_splits_few_rows: B 1 32/32 L 33001, 32 row groups of 33001 keys). On that row decode.py's
+# tensor-core column led the bulk-copy kernel by 0.3-1.0% in every H100 run since the 35th session
+# (42nd: 3.031 vs 3.003 TB/s twice, cuDNN 3.035) and by 0.1% on an H200 in the 43rd session (7
+# rounds: 4.247 vs 4.241, ahead in 6 of 7 rounds, level in the seventh; cuDNN 4.28; the 38th
+# session's H200, before slabs and the barrier-free store phase, had it 0.7% behind). Opt-in in the
+# 42nd session, the default since the 43rd. False: only the whole-rows rule above.
+ONE_ROW_MMA_FEW = True
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
 # any 16-byte strides). Same tiles, bit-identical results. None picks per head dim: "cp.async" for
@@ -818,7 +820,7 @@ def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int
 def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group splits every row group over
     one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with fewer row groups
-    than SMs (the case ONE_ROW_MMA_FEW takes: B 1 32/32 L 33001)."""
+    than SMs (the case ONE_ROW_MMA_FEW, the default, takes: B 1 32/32 L 33001)."""
     resident, splits, items, equal = _one_row_mma_plan(batch, num_kv_heads, length, padded, num_sms)
     return resident == 1 and splits > 1 and items < num_sms and equal
 
@@ -1073,7 +1075,7 @@ class _DecodePlan:
                 and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
             shape = (batch, hkv, sizes["cache_len"], padded, props["num_sms"])
             if ((ONE_ROW_MMA_WHOLE and mma_keeps_rows_whole(*shape))  # row groups the tensor-core plan keeps whole
-                    or (ONE_ROW_MMA_FEW and mma_splits_few_rows(*shape))):  # few, each split (opt-in)
+                    or (ONE_ROW_MMA_FEW and mma_splits_few_rows(*shape))):  # few, each split
                 kernel = "mma"
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None

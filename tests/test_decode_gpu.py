@@ -1180,16 +1180,18 @@ def test_gpu_mma_two_block_stages_d64(cp, rng, monkeypatch, split_kernel, b, hq,
     (3, 16, 9001, BFLOAT16),     # 48 row groups, the second of length 0
     (64, 32, 1500, np.float16)])  # more row groups than SMs: the rule leaves it to the bulk-copy kernel
 def test_gpu_one_row_mma_few(cp, rng, monkeypatch, split_kernel, b, hkv, length, dtype):
-    """ONE_ROW_MMA_FEW (opt-in): one dense query row per block runs the tensor-core kernel where its
+    """ONE_ROW_MMA_FEW (the default): one dense query row per block runs the tensor-core kernel where its
     plan splits every row group over one block per SM with fewer row groups than SMs
     (mma_splits_few_rows), else as before; right on the reference either way (ragged and zero
-    lengths: split and empty row groups), the same bits as the forced tensor-core kernel."""
+    lengths: split and empty row groups), the same bits as the forced tensor-core kernel. The
+    whole-rows rule (ONE_ROW_MMA_WHOLE, which takes B 64 32/32 L 1500) is off here: this rule alone."""
     if split_kernel != "tma":
         pytest.skip("the rule picks between the kernels itself (KERNEL None)")
     props = DECODE_MODULE.device_properties()
     if props["cc"] != 90:
         pytest.skip("the persistent kernels are sm_90's")
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_WHOLE", False)
     d = 128
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
     few = DECODE_MODULE.mma_splits_few_rows(b, hkv, length, d, props["num_sms"])
