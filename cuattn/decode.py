@@ -799,30 +799,32 @@ def mma_plan(batch: int, num_kv_heads: int, row_chunks: int, length: int, padded
     return resident, stages, splits, chunk
 
 
-def _one_row_mma_plan(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int):
-    """(blocks per SM, splits, row groups, equal splits kept) of decode_split_mma's plan for one query
-    row per row group (mma_plan, then even_pieces on its equal splits): what the one-row rules
-    (mma_keeps_rows_whole, mma_splits_few_rows) read."""
+def _one_row_mma_rules(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int):
+    """(whole, few) for decode_split_mma's plan of one query row per row group (mma_plan, then
+    even_pieces on its equal splits): whether it keeps every row group whole, one item each, no
+    partials to merge, with at least as many row groups as blocks (mma_keeps_rows_whole), and whether
+    it splits every row group over one block per SM (the deep ring) in equal pieces, with fewer row
+    groups than SMs (mma_splits_few_rows). One plan for both one-row rules."""
     resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
     items = batch * num_kv_heads
     equal = even_pieces("mma", MMA_ROWS, splits * items, resident * num_sms, num_sms, length) is None
-    return resident, splits, items, equal
+    whole = splits == 1 and items >= resident * num_sms and equal
+    few = resident == 1 and splits > 1 and items < num_sms and equal
+    return whole, few
 
 
 def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group (mma_plan, then even_pieces)
     keeps every row group whole, one item each, no partials to merge, with at least as many row
     groups as blocks (the measured case: ONE_ROW_MMA_WHOLE)."""
-    resident, splits, items, equal = _one_row_mma_plan(batch, num_kv_heads, length, padded, num_sms)
-    return splits == 1 and items >= resident * num_sms and equal
+    return _one_row_mma_rules(batch, num_kv_heads, length, padded, num_sms)[0]
 
 
 def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group splits every row group over
     one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with fewer row groups
     than SMs (the case ONE_ROW_MMA_FEW, the default, takes: B 1 32/32 L 33001)."""
-    resident, splits, items, equal = _one_row_mma_plan(batch, num_kv_heads, length, padded, num_sms)
-    return resident == 1 and splits > 1 and items < num_sms and equal
+    return _one_row_mma_rules(batch, num_kv_heads, length, padded, num_sms)[1]
 
 
 def _filled_now(device_id: int, n: int, value: int):
@@ -1073,9 +1075,8 @@ class _DecodePlan:
                              sizes)
         if (KERNEL is None and kernel == "tma" and num_rows == 1
                 and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
-            shape = (batch, hkv, sizes["cache_len"], padded, props["num_sms"])
-            if ((ONE_ROW_MMA_WHOLE and mma_keeps_rows_whole(*shape))  # row groups the tensor-core plan keeps whole
-                    or (ONE_ROW_MMA_FEW and mma_splits_few_rows(*shape))):  # few, each split
+            whole, few = _one_row_mma_rules(batch, hkv, sizes["cache_len"], padded, props["num_sms"])
+            if (ONE_ROW_MMA_WHOLE and whole) or (ONE_ROW_MMA_FEW and few):  # kept whole; few, each split
                 kernel = "mma"
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
