@@ -623,12 +623,13 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     """How each layout reaches shared memory (KERNEL None): strided key rows (FlashAttention's
     (B, L, Hkv, D) as its transpose) and paged caches go to the tensor-core kernel where it takes
     the head dim (cp.async: any stride; pages of 16 or 100 keys looked up per 16-row group or per
-    row), one row per block included; else to the bulk-copy kernel, one copy per key row where
-    strided, per page's run of keys where pages are not whole tiles (run_keys), per whole tile
-    where dense. "nhd": vLLM's paged (pages, page_size, Hkv, D) passed as its transpose (strided
-    pages: whole tiles of strided rows at 64 keys, row by row at 16). Right on the reference
-    (ragged, a row ending mid-page), bit-identical to the dense cache's call where both run the
-    same kernel."""
+    row), one row per block included, and so does a dense cache of one row per block where a
+    one-row rule takes it (ONE_ROW_MMA_FEW: MHA D 128's 16 row groups, each split); else to the
+    bulk-copy kernel, one copy per key row where strided, per page's run of keys where pages are
+    not whole tiles (run_keys), per whole tile where dense. "nhd": vLLM's paged (pages, page_size,
+    Hkv, D) passed as its transpose (strided pages: whole tiles of strided rows at 64 keys, row by
+    row at 16). Right on the reference (ragged, a row ending mid-page), bit-identical to the dense
+    cache's call where both run the same kernel."""
     if split_kernel != DECODE_MODULE.KERNELS[0]:
         pytest.skip("the automatic choice (KERNEL None): once")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
@@ -650,7 +651,9 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
     assert len(plans) == 1
     expr, run_keys = plans[0].expression, plans[0].run_keys
-    if d in DECODE_MODULE.MMA_HEAD_DIMS and (hq != hkv or layout != "dense"):
+    whole, few = DECODE_MODULE._one_row_mma_rules(b, hkv, length, d, DECODE_MODULE.device_properties()["num_sms"])
+    one_row_mma = (DECODE_MODULE.ONE_ROW_MMA_WHOLE and whole) or (DECODE_MODULE.ONE_ROW_MMA_FEW and few)
+    if d in DECODE_MODULE.MMA_HEAD_DIMS and (hq != hkv or layout != "dense" or one_row_mma):
         assert expr.startswith("decode_split_mma<")
         if layout.startswith("paged"):
             assert expr.endswith(", true>")  # cp.async
