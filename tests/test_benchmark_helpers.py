@@ -62,3 +62,25 @@ def test_host_time_is_the_median_batch(common, monkeypatch):
     assert per_call == pytest.approx(1.0)  # batches of 10, 20, 10, 1000, 10 s over 10 calls each
     assert len(calls) == 50
     assert events == ["sync"] * 10
+
+
+def test_one_row_scope_lists_the_rules(capsys, monkeypatch):
+    """benchmarks/decode_one_row_scope.py --list (no GPU): each shape's one-row rule verdicts as
+    cuattn.decode plans them on 132 SMs: B 1 32/32 L 33001 taken by the few-split-rows rule, B 64
+    32/32 L 2048 by the whole-rows rule, B 8 32/32 L 2048 by neither (two blocks an SM)."""
+    import json
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_one_row_scope.py"
+    spec = importlib.util.spec_from_file_location("_decode_one_row_scope", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # (the script puts benchmarks/ first)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["decode_one_row_scope.py", "--list", "--sms", "132"])
+    module.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(module.SHAPES)
+    by_shape = dict(zip(module.SHAPES, (json.loads(line.split(":", 1)[1]) for line in lines)))
+    assert by_shape[1, 32, 33001]["few"] and by_shape[1, 32, 33001]["auto_kernel"] == "mma"
+    assert by_shape[64, 32, 2048]["whole"] and by_shape[64, 32, 2048]["auto_kernel"] == "mma"
+    assert not by_shape[8, 32, 2048]["whole"] and not by_shape[8, 32, 2048]["few"]
+    assert by_shape[8, 32, 2048]["auto_kernel"] == "tma"
