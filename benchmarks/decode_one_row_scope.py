@@ -41,7 +41,7 @@ def verdicts(b: int, h: int, length: int, sms: int) -> dict:
     """Each one-row rule's verdict on a shape and the kernel the automatic choice takes with
     today's settings (dense cache, one row per block)."""
     whole, few = DECODE_MODULE._one_row_mma_rules(b, h, length, D, sms)
-    takes = (DECODE_MODULE.ONE_ROW_MMA_WHOLE and whole) or (DECODE_MODULE.ONE_ROW_MMA_FEW and few)
+    takes = DECODE_MODULE.one_row_takes_mma(b, h, length, D, sms)
     resident, stages, splits, chunk = DECODE_MODULE.mma_plan(b, h, 1, length, D, sms)
     return {"whole": bool(whole), "few": bool(few), "auto_kernel": "mma" if takes else "tma",
             "mma_plan": {"blocks_per_sm": resident, "stages": stages, "splits": splits, "chunk": chunk}}

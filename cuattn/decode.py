@@ -827,6 +827,14 @@ def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int,
     return _one_row_mma_rules(batch, num_kv_heads, length, padded, num_sms)[1]
 
 
+def one_row_takes_mma(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
+    """Whether the automatic choice gives a dense cache's launch of one query row per block to the
+    tensor-core kernel (where it takes the head dim): a one-row rule that is on holds for the shape
+    (ONE_ROW_MMA_WHOLE and mma_keeps_rows_whole, ONE_ROW_MMA_FEW and mma_splits_few_rows)."""
+    whole, few = _one_row_mma_rules(batch, num_kv_heads, length, padded, num_sms)
+    return bool((ONE_ROW_MMA_WHOLE and whole) or (ONE_ROW_MMA_FEW and few))
+
+
 def _filled_now(device_id: int, n: int, value: int):
     """An int32 vector of n copies of value on a device, filled now (on the side stream inside a
     captured call, not at replay) and waited for: ready for calls on any stream."""
@@ -1074,10 +1082,9 @@ class _DecodePlan:
         kernel = pick_kernel(_kernel_choice(num_rows, dense and not sizes["paged"]), props["cc"], type_name, padded,
                              sizes)
         if (KERNEL is None and kernel == "tma" and num_rows == 1
-                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"):
-            whole, few = _one_row_mma_rules(batch, hkv, sizes["cache_len"], padded, props["num_sms"])
-            if (ONE_ROW_MMA_WHOLE and whole) or (ONE_ROW_MMA_FEW and few):  # kept whole; few, each split
-                kernel = "mma"
+                and pick_kernel("mma", props["cc"], type_name, padded, sizes) == "mma"
+                and one_row_takes_mma(batch, hkv, sizes["cache_len"], padded, props["num_sms"])):
+            kernel = "mma"
         packed = kernel == "mma" and MMA_PACK_LO and num_rows <= 8  # P_lo in the empty rows
         copy = mma_copy(padded, packed, sizes["page_size"] if sizes["paged"] else 0) if kernel == "mma" else None
         span, takes = 0, None  # even pieces: the row groups' keys end to end (span each), `takes` pieces

@@ -500,10 +500,11 @@ def test_mma_plan_and_the_whole_rows_rule(monkeypatch):
 
 
 def test_the_few_split_rows_rule(monkeypatch):
-    """mma_splits_few_rows (ONE_ROW_MMA_FEW, the default since the 43rd session): the tensor-core plan splits every row group over
-    one block per SM, with fewer row groups than SMs: B 1 32/32 L 33001 (4 splits of 8320 keys) yes;
-    B 16 32/32 L 4096 (more row groups than SMs), B 64 L 2048 (whole), B 4 32/32 (whole on two
-    blocks), D 64 (two blocks an SM), a short row kept whole no; no deep ring, no rule."""
+    """mma_splits_few_rows (ONE_ROW_MMA_FEW, the default since the 43rd session): the tensor-core
+    plan splits every row group over one block per SM, with fewer row groups than SMs: B 1 32/32
+    L 33001 (4 splits of 8320 keys) yes; B 16 32/32 L 4096 (more row groups than SMs), B 64 L 2048
+    (whole), B 4 32/32 (whole on two blocks), D 64 (two blocks an SM), a short row kept whole no;
+    no deep ring, no rule."""
     import sys
 
     mod = sys.modules["cuattn.decode"]
@@ -513,6 +514,13 @@ def test_the_few_split_rows_rule(monkeypatch):
     for shape in ((16, 32, 4096, 128), (64, 32, 2048, 128), (4, 32, 33001, 128), (1, 32, 33001, 64), (1, 32, 200, 128)):
         assert not mod.mma_splits_few_rows(*shape, 132), shape
     assert mod.mma_splits_few_rows(1, 32, 33001, 128, 32) is False  # as many row groups as SMs
+    # the automatic choice: either rule, where it is on
+    assert mod.one_row_takes_mma(1, 32, 33001, 128, 132) and mod.one_row_takes_mma(64, 32, 2048, 128, 132)
+    assert not mod.one_row_takes_mma(8, 32, 2048, 128, 132)
+    monkeypatch.setattr(mod, "ONE_ROW_MMA_FEW", False)
+    assert not mod.one_row_takes_mma(1, 32, 33001, 128, 132) and mod.one_row_takes_mma(64, 32, 2048, 128, 132)
+    monkeypatch.setattr(mod, "ONE_ROW_MMA_WHOLE", False)
+    assert not mod.one_row_takes_mma(64, 32, 2048, 128, 132)
     monkeypatch.setattr(mod, "MMA_DEEP_STAGES", ())  # split on two blocks an SM: not the rule's case
     assert not mod.mma_splits_few_rows(1, 32, 33001, 128, 132)
 

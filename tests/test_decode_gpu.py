@@ -651,8 +651,7 @@ def test_gpu_cache_layouts(cp, rng, monkeypatch, split_kernel, layout, hq, hkv, 
     plans = [plan for plan in DECODE_MODULE._PLANS.values() if hasattr(plan, "expression")]
     assert len(plans) == 1
     expr, run_keys = plans[0].expression, plans[0].run_keys
-    whole, few = DECODE_MODULE._one_row_mma_rules(b, hkv, length, d, DECODE_MODULE.device_properties()["num_sms"])
-    one_row_mma = (DECODE_MODULE.ONE_ROW_MMA_WHOLE and whole) or (DECODE_MODULE.ONE_ROW_MMA_FEW and few)
+    one_row_mma = DECODE_MODULE.one_row_takes_mma(b, hkv, length, d, DECODE_MODULE.device_properties()["num_sms"])
     if d in DECODE_MODULE.MMA_HEAD_DIMS and (hq != hkv or layout != "dense" or one_row_mma):
         assert expr.startswith("decode_split_mma<")
         if layout.startswith("paged"):
