@@ -94,6 +94,13 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   sms, steal": the head and the tail of the launch both shortened),
 - "item overhead 128": plan_persistent's cost of an item doubled (fewer, longer splits; B 64 L 2048:
   one split per row group, then even pieces by the default rule),
+- "whole rows", "whole rows, stages 6", "whole rows, stages 8" (bulk-copy kernel): one item per row
+  group, its keys whole (plan_persistent's item cost so large that one split wins; no even pieces):
+  no partials, no merges, each row group's output written by its block, in three, two and one
+  blocks per SM (TMA_STAGES 4, 6, 8). B 16 32/32 L 4096 by default cuts its 512 row groups into
+  261 even pieces of 8064 keys, so nearly every row group is merged from two partials; the 39th
+  session's bare ring on the whole row groups (512 blocks, no math, no outputs) streamed 3.17-3.19
+  TB/s there against cuDNN's 3.151 and our decode's 3.113 (H100),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -137,6 +144,7 @@ PIECE_IN_ORDER = ("-DCUATTN_DECODE_PIECE_IN_ORDER",)  # a piece's row groups in 
 K_THEN_V = ("-DCUATTN_DECODE_K_THEN_V",)  # cp.async producer: a tile's K rows, then its V rows (34th session)
 L2_PREFETCH = {n: (f"-DCUATTN_CP_ASYNC_L2_PREFETCH={n}",) for n in (128, 256)}  # cp.async with PTX's .L2::<n>B hint
 L2_AHEAD = {n: (f"-DCUATTN_DECODE_L2_AHEAD={n}",) for n in (2, 4, 8)}  # L2 prefetch n tiles ahead (39th session)
+WHOLE_ROWS = {"EVEN_SPLIT": False, "TMA_ITEM_OVERHEAD": 1 << 30}  # one split per row group (bulk-copy kernel)
 LAUNCH_VARIANTS = [  # both kernels: how launches follow each other, and work stealing
     ("tickets", {"TMA_OPTIONS": module.TMA_OPTIONS + TICKETS}),
     ("out prefetch", {"TMA_OPTIONS": module.TMA_OPTIONS + ("-DCUATTN_DECODE_OUT_PREFETCH",)}),
@@ -213,6 +221,9 @@ TMA_VARIANTS = [
     ("old ends", {"TMA_OPTIONS": module.TMA_OPTIONS + SC_FENCE + LONE_PARTIAL}),
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
+    ("whole rows", WHOLE_ROWS),
+    ("whole rows, stages 6", {**WHOLE_ROWS, "TMA_STAGES": 6}),
+    ("whole rows, stages 8", {**WHOLE_ROWS, "TMA_STAGES": 8}),
 ] + [(f"l2 ahead {n}", {"TMA_OPTIONS": module.TMA_OPTIONS + o}) for n, o in L2_AHEAD.items()] + LAUNCH_VARIANTS
 
 
