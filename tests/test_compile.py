@@ -275,15 +275,8 @@ def test_generated_wgmma_header_is_current():
 
 def _max_threads(source, expression, arch="sm_90a"):
     """The block size a kernel variant was compiled for (__launch_bounds__ -> PTX .maxntid)."""
-    from cupy.cuda import nvrtc
-
-    prog = nvrtc.createProgram(_cuda.load_source(source), source, [], [])
-    try:
-        nvrtc.addNameExpression(prog, expression)
-        nvrtc.compileProgram(prog, list(_cuda.BASE_OPTIONS) + [f"-arch={arch}"])
-        ptx, mangled = nvrtc.getPTX(prog), nvrtc.getLoweredName(prog, expression)
-    finally:
-        nvrtc.destroyProgram(prog)
+    ptx, mangled = _cuda._nvrtc_compile(source, [expression], arch, (),
+                                        lambda nvrtc, prog: (nvrtc.getPTX(prog), nvrtc.getLoweredName(prog, expression)))
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     mangled = mangled.decode() if isinstance(mangled, bytes) else mangled
     entry = next(part for part in ptx.split(".entry ")[1:] if part.startswith(mangled + "("))
