@@ -33,4 +33,5 @@ from .precision import precision_report
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "decode", "alibi_slopes", "paged_cache", "gla", "reference", "gpu_available", "graph_memory", "GraphMemory", "precision_report", "__version__"]
+__all__ = ["attention", "decode", "alibi_slopes", "paged_cache", "gla", "reference", "gpu_available", "graph_memory",
+           "GraphMemory", "precision_report", "__version__"]

@@ -351,7 +351,8 @@ def _attention_cuda(q, k, v, sizes, causal, scale, key=None):
         args = [*views, lse_view]
         for x in views:
             args += strides(x)
-        return args + [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group), np.float32(scale * LOG2E)]
+        return args + [np.int32(sq), np.int32(sk), np.int32(d), np.int32(dv), np.int32(group),
+                       np.float32(scale * LOG2E)]
 
     nb = of.shape[0]
     if key is not None and nb * hq * sq * sk * (d + dv) > PLAN_MAX_WORK:

@@ -1061,7 +1061,8 @@ class _DecodePlan:
         if self.checked:
             self.flags = _CapturedFlags() if self.captured else _check_flags(device_id, stream_ptr)
             self.check = PackedLaunch(
-                get_kernel("decode.cu", VALIDATE_EXPRESSION), (max(1, min(1024, -(-batch * max(1, table_cols) // 256))),),
+                get_kernel("decode.cu", VALIDATE_EXPRESSION),
+                (max(1, min(1024, -(-batch * max(1, table_cols) // 256))),),
                 (256,), [lens, table, np.int32(batch), np.int32(table_cols), np.int32(sizes["cache_len"]),
                          np.int32(max(1, sizes["page_size"])), np.int32(sizes["num_pages"]), np.int32(sizes["paged"]),
                          "generation", self.flags.flags, "host_flags"])

@@ -164,7 +164,8 @@ def _chunk_plan(num_seqs: int, heads: int, kdim: int, vdim: int, max_len: int,
     if CHUNK_SEGMENT_LEN is not None:
         seg = int(CHUNK_SEGMENT_LEN)
         if seg < 0 or seg % CHUNK_STEP:
-            raise ValueError(f"cuattn.gla.CHUNK_SEGMENT_LEN must be 0 or a positive multiple of {CHUNK_STEP}; got {seg}")
+            raise ValueError(f"cuattn.gla.CHUNK_SEGMENT_LEN must be 0 or a positive multiple of {CHUNK_STEP}; "
+                             f"got {seg}")
         return warps, seg
     steps = -(-max_len // CHUNK_STEP)
     if steps < 2:
@@ -229,7 +230,8 @@ def check_gla_args(q, k, v, gk, initial_state, cu_seqlens, scale, output_final_s
     cu = check_cu_seqlens(cu_seqlens, t)
     if cu is not None:
         if batch != (1,):
-            raise ValueError(f"with cu_seqlens the inputs must be packed as (1, H, T_total, ...); got batch dims {batch}")
+            raise ValueError(f"with cu_seqlens the inputs must be packed as (1, H, T_total, ...); "
+                             f"got batch dims {batch}")
         num_seqs = cu.shape[0] - 1
         state_shape = (num_seqs, h, kdim, vdim)
     else:

@@ -241,9 +241,11 @@ class DtypeReport:
         elif e["input_rounding"] == 0:
             head = f"no input rounding (inputs exact in {self.dtype}): all {e['total']:.1e} is kernel error"
         elif self.dominant == "input rounding":
-            head = f"input rounding dominates ({e['input_rounding']:.1e} of {e['total']:.1e}; kernel part {e['kernel']:.1e})"
+            head = (f"input rounding dominates ({e['input_rounding']:.1e} of {e['total']:.1e}; "
+                    f"kernel part {e['kernel']:.1e})")
         elif self.dominant == "kernel":
-            head = f"kernel error dominates ({e['kernel']:.1e} of {e['total']:.1e}; input rounding {e['input_rounding']:.1e})"
+            head = (f"kernel error dominates ({e['kernel']:.1e} of {e['total']:.1e}; "
+                    f"input rounding {e['input_rounding']:.1e})")
         else:
             head = (f"input rounding ({e['input_rounding']:.1e}) and kernel error ({e['kernel']:.1e}) "
                     f"are comparable (total {e['total']:.1e})")

@@ -227,7 +227,8 @@ def decode_case(rng, xp, gpu):
             dq, dargs = _to(xp, q), {n: _to(xp, x) for n, x in args.items()}
             _poison(xp, dtype, q.shape)
             o, lse = cuattn.decode(dq, kc, vc, **dargs)
-            ro, rl = cuattn.reference.decode(q, k if not page else to_numpy(kc), v if not page else to_numpy(vc), **args)
+            ro, rl = cuattn.reference.decode(q, k if not page else to_numpy(kc), v if not page else to_numpy(vc),
+                                             **args)
             o, lse = to_numpy(o), to_numpy(lse)
             err = rel_error(o, ro)
             name = dtype_name(dtype)

@@ -132,7 +132,8 @@ def main():
             runs.append(sweep(rng, "mma+cp.async+lean-mask", (np.float16, BFLOAT16)))
             decode_module.TMA_OPTIONS = saved_options
             decode_module.MMA_COPY = None  # pages of part tiles (16-row groups; any rows) and strided rows
-            runs += [sweep(rng, "mma+pages16", (np.float16,), page=16), sweep(rng, "mma+pages20", (np.float16,), page=20),
+            runs += [sweep(rng, "mma+pages16", (np.float16,), page=16),
+                     sweep(rng, "mma+pages20", (np.float16,), page=20),
                      sweep(rng, "mma+strided", (np.float16,), strided=True),
                      sweep(rng, "mma+strided+pages16", (np.float16,), page=16, strided=True)]
         if kernel == "tma":  # strided rows: a copy per key row

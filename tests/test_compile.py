@@ -108,7 +108,8 @@ def test_decode_mma_store_phase_compiles():
     mod = importlib.import_module("cuattn.decode")
     exprs = [e for e in mod.all_kernel_expressions("sm_90a") if e.startswith("decode_split_mma")]
     for store in ((), ("-DCUATTN_DECODE_BARRIER_STORE",)):
-        for options in (store, (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, *store),
+        for options in (store,
+                        (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.PDL_TRIGGER_OPTION, mod.MMA_PACK_LO_OPTION, *store),
                         (*mod.TMA_OPTIONS, mod.PDL_OPTION, mod.MMA_PACK_LO_OPTION, mod.MMA_SLABS_OPTION, *store)):
             _assert_spill_free(exprs, options, f"the store phase {options}")
 
@@ -190,7 +191,8 @@ def test_decode_cp_async_l2_prefetch_compiles(size):
     _assert_spill_free(exprs, (*mod.TMA_OPTIONS, f"-DCUATTN_CP_ASYNC_L2_PREFETCH={size}"), f"L2 prefetch {size}")
     if size == 64:
         with pytest.raises(RuntimeError, match="must be 64, 128 or 256"):
-            _cuda.compile_ptx_report("decode.cu", exprs[:1], "sm_90a", (*mod.TMA_OPTIONS, "-DCUATTN_CP_ASYNC_L2_PREFETCH=32"))
+            _cuda.compile_ptx_report("decode.cu", exprs[:1], "sm_90a",
+                                     (*mod.TMA_OPTIONS, "-DCUATTN_CP_ASYNC_L2_PREFETCH=32"))
 
 
 def test_decode_static_first_compiles():
@@ -275,8 +277,10 @@ def test_generated_wgmma_header_is_current():
 
 def _max_threads(source, expression, arch="sm_90a"):
     """The block size a kernel variant was compiled for (__launch_bounds__ -> PTX .maxntid)."""
-    ptx, mangled = _cuda._nvrtc_compile(source, [expression], arch, (),
-                                        lambda nvrtc, prog: (nvrtc.getPTX(prog), nvrtc.getLoweredName(prog, expression)))
+    def read(nvrtc, prog):
+        return nvrtc.getPTX(prog), nvrtc.getLoweredName(prog, expression)
+
+    ptx, mangled = _cuda._nvrtc_compile(source, [expression], arch, (), read)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     mangled = mangled.decode() if isinstance(mangled, bytes) else mangled
     entry = next(part for part in ptx.split(".entry ")[1:] if part.startswith(mangled + "("))

@@ -409,7 +409,8 @@ def test_split_kernel_switch(monkeypatch):
         exprs = mod.all_kernel_expressions(arch)
         for kernel, name in (("tma", "decode_split_tma<"), ("regs", "decode_split<"), ("mma", "decode_split_mma<")):
             assert sum(e.startswith(name) for e in exprs) == (expected[kernel] if kernel in kernels else 0)
-    for kernel, prefix in (("tma", "decode_split_tma<half_t, 128, 4, true, "), ("regs", "decode_split<half_t, 128, 4, true>"),
+    for kernel, prefix in (("tma", "decode_split_tma<half_t, 128, 4, true, "),
+                           ("regs", "decode_split<half_t, 128, 4, true>"),
                            ("mma", "decode_split_mma<half_t, 128, true, ")):
         monkeypatch.setattr(mod, "KERNEL", kernel)
         assert mod.split_expression("half_t", 128, 4, True).startswith(prefix)
@@ -546,7 +547,8 @@ def test_tma_config_fits_the_shared_memory():
 
 
 @pytest.mark.parametrize("batch,hkv,row_chunks,length", [(1, 32, 1, 33001), (1, 8, 1, 131072), (16, 32, 1, 4096),
-                                                          (64, 32, 1, 2048), (3, 5, 2, 777), (1, 1, 1, 1), (2, 2, 1, 0)])
+                                                          (64, 32, 1, 2048), (3, 5, 2, 777), (1, 1, 1, 1),
+                                                          (2, 2, 1, 0)])
 def test_plan_persistent_covers_every_key_and_balances(batch, hkv, row_chunks, length):
     import sys
 
@@ -672,7 +674,8 @@ def test_pick_kernel_falls_back():
             assert mod.pick_kernel(kernel, cc, "half_t", 128, sizes(32, 8, 4096)) == "regs"
     # KERNEL None: tensor cores for row groups, and for one row on a strided or paged cache
     assert mod.KERNEL is None
-    assert [mod._kernel_choice(rows, dense) for rows in (1, 4) for dense in (True, False)] == ["tma", "mma", "mma", "mma"]
+    choices = [mod._kernel_choice(rows, dense) for rows in (1, 4) for dense in (True, False)]
+    assert choices == ["tma", "mma", "mma", "mma"]
 
 
 def test_even_pieces_rule(monkeypatch):

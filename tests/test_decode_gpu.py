@@ -89,9 +89,10 @@ def run_settings(cp, monkeypatch, name, values, q, k, v, ref, **kw):
 
 
 def mma_bits_case(rng, monkeypatch, b, hq, hkv, sq, length, d, page, dtype, copy):
-    """A tensor-core (or any persistent kernel's) case for bit-identity tests: work stealing off (every item streamed by its
-    owner), MMA_COPY `copy`; fresh q, k, v with ragged lengths (the first row whole, the second 0
-    where b > 2), paged where `page`; returns q, k, v, the call's kwargs and the reference."""
+    """A tensor-core (or any persistent kernel's) case for bit-identity tests: work stealing off
+    (every item streamed by its owner), MMA_COPY `copy`; fresh q, k, v with ragged lengths (the
+    first row whole, the second 0 where b > 2), paged where `page`; returns q, k, v, the call's
+    kwargs and the reference."""
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
     monkeypatch.setattr(DECODE_MODULE, "MMA_COPY", copy)
     q, k, v = (draw(rng, s, dtype) for s in ((b, hq, sq, d), (b, hkv, length, d), (b, hkv, length, d)))

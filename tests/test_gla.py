@@ -129,8 +129,8 @@ HALF = [np.float16] + ([cuattn._checks.BFLOAT16] if cuattn._checks.BFLOAT16 is n
 @pytest.mark.parametrize("dtype", HALF, ids=lambda d: np.dtype(d).name)
 def test_cpu_half_inputs_read_in_place(rng, dtype, mode):
     """16-bit inputs are widened in the kernels and outputs rounded there (cuattn/_bits16.py), not
-    copied to float32 first and cast after: bit for bit the result of a float32 copy, rounded to the input dtype, with -inf
-    gates, a strided v, a broadcast k and an initial state."""
+    copied to float32 first and cast after: bit for bit the result of a float32 copy, rounded to
+    the input dtype, with -inf gates, a strided v, a broadcast k and an initial state."""
     q, k, v, g = gla_inputs(rng, (2, 3, 37), 16, 24, "masked_-inf", dtype)
     k = k[:1]
     v = np.ascontiguousarray(v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)  # (B, T, H, V) as a view

@@ -541,7 +541,8 @@ def test_gpu_refused_captures_queue_nothing(cp, rng, mode, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.filterwarnings("ignore:ExternalStream is deprecated:DeprecationWarning")  # CuPy 14; older ones lack from_external
+# CuPy 14 deprecates ExternalStream; older ones lack from_external
+@pytest.mark.filterwarnings("ignore:ExternalStream is deprecated:DeprecationWarning")
 def test_gpu_torch_graph(cp, rng):
     """Captured by torch.cuda.graph (global mode, torch's stream made CuPy's current one):
     attention and decode on DLPack views of torch tensors replay on new contents."""

@@ -51,8 +51,9 @@ def test_guard_sees_an_edit_of_a_called_file(tmp_path):
                NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
 
     def run():
-        out = subprocess.run([sys.executable, "-c", "import pkg.a as a; print(a.f(), sum(a.f.stats.cache_hits.values()))"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+        script = "import pkg.a as a; print(a.f(), sum(a.f.stats.cache_hits.values()))"
+        out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                             check=True).stdout.split()
         return int(out[0]), int(out[1])
 
     assert run() == (11, 0)  # compiled, saved

@@ -15,7 +15,8 @@ import pytest
 
 import cuattn
 from cuattn._checks import BFLOAT16
-from cuattn.precision import DEFAULT_DTYPES, DtypeReport, ErrorStats, plain_attention, precision_report, precision_sweep, round_to
+from cuattn.precision import (DEFAULT_DTYPES, DtypeReport, ErrorStats, plain_attention, precision_report,
+                              precision_sweep, round_to)
 
 needs_bf16 = pytest.mark.skipif(BFLOAT16 is None, reason="bfloat16 needs ml_dtypes")
 
