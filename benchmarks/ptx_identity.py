@@ -8,9 +8,12 @@ the working tree's cuda/ and from REV's (`git show REV:cuda/...` into a temporar
 given extra options (default none: test_kernel_compiles' bare options), and compares the PTX with
 comments, `.loc` and `.file` lines left out. Prints one line a (source, arch): identical, or the
 kernels that differ with the opcodes whose counts differ (old, new): a refactor that should leave
-the kernels alone shows as "identical"; one that only renumbers registers shows no opcode counts.
-Exits 1 when any PTX differs. (`_cuda.load_source` and `source_dir` are cached: both are cleared
-around each compile, or both sides would read the same source.)
+the kernels alone shows as "identical". Where the PTX differs, the machine code is compared too
+(each kernel's .text section of NVRTC's cubin: what ptxas made of it): "machine code identical"
+where every kernel's is, said with "in register names alone" where each entry's virtual registers
+renumbered in order of first use make the PTX equal (the same instructions on the same values in
+the same order). Exits 1 when the machine code differs. (`_cuda.load_source` and `source_dir`
+are cached: both are cleared around each compile, or both sides would read the same source.)
 
 Takes minutes on two CPUs (decode.cu at sm_90a alone: ~4 min); --match keeps the expressions that
 contain TEXT (e.g. "split_mma").
@@ -19,6 +22,7 @@ contain TEXT (e.g. "split_mma").
 import argparse
 import collections
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,13 +63,67 @@ def _opcodes(ptx):
     return out
 
 
+def _registers_renamed(ptx):
+    """The PTX with each entry's virtual registers (%r12, %rd3, %p1, ...) renumbered per class in
+    order of first use: two PTX texts equal after this differ in register names alone."""
+    out = []
+    for part in re.split(r"(\n\.(?:visible|weak) \.entry )", ptx):
+        names, used = {}, collections.Counter()
+
+        def rename(m):
+            key = m.group(0)
+            if key not in names:
+                names[key] = f"%{m.group(1)}#{used[m.group(1)]}"
+                used[m.group(1)] += 1
+            return names[key]
+
+        out.append(re.sub(r"%([a-z]+)(\d+)\b", rename, part))
+    return "".join(out)
+
+
+def _cubin(folder, source, exprs, arch, options):
+    saved = _cuda.source_dir
+    _cuda.source_dir = lambda: Path(folder)
+    _cuda.load_source.cache_clear()
+    try:
+        return _cuda._nvrtc_compile(source, exprs, arch, options, lambda nvrtc, prog: nvrtc.getCUBIN(prog))
+    finally:
+        _cuda.source_dir = saved
+        _cuda.load_source.cache_clear()
+
+
+def _texts(cubin):
+    """{section name: bytes} of an ELF64 cubin's .text.* sections (each kernel's machine code)."""
+    cubin = bytes(cubin)
+    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    entsize, count, names_index = struct.unpack_from("<HHH", cubin, 0x3A)
+
+    def header(i):  # (name offset, file offset, size)
+        at = shoff + i * entsize
+        return struct.unpack_from("<I", cubin, at)[0], *struct.unpack_from("<QQ", cubin, at + 0x18)
+
+    _, names_at, _ = header(names_index)
+    out = {}
+    for i in range(count):
+        name_off, offset, size = header(i)
+        name = cubin[names_at + name_off:cubin.index(b"\0", names_at + name_off)].decode()
+        if name.startswith(".text."):
+            out[name] = cubin[offset:offset + size]
+    return out
+
+
 def compare(new_folder, old_folder, source, exprs, arch, options=()):
     """(identical, {kernel: {opcode: (old count, new count)}}) for `source`'s kernels `exprs`
-    compiled from old_folder and from new_folder (the kernels whose opcode counts differ)."""
+    compiled from old_folder and from new_folder (the kernels whose opcode counts differ). Where
+    the PTX differs but every kernel's machine code is the same (_texts), identical is "renamed"
+    (the PTX differs in register names alone: _registers_renamed) or "machine code"."""
     new = _strip(_ptx(new_folder, source, exprs, arch, options))
     before = _strip(_ptx(old_folder, source, exprs, arch, options))
     if new == before:
         return True, {}
+    if _texts(_cubin(new_folder, source, exprs, arch, options)) == _texts(_cubin(old_folder, source, exprs, arch,
+                                                                                 options)):
+        return "renamed" if _registers_renamed(new) == _registers_renamed(before) else "machine code", {}
     a, b = _opcodes(before), _opcodes(new)
     changed = {}
     for name in b:
@@ -103,6 +161,11 @@ def main():
                 if not exprs:
                     continue
                 same, changed = compare(ROOT / "cuda", old, source, exprs, arch, tuple(args.option))
+                if same in ("renamed", "machine code"):
+                    what = "PTX differs" + (" in register names alone" if same == "renamed" else "")
+                    what += ", machine code identical"
+                    print(f"{source} {arch}: {len(exprs)} kernels, {what}", flush=True)
+                    continue
                 if same:
                     print(f"{source} {arch}: {len(exprs)} kernels, identical", flush=True)
                     continue

@@ -337,8 +337,9 @@ def test_ptx_identity_tool(tmp_path):
     """benchmarks/ptx_identity.py (is a refactor of cuda/ PTX-neutral?): a copy of cuda/ with comment
     and blank lines added compiles to the same PTX (comments, .loc and .file lines left out); the
     copy with 1 added to the sum in CUATTN_INV_TOTAL's division does not, and the difference names
-    the opcode (add.f32) in the kernel. Both sources are read afresh
-    (_cuda.load_source is cached: a tool that forgot would call anything identical)."""
+    the opcode (add.f32) in the kernel, and its machine code differs too. Both sources are read
+    afresh (_cuda.load_source is cached: a tool that forgot would call anything identical). The
+    cubin's kernel text is found; register renaming alone is told from a changed operand."""
     import shutil
     tool = _benchmark_module("ptx_identity.py")
     exprs = ["decode_split<half_t, 32, 4, false>"]
@@ -354,3 +355,12 @@ def test_ptx_identity_tool(tmp_path):
     assert not same and len(changed) == 1
     ops = next(iter(changed.values()))
     assert "add.f32" in ops and ops["add.f32"][1] > ops["add.f32"][0], ops
+    # where the PTX differs, the machine code decides: each kernel's .text section of the cubin
+    texts = tool._texts(tool._cubin(_cuda.source_dir(), "decode.cu", exprs, "sm_80", ()))
+    assert [name.startswith(".text._Z12decode_split") for name in texts] == [True]
+    assert len(next(iter(texts.values()))) > 1000
+    # and PTX differing in register names alone is said so (renumbered per entry, by first use)
+    ptx = "\n.visible .entry k(\n{\n\tld.shared.s32 %r5, [%r1];\n\tadd.s32 %r6, %r5, %tid.x;\n}"
+    swapped = ptx.replace("%r5", "%rQ").replace("%r1", "%r5").replace("%rQ", "%r1")
+    assert swapped != ptx and tool._registers_renamed(swapped) == tool._registers_renamed(ptx)
+    assert tool._registers_renamed(ptx.replace("%r6, %r5", "%r6, %r1")) != tool._registers_renamed(ptx)
