@@ -985,6 +985,28 @@ __device__ __forceinline__ bool lone_partial(const Work& w, int rg) {
 #endif
 }
 
+// The consumers' side of the ring (both persistent kernels): ring position `it`'s stage once full.
+// The item of the partial that starts there (its header's first int; < 0: no more work)
+template <int kStages>
+__device__ __forceinline__ int wait_item(u32 s_full, u32 s_hdr, int it) {
+    mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
+    return ld_shared_s32(s_hdr + 8 * (it % kStages));
+}
+// The stage's header code (its second int): true for a tile; false for an end record (code < 0),
+// a header-only stage, handed back at once with `it` moved past it
+template <int kStages>
+__device__ __forceinline__ bool wait_tile(u32 s_full, u32 s_empty, u32 s_hdr, int& it, int& code) {
+    const int stage = it % kStages;
+    mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
+    code = ld_shared_s32(s_hdr + 8 * stage + 4);
+    if (code < 0) {
+        mbar_arrive(s_empty + 8 * stage);
+        ++it;
+        return false;
+    }
+    return true;
+}
+
 // The producer warp of both persistent kernels: takes items and streams them, then steals. For
 // each tile it waits for the tile's ring stage to be free, publishes the header and calls
 // copy(stage, b, kv_head, t0, key1) (the whole warp calls; copy arrives on the stage's full
@@ -1388,8 +1410,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int cl = lane % kLanesPerKey;
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
     for (int it = 0, n = 0;; ++n) {
-        mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
-        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
+        const int item = wait_item<kStages>(s_full, s_hdr, it);
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int len = seqlens[b];
@@ -1405,13 +1426,7 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         int keys = 0, code;
         for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
-            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            code = ld_shared_s32(s_hdr + 8 * stage + 4);
-            if (code < 0) {  // an end record: a header-only stage
-                mbar_arrive(s_empty + 8 * stage);
-                ++it;
-                break;
-            }
+            if (!wait_tile<kStages>(s_full, s_empty, s_hdr, it, code)) break;  // an end record (handed back)
             const int t0 = code >> 2;
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
@@ -1859,8 +1874,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const i64 split_stride = (i64)batch * num_kv_heads * num_rows;
     // a partial is the tiles of one item up to its end record (walk_work's headers)
     for (int it = 0, n = 0;; ++n) {
-        mbar_wait(s_full + 8 * (it % kStages), (it / kStages) & 1);
-        const int item = ld_shared_s32(s_hdr + 8 * (it % kStages));
+        const int item = wait_item<kStages>(s_full, s_hdr, it);
         if (item < 0) break;  // no more work (a plain arrival: nothing to hand back)
         const int split = item % num_splits, y = (item / num_splits) % ys, b = item / (num_splits * ys);
         const int kv_head = y / row_chunks, row0 = (y % row_chunks) * kRows;
@@ -1923,13 +1937,7 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         int keys = 0, code;
         for (;;) {  // the partial's tiles (the first header is read again: it is in shared memory)
             const int stage = it % kStages;
-            mbar_wait(s_full + 8 * stage, (it / kStages) & 1);
-            code = ld_shared_s32(s_hdr + 8 * stage + 4);
-            if (code < 0) {  // an end record: a header-only stage
-                mbar_arrive(s_empty + 8 * stage);
-                ++it;
-                break;
-            }
+            if (!wait_tile<kStages>(s_full, s_empty, s_hdr, it, code)) break;  // an end record (handed back)
             const int t0 = code >> 2;
             DECODE_SKIP_MATH_TILE();
             if (keys == 0) DECODE_TRACE(n, 1, global_ns());
