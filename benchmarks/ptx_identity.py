@@ -34,15 +34,20 @@ sys.path.insert(0, str(ROOT))
 from cuattn import _cuda  # noqa: E402
 
 
-def _ptx(folder, source, exprs, arch, options):
+def _in_folder(folder, compile_):
+    """compile_() with the CUDA sources read from `folder` (the caches cleared on the way in and out)."""
     saved = _cuda.source_dir
     _cuda.source_dir = lambda: Path(folder)
     _cuda.load_source.cache_clear()
     try:
-        return _cuda.compile_ptx(source, exprs, arch, options)
+        return compile_()
     finally:
         _cuda.source_dir = saved
         _cuda.load_source.cache_clear()
+
+
+def _ptx(folder, source, exprs, arch, options):
+    return _in_folder(folder, lambda: _cuda.compile_ptx(source, exprs, arch, options))
 
 
 def _strip(ptx):
@@ -82,14 +87,8 @@ def _registers_renamed(ptx):
 
 
 def _cubin(folder, source, exprs, arch, options):
-    saved = _cuda.source_dir
-    _cuda.source_dir = lambda: Path(folder)
-    _cuda.load_source.cache_clear()
-    try:
-        return _cuda._nvrtc_compile(source, exprs, arch, options, lambda nvrtc, prog: nvrtc.getCUBIN(prog))
-    finally:
-        _cuda.source_dir = saved
-        _cuda.load_source.cache_clear()
+    return _in_folder(folder, lambda: _cuda._nvrtc_compile(source, exprs, arch, options,
+                                                           lambda nvrtc, prog: nvrtc.getCUBIN(prog)))
 
 
 def _texts(cubin):
