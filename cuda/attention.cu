@@ -5,7 +5,8 @@
 //
 // attention_fwd_mma<T, kHeadDim, kBlockN, kNWarps, kMTiles, kCausal> (T = half_t or bf16_t):
 //   one block computes kBlockM = 16 * kMTiles * kNWarps query rows of one (batch, head); each
-//   warp owns 16 * kMTiles rows, so every K/V fragment read from shared memory feeds kMTiles mmas. The Q tile is loaded once (cp.async, zero-filled past Sq and D) and, when
+//   warp owns 16 * kMTiles rows, so every K/V fragment read from shared memory feeds kMTiles mmas.
+//   The Q tile is loaded once (cp.async, zero-filled past Sq and D) and, when
 //   kMTiles * kHeadDim <= 128, kept in registers as mma A fragments. K and V tiles of kBlockN keys stream
 //   through shared memory: V of block n loads while S = Q K^T of block n runs; K of block n+1
 //   loads while O += P V runs. S and O accumulate in fp32 registers (mma.sync m16n8k16); the
@@ -470,8 +471,10 @@ attention_fwd_wgmma(const T* __restrict__ q, const T* __restrict__ k, const T* _
                 mbar_expect_bytes(full_bar(st), 2 * kKVBytes);
 #pragma unroll
                 for (int a = 0; a < kHeadDim / 64; ++a) {
-                    tma_load_4d(stage_k(it) + a * kBlockN * 128, tk, a * 64, nb * kBlockN, kv_head, tile.batch, full_bar(st));
-                    tma_load_4d(stage_k(it) + kKVBytes + a * kBlockN * 128, tv, a * 64, nb * kBlockN, kv_head, tile.batch, full_bar(st));
+                    tma_load_4d(stage_k(it) + a * kBlockN * 128, tk, a * 64, nb * kBlockN, kv_head, tile.batch,
+                                full_bar(st));
+                    tma_load_4d(stage_k(it) + kKVBytes + a * kBlockN * 128, tv, a * 64, nb * kBlockN, kv_head,
+                                tile.batch, full_bar(st));
                 }
             }
         }

@@ -264,7 +264,9 @@ struct DecodeShape {
     static constexpr int kUnroll = 4 / kChunksPerLane;                 // keys in flight per thread
     // 4 blocks per SM (<= 128 registers) where the rows' registers fit, else 2
     static constexpr int kMinBlocks =
-        (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64 && kChunksPerLane == 1)) ? 4 : 2;
+        (kRows * kPerLane <= 16 || (kRows <= 4 && kRows * kPerLane <= 32 && kHeadDim >= 64 && kChunksPerLane == 1))
+            ? 4
+            : 2;
 };
 
 // K and V rows of key j of one (batch row, kv head): kbase/vbase are that head's start (the
@@ -1388,8 +1390,9 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
     const int row_bytes = head_dim * (int)sizeof(T);
     const int ys = num_kv_heads * row_chunks;
     // the work's arguments (built where used: not held in registers through the consumers' loop)
-#define DECODE_WORK make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, span, counters, bad, generation, words, \
-                              lists, grain, pool_cap, window, owner_grains, launch)
+#define DECODE_WORK                                                                                                  \
+    make_work(seqlens, batch, ys, row_chunks, num_splits, chunk, span, counters, bad, generation, words, lists, grain, \
+              pool_cap, window, owner_grains, launch)
 
     if (tid == 0) init_ring_barriers(s_full, s_empty, kStages, S::kThreads);
     __syncthreads();
@@ -1438,8 +1441,9 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 for (int c = 0; c < kChunksPerLane; ++c) {
                     const int col = (c * kLanesPerKey + cl) * kElems;
                     const bool valid = t0 + u * kSlots + slot < key1 && col < head_dim;
-                    kraw[u][c] = valid ? ld_shared_16(dk + (u32)((u * kSlots + slot) * row_bytes + col * (int)sizeof(T)))
-                                       : make_uint4(0, 0, 0, 0);
+                    kraw[u][c] = valid
+                                     ? ld_shared_16(dk + (u32)((u * kSlots + slot) * row_bytes + col * (int)sizeof(T)))
+                                     : make_uint4(0, 0, 0, 0);
                 }
             }
             st.update(kraw, [&](int u, int c) {
@@ -1459,7 +1463,8 @@ decode_split_tma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
         DECODE_TRACE(n, 2, global_ns());
         // (tickets, a probe option: the row group's ticket sent now, its answer read after the finish; Work)
         int ticket = 0;
-        if (DECODE_WORK.tickets() && code != kOwnerLone && tid == 0) ticket = take_ticket(DECODE_WORK, item / num_splits);
+        if (DECODE_WORK.tickets() && code != kOwnerLone && tid == 0)
+            ticket = take_ticket(DECODE_WORK, item / num_splits);
 #ifndef CUATTN_DECODE_SKIP_END
         {  // recomputed here rather than kept live through the key loop (registers)
             const int split2 = item % num_splits, y2 = (item / num_splits) % ys, b2 = item / (num_splits * ys);
@@ -1842,9 +1847,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
 
     if (warp == kWarps) {  // producer: tensor copies of whole tiles, issued by one lane
 #if defined(CUATTN_DECODE_MMA_BULK) && defined(CUATTN_DECODE_SKIP_MATH)  // stream probe (see the top)
-        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb, v_sh,
-                                                             v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring, s_full,
-                                                             s_empty, s_hdr, lane);
+        produce_tiles<T, kPaged, kTile, kTileBytes, kStages>(DECODE_WORK, k, v, block_table, k_sb, k_sh, k_ss, v_sb,
+                                                             v_sh, v_ss, bt_stride, page_size, kHeadDim * 2, 0, s_ring,
+                                                             s_full, s_empty, s_hdr, lane);
         DECODE_LAUNCH_DEPENDENTS();
         return;
 #endif
@@ -1859,8 +1864,9 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
             prefetch_tensormap(tmaps);  // the maps' fetch overlaps the first take
             prefetch_tensormap(tmaps + 128);
         }
-        produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(DECODE_WORK, tmaps, block_table, bt_stride, page_size,
-                                                                         s_ring, s_full, s_empty, s_hdr, lane);
+        produce_tiles_tensor<kPaged, kTile, kTileBytes, kBoxes, kStages>(DECODE_WORK, tmaps, block_table, bt_stride,
+                                                                         page_size, s_ring, s_full, s_empty, s_hdr,
+                                                                         lane);
         DECODE_LAUNCH_DEPENDENTS();
         return;
     }
@@ -2173,7 +2179,8 @@ decode_split_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __re
                 const i64 at = (part_row + r) * head_dim + col;
                 if (whole) {  // 16-byte aligned rows
                     if (lone)
-                        *reinterpret_cast<uint2*>(o + at) = make_uint2(Num<T>::pack2(x.x, x.y), Num<T>::pack2(x.z, x.w));
+                        *reinterpret_cast<uint2*>(o + at) =
+                            make_uint2(Num<T>::pack2(x.x, x.y), Num<T>::pack2(x.z, x.w));
                     else
                         *reinterpret_cast<float4*>(out_o + at) = x;
                 } else {

@@ -290,9 +290,11 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
             }
             for (int i = tid; i < 2 * kC + kK / 4; i += kThreads) {
                 if (i < 2 * kC)  // W rows: 16 elements = two 16-byte chunks
-                    cp_async_16(smem_addr(dg + (i / 2) * kStrideW + (i % 2) * 8), ws_w + (rec * kC + i / 2) * kC + (i % 2) * 8, true);
+                    cp_async_16(smem_addr(dg + (i / 2) * kStrideW + (i % 2) * 8),
+                                ws_w + (rec * kC + i / 2) * kC + (i % 2) * 8, true);
                 else  // A_{C-1}: kK floats after W's rows
-                    cp_async_16(smem_addr(dg + kC * kStrideW + 8 * (i - 2 * kC)), ws_a + rec * kK + 4 * (i - 2 * kC), true);
+                    cp_async_16(smem_addr(dg + kC * kStrideW + 8 * (i - 2 * kC)), ws_a + rec * kK + 4 * (i - 2 * kC),
+                                true);
             }
         } else {
             stage_qkg<T, kK, kThreads>(dq, dk, dg, qb, kb, gb, q_st, k_st, g_st, t0, len, head_dim_k);
@@ -300,7 +302,8 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
         for (int i = tid; i < kC * kChunksV; i += kThreads) {
             const int r = i / kChunksV, c = i % kChunksV;
             const bool valid = (t0 + r < len) && (v0 + c * 8 < head_dim_v);
-            cp_async_16(smem_addr(dv + r * kStrideV + c * 8), valid ? vb + (i64)(t0 + r) * v_st + v0 + c * 8 : vb, valid);
+            cp_async_16(smem_addr(dv + r * kStrideV + c * 8), valid ? vb + (i64)(t0 + r) * v_st + v0 + c * 8 : vb,
+                        valid);
         }
     };
 
@@ -316,7 +319,8 @@ gla_chunk_mma(const T* __restrict__ q, const T* __restrict__ k, const T* __restr
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int kc = nt * 8 + 2 * t4 + (e & 1), vr = vrow + 8 * (e >> 1);
-            acc_s[nt][e] = (use_h0 && kc < head_dim_k && vr < head_dim_v) ? h0[state_off + (i64)kc * head_dim_v + vr] : 0.f;
+            acc_s[nt][e] =
+                (use_h0 && kc < head_dim_k && vr < head_dim_v) ? h0[state_off + (i64)kc * head_dim_v + vr] : 0.f;
         }
 
     // ldmatrix lane addressing (fragment layouts: Mma in common.cuh)
@@ -457,8 +461,9 @@ gla_chunk_prep(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
     gla_sequence(cu_seqlens, varlen, n, seqlen, bos, len, row);
     const int t0 = step * kC;
     if (t0 >= len) return;  // past this sequence (the grid covers the longest)
-    stage_qkg<T, kK, kThreads>(sq, sk, sg, q + row * q_sb + head * q_sh + bos * q_st, k + row * k_sb + head * k_sh + bos * k_st,
-                               g + row * g_sb + head * g_sh + bos * g_st, q_st, k_st, g_st, t0, len, head_dim_k);
+    stage_qkg<T, kK, kThreads>(sq, sk, sg, q + row * q_sb + head * q_sh + bos * q_st,
+                               k + row * k_sb + head * k_sh + bos * k_st, g + row * g_sb + head * g_sh + bos * g_st,
+                               q_st, k_st, g_st, t0, len, head_dim_k);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();

@@ -29,7 +29,8 @@ __device__ __forceinline__ void mbar_expect_bytes(u32 bar, u32 bytes) {
 // 128-byte swizzled, zero-filled out of bounds; completion is counted in bytes on bar.
 __device__ __forceinline__ void tma_load_4d(u32 dst, const void* tmap, int col, int row, int head, int batch, u32 bar) {
     asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+        "[%0], [%1, {%2, %3, %4, %5}], [%6];\n"
         ::"r"(dst), "l"(tmap), "r"(col), "r"(row), "r"(head), "r"(batch), "r"(bar) : "memory");
 }
 // Fetch a tensor map (128 bytes in global memory) into the copy engine's descriptor cache ahead of
