@@ -725,6 +725,29 @@ def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int, length:
     return 2 * sms if grid < items < cap * grid else None
 
 
+# Whole row groups (the bulk-copy kernel, one query row per block, the default pieces rule in force):
+# where the row groups (B x Hkv x row chunks) number at least TMA_WHOLE_ROWS_PER_SM per SM, one split
+# each and no even pieces: no partials, no counts, no merges (each block writes its rows' outputs),
+# the three blocks per SM taking row groups from the counter. Measured on an H100 (44th session,
+# benchmarks/decode_stream_probe.py "whole rows" against the even pieces that even_pieces cut there,
+# best of 3 interleaved rounds, TB/s): 256 row groups B 8 32/32 L 8192 3.006-3.012 -> 3.153-3.155
+# (cuDNN 3.163), B 16 16/16 D 256 L 8192 3.030 -> 3.183, B 32 8/8 D 64 L 32768 3.091 -> 3.189;
+# 512 (B 16 32/32 L 4096) 3.108-3.110 -> 3.129; 1024 (B 32 32/32 L 4096) 3.147 -> 3.155. Fewer row
+# groups (160-224 on 132 SMs, where pieces are cut too: one or two rows an SM) keep the pieces: not
+# measured.
+TMA_WHOLE_ROWS = True
+TMA_WHOLE_ROWS_PER_SM = 1.9
+
+
+def tma_whole_rows(rows: int, groups: int, sms: int) -> bool:
+    """Does a bulk-copy launch of `rows` query rows per block over `groups` row groups keep every
+    row group whole (one split, no even pieces)? With TMA_WHOLE_ROWS on, the default pieces rule in
+    force (EVEN_SPLIT None, EVEN_PIECES None, stealing off), one row per block and at least
+    TMA_WHOLE_ROWS_PER_SM row groups per SM."""
+    return (TMA_WHOLE_ROWS and EVEN_SPLIT is None and not EVEN_PIECES and not STEAL and rows == 1
+            and groups >= TMA_WHOLE_ROWS_PER_SM * sms)
+
+
 @functools.lru_cache(maxsize=256)
 def plan_even(groups: int, length: int, pieces: int, min_keys: int) -> tuple[int, int, int, int] | None:
     """(split slots per row group, keys per piece, span, pieces) of even pieces for `groups` row
@@ -982,7 +1005,7 @@ def _settings() -> tuple:
             ONE_ROW_MMA_WHOLE, ONE_ROW_MMA_FEW, PAGE_PREFETCH, MMA_PACK_LO, MMA_SLABS, STATIC_FIRST,
             PDL, PDL_TRIGGER,
             EVEN_SPLIT, EVEN_MIN_KEYS, EVEN_PIECES, EVEN_MAX_SPLITS_PER_BLOCK, EVEN_MAX_SPLITS_PER_BLOCK_LONG,
-            EVEN_LONG_ROW_KEYS, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
+            EVEN_LONG_ROW_KEYS, TMA_WHOLE_ROWS, TMA_WHOLE_ROWS_PER_SM, TMA_OPTIONS, BLOCKS_PER_SM, MIN_CHUNK,
             WAVE_AWARE, CHUNK_ALIGN, TMA_ROWS,
             _tma.L2_PROMOTION, STEAL, GRAIN_BYTES, OWNER_GRAINS, ONE_PER_SM_MIN_KEYS, ONE_PER_SM_MMA_MIN_DIM,
             TMA_ITEM_OVERHEAD, MAX_GRAINS,
@@ -1095,16 +1118,21 @@ class _DecodePlan:
         else:  # persistent: as many blocks as the SMs hold
             rows = MMA_ROWS if kernel == "mma" else rows_per_block(sizes)
             row_chunks = -(-num_rows // rows)
+            whole = kernel == "tma" and tma_whole_rows(rows, batch * hkv * row_chunks, props["num_sms"])
             if kernel == "mma":
                 resident, stages, splits, chunk = mma_plan(batch, hkv, row_chunks, sizes["cache_len"], padded,
                                                            props["num_sms"])
             else:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
-                splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"], resident * props["num_sms"],
-                                                props["num_sms"])
+                if whole:  # one split per row group, no pieces
+                    splits, chunk = 1, split_chunk(max(1, sizes["cache_len"]), 1)
+                else:
+                    splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"],
+                                                    resident * props["num_sms"], props["num_sms"])
             grid = resident * props["num_sms"]
             equal_items = splits * batch * hkv * row_chunks
-            pieces = even_pieces(kernel, rows, equal_items, grid, props["num_sms"], sizes["cache_len"])
+            pieces = None if whole else even_pieces(kernel, rows, equal_items, grid, props["num_sms"],
+                                                    sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)
             even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:

@@ -706,6 +706,28 @@ def test_even_pieces_rule(monkeypatch):
     assert mod.even_pieces("tma", 4, 2048, 264, sms) is None
 
 
+def test_tma_whole_rows_rule(monkeypatch):
+    """tma_whole_rows: one row per block and at least TMA_WHOLE_ROWS_PER_SM row groups per SM keep
+    every row group whole (B 8 32/32: 256 row groups on 132 SMs, yes; 224 or 4 rows per block, no),
+    and only while the default pieces rule is in force (TMA_WHOLE_ROWS on, EVEN_SPLIT and
+    EVEN_PIECES None, stealing off)."""
+    mod = sys.modules["cuattn.decode"]
+    sms = 132
+    assert mod.TMA_WHOLE_ROWS and mod.EVEN_SPLIT is None and mod.EVEN_PIECES is None and not mod.STEAL
+    assert [mod.tma_whole_rows(1, groups, sms) for groups in (160, 224, 250, 251, 256, 512, 4096)] == \
+        [False, False, False, True, True, True, True]
+    assert not mod.tma_whole_rows(4, 4096, sms)
+    assert mod.tma_whole_rows(1, 256, 132) and not mod.tma_whole_rows(1, 256, 140)  # per SM of the GPU
+    for name, value in (("TMA_WHOLE_ROWS", False), ("EVEN_SPLIT", True), ("EVEN_SPLIT", False),
+                        ("EVEN_PIECES", 264), ("STEAL", True)):
+        with monkeypatch.context() as m:
+            m.setattr(mod, name, value)
+            assert not mod.tma_whole_rows(1, 512, sms), name
+    # where it applies, the default would otherwise cut even pieces (B 16 32/32 L 4096: 4 equal splits)
+    splits, chunk = mod.plan_persistent(16, 32, 1, 4096, 396, sms)
+    assert mod.even_pieces("tma", 1, splits * 512, 396, sms, 4096) == 2 * sms
+
+
 # Module names that are fixed by the CUDA sources or are not launch settings (all other upper-case
 # names of cuattn.decode are settings, and a launch plan must be keyed on them)
 DECODE_CONSTANTS = {"HEAD_DIMS", "KERNELS", "LOG2E", "MAX_GRID_Z", "MAX_HEAD_DIM", "MAX_PLANS", "MMA_COPIES",

@@ -992,11 +992,13 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     with row groups of at least EVEN_LONG_ROW_KEYS keys, else equal splits; with four rows
     per block, one piece per block), equal splits on the tensor-core kernel (EVEN_MIN_KEYS lowered
     so these small caches qualify); right on the reference either way, twice in a row, counters
-    zero afterwards."""
+    zero afterwards. (The whole-rows rule, which keeps many row groups whole instead, is off here:
+    test_gpu_tma_whole_rows.)"""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     assert DECODE_MODULE.EVEN_SPLIT is None and DECODE_MODULE.EVEN_PIECES is None
     monkeypatch.setattr(DECODE_MODULE, "STEAL", False)
+    monkeypatch.setattr(DECODE_MODULE, "TMA_WHOLE_ROWS", False)
     monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)
     monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     d = 128
@@ -1023,6 +1025,42 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
             if ragged and not expected:
                 pytest.skip(f"{grid} resident blocks: this shape's equal splits ({items}) leave no ragged wave")
         assert bool(pieces) == expected and bool(plan.span) == expected
+    assert_counters_zero(cp)
+
+
+@pytest.mark.parametrize("hkv, length, d, dtype", [(32, 2048, 128, np.float16), (8, 1500, 64, BFLOAT16),
+                                                (16, 777, 256, np.float16)])
+def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, dtype):
+    """TMA_WHOLE_ROWS (the default): the bulk-copy kernel with one row per block keeps every row
+    group whole (one split, no even pieces: each block writes its rows' outputs) where there are at
+    least TMA_WHOLE_ROWS_PER_SM row groups per SM; with the rule off the same call is planned as
+    before (even pieces where even_pieces cuts them, EVEN_MIN_KEYS lowered so these small caches
+    qualify). Right on the reference either way (ragged
+    lengths, a zero-length row), twice in a row, counters zero afterwards."""
+    if split_kernel != "tma":
+        pytest.skip("the bulk-copy kernel's plans")
+    props = DECODE_MODULE.device_properties()
+    if props["cc"] != 90:
+        pytest.skip("the persistent kernels are sm_90's")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)  # (pieces of these small caches, rule off)
+    sms = props["num_sms"]
+    b = -(-2 * sms // hkv)  # at least 2 row groups per SM
+    q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
+    assert DECODE_MODULE.tma_whole_rows(1, b * hkv, sms)
+    for rule in (True, False):
+        monkeypatch.setattr(DECODE_MODULE, "TMA_WHOLE_ROWS", rule)
+        for _ in range(2):
+            compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
+        plan = last_persistent_plan()
+        kernel, rows, items, grid, pieces = plan.even_rule
+        assert kernel == "tma" and rows == 1, plan.expression
+        if rule:
+            assert items == b * hkv and not pieces and not plan.span, (items, pieces)
+        else:
+            expected = DECODE_MODULE.even_pieces("tma", 1, items, grid, sms, length)
+            assert pieces == expected and bool(plan.span) == bool(
+                expected and DECODE_MODULE.plan_even(b * hkv, length, expected, DECODE_MODULE.EVEN_MIN_KEYS))
     assert_counters_zero(cp)
 
 
