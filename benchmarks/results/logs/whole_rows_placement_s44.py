@@ -36,7 +36,7 @@ for b, h, length in ((16, 32, 4096), (8, 32, 8192)):
         label = f"B{b} {h}/{h} L{length} k_off {k_off} v_gap {v_gap}"
         out[label] = {name: 2 * n * 2 / t / 1e12 for name, t in best.items()}
         print(label, {name: round(x, 3) for name, x in out[label].items()}, flush=True)
-        del buf, k, v, q
+        buf = k = v = q = None
         cupy.get_default_memory_pool().free_all_blocks()
 with open(os.path.join(os.environ.get("OUT", "."), "whole_rows_placement.json"), "w") as f:
     json.dump(out, f, indent=1)
