@@ -22,9 +22,9 @@ groups too, cuattn.decode.MMA_DEEP_STAGES ()) and at D 64 with 6 stages (cuattn_
 MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th session), and every row
 with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the
 GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
-(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs), and the MHA rows without
-the bulk-copy kernel's whole row groups (cuattn_alibi_pieces: cuattn.decode.TMA_WHOLE_ROWS False, the even
-pieces cut before the 44th session). cuattn_alibi_wrapped is
+(cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs), and the MHA rows with
+the bulk-copy kernel's row groups kept whole where there are about two an SM or more
+(cuattn_alibi_whole_rows: cuattn.decode.TMA_WHOLE_ROWS True, opt-in; the default cuts even pieces). cuattn_alibi_wrapped is
 cuattn_alibi itself called through the variants' settings wrapper (the same plan): the wrapper's share.
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
@@ -285,8 +285,8 @@ def main():
         fns["cuattn_alibi_static_first"] = with_settings(alibi, STATIC_FIRST=True)
         # equal splits per row group (EVEN_SPLIT False; the default: even pieces where even_pieces says so)
         fns["cuattn_alibi_equal_splits"] = with_settings(alibi, EVEN_SPLIT=False)
-        if hq == hkv:  # the MHA rows without the whole-rows rule (TMA_WHOLE_ROWS False): the even pieces it replaces
-            fns["cuattn_alibi_pieces"] = with_settings(alibi, TMA_WHOLE_ROWS=False)
+        if hq == hkv:  # the MHA rows with whole row groups on the bulk-copy kernel (TMA_WHOLE_ROWS, opt-in)
+            fns["cuattn_alibi_whole_rows"] = with_settings(alibi, TMA_WHOLE_ROWS=True)
         # even pieces on either kernel (EVEN_SPLIT True): one piece per SM (EVEN_PIECES None), 2 or 3
         # per SM, and one per SM in one block per SM with the deepest ring that fits (8 bulk-copy
         # stages, 6 tensor-core ones: 128 / 192 KB in flight, not 64 / 96)

@@ -101,8 +101,9 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   261 even pieces of 8064 keys, so nearly every row group is merged from two partials; the 39th
   session's bare ring on the whole row groups (512 blocks, no math, no outputs) streamed 3.17-3.19
   TB/s there against cuDNN's 3.151 and our decode's 3.113 (H100). The 44th session measured them
-  faster (B 8 32/32 L 8192 +4.7%) and made whole row groups the default where there are at least
-  ~2 a SM (cuattn.decode.TMA_WHOLE_ROWS); "pieces": that rule off (the even pieces it replaced),
+  faster (B 8 32/32 L 8192 +4.7%), but decode.py slower on B 16 32/32 L 4096 (2.96 against 3.11);
+  "whole rows rule": the opt-in cuattn.decode.TMA_WHOLE_ROWS (whole row groups where there are
+  about two an SM or more),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
@@ -224,7 +225,7 @@ TMA_VARIANTS = [
     ("item overhead 128", {"TMA_ITEM_OVERHEAD": 128}),
     ("item overhead 128, equal splits", {"TMA_ITEM_OVERHEAD": 128, "EVEN_SPLIT": False}),
     ("whole rows", WHOLE_ROWS),
-    ("pieces", {"TMA_WHOLE_ROWS": False}),
+    ("whole rows rule", {"TMA_WHOLE_ROWS": True}),
     ("whole rows, stages 6", {**WHOLE_ROWS, "TMA_STAGES": 6}),
     ("whole rows, stages 8", {**WHOLE_ROWS, "TMA_STAGES": 8}),
 ] + [(f"l2 ahead {n}", {"TMA_OPTIONS": module.TMA_OPTIONS + o}) for n, o in L2_AHEAD.items()] + LAUNCH_VARIANTS

@@ -725,23 +725,27 @@ def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int, length:
     return 2 * sms if grid < items < cap * grid else None
 
 
-# Whole row groups (the bulk-copy kernel, one query row per block, the default pieces rule in force):
-# where the row groups (B x Hkv x row chunks) number at least TMA_WHOLE_ROWS_PER_SM per SM, one split
-# each and no even pieces: no partials, no counts, no merges (each block writes its rows' outputs),
-# the three blocks per SM taking row groups from the counter. Measured on an H100 (44th session,
-# benchmarks/decode_stream_probe.py "whole rows" against the even pieces that even_pieces cut there,
-# best of 3 interleaved rounds, TB/s): 256 row groups B 8 32/32 L 8192 3.006-3.012 -> 3.153-3.155
-# (cuDNN 3.163), B 16 16/16 D 256 L 8192 3.030 -> 3.183, B 32 8/8 D 64 L 32768 3.091 -> 3.189;
-# 512 (B 16 32/32 L 4096) 3.108-3.110 -> 3.129; 1024 (B 32 32/32 L 4096) 3.147 -> 3.155. Fewer row
-# groups (160-224 on 132 SMs, where pieces are cut too: one or two rows an SM) keep the pieces: not
-# measured.
-TMA_WHOLE_ROWS = True
+# Whole row groups (opt-in; the bulk-copy kernel, one query row per block, the default pieces rule
+# in force): where the row groups (B x Hkv x row chunks) number at least TMA_WHOLE_ROWS_PER_SM per
+# SM, one split each and no even pieces: no partials, no counts, no merges (each block writes its
+# rows' outputs), the three blocks per SM taking row groups from the counter. Measured on an H100
+# (44th session, benchmarks/decode_stream_probe.py "whole rows" against the even pieces that
+# even_pieces cut there, best of 3 interleaved rounds, TB/s): 256 row groups B 8 32/32 L 8192
+# 3.006-3.012 -> 3.153-3.155 (cuDNN 3.163), B 16 16/16 D 256 L 8192 3.030 -> 3.183, B 32 8/8 D 64
+# L 32768 3.091 -> 3.189; 512 (B 16 32/32 L 4096) 3.108-3.110 -> 3.129; 1024 (B 32 32/32 L 4096)
+# 3.147 -> 3.155. But the same session's full decode.py with it on (a process of its own, 7
+# interleaved rounds) read B 16 32/32 L 4096 at 2.958-2.968 against 3.110-3.115 with the pieces
+# (benchmarks/results/logs/decode_h100_s44_whole_rows.json): so not the default until that is
+# understood (a guess: row groups of 1 MB side by side, all started at once, meet the memory
+# system alike, where placement decides; pieces start at staggered offsets). Fewer row groups
+# (160-224 on 132 SMs, where pieces are cut too) were not measured.
+TMA_WHOLE_ROWS = False
 TMA_WHOLE_ROWS_PER_SM = 1.9
 
 
 def tma_whole_rows(rows: int, groups: int, sms: int) -> bool:
     """Does a bulk-copy launch of `rows` query rows per block over `groups` row groups keep every
-    row group whole (one split, no even pieces)? With TMA_WHOLE_ROWS on, the default pieces rule in
+    row group whole (one split, no even pieces)? With TMA_WHOLE_ROWS on (opt-in), the default pieces rule in
     force (EVEN_SPLIT None, EVEN_PIECES None, stealing off), one row per block and at least
     TMA_WHOLE_ROWS_PER_SM row groups per SM."""
     return (TMA_WHOLE_ROWS and EVEN_SPLIT is None and not EVEN_PIECES and not STEAL and rows == 1

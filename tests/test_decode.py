@@ -709,11 +709,13 @@ def test_even_pieces_rule(monkeypatch):
 def test_tma_whole_rows_rule(monkeypatch):
     """tma_whole_rows: one row per block and at least TMA_WHOLE_ROWS_PER_SM row groups per SM keep
     every row group whole (B 8 32/32: 256 row groups on 132 SMs, yes; 224 or 4 rows per block, no),
-    and only while the default pieces rule is in force (TMA_WHOLE_ROWS on, EVEN_SPLIT and
+    and only while the default pieces rule is in force (TMA_WHOLE_ROWS on: opt-in; EVEN_SPLIT and
     EVEN_PIECES None, stealing off)."""
     mod = sys.modules["cuattn.decode"]
     sms = 132
-    assert mod.TMA_WHOLE_ROWS and mod.EVEN_SPLIT is None and mod.EVEN_PIECES is None and not mod.STEAL
+    assert not mod.tma_whole_rows(1, 4096, sms)  # off by default
+    monkeypatch.setattr(mod, "TMA_WHOLE_ROWS", True)
+    assert mod.EVEN_SPLIT is None and mod.EVEN_PIECES is None and not mod.STEAL
     assert [mod.tma_whole_rows(1, groups, sms) for groups in (160, 224, 250, 251, 256, 512, 4096)] == \
         [False, False, False, True, True, True, True]
     assert not mod.tma_whole_rows(4, 4096, sms)

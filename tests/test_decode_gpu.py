@@ -992,8 +992,8 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
     with row groups of at least EVEN_LONG_ROW_KEYS keys, else equal splits; with four rows
     per block, one piece per block), equal splits on the tensor-core kernel (EVEN_MIN_KEYS lowered
     so these small caches qualify); right on the reference either way, twice in a row, counters
-    zero afterwards. (The whole-rows rule, which keeps many row groups whole instead, is off here:
-    test_gpu_tma_whole_rows.)"""
+    zero afterwards. (The opt-in whole-rows rule, which keeps many row groups whole instead, is off
+    here: test_gpu_tma_whole_rows.)"""
     if split_kernel == "regs":
         pytest.skip("the register kernel is not persistent")
     assert DECODE_MODULE.EVEN_SPLIT is None and DECODE_MODULE.EVEN_PIECES is None
@@ -1031,7 +1031,7 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
 @pytest.mark.parametrize("hkv, length, d, dtype", [(32, 2048, 128, np.float16), (8, 1500, 64, BFLOAT16),
                                                 (16, 777, 256, np.float16)])
 def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, dtype):
-    """TMA_WHOLE_ROWS (the default): the bulk-copy kernel with one row per block keeps every row
+    """TMA_WHOLE_ROWS (opt-in): the bulk-copy kernel with one row per block keeps every row
     group whole (one split, no even pieces: each block writes its rows' outputs) where there are at
     least TMA_WHOLE_ROWS_PER_SM row groups per SM; with the rule off the same call is planned as
     before (even pieces where even_pieces cuts them, EVEN_MIN_KEYS lowered so these small caches
@@ -1047,9 +1047,9 @@ def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, 
     sms = props["num_sms"]
     b = -(-2 * sms // hkv)  # at least 2 row groups per SM
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
-    assert DECODE_MODULE.tma_whole_rows(1, b * hkv, sms)
     for rule in (True, False):
         monkeypatch.setattr(DECODE_MODULE, "TMA_WHOLE_ROWS", rule)
+        assert DECODE_MODULE.tma_whole_rows(1, b * hkv, sms) == rule
         for _ in range(2):
             compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
         plan = last_persistent_plan()
