@@ -72,13 +72,17 @@ MMA_DEEP_STAGES = ((128, 6),)
 # False: the bulk-copy kernel for every one-row launch, as before.
 ONE_ROW_MMA_WHOLE = True
 # One query row per block on a dense cache runs the tensor-core kernel also where its plan splits
-# every row group over one block per SM (the deep ring) and there are fewer row groups than SMs
-# (mma_splits_few_rows: B 1 32/32 L 33001, 32 row groups of 33001 keys). On that row decode.py's
+# every row group over one block per SM (the deep ring) and there are at most half as many row groups
+# as SMs (mma_splits_few_rows: B 1 32/32 L 33001, 32 row groups of 33001 keys). On that row decode.py's
 # tensor-core column led the bulk-copy kernel by 0.3-1.0% in every H100 run since the 35th session
 # (42nd: 3.031 vs 3.003 TB/s twice, cuDNN 3.035) and by 0.1% on an H200 in the 43rd session (7
 # rounds: 4.247 vs 4.241, ahead in 6 of 7 rounds, level in the seventh; cuDNN 4.28; the 38th
 # session's H200, before slabs and the barrier-free store phase, had it 0.7% behind). Opt-in in the
-# 42nd session, the default since the 43rd. False: only the whole-rows rule above.
+# 42nd session, the default since the 43rd. Its scope on an H100 (44th session,
+# benchmarks/decode_one_row_scope.py, 5 rounds, tensor-core / bulk-copy kernel): 8-64 row groups
+# 1.004-1.128x (B 1 8/8 L 33001 2.619 vs 2.323 TB/s; B 1 32/32 L 4096 1.043; B 2 32/32 L 8192
+# 1.004), but 96 (B 3 32/32 L 33001, 20 splits of 1664 keys) 0.986x: so at most half as many row
+# groups as SMs (it was fewer than the SMs until then). False: only the whole-rows rule above.
 ONE_ROW_MMA_FEW = True
 # How "mma" fills its ring: "tensor" (tensor copies through two tensor maps, one per 64-column half)
 # or "cp.async" (16-byte cp.async by the producer warp into the same swizzled tiles: no tensor maps,
@@ -830,13 +834,13 @@ def _one_row_mma_rules(batch: int, num_kv_heads: int, length: int, padded: int, 
     """(whole, few) for decode_split_mma's plan of one query row per row group (mma_plan, then
     even_pieces on its equal splits): whether it keeps every row group whole, one item each, no
     partials to merge, with at least as many row groups as blocks (mma_keeps_rows_whole), and whether
-    it splits every row group over one block per SM (the deep ring) in equal pieces, with fewer row
-    groups than SMs (mma_splits_few_rows). One plan for both one-row rules."""
+    it splits every row group over one block per SM (the deep ring) in equal pieces, with at most
+    half as many row groups as SMs (mma_splits_few_rows). One plan for both one-row rules."""
     resident, _, splits, _ = mma_plan(batch, num_kv_heads, 1, length, padded, num_sms)
     items = batch * num_kv_heads
     equal = even_pieces("mma", MMA_ROWS, splits * items, resident * num_sms, num_sms, length) is None
     whole = splits == 1 and items >= resident * num_sms and equal
-    few = resident == 1 and splits > 1 and items < num_sms and equal
+    few = resident == 1 and splits > 1 and 2 * items <= num_sms and equal
     return whole, few
 
 
@@ -849,8 +853,8 @@ def mma_keeps_rows_whole(batch: int, num_kv_heads: int, length: int, padded: int
 
 def mma_splits_few_rows(batch: int, num_kv_heads: int, length: int, padded: int, num_sms: int) -> bool:
     """Whether decode_split_mma's plan for one query row per row group splits every row group over
-    one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with fewer row groups
-    than SMs (the case ONE_ROW_MMA_FEW, the default, takes: B 1 32/32 L 33001)."""
+    one block per SM (mma_plan: the deep ring) in equal pieces (no even pieces), with at most half as
+    many row groups as SMs (the case ONE_ROW_MMA_FEW, the default, takes: B 1 32/32 L 33001)."""
     return _one_row_mma_rules(batch, num_kv_heads, length, padded, num_sms)[1]
 
 

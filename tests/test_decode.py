@@ -502,8 +502,9 @@ def test_mma_plan_and_the_whole_rows_rule(monkeypatch):
 
 def test_the_few_split_rows_rule(monkeypatch):
     """mma_splits_few_rows (ONE_ROW_MMA_FEW, the default since the 43rd session): the tensor-core
-    plan splits every row group over one block per SM, with fewer row groups than SMs: B 1 32/32
-    L 33001 (4 splits of 8320 keys) yes; B 16 32/32 L 4096 (more row groups than SMs), B 64 L 2048
+    plan splits every row group over one block per SM, with at most half as many row groups as
+    SMs: B 1 32/32 L 33001 (4 splits of 8320 keys) and B 2 (64 row groups) yes; B 3 (96: measured
+    slower, 44th session), B 16 32/32 L 4096 (more row groups than SMs), B 64 L 2048
     (whole), B 4 32/32 (whole on two blocks), D 64 (two blocks an SM), a short row kept whole no;
     no deep ring, no rule."""
     import sys
@@ -512,6 +513,8 @@ def test_the_few_split_rows_rule(monkeypatch):
     assert mod.ONE_ROW_MMA_FEW is True
     assert mod.mma_plan(1, 32, 1, 33001, 128, 132) == (1, 6, 4, 8320)
     assert mod.mma_splits_few_rows(1, 32, 33001, 128, 132) and mod.mma_splits_few_rows(2, 32, 33001, 128, 132)
+    assert not mod.mma_splits_few_rows(3, 32, 33001, 128, 132) and mod.mma_plan(3, 32, 1, 33001, 128, 132)[2] > 1
+    assert mod.mma_splits_few_rows(1, 32, 33001, 128, 64) and not mod.mma_splits_few_rows(1, 32, 33001, 128, 63)
     for shape in ((16, 32, 4096, 128), (64, 32, 2048, 128), (4, 32, 33001, 128), (1, 32, 33001, 64), (1, 32, 200, 128)):
         assert not mod.mma_splits_few_rows(*shape, 132), shape
     assert mod.mma_splits_few_rows(1, 32, 33001, 128, 32) is False  # as many row groups as SMs
