@@ -112,6 +112,19 @@ def last_persistent_plan():
     return [p for p in DECODE_MODULE._PLANS.values() if hasattr(p, "even_rule")][-1]
 
 
+def tma_case_on_sm90(split_kernel, monkeypatch, why):
+    """For the tests that pick or plan the bulk-copy kernel's calls themselves: skip unless this is
+    the "tma" parametrization (`why` says what the test leaves to the rule) on an sm_90 GPU (the
+    persistent kernels' own); the cached plans cleared. Returns the device's properties."""
+    if split_kernel != "tma":
+        pytest.skip(why)
+    props = DECODE_MODULE.device_properties()
+    if props["cc"] != 90:
+        pytest.skip("the persistent kernels are sm_90's")
+    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    return props
+
+
 def force_thieves(patch, owner_grains=1):
     """Work stealing forced (`patch`: monkeypatch or its context): grains of 128 keys, owners
     stop after `owner_grains` of them (OWNER_GRAINS, a test setting), thieves take the rest."""
@@ -1035,14 +1048,9 @@ def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, 
     group whole (one split, no even pieces: each block writes its rows' outputs) where there are at
     least TMA_WHOLE_ROWS_PER_SM row groups per SM; with the rule off the same call is planned as
     before (even pieces where even_pieces cuts them, EVEN_MIN_KEYS lowered so these small caches
-    qualify). Right on the reference either way (ragged
-    lengths, a zero-length row), twice in a row, counters zero afterwards."""
-    if split_kernel != "tma":
-        pytest.skip("the bulk-copy kernel's plans")
-    props = DECODE_MODULE.device_properties()
-    if props["cc"] != 90:
-        pytest.skip("the persistent kernels are sm_90's")
-    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    qualify). Right on the reference either way (ragged lengths, a zero-length row), twice in a
+    row, counters zero afterwards."""
+    props = tma_case_on_sm90(split_kernel, monkeypatch, "the bulk-copy kernel's plans")
     monkeypatch.setattr(DECODE_MODULE, "EVEN_MIN_KEYS", 128)  # (pieces of these small caches, rule off)
     sms = props["num_sms"]
     b = -(-2 * sms // hkv)  # at least 2 row groups per SM
@@ -1226,12 +1234,7 @@ def test_gpu_one_row_mma_few(cp, rng, monkeypatch, split_kernel, b, hkv, length,
     (mma_splits_few_rows), else as before; right on the reference either way (ragged and zero
     lengths: split and empty row groups), the same bits as the forced tensor-core kernel. The
     whole-rows rule (ONE_ROW_MMA_WHOLE, which takes B 64 32/32 L 1500) is off here: this rule alone."""
-    if split_kernel != "tma":
-        pytest.skip("the rule picks between the kernels itself (KERNEL None)")
-    props = DECODE_MODULE.device_properties()
-    if props["cc"] != 90:
-        pytest.skip("the persistent kernels are sm_90's")
-    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
+    props = tma_case_on_sm90(split_kernel, monkeypatch, "the rule picks between the kernels itself (KERNEL None)")
     monkeypatch.setattr(DECODE_MODULE, "ONE_ROW_MMA_WHOLE", False)
     d = 128
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
@@ -1257,13 +1260,8 @@ def test_gpu_one_row_mma_whole(cp, rng, monkeypatch, split_kernel, hkv, length, 
     """ONE_ROW_MMA_WHOLE (the default): one dense query row per block runs the tensor-core kernel where
     its plan keeps every row group whole (mma_keeps_rows_whole), else the bulk-copy kernel; right
     on the reference either way, with ragged and zero lengths."""
-    if split_kernel != "tma":
-        pytest.skip("the rule picks between the kernels itself (KERNEL None)")
-    props = DECODE_MODULE.device_properties()
-    if props["cc"] != 90:
-        pytest.skip("the persistent kernels are sm_90's")
+    props = tma_case_on_sm90(split_kernel, monkeypatch, "the rule picks between the kernels itself (KERNEL None)")
     monkeypatch.setattr(DECODE_MODULE, "KERNEL", None)
-    monkeypatch.setattr(DECODE_MODULE, "_PLANS", {})
     b = -(-per_sm * props["num_sms"] // hkv)  # row groups for every block
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
     whole = DECODE_MODULE.mma_keeps_rows_whole(b, hkv, length, d, props["num_sms"])
