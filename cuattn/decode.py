@@ -731,29 +731,28 @@ def even_pieces(kernel: str, rows: int, items: int, grid: int, sms: int, length:
 
 # Whole row groups (opt-in; the bulk-copy kernel, one query row per block, the default pieces rule
 # in force): where the row groups (B x Hkv x row chunks) number at least TMA_WHOLE_ROWS_PER_SM per
-# SM, one split each and no even pieces: no partials, no counts, no merges (each block writes its
-# rows' outputs), the three blocks per SM taking row groups from the counter. Measured on an H100
-# (44th session, benchmarks/decode_stream_probe.py "whole rows" against the even pieces that
-# even_pieces cut there, best of 3 interleaved rounds, TB/s): 256 row groups B 8 32/32 L 8192
-# 3.006-3.012 -> 3.153-3.155 (cuDNN 3.163), B 16 16/16 D 256 L 8192 3.030 -> 3.183, B 32 8/8 D 64
-# L 32768 3.091 -> 3.189; 512 (B 16 32/32 L 4096) 3.108-3.110 -> 3.129; 1024 (B 32 32/32 L 4096)
-# 3.147 -> 3.155. But the same session's full decode.py with it on (a process of its own, 7
-# interleaved rounds) read B 16 32/32 L 4096 at 2.958-2.968 against 3.110-3.115 with the pieces
-# (benchmarks/results/logs/decode_h100_s44_whole_rows.json): so not the default until that is
-# understood (a guess: row groups of 1 MB side by side, all started at once, meet the memory
-# system alike, where placement decides; pieces start at staggered offsets). Fewer row groups
-# (160-224 on 132 SMs, where pieces are cut too) were not measured.
+# SM and at most the resident blocks (all of them streaming from the start, none waiting for a
+# second round), one split each and no even pieces: no partials, no counts, no merges (each block
+# writes its rows' outputs). Measured on an H100 (44th session), TB/s even pieces -> whole rows:
+# 256 row groups (one round on 396 blocks): stream probe (best of 3) B 8 32/32 L 8192 3.006-3.012
+# -> 3.153-3.155 (cuDNN 3.163), B 16 16/16 D 256 L 8192 3.030 -> 3.183, B 32 8/8 D 64 L 32768
+# 3.091 -> 3.189; B 8 32/32 L 8192 with K and V at five placements
+# (benchmarks/results/logs/whole_rows_placement_s44.py) 2.922-3.038 -> 2.994-3.150, ahead at each.
+# 512 row groups (B 16 32/32 L 4096: 1.3 rounds, the last 116 row groups on as many blocks) slower
+# at every placement, 3.044-3.110 -> 2.879-2.935, and in the full decode.py 3.113 -> 2.959 (the
+# probe alone had read 3.129): hence the upper bound. 1024 (B 32 L 4096) 3.147 -> 3.155 (probe).
+# Opt-in until an H200 agrees (the 12th session's pieces rule came from H200 runs).
 TMA_WHOLE_ROWS = False
 TMA_WHOLE_ROWS_PER_SM = 1.9
 
 
-def tma_whole_rows(rows: int, groups: int, sms: int) -> bool:
-    """Does a bulk-copy launch of `rows` query rows per block over `groups` row groups keep every
-    row group whole (one split, no even pieces)? With TMA_WHOLE_ROWS on (opt-in), the default pieces rule in
-    force (EVEN_SPLIT None, EVEN_PIECES None, stealing off), one row per block and at least
-    TMA_WHOLE_ROWS_PER_SM row groups per SM."""
+def tma_whole_rows(rows: int, groups: int, sms: int, grid: int) -> bool:
+    """Does a bulk-copy launch of `rows` query rows per block over `groups` row groups, `grid`
+    resident blocks, keep every row group whole (one split, no even pieces)? With TMA_WHOLE_ROWS on
+    (opt-in), the default pieces rule in force (EVEN_SPLIT None, EVEN_PIECES None, stealing off),
+    one row per block, at least TMA_WHOLE_ROWS_PER_SM row groups per SM and at most `grid`."""
     return (TMA_WHOLE_ROWS and EVEN_SPLIT is None and not EVEN_PIECES and not STEAL and rows == 1
-            and groups >= TMA_WHOLE_ROWS_PER_SM * sms)
+            and TMA_WHOLE_ROWS_PER_SM * sms <= groups <= grid)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1126,12 +1125,13 @@ class _DecodePlan:
         else:  # persistent: as many blocks as the SMs hold
             rows = MMA_ROWS if kernel == "mma" else rows_per_block(sizes)
             row_chunks = -(-num_rows // rows)
-            whole = kernel == "tma" and tma_whole_rows(rows, batch * hkv * row_chunks, props["num_sms"])
+            whole = False  # (tma_whole_rows)
             if kernel == "mma":
                 resident, stages, splits, chunk = mma_plan(batch, hkv, row_chunks, sizes["cache_len"], padded,
                                                            props["num_sms"])
             else:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
+                whole = tma_whole_rows(rows, batch * hkv * row_chunks, props["num_sms"], resident * props["num_sms"])
                 if whole:  # one split per row group, no pieces
                     splits, chunk = 1, split_chunk(max(1, sizes["cache_len"]), 1)
                 else:

@@ -710,27 +710,30 @@ def test_even_pieces_rule(monkeypatch):
 
 
 def test_tma_whole_rows_rule(monkeypatch):
-    """tma_whole_rows: one row per block and at least TMA_WHOLE_ROWS_PER_SM row groups per SM keep
-    every row group whole (B 8 32/32: 256 row groups on 132 SMs, yes; 224 or 4 rows per block, no),
-    and only while the default pieces rule is in force (TMA_WHOLE_ROWS on: opt-in; EVEN_SPLIT and
-    EVEN_PIECES None, stealing off)."""
+    """tma_whole_rows: one row per block, at least TMA_WHOLE_ROWS_PER_SM row groups per SM and at
+    most the resident blocks keep every row group whole (B 8 32/32: 256 row groups on 132 SMs of
+    396 blocks, yes; 224, 512 or 4 rows per block, no), and only while the default pieces rule is
+    in force (TMA_WHOLE_ROWS on: opt-in; EVEN_SPLIT and EVEN_PIECES None, stealing off)."""
     mod = sys.modules["cuattn.decode"]
-    sms = 132
-    assert not mod.tma_whole_rows(1, 4096, sms)  # off by default
+    sms, grid = 132, 396
+    assert not mod.tma_whole_rows(1, 256, sms, grid)  # off by default
     monkeypatch.setattr(mod, "TMA_WHOLE_ROWS", True)
     assert mod.EVEN_SPLIT is None and mod.EVEN_PIECES is None and not mod.STEAL
-    assert [mod.tma_whole_rows(1, groups, sms) for groups in (160, 224, 250, 251, 256, 512, 4096)] == \
-        [False, False, False, True, True, True, True]
-    assert not mod.tma_whole_rows(4, 4096, sms)
-    assert mod.tma_whole_rows(1, 256, 132) and not mod.tma_whole_rows(1, 256, 140)  # per SM of the GPU
+    assert [mod.tma_whole_rows(1, groups, sms, grid) for groups in (160, 224, 250, 251, 256, 396, 397, 512)] == \
+        [False, False, False, True, True, True, False, False]
+    assert not mod.tma_whole_rows(4, 256, sms, grid)
+    assert not mod.tma_whole_rows(1, 256, 140, 420)  # per SM of the GPU
+    assert mod.tma_whole_rows(1, 512, sms, 528) and not mod.tma_whole_rows(1, 512, sms, 511)  # its blocks
     for name, value in (("TMA_WHOLE_ROWS", False), ("EVEN_SPLIT", True), ("EVEN_SPLIT", False),
                         ("EVEN_PIECES", 264), ("STEAL", True)):
         with monkeypatch.context() as m:
             m.setattr(mod, name, value)
-            assert not mod.tma_whole_rows(1, 512, sms), name
-    # where it applies, the default would otherwise cut even pieces (B 16 32/32 L 4096: 4 equal splits)
-    splits, chunk = mod.plan_persistent(16, 32, 1, 4096, 396, sms)
-    assert mod.even_pieces("tma", 1, splits * 512, 396, sms, 4096) == 2 * sms
+            assert not mod.tma_whole_rows(1, 256, sms, grid), name
+    # where it applies, the default would otherwise cut even pieces (B 8 32/32 L 8192: 8 equal splits)
+    resident = mod.tma_config(1, 128, 2)[0]
+    assert resident * sms == grid
+    splits, chunk = mod.plan_persistent(8, 32, 1, 8192, grid, sms)
+    assert mod.even_pieces("tma", 1, splits * 256, grid, sms, 8192) == 2 * sms
 
 
 # Module names that are fixed by the CUDA sources or are not launch settings (all other upper-case

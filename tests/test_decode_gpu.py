@@ -1046,7 +1046,8 @@ def test_gpu_even_pieces_default(cp, rng, monkeypatch, split_kernel, b, hq, hkv,
 def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, dtype):
     """TMA_WHOLE_ROWS (opt-in): the bulk-copy kernel with one row per block keeps every row
     group whole (one split, no even pieces: each block writes its rows' outputs) where there are at
-    least TMA_WHOLE_ROWS_PER_SM row groups per SM; with the rule off the same call is planned as
+    least TMA_WHOLE_ROWS_PER_SM row groups per SM and at most the resident blocks; with the rule off
+    the same call is planned as
     before (even pieces where even_pieces cuts them, EVEN_MIN_KEYS lowered so these small caches
     qualify). Right on the reference either way (ragged lengths, a zero-length row), twice in a
     row, counters zero afterwards."""
@@ -1057,7 +1058,8 @@ def test_gpu_tma_whole_rows(cp, rng, monkeypatch, split_kernel, hkv, length, d, 
     q, k, v, kw, ref = mma_bits_case(rng, monkeypatch, b, hkv, hkv, 1, length, d, 0, dtype, None)
     for rule in (True, False):
         monkeypatch.setattr(DECODE_MODULE, "TMA_WHOLE_ROWS", rule)
-        assert DECODE_MODULE.tma_whole_rows(1, b * hkv, sms) == rule
+        grid = DECODE_MODULE.tma_config(1, d, 2)[0] * sms
+        assert DECODE_MODULE.tma_whole_rows(1, b * hkv, sms, grid) == rule
         for _ in range(2):
             compare(*run(cp, q, k, v, **kw), *ref, q.dtype)
         plan = last_persistent_plan()
