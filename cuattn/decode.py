@@ -1125,24 +1125,25 @@ class _DecodePlan:
         else:  # persistent: as many blocks as the SMs hold
             rows = MMA_ROWS if kernel == "mma" else rows_per_block(sizes)
             row_chunks = -(-num_rows // rows)
+            groups = batch * hkv * row_chunks
             whole = False  # (tma_whole_rows)
             if kernel == "mma":
                 resident, stages, splits, chunk = mma_plan(batch, hkv, row_chunks, sizes["cache_len"], padded,
                                                            props["num_sms"])
             else:
                 resident, stages = tma_config(rows, padded, q.dtype.itemsize)
-                whole = tma_whole_rows(rows, batch * hkv * row_chunks, props["num_sms"], resident * props["num_sms"])
+                whole = tma_whole_rows(rows, groups, props["num_sms"], resident * props["num_sms"])
                 if whole:  # one split per row group, no pieces
                     splits, chunk = 1, split_chunk(max(1, sizes["cache_len"]), 1)
                 else:
                     splits, chunk = plan_persistent(batch, hkv, row_chunks, sizes["cache_len"],
                                                     resident * props["num_sms"], props["num_sms"])
             grid = resident * props["num_sms"]
-            equal_items = splits * batch * hkv * row_chunks
+            equal_items = splits * groups
             pieces = None if whole else even_pieces(kernel, rows, equal_items, grid, props["num_sms"],
                                                     sizes["cache_len"])
             self.even_rule = (kernel, rows, equal_items, grid, pieces)  # (tests)
-            even = plan_even(batch * hkv * row_chunks, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
+            even = plan_even(groups, sizes["cache_len"], pieces, EVEN_MIN_KEYS) if pieces else None
             if even:
                 splits, chunk, span, takes = even
             elif kernel == "tma" and equal_items <= props["num_sms"]:
@@ -1210,8 +1211,7 @@ class _DecodePlan:
                                     tuple(_tma_ready(x, cupy) is not x for x in (k_cache, v_cache)))
                 self._maps = (None, None)
                 copy_arg = "tmaps"
-        items = splits * hkv * row_chunks * batch
-        groups = batch * hkv * row_chunks
+        items = splits * groups
         blocks = min(grid, takes or items)
         if PDL and PDL_TRIGGER:  # the next launch starts early, on SMs of its own
             options += (PDL_TRIGGER_OPTION,)
