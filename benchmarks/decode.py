@@ -23,9 +23,10 @@ MMA_TWO_BLOCK_STAGES (), the deepest that fits; the default 4 since the 36th ses
 with static first items (cuattn_alibi_static_first: cuattn.decode.STATIC_FIRST True, opt-in), and the
 GQA rows of at most 8 query rows a group without P_lo packed into the tensor-core kernel's empty rows
 (cuattn_alibi_no_pack_lo: cuattn.decode.MMA_PACK_LO False; the default packs), and the MHA rows with
-the bulk-copy kernel's row groups kept whole where there are about two an SM or more
-(cuattn_alibi_whole_rows: cuattn.decode.TMA_WHOLE_ROWS True, opt-in; the default cuts even pieces). cuattn_alibi_wrapped is
-cuattn_alibi itself called through the variants' settings wrapper (the same plan): the wrapper's share.
+the bulk-copy kernel's row groups kept whole where there are about two an SM up to one a resident
+block (cuattn_alibi_whole_rows: cuattn.decode.TMA_WHOLE_ROWS True, opt-in; the default cuts even
+pieces). cuattn_alibi_wrapped is cuattn_alibi itself called through the variants' settings wrapper (the
+same plan): the wrapper's share.
 cuattn runs with ALiBi ("default" slopes, the target configuration) and without; torch runs SDPA on the same tensors
 (viewed by CuPy through DLPack, no copy): the flash and cuDNN backends without bias, and the
 default backend with a materialized (B, Hq, 1, L) ALiBi bias in the cache dtype. GQA rows pass

@@ -6,8 +6,9 @@ List the shapes and each rule's verdict without a GPU:  python benchmarks/decode
 cuattn.decode gives one query row per block on a dense cache (MHA, Sq 1) to the tensor-core kernel
 ("mma") instead of the bulk-copy kernel ("tma") where its plan keeps every row group whole
 (ONE_ROW_MMA_WHOLE, mma_keeps_rows_whole) or splits every row group over one block per SM with
-fewer row groups than SMs (ONE_ROW_MMA_FEW, mma_splits_few_rows). Both rules were measured on
-benchmarks/decode.py's rows only (B 64 32/32 L 2048; B 1 32/32 L 33001). This script times both
+at most half as many row groups as SMs (ONE_ROW_MMA_FEW, mma_splits_few_rows). Both rules were
+first measured on benchmarks/decode.py's rows only (B 64 32/32 L 2048; B 1 32/32 L 33001); this
+script's first run (44th session, H100) set the few-rows rule's bound. It times both
 kernels (forced through cuattn.decode.KERNEL) and the automatic choice on fp16 D 128 shapes inside
 and next to the rules' scope (short and long caches, 8 to 128 row groups), in interleaved rounds
 (benchmarks/decode.py's `interleaved`: median per column, per-round values kept), and writes

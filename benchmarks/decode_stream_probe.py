@@ -103,7 +103,7 @@ with the kernel the dispatcher picks and module settings changed one variant at 
   TB/s there against cuDNN's 3.151 and our decode's 3.113 (H100). The 44th session measured them
   faster (B 8 32/32 L 8192 +4.7%), but decode.py slower on B 16 32/32 L 4096 (2.96 against 3.11);
   "whole rows rule": the opt-in cuattn.decode.TMA_WHOLE_ROWS (whole row groups where there are
-  about two an SM or more),
+  about two an SM up to one a resident block: one round),
 
 beside torch SDPA's cuDNN and flash backends on the same inputs. Variants are interleaved (ROUNDS
 rounds, best-of-rounds median of benchmarks/common.time_calls kept per variant). Answers: is a
